@@ -1,0 +1,46 @@
+//! Kong's `db_export` shape (`kong/db/declarative/export.lua`), as `GET /config` and
+//! `kong config db_export` print it.
+//!
+//! Like Kong's (which reads rows with `nulls = true`), the export keeps every field,
+//! null ones and `created_at`/`updated_at` included; foreign keys become the referenced
+//! id; transient fields (certificates' `snis`) are not stored and so not exported. Entities
+//! come in Kong's topological order, only those with rows.
+
+use super::{known_entities, EntitySet};
+use serde_json::{Map, Value};
+
+/// `{"_format_version": "3.0", "_transform": false, "<entity>": [rows…], …}`.
+pub fn export(set: &EntitySet) -> Value {
+    let mut out = Map::new();
+    out.insert("_format_version".into(), Value::from("3.0"));
+    out.insert("_transform".into(), Value::Bool(false));
+    for schema in known_entities() {
+        let rows = set.rows(schema.name);
+        if rows.is_empty() {
+            continue;
+        }
+        let mut list = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut r = row.clone();
+            for f in schema.foreign_fields() {
+                if let Some(Value::Object(fk)) = r.get(f.name) {
+                    if let Some(id) = fk.get("id").cloned() {
+                        r.insert(f.name.into(), id);
+                    }
+                }
+            }
+            for t in &schema.transient {
+                r.remove(*t);
+            }
+            list.push(Value::Object(r));
+        }
+        out.insert(schema.name.into(), Value::Array(list));
+    }
+    Value::Object(out)
+}
+
+/// The YAML text of a value (Kong's `to_yaml_string`, without the document markers).
+pub fn to_yaml(v: &Value) -> String {
+    let s = serde_yaml::to_string(v).unwrap_or_default();
+    s.strip_prefix("---\n").map(str::to_string).unwrap_or(s)
+}
