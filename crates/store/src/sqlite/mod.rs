@@ -1,0 +1,698 @@
+//! The embedded default store: SQLite (compiled into the binary), one file in the prefix.
+//!
+//! One connection behind a mutex, used from blocking tasks: SQLite serialises writers
+//! anyway, and the request path never reads the store. WAL with `synchronous=FULL` makes
+//! every acknowledged commit durable across a crash.
+
+mod schema;
+
+use crate::paging::{decode_offset, encode_offset};
+use crate::{Dataset, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS};
+use async_trait::async_trait;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
+use schema::{cache_key_of, fk_col, unique_col, unique_text};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tollgate_model::{entities, EntitySchema, Error, Result, Row};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    version: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::database(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file. Does not run migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::database(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=OFF;",
+        )
+        .map_err(db_err)?;
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+            version: Arc::new(tx),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| Error::database("sqlite connection poisoned"))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| Error::database(format!("sqlite task failed: {e}")))?
+    }
+
+    /// A write transaction; on success the change counter moves.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let out = self
+            .with(|c| {
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let out = f(&tx)?;
+                tx.commit().map_err(db_err)?;
+                Ok(out)
+            })
+            .await?;
+        self.version.send_modify(|v| *v += 1);
+        Ok(out)
+    }
+}
+
+fn now() -> i64 {
+    tollgate_model::schema::now_secs() as i64
+}
+
+fn parse_row(text: &str) -> Result<Row> {
+    serde_json::from_str(text).map_err(|e| Error::database(format!("corrupt row: {e}")))
+}
+
+/// Applies `ttl` bookkeeping: a stored expiry becomes the remaining seconds in `ttl`.
+fn with_ttl(schema: &EntitySchema, mut row: Row, expires: Option<i64>) -> Row {
+    if schema.ttl {
+        if let Some(exp) = expires {
+            row.insert("ttl".into(), json!((exp - now()).max(0)));
+        }
+    }
+    row
+}
+
+fn select_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<Option<Row>> {
+    let sql = format!(
+        "SELECT data, ttl FROM \"{}\" WHERE id = ?1 AND (ttl IS NULL OR ttl > ?2)",
+        schema.name
+    );
+    let r: Option<(String, Option<i64>)> = tx
+        .query_row(&sql, params![id, now()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db_err)?;
+    r.map(|(d, t)| parse_row(&d).map(|row| with_ttl(schema, row, t)))
+        .transpose()
+}
+
+/// Checks unique fields, the cache key and foreign keys of `row` (excluding the row
+/// itself) and returns Kong's error for the first violation.
+fn check_constraints(tx: &Connection, schema: &EntitySchema, row: &Row) -> Result<()> {
+    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+    for f in schema.unique_fields() {
+        let Some(text) = unique_text(row.get(f.name)) else {
+            continue;
+        };
+        let sql = format!(
+            "SELECT id FROM \"{}\" WHERE {} = ?1 AND id <> ?2",
+            schema.name,
+            unique_col(f.name)
+        );
+        let hit: Option<String> = tx
+            .query_row(&sql, params![text, id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if hit.is_some() {
+            return Err(Error::unique_violation(&[(f.name, row[f.name].clone())]));
+        }
+    }
+    if let Some(ck) = &schema.cache_key {
+        let key = cache_key_of(schema, row);
+        let sql = format!(
+            "SELECT id FROM \"{}\" WHERE cache_key = ?1 AND id <> ?2",
+            schema.name
+        );
+        let hit: Option<String> = tx
+            .query_row(&sql, params![key, id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if hit.is_some() {
+            let fields: Vec<(&str, Value)> = ck
+                .fields
+                .iter()
+                .map(|f| (*f, row.get(*f).cloned().unwrap_or(Value::Null)))
+                .collect();
+            return Err(Error::unique_violation(&fields));
+        }
+    }
+    for f in schema.foreign_fields() {
+        let Some(parent) = f.foreign_entity() else {
+            continue;
+        };
+        let Some(fk) = row
+            .get(f.name)
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let sql = format!("SELECT 1 FROM \"{parent}\" WHERE id = ?1");
+        let ok: Option<i64> = tx
+            .query_row(&sql, params![fk], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if ok.is_none() {
+            return Err(Error::foreign_key_violation(
+                f.name,
+                json!({ "id": fk }),
+                parent,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the row and its tags (insert or replace by id).
+fn put_row(tx: &Connection, schema: &EntitySchema, row: &Row, expires: Option<i64>) -> Result<()> {
+    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+    let (sql, extra) = schema::upsert_sql(schema);
+    let mut vals: Vec<rusqlite::types::Value> = vec![
+        id.to_string().into(),
+        serde_json::to_string(row)
+            .map_err(|e| Error::database(e.to_string()))?
+            .into(),
+        expires
+            .map(rusqlite::types::Value::Integer)
+            .unwrap_or(rusqlite::types::Value::Null),
+    ];
+    for col in extra {
+        vals.push(schema::column_value(schema, &col, row));
+    }
+    tx.execute(&sql, params_from_iter(vals))
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                // A unique index caught what the explicit checks did not (only possible in
+                // bulk imports, which skip them): report it in Kong's terms.
+                match check_constraints(tx, schema, row) {
+                    Err(e) => e,
+                    Ok(()) => db_err(rusqlite::Error::SqliteFailure(f, None)),
+                }
+            }
+            other => db_err(other),
+        })?;
+    tx.execute(
+        "DELETE FROM tags WHERE entity_name = ?1 AND entity_id = ?2",
+        params![schema.name, id],
+    )
+    .map_err(db_err)?;
+    if let Some(Value::Array(tags)) = row.get("tags") {
+        let mut st = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO tags (entity_name, entity_id, tag) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(db_err)?;
+        for t in tags.iter().filter_map(Value::as_str) {
+            st.execute(params![schema.name, id, t]).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes `ttl` (seconds) off the row and turns it into an absolute expiry.
+fn take_ttl(schema: &EntitySchema, row: &mut Row) -> Option<i64> {
+    if !schema.ttl {
+        return None;
+    }
+    match row.remove("ttl") {
+        Some(Value::Number(n)) => n.as_i64().filter(|t| *t > 0).map(|t| now() + t),
+        _ => None,
+    }
+}
+
+/// Deletes `id` of `schema`, cascading to children declared `cascade` and refusing when a
+/// non-cascading child still points to it.
+fn delete_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<()> {
+    for child in entities::ALL.iter() {
+        for f in child.foreign_fields() {
+            if f.foreign_entity() != Some(schema.name) {
+                continue;
+            }
+            let sql = format!(
+                "SELECT id FROM \"{}\" WHERE {} = ?1",
+                child.name,
+                fk_col(f.name)
+            );
+            let ids: Vec<String> = {
+                let mut st = tx.prepare(&sql).map_err(db_err)?;
+                let rows = st.query_map(params![id], |r| r.get(0)).map_err(db_err)?;
+                rows.collect::<std::result::Result<_, _>>()
+                    .map_err(db_err)?
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            if !f.on_delete_cascade {
+                return Err(Error::foreign_key_restricted(schema.name, child.name));
+            }
+            for cid in ids {
+                delete_tx(tx, child, &cid)?;
+            }
+        }
+    }
+    // Services list their CA certificates by id in an array; Kong refuses to delete a
+    // CA certificate that is still in use.
+    if schema.name == "ca_certificates" {
+        let n: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM services, json_each(services.data, '$.ca_certificates') WHERE json_each.value = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if n > 0 {
+            return Err(Error::foreign_key_restricted("ca_certificates", "services"));
+        }
+    }
+    tx.execute(
+        &format!("DELETE FROM \"{}\" WHERE id = ?1", schema.name),
+        params![id],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "DELETE FROM tags WHERE entity_name = ?1 AND entity_id = ?2",
+        params![schema.name, id],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn page_tx(c: &Connection, schema: &EntitySchema, q: &PageQuery) -> Result<Page> {
+    let mut sql = format!(
+        "SELECT id, data, ttl FROM \"{}\" WHERE (ttl IS NULL OR ttl > ?)",
+        schema.name
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![now().into()];
+    if let Some(off) = &q.offset {
+        sql.push_str(" AND id > ?");
+        args.push(decode_offset(off)?.into());
+    }
+    if let Some((field, id)) = &q.foreign {
+        sql.push_str(&format!(" AND {} = ?", fk_col(field)));
+        args.push(id.clone().into());
+    }
+    if let Some(tf) = &q.tags {
+        let marks = vec!["?"; tf.tags().len()].join(",");
+        match tf {
+            TagFilter::All(t) => sql.push_str(&format!(
+                " AND id IN (SELECT entity_id FROM tags WHERE entity_name = ? AND tag IN ({marks}) GROUP BY entity_id HAVING COUNT(DISTINCT tag) = {})",
+                t.len()
+            )),
+            TagFilter::Any(_) => sql.push_str(&format!(
+                " AND id IN (SELECT entity_id FROM tags WHERE entity_name = ? AND tag IN ({marks}))"
+            )),
+        }
+        args.push(schema.name.to_string().into());
+        for t in tf.tags() {
+            args.push(t.clone().into());
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.size + 1));
+    let mut st = c.prepare(&sql).map_err(db_err)?;
+    let rows = st
+        .query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    let mut more = false;
+    for r in rows {
+        let (_, data, ttl) = r.map_err(db_err)?;
+        if out.len() == q.size {
+            more = true;
+            break;
+        }
+        out.push(with_ttl(schema, parse_row(&data)?, ttl));
+    }
+    let next_offset = if more {
+        out.last()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_str)
+            .map(encode_offset)
+    } else {
+        None
+    };
+    Ok(Page {
+        rows: out,
+        next_offset,
+    })
+}
+
+fn executed(c: &Connection) -> Result<Vec<String>> {
+    let exists: Option<String> = c
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_meta'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut st = c
+        .prepare("SELECT name FROM schema_meta ORDER BY name")
+        .map_err(db_err)?;
+    let names = st.query_map([], |r| r.get(0)).map_err(db_err)?;
+    names.collect::<std::result::Result<_, _>>().map_err(db_err)
+}
+
+fn run_pending(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_meta (name TEXT PRIMARY KEY, executed_at INTEGER NOT NULL)")
+        .map_err(db_err)?;
+    let done = executed(tx)?;
+    let mut ran = Vec::new();
+    for m in MIGRATIONS {
+        if done.iter().any(|d| d == m) {
+            continue;
+        }
+        tx.execute_batch(&schema::migration_sql(m))
+            .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_meta (name, executed_at) VALUES (?1, ?2)",
+            params![m, now()],
+        )
+        .map_err(db_err)?;
+        ran.push((*m).to_string());
+    }
+    Ok(ran)
+}
+
+fn upsert_all(tx: &Transaction<'_>, data: &Dataset) -> Result<()> {
+    let mut order: Vec<&'static EntitySchema> = entities::ALL.iter().collect();
+    order.sort_by_key(|s| s.import_order);
+    for schema in order {
+        if let Some(rows) = data.get(schema.name) {
+            for row in rows {
+                let mut row = row.clone();
+                let exp = take_ttl(schema, &mut row);
+                put_row(tx, schema, &row, exp)?;
+            }
+        }
+    }
+    // Foreign keys may point into the file or into what the database already had; check
+    // them set-wise once everything is in.
+    for schema in entities::ALL.iter() {
+        for f in schema.foreign_fields() {
+            let Some(parent) = f.foreign_entity() else {
+                continue;
+            };
+            let col = fk_col(f.name);
+            let sql = format!(
+                "SELECT {col} FROM \"{}\" WHERE {col} IS NOT NULL AND {col} NOT IN (SELECT id FROM \"{parent}\") LIMIT 1",
+                schema.name
+            );
+            let bad: Option<String> = tx
+                .query_row(&sql, [], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            if let Some(fk) = bad {
+                return Err(Error::foreign_key_violation(
+                    f.name,
+                    json!({ "id": fk }),
+                    parent,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
+        self.write(move |tx| {
+            let id = row
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let exists: Option<i64> = tx
+                .query_row(
+                    &format!("SELECT 1 FROM \"{}\" WHERE id = ?1", schema.name),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if exists.is_some() {
+                return Err(Error::primary_key_violation(&id));
+            }
+            let exp = take_ttl(schema, &mut row);
+            check_constraints(tx, schema, &row)?;
+            put_row(tx, schema, &row, exp)?;
+            Ok(with_ttl(schema, row, exp))
+        })
+        .await
+    }
+
+    async fn upsert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
+        self.write(move |tx| {
+            let id = row
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if let Some(old) = select_tx(tx, schema, &id)? {
+                if let Some(c) = old.get("created_at") {
+                    row.insert("created_at".into(), c.clone());
+                }
+            }
+            let exp = take_ttl(schema, &mut row);
+            check_constraints(tx, schema, &row)?;
+            put_row(tx, schema, &row, exp)?;
+            Ok(with_ttl(schema, row, exp))
+        })
+        .await
+    }
+
+    async fn update(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
+        self.write(move |tx| {
+            let id = row
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if select_tx(tx, schema, &id)?.is_none() {
+                return Err(Error::not_found(json!({ "id": id })));
+            }
+            let exp = take_ttl(schema, &mut row);
+            check_constraints(tx, schema, &row)?;
+            put_row(tx, schema, &row, exp)?;
+            Ok(with_ttl(schema, row, exp))
+        })
+        .await
+    }
+
+    async fn select(&self, schema: &'static EntitySchema, id: &str) -> Result<Option<Row>> {
+        let id = id.to_string();
+        self.with(move |c| select_tx(c, schema, &id)).await
+    }
+
+    async fn select_by_field(
+        &self,
+        schema: &'static EntitySchema,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<Row>> {
+        let Some(f) = schema.field(field).filter(|f| f.unique) else {
+            return Err(Error::database(format!(
+                "'{field}' is not a unique field of {}",
+                schema.name
+            )));
+        };
+        let sql = format!(
+            "SELECT data, ttl FROM \"{}\" WHERE {} = ?1 AND (ttl IS NULL OR ttl > ?2)",
+            schema.name,
+            unique_col(f.name)
+        );
+        let value = value.to_string();
+        self.with(move |c| {
+            let r: Option<(String, Option<i64>)> = c
+                .query_row(&sql, params![value, now()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db_err)?;
+            r.map(|(d, t)| parse_row(&d).map(|row| with_ttl(schema, row, t)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete(&self, schema: &'static EntitySchema, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |tx| delete_tx(tx, schema, &id)).await
+    }
+
+    async fn page(&self, schema: &'static EntitySchema, query: &PageQuery) -> Result<Page> {
+        let q = query.clone();
+        self.with(move |c| page_tx(c, schema, &q)).await
+    }
+
+    async fn replace_all(&self, data: Dataset) -> Result<()> {
+        self.write(move |tx| {
+            for s in entities::ALL.iter() {
+                tx.execute(&format!("DELETE FROM \"{}\"", s.name), [])
+                    .map_err(db_err)?;
+            }
+            tx.execute("DELETE FROM tags", []).map_err(db_err)?;
+            upsert_all(tx, &data)
+        })
+        .await
+    }
+
+    async fn import(&self, data: Dataset) -> Result<()> {
+        self.write(move |tx| upsert_all(tx, &data)).await
+    }
+
+    async fn load_all(&self) -> Result<Dataset> {
+        self.with(|c| {
+            let mut out = Dataset::new();
+            for s in entities::ALL.iter() {
+                let mut st = c
+                    .prepare(&format!(
+                        "SELECT data, ttl FROM \"{}\" WHERE ttl IS NULL OR ttl > ?1 ORDER BY id",
+                        s.name
+                    ))
+                    .map_err(db_err)?;
+                let rows = st
+                    .query_map(params![now()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+                    })
+                    .map_err(db_err)?;
+                let mut v = Vec::new();
+                for r in rows {
+                    let (d, t) = r.map_err(db_err)?;
+                    v.push(with_ttl(s, parse_row(&d)?, t));
+                }
+                out.insert(s.name.to_string(), v);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    async fn tags_page(
+        &self,
+        tag: Option<&str>,
+        size: usize,
+        offset: Option<&str>,
+    ) -> Result<crate::TagPage> {
+        let after = offset.map(crate::paging::decode_tag_offset).transpose()?;
+        let tag = tag.map(str::to_string);
+        self.with(move |c| {
+            let mut sql = String::from("SELECT entity_name, entity_id, tag FROM tags WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(t) = tag {
+                sql.push_str(" AND tag = ?");
+                args.push(t.into());
+            }
+            if let Some((a, b, t)) = after {
+                sql.push_str(" AND (entity_name, entity_id, tag) > (?, ?, ?)");
+                args.extend([a.into(), b.into(), t.into()]);
+            }
+            sql.push_str(&format!(
+                " ORDER BY entity_name, entity_id, tag LIMIT {}",
+                size + 1
+            ));
+            let mut st = c.prepare(&sql).map_err(db_err)?;
+            let rows = st
+                .query_map(params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(db_err)?;
+            let mut out: Vec<(String, String, String)> = rows
+                .collect::<std::result::Result<_, _>>()
+                .map_err(db_err)?;
+            let more = out.len() > size;
+            out.truncate(size);
+            let next_offset = if more {
+                out.last().map(crate::paging::encode_tag_offset)
+            } else {
+                None
+            };
+            Ok(crate::TagPage {
+                rows: out,
+                next_offset,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
+            .await
+    }
+
+    async fn migrations_status(&self) -> Result<MigrationStatus> {
+        self.with(|c| {
+            let executed = executed(c)?;
+            let pending = MIGRATIONS
+                .iter()
+                .filter(|m| !executed.iter().any(|e| e == *m))
+                .map(|m| (*m).to_string())
+                .collect();
+            Ok(MigrationStatus { executed, pending })
+        })
+        .await
+    }
+
+    async fn migrations_bootstrap(&self) -> Result<Vec<String>> {
+        self.write(run_pending).await
+    }
+
+    async fn migrations_up(&self) -> Result<Vec<String>> {
+        self.write(run_pending).await
+    }
+
+    async fn migrations_reset(&self) -> Result<()> {
+        self.write(|tx| {
+            for s in entities::ALL.iter() {
+                tx.execute(&format!("DROP TABLE IF EXISTS \"{}\"", s.name), [])
+                    .map_err(db_err)?;
+            }
+            tx.execute_batch("DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS schema_meta;")
+                .map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+use super::*;
+use serde_json::json;
+use tollgate_model::schema::{Context, Operation};
+
+fn schema(name: &str) -> &'static EntitySchema {
+    entities::by_name(name).unwrap()
+}
+
+fn row(name: &str, v: Value) -> Row {
+    let Value::Object(m) = v else { panic!() };
+    schema(name)
+        .process(m, &Context::new(Operation::Insert))
+        .unwrap()
+}
+
+async fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+    assert_eq!(s.migrations_bootstrap().await.unwrap(), MIGRATIONS.to_vec());
+    (dir, s)
+}
+
+#[tokio::test]
+async fn insert_select_unique_and_primary_key() {
+    let (_d, s) = open().await;
+    let svc = row("services", json!({"name": "a", "host": "example.com"}));
+    let id = svc["id"].as_str().unwrap().to_string();
+    s.insert(schema("services"), svc.clone()).await.unwrap();
+    assert_eq!(
+        s.select(schema("services"), &id).await.unwrap().unwrap()["host"],
+        "example.com"
+    );
+    assert_eq!(
+        s.select_by_field(schema("services"), "name", "a")
+            .await
+            .unwrap()
+            .unwrap()["id"],
+        id
+    );
+
+    let e = s.insert(schema("services"), svc).await.unwrap_err();
+    assert_eq!(e.to_json()["code"], 3);
+    let e = s
+        .insert(
+            schema("services"),
+            row("services", json!({"name": "a", "host": "b.com"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "UNIQUE violation detected on '{name=\"a\"}'");
+    assert_eq!(e.http_status(), 409);
+}
+
+#[tokio::test]
+async fn foreign_keys_cascade_and_restrict() {
+    let (_d, s) = open().await;
+    let svc = row("services", json!({"host": "example.com"}));
+    let sid = svc["id"].as_str().unwrap().to_string();
+    let missing = row(
+        "routes",
+        json!({"paths": ["/"], "service": {"id": "6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a"}}),
+    );
+    let e = s.insert(schema("routes"), missing).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "the foreign key '{id=\"6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a\"}' does not reference an existing 'services' entity."
+    );
+    s.insert(schema("services"), svc).await.unwrap();
+    let r = row("routes", json!({"paths": ["/"], "service": {"id": sid}}));
+    s.insert(schema("routes"), r).await.unwrap();
+    // A service with routes cannot go (Kong restricts), its plugins would cascade.
+    let e = s.delete(schema("services"), &sid).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "an existing 'routes' entity references this 'services' entity"
+    );
+
+    let c = row("consumers", json!({"username": "bob"}));
+    let cid = c["id"].as_str().unwrap().to_string();
+    s.insert(schema("consumers"), c).await.unwrap();
+    s.insert(
+        schema("keyauth_credentials"),
+        row(
+            "keyauth_credentials",
+            json!({"consumer": {"id": cid}, "key": "k1"}),
+        ),
+    )
+    .await
+    .unwrap();
+    s.delete(schema("consumers"), &cid).await.unwrap();
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "k1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn paging_tags_and_cache_keys() {
+    let (_d, s) = open().await;
+    for i in 0..25 {
+        let tags = if i % 2 == 0 {
+            json!(["even", "all"])
+        } else {
+            json!(["odd", "all"])
+        };
+        s.insert(
+            schema("consumers"),
+            row(
+                "consumers",
+                json!({"username": format!("u{i}"), "tags": tags}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let mut q = PageQuery {
+        size: 10,
+        ..Default::default()
+    };
+    let mut seen = 0;
+    loop {
+        let p = s.page(schema("consumers"), &q).await.unwrap();
+        seen += p.rows.len();
+        match p.next_offset {
+            Some(o) => q.offset = Some(o),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 25);
+    let q = PageQuery {
+        size: 100,
+        tags: Some(TagFilter::All(vec!["even".into(), "all".into()])),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.page(schema("consumers"), &q).await.unwrap().rows.len(),
+        13
+    );
+    let q = PageQuery {
+        size: 100,
+        tags: Some(TagFilter::Any(vec!["even".into(), "odd".into()])),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.page(schema("consumers"), &q).await.unwrap().rows.len(),
+        25
+    );
+
+    let c = s
+        .select_by_field(schema("consumers"), "username", "u1")
+        .await
+        .unwrap()
+        .unwrap();
+    let cid = c["id"].clone();
+    s.insert(
+        schema("acls"),
+        row("acls", json!({"consumer": {"id": cid}, "group": "g"})),
+    )
+    .await
+    .unwrap();
+    let e = s
+        .insert(
+            schema("acls"),
+            row("acls", json!({"consumer": {"id": cid}, "group": "g"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_json()["code"], 5);
+}
+
+#[tokio::test]
+async fn import_is_all_or_nothing_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.migrations_bootstrap().await.unwrap();
+        let mut good = Dataset::new();
+        good.insert(
+            "services".into(),
+            vec![row("services", json!({"name": "s1", "host": "a.com"}))],
+        );
+        s.import(good).await.unwrap();
+        let mut bad = Dataset::new();
+        bad.insert(
+            "services".into(),
+            vec![
+                row("services", json!({"name": "s2", "host": "a.com"})),
+                row("services", json!({"name": "s1", "host": "b.com"})),
+            ],
+        );
+        let e = s.import(bad).await.unwrap_err();
+        assert_eq!(e.to_json()["code"], 5, "{e:?}");
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.migrations_status().await.unwrap().pending.is_empty());
+    let all = s.load_all().await.unwrap();
+    let names: Vec<&str> = all["services"]
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["s1"]);
+}
+
+#[tokio::test]
+async fn ttl_credentials_expire() {
+    let (_d, s) = open().await;
+    let c = row("consumers", json!({"username": "bob"}));
+    let cid = c["id"].clone();
+    s.insert(schema("consumers"), c).await.unwrap();
+    let mut k = row(
+        "keyauth_credentials",
+        json!({"consumer": {"id": cid}, "key": "short"}),
+    );
+    k.insert("ttl".into(), json!(1));
+    let out = s.insert(schema("keyauth_credentials"), k).await.unwrap();
+    assert!(out["ttl"].as_i64().unwrap() <= 1);
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "short")
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "short")
+        .await
+        .unwrap()
+        .is_none());
+}
