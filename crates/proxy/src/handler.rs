@@ -1,0 +1,868 @@
+//! The request path: route, Kong's checks, forward, respond.
+
+use crate::errors::{self, Negotiation};
+use crate::headers::{self, escape_uri};
+use crate::phases::{self, Flow, PhaseCx};
+use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
+use crate::upstream::{ConnectError, Pool, SendError, Target};
+use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, LOCATION, SERVER, UPGRADE, VIA};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tollgate_config::{Config, TrustedIp};
+use tollgate_router::{check_protocols, upstream_path, ProtocolVerdict, RequestInfo};
+
+static X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+static X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The proxy-relevant part of the configuration, resolved once.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub trusted_ips: Vec<TrustedIp>,
+    pub real_ip_header: String,
+    pub real_ip_recursive: bool,
+    /// 0 = unlimited.
+    pub client_max_body_size: u64,
+    pub error_default_type: String,
+    pub via: bool,
+    pub server: bool,
+    pub proxy_latency: bool,
+    pub upstream_latency: bool,
+    pub response_latency: bool,
+    pub upstream_status: bool,
+    pub request_id: bool,
+    pub request_id_upstream: bool,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let on = c.enabled_headers();
+        let get = |n: &str| on.get(n).copied().unwrap_or(false);
+        let up = c.enabled_headers_upstream();
+        Settings {
+            trusted_ips: c.trusted_ips.clone(),
+            real_ip_header: c.real_ip_header.clone(),
+            real_ip_recursive: c.real_ip_recursive,
+            client_max_body_size: c.client_max_body_size,
+            error_default_type: c.error_default_type.clone(),
+            via: get("Via"),
+            server: get("Server"),
+            proxy_latency: get("X-Kong-Proxy-Latency"),
+            upstream_latency: get("X-Kong-Upstream-Latency"),
+            response_latency: get("X-Kong-Response-Latency"),
+            upstream_status: get("X-Kong-Upstream-Status"),
+            request_id: get("X-Kong-Request-Id"),
+            request_id_upstream: up.get("X-Kong-Request-Id").copied().unwrap_or(false),
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_ips.iter().any(|t| t.contains(ip))
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub settings: Settings,
+    pub snapshot: SharedSnapshot,
+    pub pool: Arc<Pool>,
+    pub stats: Arc<Stats>,
+}
+
+/// What the listener knows about the client connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<String>,
+}
+
+fn ms_since(t: Instant) -> u128 {
+    t.elapsed().as_millis()
+}
+
+struct Ctx<'a> {
+    shared: &'a Shared,
+    start: Instant,
+    request_id: String,
+}
+
+impl Ctx<'_> {
+    /// A Kong-generated response with Kong's response headers.
+    fn kong_response(&self, mut resp: Response<Body>) -> Response<Body> {
+        let s = &self.shared.settings;
+        let h = resp.headers_mut();
+        if s.response_latency {
+            h.insert(
+                &X_KONG_RESPONSE_LATENCY,
+                HeaderValue::from(ms_since(self.start) as u64),
+            );
+        }
+        if s.server {
+            h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+        } else {
+            h.remove(SERVER);
+        }
+        if s.request_id {
+            if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+                h.insert(&X_KONG_REQUEST_ID, v);
+            }
+        }
+        resp
+    }
+
+    fn error(
+        &self,
+        status: u16,
+        message: &str,
+        req: &HeaderMap,
+        how: Negotiation,
+    ) -> Response<Body> {
+        let resp = errors::error_response(
+            status,
+            message,
+            req,
+            how,
+            &self.shared.settings.error_default_type,
+            &self.request_id,
+        );
+        self.kong_response(resp)
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    let cx = Ctx {
+        shared: &shared,
+        start: Instant::now(),
+        request_id: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let snap = shared.snapshot.load_full();
+    let resp = proxy(&cx, &snap, &conn, req).await;
+    Ok(resp)
+}
+
+fn header_str<'h>(h: &'h HeaderMap, n: &HeaderName) -> Option<&'h str> {
+    h.get(n).and_then(|v| v.to_str().ok())
+}
+
+async fn proxy(
+    cx: &Ctx<'_>,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let settings = &cx.shared.settings;
+    let scheme = if conn.tls { "https" } else { "http" };
+    let is_h2 = req.version() == Version::HTTP_2;
+
+    // Host (nginx `$host`: lower-cased, without the port) and port.
+    let raw_host: Option<String> = header_str(req.headers(), &HOST)
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let (host, host_port) = match raw_host
+        .as_deref()
+        .and_then(crate::snapshot::split_host_port)
+    {
+        Some((h, p)) => (h.to_ascii_lowercase(), p),
+        None => (conn.sni.clone().unwrap_or_default(), None),
+    };
+    let port = host_port.unwrap_or(conn.local.port());
+
+    let raw_path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let request_uri = match &query {
+        Some(q) => format!("{raw_path}?{q}"),
+        None => raw_path.clone(),
+    };
+    let norm = tollgate_router::normalize_path(&raw_path).into_owned();
+
+    {
+        let (mut parts, body) = req.into_parts();
+        let pcx = PhaseCx {
+            request_id: &cx.request_id,
+            route_id: None,
+            service_id: None,
+        };
+        if let Flow::Respond(r) = phases::rewrite(&pcx, &mut parts) {
+            return cx.kong_response(r);
+        }
+        req = Request::from_parts(parts, body);
+    }
+
+    let m = {
+        let h = req.headers();
+        let lookup = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        let info = RequestInfo {
+            scheme,
+            method: req.method().as_str(),
+            host: &host,
+            port,
+            path: &norm,
+            sni: conn.sni.as_deref(),
+            headers: &lookup,
+        };
+        snap.router
+            .find(&info)
+            .map(|m| (m.route_index, m.prefix_len, m.protocols.to_vec()))
+    };
+    let Some((route_index, prefix_len, protocols)) = m else {
+        return cx.error(404, errors::NO_ROUTE, req.headers(), Negotiation::Accept);
+    };
+    let route: &RouteInfo = &snap.routes[route_index];
+
+    // X-Forwarded-* (incoming values kept only from trusted peers).
+    let peer_ip = conn.peer.ip();
+    let trusted = settings.is_trusted(peer_ip);
+    let h = req.headers();
+    let (fwd_proto, fwd_host, fwd_port, fwd_path, fwd_prefix) = if trusted {
+        (
+            header_str(h, &X_FORWARDED_PROTO)
+                .unwrap_or(scheme)
+                .to_owned(),
+            header_str(h, &X_FORWARDED_HOST).unwrap_or(&host).to_owned(),
+            header_str(h, &X_FORWARDED_PORT)
+                .map(str::to_owned)
+                .unwrap_or_else(|| port.to_string()),
+            header_str(h, &X_FORWARDED_PATH).map(str::to_owned),
+            header_str(h, &X_FORWARDED_PREFIX).map(str::to_owned),
+        )
+    } else {
+        (
+            scheme.to_owned(),
+            host.clone(),
+            port.to_string(),
+            None,
+            None,
+        )
+    };
+    let fwd_path = fwd_path.unwrap_or_else(|| raw_path.clone());
+    let matched_prefix = if route.strip_path && prefix_len > 0 {
+        norm.get(..prefix_len).map(str::to_owned)
+    } else {
+        None
+    };
+    let fwd_prefix = fwd_prefix.or(matched_prefix.filter(|p| p != "/"));
+
+    match check_protocols(
+        &protocols,
+        &fwd_proto,
+        header_str(h, &http::header::CONTENT_TYPE),
+        is_h2,
+    ) {
+        ProtocolVerdict::Ok => {}
+        ProtocolVerdict::HttpsRequired => {
+            let code = route.https_redirect_status_code;
+            if code == 426 {
+                let mut r = cx.error(426, errors::USE_HTTPS, h, Negotiation::Accept);
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("Upgrade"),
+                );
+                r.headers_mut()
+                    .insert(UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+                return r;
+            }
+            let mut r = Response::new(crate::empty_body());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{fwd_host}{request_uri}")) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(0));
+            return cx.kong_response(r);
+        }
+        ProtocolVerdict::Http2Required => {
+            let mut r = cx.error(426, errors::USE_HTTP2, h, Negotiation::Accept);
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("Upgrade"),
+            );
+            r.headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("HTTP/2"));
+            return r;
+        }
+        ProtocolVerdict::NonGrpcRequest => {
+            return cx.error(415, errors::NON_GRPC, h, Negotiation::Accept);
+        }
+        ProtocolVerdict::GrpcsRequired => {
+            let mut r = Response::new(crate::empty_body());
+            let hm = r.headers_mut();
+            hm.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            hm.insert("grpc-status", HeaderValue::from_static("1"));
+            hm.insert(
+                "grpc-message",
+                HeaderValue::from_static("gRPC request matched gRPCs route"),
+            );
+            return cx.kong_response(r);
+        }
+    }
+
+    let Some(service) = route.service.clone() else {
+        return cx.error(503, errors::NO_SERVICE, h, Negotiation::Accept);
+    };
+
+    {
+        let (mut parts, body) = req.into_parts();
+        let pcx = PhaseCx {
+            request_id: &cx.request_id,
+            route_id: Some(&route.id),
+            service_id: Some(&service.id),
+        };
+        if let Flow::Respond(r) = phases::access(&pcx, &mut parts) {
+            return cx.kong_response(r);
+        }
+        req = Request::from_parts(parts, body);
+    }
+
+    // client_max_body_size
+    let max = settings.client_max_body_size;
+    if max > 0 {
+        let cl =
+            header_str(req.headers(), &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+        if cl.is_some_and(|n| n > max) {
+            return cx.error(
+                413,
+                &errors::handler_message(413),
+                req.headers(),
+                Negotiation::Handler,
+            );
+        }
+    }
+
+    // Upgrade (WebSocket) tunnel?
+    let upgrade_to: Option<HeaderValue> = if !is_h2
+        && headers::connection_tokens(req.headers())
+            .iter()
+            .any(|t| t == "upgrade")
+    {
+        req.headers()
+            .get(UPGRADE)
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
+            .cloned()
+    } else {
+        None
+    };
+    let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    // Upstream URI.
+    let mut uri = upstream_path(
+        service.path.as_deref(),
+        &norm,
+        prefix_len,
+        route.strip_path,
+        route.path_handling,
+    );
+    uri = escape_uri(&uri).into_owned();
+    if let Some(q) = &query {
+        uri.push('?');
+        uri.push_str(q);
+    } else if req.uri().to_string().ends_with('?') {
+        uri.push('?');
+    }
+
+    let (parts, body) = req.into_parts();
+    let client_headers = parts.headers.clone();
+    let mut uh = parts.headers;
+    let te_trailers = headers::wants_trailers(&uh);
+    headers::remove_hop_by_hop(&mut uh);
+
+    // realip
+    let remote_addr = headers::real_ip(
+        peer_ip,
+        &client_headers,
+        &settings.trusted_ips,
+        &settings.real_ip_header,
+        settings.real_ip_recursive,
+    );
+    let xff = match client_headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) => format!("{v}, {peer_ip}"),
+        None => remote_addr.to_string(),
+    };
+    let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            hm.insert(n.clone(), v);
+        }
+    };
+    set(&mut uh, &X_FORWARDED_FOR, &xff);
+    set(&mut uh, &X_FORWARDED_PROTO, &fwd_proto);
+    set(&mut uh, &X_FORWARDED_HOST, &fwd_host);
+    set(&mut uh, &X_FORWARDED_PORT, &fwd_port);
+    set(&mut uh, &X_FORWARDED_PATH, &fwd_path);
+    match &fwd_prefix {
+        Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
+        None => {
+            uh.remove(&X_FORWARDED_PREFIX);
+        }
+    }
+    set(&mut uh, &X_REAL_IP, &remote_addr.to_string());
+    let http_version = match parts.version {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let via_in = format!("{http_version} kong/{KONG_VERSION}");
+    let via = match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
+        Some(v) => format!("{v}, {via_in}"),
+        None => via_in,
+    };
+    set(&mut uh, &VIA, &via);
+    if settings.request_id_upstream {
+        set(&mut uh, &X_KONG_REQUEST_ID, &cx.request_id);
+    }
+    let h2_up = service.is_grpc();
+    if te_trailers || h2_up {
+        uh.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    if !h2_up {
+        if let Some(u) = &upgrade_to {
+            uh.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("keep-alive, Upgrade"),
+            );
+            uh.insert(UPGRADE, u.clone());
+        } else {
+            uh.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("keep-alive"),
+            );
+        }
+    }
+    let preserved_host = if route.preserve_host {
+        raw_host.clone().or_else(|| conn.sni.clone())
+    } else {
+        None
+    };
+
+    // Request body, bounded by client_max_body_size.
+    let too_large = Arc::new(AtomicBool::new(false));
+    let has_body = !(body_is_empty(&client_headers, &body));
+    let mut body: Option<Body> = Some(if has_body {
+        if max > 0 {
+            LimitedBody {
+                inner: body,
+                left: max,
+                flag: too_large.clone(),
+            }
+            .boxed_unsync()
+        } else {
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+        }
+    } else {
+        crate::empty_body()
+    });
+
+    // Balancer: targets to try.
+    let mut tries: u32 = 0;
+    let mut last_connect_err: Option<ConnectError> = None;
+    let mut dns_cache: Option<Vec<SocketAddr>> = None;
+    let upstream_entity = snap.upstreams.get(&service.host).cloned();
+    let proxy_latency = ms_since(cx.start);
+    let mut sent_at = Instant::now();
+    let mut pending: Option<Request<Body>> = None;
+
+    let result = loop {
+        if tries > service.retries {
+            break Err(match last_connect_err.take() {
+                Some(ConnectError::Timeout) => 504,
+                _ => 502,
+            });
+        }
+        tries += 1;
+        // pick a target
+        let (target_host, target_port) = match &upstream_entity {
+            Some(u) => match u.pick() {
+                Some(t) => t,
+                None => {
+                    return cx.error(503, errors::NO_PEER, &client_headers, Negotiation::Accept);
+                }
+            },
+            None => (service.host.clone(), service.port),
+        };
+        let addr = match resolve(
+            &target_host,
+            target_port,
+            upstream_entity.is_none(),
+            &mut dns_cache,
+            tries,
+        )
+        .await
+        {
+            Some(a) => a,
+            None => {
+                return cx.error(
+                    503,
+                    errors::NAME_RESOLUTION_FAILED,
+                    &client_headers,
+                    Negotiation::Accept,
+                );
+            }
+        };
+        let host_header = match &preserved_host {
+            Some(h) => h.clone(),
+            None => {
+                let name = upstream_entity
+                    .as_ref()
+                    .and_then(|u| u.host_header.clone())
+                    .unwrap_or_else(|| target_host.clone());
+                let default_port = (target_port == 80
+                    && matches!(service.protocol.as_str(), "http" | "grpc"))
+                    || (target_port == 443
+                        && matches!(service.protocol.as_str(), "https" | "grpcs"));
+                if default_port {
+                    name
+                } else if name.contains(':') {
+                    format!("[{name}]:{target_port}")
+                } else {
+                    format!("{name}:{target_port}")
+                }
+            }
+        };
+        let target = Target {
+            host: target_host.clone(),
+            addr,
+            tls: service.tls.clone(),
+            tls_profile: service.tls_profile.clone(),
+            h2: h2_up,
+        };
+        let mut c = match cx.shared.pool.get(&target, service.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(target = %addr, "upstream connect failed: {e}");
+                last_connect_err = Some(e);
+                continue;
+            }
+        };
+        let mut ureq = match pending.take() {
+            Some(r) => r,
+            None => {
+                let mut b = Request::builder().method(parts.method.clone());
+                if h2_up {
+                    let sch = if service.is_tls() { "https" } else { "http" };
+                    b = b
+                        .uri(format!("{sch}://{host_header}{uri}"))
+                        .version(Version::HTTP_2);
+                } else {
+                    b = b.uri(uri.as_str()).version(Version::HTTP_11);
+                }
+                let Ok(r) = b.body(body.take().unwrap_or_else(crate::empty_body)) else {
+                    return cx.error(
+                        500,
+                        &errors::handler_message(500),
+                        &client_headers,
+                        Negotiation::Handler,
+                    );
+                };
+                r
+            }
+        };
+        *ureq.headers_mut() = uh.clone();
+        if let Ok(v) = HeaderValue::from_str(&host_header) {
+            ureq.headers_mut().insert(HOST, v);
+        }
+        if h2_up {
+            ureq.headers_mut().remove(HOST);
+        }
+        sent_at = Instant::now();
+        let reused = c.reused;
+        match tokio::time::timeout(service.read_timeout, c.send(ureq)).await {
+            Err(_) => break Err(504),
+            Ok(Ok(resp)) => {
+                if upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    cx.shared.pool.checkin(c);
+                }
+                break Ok(resp);
+            }
+            Ok(Err(SendError::NotSent(r, e))) => {
+                tracing::debug!("upstream request not sent: {e}");
+                pending = Some(*r);
+                if reused {
+                    // a stale keep-alive connection does not count as a try
+                    tries -= 1;
+                }
+                continue;
+            }
+            Ok(Err(SendError::Failed(e))) => {
+                if too_large.load(Ordering::Relaxed) {
+                    return cx.error(
+                        413,
+                        &errors::handler_message(413),
+                        &client_headers,
+                        Negotiation::Handler,
+                    );
+                }
+                tracing::debug!("upstream request failed: {e}");
+                break Err(if is_timeout(&e) { 504 } else { 502 });
+            }
+        }
+    };
+    let upstream_latency = ms_since(sent_at);
+
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(code) => {
+            return cx.error(
+                code,
+                &errors::handler_message(code),
+                &client_headers,
+                Negotiation::Handler,
+            );
+        }
+    };
+
+    // Tunnel
+    let upstream_status = resp.status().as_u16();
+    if let (Some(client_up), true) = (
+        client_upgrade,
+        resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+    ) {
+        let upstream_up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match (client_up.await, upstream_up.await) {
+                (Ok(a), Ok(b)) => {
+                    let mut a = hyper_util::rt::TokioIo::new(a);
+                    let mut b = hyper_util::rt::TokioIo::new(b);
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+                (a, b) => tracing::debug!(
+                    "upgrade failed: client {:?} upstream {:?}",
+                    a.err(),
+                    b.err()
+                ),
+            }
+        });
+    }
+
+    let (mut rparts, rbody) = resp.into_parts();
+    let is_upgrade = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let up_via = rparts
+        .headers
+        .get(VIA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let up_upgrade = rparts.headers.get(UPGRADE).cloned();
+    headers::remove_hop_by_hop(&mut rparts.headers);
+    if is_upgrade {
+        rparts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        if let Some(u) = up_upgrade {
+            rparts.headers.insert(UPGRADE, u);
+        }
+    }
+    if !te_trailers {
+        rparts.headers.remove(&headers::TRAILER);
+    }
+    let rh = &mut rparts.headers;
+    if settings.upstream_status {
+        rh.insert(&X_KONG_UPSTREAM_STATUS, HeaderValue::from(upstream_status));
+    }
+    if settings.upstream_latency {
+        rh.insert(
+            &X_KONG_UPSTREAM_LATENCY,
+            HeaderValue::from(upstream_latency as u64),
+        );
+    }
+    if settings.proxy_latency {
+        rh.insert(
+            &X_KONG_PROXY_LATENCY,
+            HeaderValue::from(proxy_latency as u64),
+        );
+    }
+    if settings.via {
+        let ver = if h2_up { "2" } else { "1.1" };
+        let out = format!("{ver} {SERVER_TOKEN}");
+        let v = match up_via {
+            Some(u) => format!("{u}, {out}"),
+            None => out,
+        };
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            rh.insert(VIA, v);
+        }
+    }
+    if settings.server && !rh.contains_key(SERVER) {
+        rh.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+    }
+    if settings.request_id {
+        if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
+            rh.insert(&X_KONG_REQUEST_ID, v);
+        }
+    }
+    let pcx = PhaseCx {
+        request_id: &cx.request_id,
+        route_id: Some(&route.id),
+        service_id: Some(&service.id),
+    };
+    phases::header_filter(&pcx, &mut rparts);
+    phases::log(&pcx, rparts.status.as_u16());
+
+    let body: Body = if is_upgrade {
+        crate::empty_body()
+    } else {
+        ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
+    };
+    Response::from_parts(rparts, body)
+}
+
+fn body_is_empty(h: &HeaderMap, body: &Incoming) -> bool {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return true;
+    }
+    !h.contains_key(CONTENT_LENGTH)
+        && !h.contains_key(http::header::TRANSFER_ENCODING)
+        && body.size_hint().exact() == Some(0)
+}
+
+fn is_timeout(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    e.is_timeout()
+}
+
+async fn resolve(
+    host: &str,
+    port: u16,
+    cache: bool,
+    dns_cache: &mut Option<Vec<SocketAddr>>,
+    attempt: u32,
+) -> Option<SocketAddr> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    if cache {
+        if dns_cache.is_none() {
+            *dns_cache = Some(tokio::net::lookup_host((h, port)).await.ok()?.collect());
+        }
+        let list = dns_cache.as_ref()?;
+        if list.is_empty() {
+            return None;
+        }
+        return Some(list[(attempt as usize - 1) % list.len()]);
+    }
+    tokio::net::lookup_host((h, port)).await.ok()?.next()
+}
+
+/// The request body, failing once more than `left` bytes arrive.
+struct LimitedBody {
+    inner: Incoming,
+    left: u64,
+    flag: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    let n = d.len() as u64;
+                    if n > self.left {
+                        self.flag.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err("request body too large".into())));
+                    }
+                    self.left -= n;
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream response body with the service's `read_timeout` between
+/// two reads (like nginx's `proxy_read_timeout`).
+pub struct ReadTimeoutBody {
+    inner: Incoming,
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl ReadTimeoutBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        ReadTimeoutBody {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl hyper::body::Body for ReadTimeoutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                let t = self.timeout;
+                self.sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                Poll::Ready(r.map(|x| x.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,176 @@
+//! Header rules: hop-by-hop removal, the real client address
+//! (`trusted_ips`/`real_ip_header`), Kong's upstream URI escaping.
+
+use http::header::{HeaderMap, HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use std::net::IpAddr;
+use tollgate_config::TrustedIp;
+
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static PROXY: HeaderName = HeaderName::from_static("proxy");
+pub static TRAILER: HeaderName = HeaderName::from_static("trailer");
+
+/// Names listed in `Connection` (lower-cased).
+pub fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+    h.get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether the client asked for trailers (`TE: trailers`).
+pub fn wants_trailers(h: &HeaderMap) -> bool {
+    h.get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|x| x.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Removes hop-by-hop headers: `Connection` and what it lists,
+/// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
+/// `Upgrade` (the caller re-adds `Upgrade` for a tunnel and `TE: trailers`).
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    for t in connection_tokens(h) {
+        if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+            h.remove(n);
+        }
+    }
+    for n in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        h.remove(n);
+    }
+}
+
+/// nginx's realip module: the client address when `peer` is trusted and
+/// `real_ip_header` carries one. `X-Forwarded-For`-style lists give their
+/// last entry, or with `recursive` the last entry that is not trusted.
+pub fn real_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[TrustedIp],
+    real_ip_header: &str,
+    recursive: bool,
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
+    if trusted.is_empty()
+        || !is_trusted(peer)
+        || real_ip_header.eq_ignore_ascii_case("proxy_protocol")
+    {
+        return peer;
+    }
+    let values: Vec<&str> = headers
+        .get_all(real_ip_header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if values.is_empty() {
+        return peer;
+    }
+    let parse = |s: &str| -> Option<IpAddr> {
+        s.parse().ok().or_else(|| {
+            // `1.2.3.4:port` or `[v6]:port`
+            crate::snapshot::split_host_port(s).and_then(|(h, _)| h.parse().ok())
+        })
+    };
+    if !recursive {
+        return values.last().and_then(|s| parse(s)).unwrap_or(peer);
+    }
+    let mut found = peer;
+    for v in values.iter().rev() {
+        match parse(v) {
+            Some(ip) => {
+                found = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Kong's `kong.tools.uri.escape` for the upstream URI: percent-encodes bytes
+/// that are neither unreserved nor reserved (and not `%`).
+pub fn escape_uri(s: &str) -> std::borrow::Cow<'_, str> {
+    fn keep(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~!*'();:@&=+$,/?#[]%".contains(&b)
+    }
+    if s.bytes().all(keep) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, X-Foo".parse().unwrap());
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-bar", "2".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn realip() {
+        let trusted = vec![TrustedIp::parse("10.0.0.0/8").unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap(),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            real_ip(peer, &h, &trusted, "X-Forwarded-For", false),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            real_ip(peer, &h, &trusted, "X-Forwarded-For", true),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        let untrusted: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(
+            real_ip(untrusted, &h, &trusted, "X-Forwarded-For", true),
+            untrusted
+        );
+    }
+
+    #[test]
+    fn escape() {
+        assert_eq!(escape_uri("/a b/é"), "/a%20b/%C3%A9");
+        assert_eq!(escape_uri("/a%2Fb?x=1"), "/a%2Fb?x=1");
+    }
+}

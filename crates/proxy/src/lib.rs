@@ -1,0 +1,53 @@
+//! tollgate-proxy: the proxy data plane.
+//!
+//! * [`Snapshot`]: everything a request needs (compiled router, services,
+//!   upstream targets, certificates), immutable, behind an `ArcSwap`
+//!   ([`SharedSnapshot`]) and loaded once per request.
+//! * [`Proxy`]: binds the `proxy_listen` addresses (HTTP/1.1, h2c with prior
+//!   knowledge on `http2` listeners, TLS with ALPN and SNI-selected certificates
+//!   on `ssl` listeners), routes with `tollgate-router` and forwards through the
+//!   upstream connection pool ([`upstream`]).
+//! * [`errors`]: Kong's exact client-visible error bodies.
+//! * [`phases`]: the place where the plugin phase runner will plug in.
+
+pub mod errors;
+pub mod handler;
+pub mod headers;
+pub mod phases;
+pub mod server;
+pub mod snapshot;
+pub mod stats;
+pub mod tls;
+pub mod upstream;
+
+pub use server::Proxy;
+pub use snapshot::{Dataset, SharedSnapshot, Snapshot};
+pub use stats::Stats;
+
+/// The Kong version this gateway is compatible with, used in `Via` and `Server`.
+pub const KONG_VERSION: &str = "3.9.1";
+
+/// `kong/<version>`, Kong's `SERVER_HEADER`.
+pub const SERVER_TOKEN: &str = "kong/3.9.1";
+
+/// Error type used for bodies crossing the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response the proxy sends and every request it forwards.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// A body holding `data` in full.
+pub fn full_body(data: impl Into<bytes::Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

@@ -1,0 +1,416 @@
+//! Listeners: HTTP/1.1 (keep-alive), h2c with prior knowledge on `http2`
+//! listeners, TLS with ALPN and per-SNI certificates on `ssl` listeners, and
+//! graceful shutdown.
+
+use crate::handler::{self, ConnInfo, Settings, Shared};
+use crate::snapshot::SharedSnapshot;
+use crate::tls::{self, CertPair, SniResolver};
+use crate::upstream::{Pool, PoolSettings};
+use crate::Stats;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tollgate_config::{Config, Listen};
+
+/// Default time allowed for in-flight requests after shutdown starts.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Time allowed to receive a request head (and to finish a TLS handshake).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head accepted (nginx: 4 × 8k `large_client_header_buffers`);
+/// larger ones get hyper's 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most request headers accepted; more get hyper's 431.
+pub const DEFAULT_MAX_HEADERS: usize = 1000;
+
+struct Bound {
+    listen: Listen,
+    listener: std::net::TcpListener,
+}
+
+/// The proxy server.
+pub struct Proxy {
+    listens: Vec<Listen>,
+    shared: Arc<Shared>,
+    default_cert: Option<Arc<CertPair>>,
+    bound: Vec<Bound>,
+    grace_period: Duration,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+}
+
+struct ActiveGuard(Arc<Stats>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Relaxed);
+    }
+}
+
+fn read_pem(v: &str) -> Result<String, String> {
+    if v.contains("-----BEGIN") {
+        return Ok(v.to_owned());
+    }
+    std::fs::read_to_string(v).map_err(|e| format!("could not read {v}: {e}"))
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        snapshot: SharedSnapshot,
+        stats: Arc<Stats>,
+    ) -> Result<Proxy, String> {
+        let needs_tls = config.proxy_listen.iter().any(|l| l.ssl);
+        let default_cert = if !config.ssl_cert.is_empty() {
+            if config.ssl_cert.len() != config.ssl_cert_key.len() {
+                return Err(
+                    "ssl_cert and ssl_cert_key must have the same number of entries".into(),
+                );
+            }
+            let mut pairs = Vec::new();
+            for (c, k) in config.ssl_cert.iter().zip(&config.ssl_cert_key) {
+                pairs.push(tls::certified_key(&read_pem(c)?, &read_pem(k)?)?);
+            }
+            let mut it = pairs.into_iter();
+            let primary = it.next().ok_or("ssl_cert is empty")?;
+            Some(Arc::new(CertPair {
+                primary,
+                alt: it.next(),
+            }))
+        } else if needs_tls {
+            Some(tls::self_signed_default()?)
+        } else {
+            None
+        };
+        let pool = Pool::new(PoolSettings {
+            max_idle_per_key: config.upstream_keepalive_pool_size as usize,
+            max_requests: config.upstream_keepalive_max_requests,
+            idle_timeout: config.upstream_keepalive_idle_timeout,
+        });
+        Ok(Proxy {
+            listens: config.proxy_listen.clone(),
+            shared: Arc::new(Shared {
+                settings: Settings::from_config(config),
+                snapshot,
+                pool,
+                stats,
+            }),
+            default_cert,
+            bound: Vec::new(),
+            grace_period: DEFAULT_GRACE_PERIOD,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+        })
+    }
+
+    /// How long in-flight requests may run after shutdown starts.
+    pub fn set_grace_period(&mut self, d: Duration) {
+        self.grace_period = d;
+    }
+
+    /// Time allowed to receive a request head.
+    pub fn set_header_read_timeout(&mut self, d: Duration) {
+        self.header_read_timeout = d;
+    }
+
+    /// Request head limits (bytes, count).
+    pub fn set_header_limits(&mut self, max_bytes: usize, max_headers: usize) {
+        self.max_header_bytes = max_bytes.max(8192);
+        self.max_headers = max_headers;
+    }
+
+    /// The upstream pool (for tests and metrics).
+    pub fn pool(&self) -> Arc<Pool> {
+        self.shared.pool.clone()
+    }
+
+    /// Binds every `proxy_listen` address; returns the bound addresses in
+    /// order (useful with port 0).
+    pub async fn bind(&mut self) -> Result<Vec<std::net::SocketAddr>, String> {
+        let mut out = Vec::new();
+        for l in &self.listens {
+            let addrs = l
+                .resolve()
+                .map_err(|e| format!("could not resolve {}:{}: {e}", l.addr, l.port))?;
+            for addr in addrs {
+                let listener = bind_one(addr, l).map_err(|e| {
+                    format!("could not bind {addr} (proxy_listen {}): {e}", l.listener)
+                })?;
+                out.push(listener.local_addr().map_err(|e| e.to_string())?);
+                self.bound.push(Bound {
+                    listen: l.clone(),
+                    listener,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (closing idle keep-alive connections) for at most the
+    /// grace period, and returns.
+    pub async fn serve(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        if self.bound.is_empty() {
+            self.bind().await?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let drain = Drain {
+            stop: stop_rx.clone(),
+            _alive: alive_tx,
+        };
+        let mut accept_tasks = Vec::new();
+        let resolver = self.default_cert.clone().map(|default| {
+            Arc::new(SniResolver {
+                snapshot: self.shared.snapshot.clone(),
+                default,
+            })
+        });
+        for b in std::mem::take(&mut self.bound) {
+            b.listener
+                .set_nonblocking(true)
+                .map_err(|e| e.to_string())?;
+            let listener = TcpListener::from_std(b.listener).map_err(|e| e.to_string())?;
+            let tls = if b.listen.ssl {
+                let r = resolver.clone().ok_or("no certificate for TLS listener")?;
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                    tls::server_config(r, b.listen.http2)?,
+                )))
+            } else {
+                None
+            };
+            let lcx = Arc::new(ListenerCx {
+                shared: self.shared.clone(),
+                http2: b.listen.http2,
+                tls,
+                header_read_timeout: self.header_read_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_headers: self.max_headers,
+            });
+            let drain = drain.clone();
+            let mut stop = stop_rx.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        acc = listener.accept() => match acc {
+                            Ok((stream, peer)) => {
+                                let lcx = lcx.clone();
+                                let drain = drain.clone();
+                                tokio::spawn(async move { lcx.serve_conn(stream, peer, drain).await });
+                            }
+                            Err(e) => {
+                                tracing::warn!("accept failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        drop(drain);
+        if tokio::time::timeout(self.grace_period, alive_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        self.shared.pool.clear();
+        Ok(())
+    }
+}
+
+fn bind_one(addr: SocketAddr, l: &Listen) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if l.reuseport {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        if let Some(v6) = l.ipv6only {
+            s.set_only_v6(v6)?;
+        }
+    }
+    s.bind(&addr.into())?;
+    let backlog = l
+        .backlog
+        .map(|b| b.min(i32::MAX as u32) as i32)
+        .unwrap_or(511);
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+struct ListenerCx {
+    shared: Arc<Shared>,
+    http2: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+}
+
+impl ListenerCx {
+    fn h1_builder(&self) -> hyper::server::conn::http1::Builder {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes)
+            .max_headers(self.max_headers);
+        b
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes)
+            .max_headers(self.max_headers);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.max_header_bytes as u32);
+        b
+    }
+
+    async fn serve_conn(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        drain: Drain,
+    ) {
+        let stats = self.shared.stats.clone();
+        stats.connections_accepted.fetch_add(1, Relaxed);
+        stats.connections_handled.fetch_add(1, Relaxed);
+        stats.connections_active.fetch_add(1, Relaxed);
+        let _active = ActiveGuard(stats);
+        let _ = stream.set_nodelay(true);
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        match &self.tls {
+            None => {
+                let info = Arc::new(ConnInfo {
+                    peer,
+                    local,
+                    tls: false,
+                    sni: None,
+                });
+                let proto = if self.http2 { Proto::Auto } else { Proto::H1 };
+                self.run(TokioIo::new(stream), info, proto, drain).await;
+            }
+            Some(acceptor) => {
+                let tls =
+                    match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let (_, sess) = tls.get_ref();
+                let sni = sess.server_name().map(str::to_owned);
+                let proto = if sess.alpn_protocol() == Some(b"h2") {
+                    Proto::Auto
+                } else {
+                    Proto::H1
+                };
+                let info = Arc::new(ConnInfo {
+                    peer,
+                    local,
+                    tls: true,
+                    sni,
+                });
+                self.run(TokioIo::new(tls), info, proto, drain).await;
+            }
+        }
+    }
+
+    async fn run<I>(&self, io: TokioIo<I>, info: Arc<ConnInfo>, proto: Proto, drain: Drain)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            let info = info.clone();
+            async move {
+                let stats = shared.stats.clone();
+                stats.connections_writing.fetch_add(1, Relaxed);
+                let r = handler::handle(shared, info, req).await;
+                stats.connections_writing.fetch_sub(1, Relaxed);
+                r
+            }
+        });
+        let mut stop = drain.stop.clone();
+        if *stop.borrow() {
+            return;
+        }
+        match proto {
+            Proto::H1 => {
+                let conn = self.h1_builder().serve_connection(io, svc).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection error: {e}") },
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+            Proto::Auto => {
+                let builder = self.builder();
+                let conn = builder.serve_connection_with_upgrades(io, svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection error: {e}") },
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shutdown signal plus in-flight connection tracking: every connection holds
+/// a clone of `_alive`; draining waits until all are dropped.
+#[derive(Clone)]
+struct Drain {
+    stop: tokio::sync::watch::Receiver<bool>,
+    _alive: tokio::sync::mpsc::Sender<()>,
+}
+
+#[derive(Clone, Copy)]
+enum Proto {
+    /// HTTP/1.1 only.
+    H1,
+    /// HTTP/1.1 or HTTP/2 (prior knowledge / ALPN h2), detected by the preface.
+    Auto,
+}

@@ -1,0 +1,411 @@
+//! The immutable per-version view of the configuration the request path reads.
+
+use crate::tls::{self, CertPair};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_router::{PathHandling, RouteSpec, Router};
+
+/// An entity row (same type as `tollgate_model::Row`).
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+/// Entity name → rows (every field present, foreign keys as `{"id": …}`).
+pub type Dataset = BTreeMap<String, Vec<Row>>;
+
+/// The snapshot the proxy reads, swapped atomically on every change.
+pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;
+
+static VERSION: AtomicU64 = AtomicU64::new(0);
+
+/// A service as the proxy needs it.
+#[derive(Debug)]
+pub struct ServiceInfo {
+    pub id: String,
+    pub name: Option<String>,
+    /// `http`, `https`, `grpc`, `grpcs`, …
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    pub enabled: bool,
+    /// Client TLS settings for https/grpcs services.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Identifies `tls` in pool keys (verify flag, CA ids, client certificate).
+    pub tls_profile: String,
+}
+
+impl ServiceInfo {
+    /// Whether the upstream is reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.protocol.as_str(), "https" | "grpcs" | "tls")
+    }
+    /// Whether the upstream speaks gRPC (HTTP/2).
+    pub fn is_grpc(&self) -> bool {
+        matches!(self.protocol.as_str(), "grpc" | "grpcs")
+    }
+}
+
+/// A route's proxy-relevant settings.
+#[derive(Debug)]
+pub struct RouteInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub service: Option<Arc<ServiceInfo>>,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub https_redirect_status_code: u16,
+    pub path_handling: PathHandling,
+    pub request_buffering: bool,
+    pub response_buffering: bool,
+}
+
+/// A load-balancing upstream: round-robin over its targets with weight > 0.
+#[derive(Debug)]
+pub struct UpstreamInfo {
+    pub id: String,
+    pub name: String,
+    pub host_header: Option<String>,
+    pub targets: Vec<(String, u16)>,
+    /// Round-robin position (resets when a new snapshot is built).
+    pub next: AtomicUsize,
+}
+
+impl UpstreamInfo {
+    /// The next target, round-robin.
+    pub fn pick(&self) -> Option<(String, u16)> {
+        if self.targets.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        Some(self.targets[i].clone())
+    }
+}
+
+/// Certificates by SNI (`snis` entities), exact and wildcard.
+#[derive(Default, Debug)]
+pub struct CertStore {
+    pub exact: HashMap<String, Arc<CertPair>>,
+}
+
+impl CertStore {
+    /// Kong's lookup (`kong/runloop/certificate.lua`): the exact name, then
+    /// the first label replaced by `*` (`*.example.com`), then the last label
+    /// replaced by `*` (`www.example.*`).
+    pub fn find(&self, sni: &str) -> Option<&Arc<CertPair>> {
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(c) = self.exact.get(&sni) {
+            return Some(c);
+        }
+        if let Some((_, rest)) = sni.split_once('.') {
+            if let Some(c) = self.exact.get(&format!("*.{rest}")) {
+                return Some(c);
+            }
+        }
+        if let Some((head, _)) = sni.rsplit_once('.') {
+            if let Some(c) = self.exact.get(&format!("{head}.*")) {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
+/// Everything a request needs, immutable.
+pub struct Snapshot {
+    version: u64,
+    pub router: Router,
+    /// Parallel to the router's routes (index = `Match::route_index`).
+    pub routes: Vec<RouteInfo>,
+    pub services: HashMap<String, Arc<ServiceInfo>>,
+    pub upstreams: HashMap<String, Arc<UpstreamInfo>>,
+    pub certificates: CertStore,
+    /// Certificates by id (for client certificates).
+    pub certificates_by_id: HashMap<String, Arc<CertPair>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("routes", &self.routes.len())
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn s(row: &Row, k: &str) -> Option<String> {
+    row.get(k).and_then(|v| v.as_str()).map(str::to_owned)
+}
+fn b(row: &Row, k: &str, d: bool) -> bool {
+    row.get(k).and_then(|v| v.as_bool()).unwrap_or(d)
+}
+fn n(row: &Row, k: &str, d: i64) -> i64 {
+    row.get(k).and_then(|v| v.as_i64()).unwrap_or(d)
+}
+fn strs(row: &Row, k: &str) -> Vec<String> {
+    row.get(k)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+fn fk(row: &Row, k: &str) -> Option<String> {
+    match row.get(k) {
+        Some(serde_json::Value::Object(m)) => {
+            m.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+        }
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+fn ms(row: &Row, k: &str) -> Duration {
+    Duration::from_millis(n(row, k, 60000).max(0) as u64)
+}
+
+impl Snapshot {
+    /// A snapshot with nothing configured (every request gets 404).
+    pub fn empty() -> Snapshot {
+        Snapshot::build(&Dataset::new()).expect("the empty dataset builds")
+    }
+
+    /// Monotonic per process; a newer snapshot has a larger version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Compiles a dataset.
+    pub fn build(data: &Dataset) -> Result<Snapshot, String> {
+        let rows = |name: &str| data.get(name).map(Vec::as_slice).unwrap_or(&[]);
+
+        // certificates
+        let mut certificates_by_id = HashMap::new();
+        for row in rows("certificates") {
+            let id = s(row, "id").ok_or("certificate without id")?;
+            let (Some(cert), Some(key)) = (s(row, "cert"), s(row, "key")) else {
+                continue;
+            };
+            let primary =
+                tls::certified_key(&cert, &key).map_err(|e| format!("certificate {id}: {e}"))?;
+            let alt = match (s(row, "cert_alt"), s(row, "key_alt")) {
+                (Some(c), Some(k)) => {
+                    Some(tls::certified_key(&c, &k).map_err(|e| format!("certificate {id}: {e}"))?)
+                }
+                _ => None,
+            };
+            certificates_by_id.insert(id, Arc::new(CertPair { primary, alt }));
+        }
+        let mut certificates = CertStore::default();
+        for row in rows("snis") {
+            let (Some(name), Some(cid)) = (s(row, "name"), fk(row, "certificate")) else {
+                continue;
+            };
+            if let Some(c) = certificates_by_id.get(&cid) {
+                certificates
+                    .exact
+                    .insert(name.to_ascii_lowercase(), c.clone());
+            }
+        }
+        let mut ca_by_id: HashMap<String, String> = HashMap::new();
+        for row in rows("ca_certificates") {
+            if let (Some(id), Some(cert)) = (s(row, "id"), s(row, "cert")) {
+                ca_by_id.insert(id, cert);
+            }
+        }
+
+        // services
+        let mut services = HashMap::new();
+        for row in rows("services") {
+            let id = s(row, "id").ok_or("service without id")?;
+            let protocol = s(row, "protocol").unwrap_or_else(|| "http".into());
+            let tls_verify = row.get("tls_verify").and_then(|v| v.as_bool());
+            let ca_ids: Vec<String> = row
+                .get("ca_certificates")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .or_else(|| x.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let client_cert = fk(row, "client_certificate");
+            let is_tls = matches!(protocol.as_str(), "https" | "grpcs" | "tls");
+            let (tls, tls_profile) = if is_tls {
+                let cas: Vec<&str> = ca_ids
+                    .iter()
+                    .filter_map(|i| ca_by_id.get(i).map(String::as_str))
+                    .collect();
+                let cc = client_cert.as_ref().and_then(|c| certificates_by_id.get(c));
+                let alpn: &[u8] = if matches!(protocol.as_str(), "grpcs") {
+                    b"h2"
+                } else {
+                    b"http/1.1"
+                };
+                let cfg = tls::client_config(
+                    tls_verify.unwrap_or(false),
+                    &cas,
+                    cc.map(|c| &c.primary),
+                    alpn,
+                )
+                .map_err(|e| format!("service {id}: {e}"))?;
+                let profile = format!(
+                    "v={};ca={};cc={};p={}",
+                    tls_verify.unwrap_or(false),
+                    ca_ids.join(","),
+                    client_cert.clone().unwrap_or_default(),
+                    protocol
+                );
+                (Some(Arc::new(cfg)), profile)
+            } else {
+                (None, String::new())
+            };
+            let info = ServiceInfo {
+                name: s(row, "name"),
+                host: s(row, "host").unwrap_or_default(),
+                port: n(row, "port", 80).clamp(0, 65535) as u16,
+                path: s(row, "path"),
+                retries: n(row, "retries", 5).max(0) as u32,
+                connect_timeout: ms(row, "connect_timeout"),
+                write_timeout: ms(row, "write_timeout"),
+                read_timeout: ms(row, "read_timeout"),
+                enabled: b(row, "enabled", true),
+                tls,
+                tls_profile,
+                protocol,
+                id: id.clone(),
+            };
+            services.insert(id, Arc::new(info));
+        }
+
+        // upstreams + targets
+        let mut upstream_rows: HashMap<String, (String, Option<String>)> = HashMap::new();
+        for row in rows("upstreams") {
+            if let (Some(id), Some(name)) = (s(row, "id"), s(row, "name")) {
+                upstream_rows.insert(id, (name, s(row, "host_header")));
+            }
+        }
+        let mut targets: HashMap<String, Vec<(String, u16)>> = HashMap::new();
+        for row in rows("targets") {
+            let (Some(uid), Some(target)) = (fk(row, "upstream"), s(row, "target")) else {
+                continue;
+            };
+            if n(row, "weight", 100) <= 0 {
+                continue;
+            }
+            if let Some((h, p)) = split_host_port(&target) {
+                targets.entry(uid).or_default().push((h, p.unwrap_or(8000)));
+            }
+        }
+        let mut upstreams = HashMap::new();
+        for (id, (name, host_header)) in upstream_rows {
+            let t = targets.remove(&id).unwrap_or_default();
+            upstreams.insert(
+                name.clone(),
+                Arc::new(UpstreamInfo {
+                    id,
+                    name,
+                    host_header,
+                    targets: t,
+                    next: AtomicUsize::new(0),
+                }),
+            );
+        }
+
+        // routes
+        let mut specs = Vec::new();
+        let mut routes = Vec::new();
+        for row in rows("routes") {
+            let id = s(row, "id").ok_or("route without id")?;
+            let service = match fk(row, "service") {
+                Some(sid) => match services.get(&sid) {
+                    Some(svc) => Some(svc.clone()),
+                    None => return Err(format!("route {id}: service {sid} not found")),
+                },
+                None => None,
+            };
+            // Kong leaves routes of disabled services out of the router.
+            if service.as_ref().is_some_and(|s| !s.enabled) {
+                continue;
+            }
+            let headers = match row.get("headers") {
+                Some(serde_json::Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| {
+                        let vals = v
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_owned))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (k.clone(), vals)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            specs.push(RouteSpec {
+                id: id.clone(),
+                created_at: n(row, "created_at", 0),
+                protocols: strs(row, "protocols"),
+                methods: strs(row, "methods"),
+                hosts: strs(row, "hosts"),
+                paths: strs(row, "paths"),
+                headers,
+                snis: strs(row, "snis"),
+                regex_priority: n(row, "regex_priority", 0),
+            });
+            routes.push(RouteInfo {
+                id,
+                name: s(row, "name"),
+                service,
+                strip_path: b(row, "strip_path", true),
+                preserve_host: b(row, "preserve_host", false),
+                https_redirect_status_code: n(row, "https_redirect_status_code", 426) as u16,
+                path_handling: s(row, "path_handling")
+                    .and_then(|p| PathHandling::parse(&p))
+                    .unwrap_or_default(),
+                request_buffering: b(row, "request_buffering", true),
+                response_buffering: b(row, "response_buffering", true),
+            });
+        }
+        let router = Router::build(&specs).map_err(|e| e.to_string())?;
+
+        Ok(Snapshot {
+            version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
+            router,
+            routes,
+            services,
+            upstreams,
+            certificates,
+            certificates_by_id,
+        })
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` (port `None`).
+pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        };
+        return Some((h.to_owned(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_owned(), Some(p.parse().ok()?))),
+        _ => Some((s.to_owned(), None)),
+    }
+}

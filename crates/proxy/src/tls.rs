@@ -1,0 +1,212 @@
+//! TLS: server certificates chosen per SNI from the current snapshot, the
+//! default certificate, and upstream (client) TLS settings.
+
+use crate::snapshot::SharedSnapshot;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+
+/// The crypto provider every TLS config of the proxy uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate entity: the primary key pair and the optional alternate
+/// (`cert_alt`/`key_alt`, typically ECDSA next to RSA).
+#[derive(Debug)]
+pub struct CertPair {
+    pub primary: Arc<CertifiedKey>,
+    pub alt: Option<Arc<CertifiedKey>>,
+}
+
+impl CertPair {
+    /// The key pair the client can verify: the primary unless only the
+    /// alternate supports one of the client's signature schemes.
+    pub fn choose(&self, schemes: &[SignatureScheme]) -> Arc<CertifiedKey> {
+        if let Some(alt) = &self.alt {
+            if self.primary.key.choose_scheme(schemes).is_none()
+                && alt.key.choose_scheme(schemes).is_some()
+            {
+                return alt.clone();
+            }
+        }
+        self.primary.clone()
+    }
+}
+
+/// Parses a PEM certificate chain.
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// Parses a PEM certificate chain and private key into a signing pair.
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let certs = parse_certs(cert_pem)?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| format!("invalid key: {e}"))?
+        .ok_or("no private key found")?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("unsupported key: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+}
+
+/// A self-signed certificate for `localhost`, like Kong's default
+/// `kong_default` certificate generated at start.
+pub fn self_signed_default() -> Result<Arc<CertPair>, String> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| format!("could not generate the default certificate: {e}"))?;
+    let primary = certified_key(&ck.cert.pem(), &ck.key_pair.serialize_pem())?;
+    Ok(Arc::new(CertPair { primary, alt: None }))
+}
+
+/// Picks the certificate per SNI from the *current* snapshot on every
+/// handshake, falling back to the default certificate.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub snapshot: SharedSnapshot,
+    pub default: Arc<CertPair>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        if let Some(name) = hello.server_name() {
+            let snap = self.snapshot.load();
+            if let Some(pair) = snap.certificates.find(name) {
+                return Some(pair.choose(schemes));
+            }
+        }
+        Some(self.default.choose(schemes))
+    }
+}
+
+/// The server config of a TLS listener (`http2` adds `h2` to ALPN).
+pub fn server_config(
+    resolver: Arc<SniResolver>,
+    http2: bool,
+) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(cfg)
+}
+
+/// Accepts any server certificate (`tls_verify` off, Kong's default).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client config for an upstream: `verify` with the given CA PEMs (the
+/// public web roots when none), an optional client certificate, one ALPN id.
+pub fn client_config(
+    verify: bool,
+    ca_pems: &[&str],
+    client_cert: Option<&Arc<CertifiedKey>>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, String> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        if ca_pems.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        } else {
+            for pem in ca_pems {
+                for c in parse_certs(pem)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("invalid CA certificate: {e}"))?;
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let mut cfg = match client_cert {
+        Some(ck) => {
+            #[derive(Debug)]
+            struct Fixed(Arc<CertifiedKey>);
+            impl rustls::client::ResolvesClientCert for Fixed {
+                fn resolve(
+                    &self,
+                    _hints: &[&[u8]],
+                    _schemes: &[SignatureScheme],
+                ) -> Option<Arc<CertifiedKey>> {
+                    Some(self.0.clone())
+                }
+                fn has_certs(&self) -> bool {
+                    true
+                }
+            }
+            builder.with_client_cert_resolver(Arc::new(Fixed(ck.clone())))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,338 @@
+//! The upstream connection pool: HTTP/1.1 keep-alive connections (and shared
+//! HTTP/2 connections for gRPC) keyed by address, TLS server name and TLS
+//! settings. It lives outside the snapshot, so it survives rebuilds.
+
+use crate::Body;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Host name for TLS SNI (and certificate verification).
+    pub host: String,
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Identifies the TLS settings in the pool key.
+    pub tls_profile: String,
+    /// Speak HTTP/2 (gRPC).
+    pub h2: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: SocketAddr,
+    tls: bool,
+    sni: String,
+    profile: String,
+    h2: bool,
+}
+
+impl PoolKey {
+    fn of(t: &Target) -> PoolKey {
+        PoolKey {
+            addr: t.addr,
+            tls: t.tls.is_some(),
+            sni: if t.tls.is_some() {
+                t.host.clone()
+            } else {
+                String::new()
+            },
+            profile: t.tls_profile.clone(),
+            h2: t.h2,
+        }
+    }
+}
+
+/// A request sender on one upstream connection.
+pub enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+    used: u32,
+}
+
+/// A connection checked out of the pool.
+pub struct Conn {
+    key: PoolKey,
+    pub sender: Sender,
+    used: u32,
+    /// Whether the connection came from the pool (a stale one may fail
+    /// without having sent the request).
+    pub reused: bool,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Refused(std::io::Error),
+    Tls(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => write!(f, "connect timed out"),
+            ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "HTTP handshake failed: {e}"),
+        }
+    }
+}
+
+/// Pool settings (`upstream_keepalive_*`).
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Idle connections kept per key (0 disables keep-alive).
+    pub max_idle_per_key: usize,
+    /// Requests per connection before it is closed (0 = unlimited).
+    pub max_requests: u32,
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_idle_per_key: 512,
+            max_requests: 10000,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The pool.
+pub struct Pool {
+    settings: PoolSettings,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Arc<Pool> {
+        Arc::new(Pool {
+            settings,
+            idle: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Number of idle connections (all keys).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    /// Drops every idle connection.
+    pub fn clear(&self) {
+        self.idle.lock().unwrap().clear();
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.get_mut(key)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() > self.settings.idle_timeout {
+                continue;
+            }
+            match entry.sender {
+                Sender::H1(s) => {
+                    if s.is_closed() || !s.is_ready() {
+                        continue;
+                    }
+                    return Some(Conn {
+                        key: key.clone(),
+                        sender: Sender::H1(s),
+                        used: entry.used,
+                        reused: true,
+                    });
+                }
+                Sender::H2(s) => {
+                    if s.is_closed() {
+                        continue;
+                    }
+                    // HTTP/2 connections are shared: keep the entry.
+                    let c = s.clone();
+                    list.push(Idle {
+                        sender: Sender::H2(s),
+                        since: Instant::now(),
+                        used: entry.used,
+                    });
+                    return Some(Conn {
+                        key: key.clone(),
+                        sender: Sender::H2(c),
+                        used: entry.used,
+                        reused: true,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// A pooled connection to `target`, or a new one made within `connect_timeout`.
+    pub async fn get(
+        &self,
+        target: &Target,
+        connect_timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
+        let key = PoolKey::of(target);
+        if let Some(c) = self.checkout(&key) {
+            return Ok(c);
+        }
+        let sender = tokio::time::timeout(connect_timeout, connect(target))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        if let Sender::H2(s) = &sender {
+            let mut idle = self.idle.lock().unwrap();
+            idle.entry(key.clone()).or_default().push(Idle {
+                sender: Sender::H2(s.clone()),
+                since: Instant::now(),
+                used: 0,
+            });
+        }
+        Ok(Conn {
+            key,
+            sender,
+            used: 0,
+            reused: false,
+        })
+    }
+
+    /// Returns an HTTP/1.1 connection once its current exchange is over (the
+    /// response body fully read). Call after the response head arrived.
+    pub fn checkin(self: &Arc<Self>, conn: Conn) {
+        let Conn {
+            key, sender, used, ..
+        } = conn;
+        let Sender::H1(mut s) = sender else {
+            return;
+        };
+        let used = used + 1;
+        if self.settings.max_idle_per_key == 0
+            || (self.settings.max_requests > 0 && used >= self.settings.max_requests)
+        {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if s.ready().await.is_err() {
+                return;
+            }
+            let mut idle = pool.idle.lock().unwrap();
+            let list = idle.entry(key).or_default();
+            if list.len() < pool.settings.max_idle_per_key {
+                list.push(Idle {
+                    sender: Sender::H1(s),
+                    since: Instant::now(),
+                    used,
+                });
+            }
+        });
+    }
+}
+
+async fn connect(target: &Target) -> Result<Sender, ConnectError> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .map_err(ConnectError::Refused)?;
+    let _ = tcp.set_nodelay(true);
+    match &target.tls {
+        None => handshake(tcp, target.h2).await,
+        Some(cfg) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+                    ConnectError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
+            handshake(tls, target.h2).await
+        }
+    }
+}
+
+async fn handshake<S>(io: S, h2: bool) -> Result<Sender, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (s, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream h2 connection: {e}");
+            }
+        });
+        Ok(Sender::H2(s))
+    } else {
+        let (s, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream connection: {e}");
+            }
+        });
+        Ok(Sender::H1(s))
+    }
+}
+
+/// The outcome of sending on a connection.
+pub enum SendError {
+    /// The request was not sent (stale pooled connection): retry it.
+    NotSent(Box<http::Request<Body>>, hyper::Error),
+    Failed(hyper::Error),
+}
+
+impl Conn {
+    /// Sends the request; on a connection that failed before the request
+    /// went out, hands the request back.
+    pub async fn send(
+        &mut self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        match &mut self.sender {
+            Sender::H1(s) => {
+                if s.ready().await.is_err() {
+                    return match s.try_send_request(req).await {
+                        Ok(r) => Ok(r),
+                        Err(mut e) => match e.take_message() {
+                            Some(m) => Err(SendError::NotSent(Box::new(m), e.into_error())),
+                            None => Err(SendError::Failed(e.into_error())),
+                        },
+                    };
+                }
+                s.try_send_request(req)
+                    .await
+                    .map_err(|mut e| match e.take_message() {
+                        Some(m) => SendError::NotSent(Box::new(m), e.into_error()),
+                        None => SendError::Failed(e.into_error()),
+                    })
+            }
+            Sender::H2(s) => {
+                if let Err(e) = s.ready().await {
+                    return Err(SendError::NotSent(Box::new(req), e));
+                }
+                s.try_send_request(req)
+                    .await
+                    .map_err(|mut e| match e.take_message() {
+                        Some(m) => SendError::NotSent(Box::new(m), e.into_error()),
+                        None => SendError::Failed(e.into_error()),
+                    })
+            }
+        }
+    }
+}
