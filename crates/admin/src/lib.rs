@@ -1,0 +1,152 @@
+//! Tollgate's Admin API: Kong's endpoints, JSON shapes, error bodies, pagination and tags,
+//! generated from the entity schemas; plus the status listener's routes.
+
+mod body;
+mod crud;
+mod declarative;
+mod error;
+mod info;
+mod openapi;
+mod schemas;
+
+pub use error::{ApiError, ApiResult};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use std::sync::{Arc, RwLock};
+use tollgate_model::PluginCatalog;
+use tollgate_store::Store;
+
+/// What `GET /` says about this node.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The Kong version we are compatible with (tools gate features on it).
+    pub kong_version: String,
+    pub tollgate_version: String,
+    pub hostname: String,
+    pub node_id: String,
+    /// `configuration` of `GET /`, sensitive values already masked.
+    pub configuration: Value,
+}
+
+/// Live counters the proxy keeps, rendered for `/status`'s `server` section.
+pub type ServerStatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
+pub struct AdminState {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<PluginCatalog>,
+    pub node: NodeInfo,
+    /// Hash of the declarative configuration in force (DB-less mode).
+    pub config_hash: RwLock<String>,
+    pub server_status: ServerStatusFn,
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// `Ok` when this node can serve traffic, else the reason (`/status/ready`).
+    pub readiness: ReadinessFn,
+}
+
+pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+impl AdminState {
+    pub fn new(store: Arc<dyn Store>, catalog: Arc<PluginCatalog>, node: NodeInfo) -> Self {
+        AdminState {
+            store,
+            catalog,
+            node,
+            config_hash: RwLock::new(String::new()),
+            server_status: Arc::new(|| serde_json::json!({})),
+            max_body: 10 * 1024 * 1024,
+            readiness: Arc::new(|| Ok(())),
+        }
+    }
+}
+
+pub type SharedState = Arc<AdminState>;
+
+/// The Admin API router.
+pub fn router(state: SharedState) -> Router {
+    let limit = state.max_body;
+    Router::new()
+        .route("/", get(info::root))
+        .route("/status", get(info::status))
+        .route("/endpoints", get(info::endpoints))
+        .route("/schemas/{entity}", get(schemas::entity))
+        .route("/schemas/{entity}/validate", post(schemas::validate_entity))
+        .route("/schemas/plugins/{name}", get(schemas::plugin))
+        .route("/schemas/plugins/validate", post(schemas::validate_plugin))
+        .route("/plugins/schema/{name}", get(schemas::plugin))
+        .route("/plugins/enabled", get(schemas::plugins_enabled))
+        .route("/tags", get(info::tags))
+        .route("/tags/{tag}", get(info::tags_by_name))
+        .route(
+            "/config",
+            get(declarative::get_config).post(declarative::post_config),
+        )
+        .route("/openapi.json", get(openapi::document))
+        .fallback(generic)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The status listener: readiness and node status, never configuration.
+pub fn status_router(state: SharedState) -> Router {
+    Router::new()
+        .route("/status", get(info::status))
+        .route("/status/ready", get(info::ready))
+        .with_state(state)
+}
+
+fn decode_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+pub(crate) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+async fn generic(
+    State(st): State<SharedState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req = crud::Request {
+        method: &method,
+        segments: decode_segments(uri.path()),
+        query: query_pairs(&uri),
+        content_type: headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body: &body,
+    };
+    match crud::dispatch(&st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_are_decoded() {
+        assert_eq!(
+            super::decode_segments("/services/a%20b/routes/"),
+            vec!["services", "a b", "routes"]
+        );
+    }
+}
