@@ -1,0 +1,303 @@
+//! `tollgate start`: runs the gateway in the foreground until SIGTERM or SIGINT, then stops
+//! accepting, drains in-flight requests and exits 0.
+
+use super::process::{pid_path, running_pid};
+use super::Common;
+use crate::node;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tollgate_admin::{AdminState, NodeInfo};
+use tollgate_config::{Config, Database, Listen};
+use tollgate_model::declarative;
+use tollgate_proxy::{Proxy, SharedSnapshot, Snapshot, Stats};
+use tollgate_store::{MemoryStore, Store};
+
+pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
+    let config = node::load_config(common, None)?;
+    init_logging(&config);
+    check_admin_exposure(&config)?;
+    prepare_prefix(&config)?;
+    let rt = node::runtime()?;
+    let result = rt.block_on(serve(config.clone(), run_migrations));
+    let _ = std::fs::remove_file(pid_path(&config.prefix));
+    result
+}
+
+fn init_logging(config: &Config) {
+    let level = config.log_level.tracing_level();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,h2=warn,rustls=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The Admin API is the keys to the house: refuse to expose it beyond loopback unless the
+/// operator said how it is protected.
+fn check_admin_exposure(config: &Config) -> anyhow::Result<()> {
+    if Config::is_loopback_only(&config.admin_listen) {
+        return Ok(());
+    }
+    let exposed: Vec<String> = config
+        .admin_listen
+        .iter()
+        .filter(|l| !l.is_loopback())
+        .map(|l| l.listener.clone())
+        .collect();
+    match config.raw.get("admin_auth").map(String::as_str) {
+        Some("off") => {
+            tracing::warn!(listeners = ?exposed, "the Admin API listens beyond loopback with admin_auth = off: anyone who can reach it can change this gateway");
+            Ok(())
+        }
+        Some(other) => anyhow::bail!(
+            "admin_auth = {other} is not available in this build yet; bind admin_listen to 127.0.0.1 or set admin_auth = off"
+        ),
+        None => anyhow::bail!(
+            "admin_listen binds {} beyond loopback but admin_auth is not set: bind admin_listen to 127.0.0.1, or set admin_auth = off to accept an unauthenticated Admin API",
+            exposed.join(", ")
+        ),
+    }
+}
+
+fn prepare_prefix(config: &Config) -> anyhow::Result<()> {
+    let prefix = &config.prefix;
+    for dir in [prefix.clone(), prefix.join("pids"), prefix.join("logs")] {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create {}: {e} (set 'prefix' to a writable directory)",
+                dir.display()
+            )
+        })?;
+    }
+    if let Some(pid) = running_pid(prefix) {
+        if pid != std::process::id() as i32 {
+            anyhow::bail!("Tollgate is already running in {} (pid {pid}); stop it first or use another prefix", prefix.display());
+        }
+    }
+    std::fs::write(pid_path(prefix), format!("{}\n", std::process::id()))
+        .map_err(|e| anyhow::anyhow!("cannot write the pid file in {}: {e}", prefix.display()))?;
+    std::fs::write(prefix.join(".tollgate_env"), config.render_conf()).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write {}: {e}",
+            prefix.join(".tollgate_env").display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Opens the store: the database, or for `database = off` the declarative file in memory.
+async fn open(
+    config: &Config,
+    catalog: &tollgate_model::PluginCatalog,
+    run_migrations: bool,
+) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    if config.database == Database::Off {
+        let text = match (
+            &config.declarative_config,
+            &config.declarative_config_string,
+        ) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read declarative_config {}: {e}", path.display())
+            })?),
+            (None, Some(s)) => Some(s.clone()),
+            (None, None) => None,
+        };
+        let Some(text) = text else {
+            return Ok((Arc::new(MemoryStore::default()), String::new()));
+        };
+        let parsed = declarative::parse(&text, catalog).map_err(|e| {
+            let mut msg = e.message().to_string();
+            if let Some(f) = declarative::flattened_errors(&e) {
+                msg.push_str(&format!("\n{f}"));
+            }
+            anyhow::anyhow!("invalid declarative configuration: {msg}")
+        })?;
+        return Ok((Arc::new(MemoryStore::new(parsed.set.entities)), parsed.hash));
+    }
+    let store = node::open_store(config)?;
+    let status = store.migrations_status().await?;
+    if !status.bootstrapped() || !status.pending.is_empty() {
+        // The embedded store belongs to this node alone, so it migrates itself; shared
+        // databases need `--run-migrations` or `tollgate migrations up`.
+        if config.database == Database::Sqlite || run_migrations {
+            node::ensure_migrated(store.as_ref()).await?;
+        } else {
+            anyhow::bail!("the database needs migrations; run 'tollgate migrations up' or start with --run-migrations");
+        }
+    }
+    Ok((store, String::new()))
+}
+
+async fn bind_all(
+    listeners: &[Listen],
+    what: &str,
+) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut out = Vec::new();
+    for l in listeners {
+        if l.ssl {
+            tracing::warn!(listener = %l.listener, "TLS {what} listeners are not supported yet; skipping");
+            continue;
+        }
+        let addr: SocketAddr = l
+            .socket_addr()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve {what} listener '{}'", l.listener))?;
+        let sock = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))?;
+        tracing::info!(%addr, "{what} listening");
+        out.push(sock);
+    }
+    Ok(out)
+}
+
+async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
+    let catalog = Arc::new(node::catalog(&config)?);
+    let (store, initial_hash) = open(&config, &catalog, run_migrations).await?;
+
+    // The first snapshot is built before any listener opens, so the node never serves a
+    // half-loaded configuration.
+    let data = store.load_all().await?;
+    let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
+        Snapshot::build(&data)
+            .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
+    ));
+    let healthy_db = Arc::new(AtomicBool::new(true));
+    spawn_rebuilder(store.clone(), snapshot.clone(), healthy_db.clone());
+
+    let stats = Arc::new(Stats::default());
+    let node = NodeInfo {
+        kong_version: node::KONG_COMPAT_VERSION.into(),
+        tollgate_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: node::hostname(),
+        node_id: uuid_v4(),
+        configuration: config.to_kong_json(),
+    };
+    let mut admin = AdminState::new(store.clone(), catalog.clone(), node);
+    if let Ok(mut h) = admin.config_hash.write() {
+        *h = initial_hash;
+    }
+    let st = stats.clone();
+    admin.server_status = Arc::new(move || st.to_json());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (r, db) = (ready.clone(), healthy_db.clone());
+    admin.readiness = Arc::new(move || {
+        if !r.load(Ordering::Relaxed) {
+            Err("draining".into())
+        } else if !db.load(Ordering::Relaxed) {
+            Err("database unreachable; serving the last configuration".into())
+        } else {
+            Ok(())
+        }
+    });
+    let admin = Arc::new(admin);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (listeners, app, what) in [
+        (
+            bind_all(&config.admin_listen, "admin").await?,
+            tollgate_admin::router(admin.clone()),
+            "admin",
+        ),
+        (
+            bind_all(&config.status_listen, "status").await?,
+            tollgate_admin::status_router(admin.clone()),
+            "status",
+        ),
+    ] {
+        for l in listeners {
+            let mut rx = stop_rx.clone();
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "{what} listener failed");
+                }
+            }));
+        }
+    }
+
+    let mut proxy =
+        Proxy::new(&config, snapshot.clone(), stats.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    proxy.bind().await.map_err(|e| anyhow::anyhow!(e))?;
+    let mut rx = stop_rx.clone();
+    let proxy_task = tokio::spawn(proxy.serve(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(prefix = %config.prefix.display(), database = store.kind(), "Tollgate started");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: draining in-flight requests");
+    ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    match proxy_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "proxy stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "proxy task failed"),
+        Ok(Ok(())) => {}
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("Tollgate stopped");
+    Ok(())
+}
+
+/// Rebuilds the snapshot whenever the store changes. Changes that arrive during a rebuild
+/// are folded into the next one; a failed rebuild keeps the previous snapshot serving.
+fn spawn_rebuilder(store: Arc<dyn Store>, snapshot: SharedSnapshot, healthy_db: Arc<AtomicBool>) {
+    let mut changes = store.changes();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            changes.borrow_and_update();
+            let t0 = std::time::Instant::now();
+            match store.load_all().await {
+                Ok(data) => {
+                    healthy_db.store(true, Ordering::Relaxed);
+                    match Snapshot::build(&data) {
+                        Ok(s) => {
+                            snapshot.store(Arc::new(s));
+                            tracing::debug!(
+                                elapsed_ms = t0.elapsed().as_millis() as u64,
+                                "configuration snapshot rebuilt"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot compile the new configuration; still serving the previous one")
+                        }
+                    }
+                }
+                Err(e) => {
+                    healthy_db.store(false, Ordering::Relaxed);
+                    tracing::error!(error = %e, "cannot load the configuration; still serving the previous one");
+                }
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; wait forever.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,12 @@
+//! `tollgate`: a Kong-compatible API gateway.
+
+mod cli;
+mod node;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = cli::run(args);
+    std::process::exit(code);
+}

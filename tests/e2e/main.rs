@@ -1,0 +1,7 @@
+//! End-to-end tests: the real binary on loopback ports, driven over HTTP.
+
+mod admin;
+mod cli;
+mod declarative;
+mod proxy;
+mod support;

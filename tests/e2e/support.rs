@@ -1,0 +1,270 @@
+//! Starts the real `tollgate` binary on ephemeral loopback ports with its own prefix and
+//! talks to it over HTTP.
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub prefix: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub admin: String,
+    pub proxy: String,
+    pub status: String,
+    pub client: Client,
+}
+
+/// A command for the binary with a clean environment (no KONG_/TOLLGATE_ leaking in).
+pub fn command(prefix: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KONG_") || k.starts_with("TOLLGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("TOLLGATE_PREFIX", prefix);
+    c
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Gateway::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().to_path_buf();
+        let mut g = Gateway::launch(prefix, env).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    /// Starts on an existing prefix (restart persistence).
+    pub async fn launch(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let (a, p, s) = (free_port(), free_port(), free_port());
+        let log = std::fs::File::create(prefix.join("test-stderr.log")).unwrap();
+        let mut cmd = command(&prefix);
+        cmd.arg("start")
+            .env("TOLLGATE_ADMIN_LISTEN", format!("127.0.0.1:{a}"))
+            .env("TOLLGATE_PROXY_LISTEN", format!("127.0.0.1:{p}"))
+            .env("TOLLGATE_STATUS_LISTEN", format!("127.0.0.1:{s}"))
+            .env("TOLLGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tollgate");
+        let g = Gateway {
+            child: Some(child),
+            prefix,
+            _dir: None,
+            admin: format!("http://127.0.0.1:{a}"),
+            proxy: format!("http://127.0.0.1:{p}"),
+            status: format!("http://127.0.0.1:{s}"),
+            client: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        g.wait_ready().await;
+        g
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("test-stderr.log")).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/status/ready", self.status))
+                .send()
+                .await
+            {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in time:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.admin, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> StatusCode {
+        self.call(Method::DELETE, path, None).await.0
+    }
+
+    /// Sends a form-urlencoded body.
+    pub async fn form(
+        &self,
+        method: Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .request(method, format!("{}{}", self.admin, path))
+            .form(pairs)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the proxy until `check` accepts the response (config changes apply
+    /// asynchronously, within milliseconds).
+    pub async fn proxy_until(
+        &self,
+        path: &str,
+        host: Option<&str>,
+        check: impl Fn(StatusCode) -> bool,
+    ) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut req = self.client.get(format!("{}{}", self.proxy, path));
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let r = req.send().await.expect("proxy request");
+            if check(r.status()) || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A tiny upstream that answers every request with a JSON echo of what it received.
+pub async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let mut lines = head.split("\r\n");
+                        let first = lines.next().unwrap_or_default().to_string();
+                        let mut parts = first.split(' ');
+                        let method = parts.next().unwrap_or_default();
+                        let uri = parts.next().unwrap_or_default();
+                        let mut headers = serde_json::Map::new();
+                        for l in lines {
+                            if let Some((k, v)) = l.split_once(':') {
+                                headers
+                                    .insert(k.trim().to_ascii_lowercase(), Value::from(v.trim()));
+                            }
+                        }
+                        let body =
+                            serde_json::json!({ "method": method, "uri": uri, "headers": headers })
+                                .to_string();
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                            body.len(),
+                            body
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), h)
+}
