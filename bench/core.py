@@ -76,16 +76,22 @@ def admin_creates(admin_port, seconds, workers):
 
     def work(w):
         c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+        c.connect()
+        # http.client writes headers and body separately; without NODELAY, Nagle plus
+        # delayed ACKs would measure the client, not the gateway.
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         i = 0
         while time.perf_counter() < stop:
-            body = json.dumps({"username": f"bench-{w}-{i}"})
+            body = json.dumps({"username": f"bench-{workers}-{w}-{i}"})
             c.request("POST", "/consumers", body, {"content-type": "application/json"})
             r = c.getresponse()
-            r.read()
+            body = r.read()
             if r.status == 201:
                 count[w] += 1
             else:
                 errors[w] += 1
+                if errors[w] == 1:
+                    print(f"admin create failed: {r.status} {body}", file=sys.stderr)
             i += 1
 
     t0 = time.perf_counter()

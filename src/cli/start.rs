@@ -12,7 +12,7 @@ use tollgate_admin::{AdminState, NodeInfo};
 use tollgate_config::{Config, Database, Listen};
 use tollgate_model::declarative;
 use tollgate_proxy::{Proxy, SharedSnapshot, Snapshot, Stats};
-use tollgate_store::{MemoryStore, Store};
+use tollgate_store::{Changes, MemoryStore, Store};
 
 pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
@@ -160,13 +160,22 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
 
     // The first snapshot is built before any listener opens, so the node never serves a
     // half-loaded configuration.
-    let data = store.load_all().await?;
+    // Subscribe before loading so a write that lands in between is not missed.
+    let mut changes = store.changes();
+    let seen = changes.borrow_and_update().clone();
+    let data = store.load(SNAPSHOT_ENTITIES).await?;
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
         Snapshot::build(&data)
             .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
     ));
     let healthy_db = Arc::new(AtomicBool::new(true));
-    spawn_rebuilder(store.clone(), snapshot.clone(), healthy_db.clone());
+    spawn_rebuilder(
+        store.clone(),
+        changes,
+        seen,
+        snapshot.clone(),
+        healthy_db.clone(),
+    );
 
     let stats = Arc::new(Stats::default());
     let node = NodeInfo {
@@ -249,15 +258,39 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rebuilds the snapshot whenever the store changes. Changes that arrive during a rebuild
-/// are folded into the next one; a failed rebuild keeps the previous snapshot serving.
-fn spawn_rebuilder(store: Arc<dyn Store>, snapshot: SharedSnapshot, healthy_db: Arc<AtomicBool>) {
-    let mut changes = store.changes();
+/// The entities the proxy snapshot is compiled from. Consumers and credentials are not
+/// among them: writing one never rebuilds the router.
+const SNAPSHOT_ENTITIES: &[&str] = &[
+    "services",
+    "routes",
+    "certificates",
+    "snis",
+    "ca_certificates",
+    "upstreams",
+    "targets",
+    "plugins",
+];
+
+/// Rebuilds the snapshot when an entity it is built from changes. Changes that arrive
+/// during a rebuild are folded into the next one; a failed rebuild keeps the previous
+/// snapshot serving.
+fn spawn_rebuilder(
+    store: Arc<dyn Store>,
+    mut changes: watch::Receiver<Changes>,
+    mut seen: Changes,
+    snapshot: SharedSnapshot,
+    healthy_db: Arc<AtomicBool>,
+) {
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
-            changes.borrow_and_update();
+            let now = changes.borrow_and_update().clone();
+            if !now.changed_since(&seen, SNAPSHOT_ENTITIES) {
+                seen = now;
+                continue;
+            }
+            seen = now;
             let t0 = std::time::Instant::now();
-            match store.load_all().await {
+            match store.load(SNAPSHOT_ENTITIES).await {
                 Ok(data) => {
                     healthy_db.store(true, Ordering::Relaxed);
                     match Snapshot::build(&data) {

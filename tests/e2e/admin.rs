@@ -311,6 +311,17 @@ async fn forms_multipart_and_bad_bodies() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["message"],
+        "Payload too large"
+    );
+
+    let (s, e) = g.call(Method::DELETE, "/status", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(e["message"], "Method not allowed");
+    let (s, e) = g.call(Method::PUT, "/services", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(e["message"], "Method not allowed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -90,7 +90,39 @@ pub fn router(state: SharedState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(generic)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(kong_error_bodies))
         .with_state(state)
+}
+
+/// axum answers a wrong method on a fixed route and an oversized body with a plain-text or
+/// empty body; Kong's clients expect `{"message": …}` JSON for those too.
+async fn kong_error_bodies(resp: Response) -> Response {
+    let message = match resp.status() {
+        http::StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+        http::StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+        _ => return resp,
+    };
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let fresh = error::ApiError::Message(parts.status, message.into()).into_response();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    if parts.status == http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The unread rest of the body makes the connection unusable: tell the client.
+        parts.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Response::from_parts(parts, body)
 }
 
 /// The status listener: readiness and node status, never configuration.

@@ -21,6 +21,38 @@ use tollgate_model::{EntitySchema, Result, Row};
 /// Every entity of a configuration, keyed by entity name (`services`), rows sorted by id.
 pub type Dataset = BTreeMap<String, Vec<Row>>;
 
+/// How many committed writes touched each entity (a cascade touches the children too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    counters: BTreeMap<&'static str, u64>,
+}
+
+impl Changes {
+    pub fn get(&self, entity: &str) -> u64 {
+        self.counters.get(entity).copied().unwrap_or(0)
+    }
+
+    pub fn bump(&mut self, entities: &[&'static str]) {
+        for e in entities {
+            *self.counters.entry(e).or_insert(0) += 1;
+        }
+    }
+
+    /// Bumps every entity (whole-configuration imports).
+    pub fn bump_all(&mut self) {
+        let all: Vec<&'static str> = tollgate_model::entities::ALL
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        self.bump(&all);
+    }
+
+    /// Whether any of `entities` moved since `earlier`.
+    pub fn changed_since(&self, earlier: &Changes, entities: &[&str]) -> bool {
+        entities.iter().any(|e| self.get(e) != earlier.get(e))
+    }
+}
+
 /// One page of `/tags`.
 #[derive(Clone, Debug, Default)]
 pub struct TagPage {
@@ -75,10 +107,19 @@ pub trait Store: Send + Sync + 'static {
         size: usize,
         offset: Option<&str>,
     ) -> Result<TagPage>;
-    /// Everything, for the snapshot builder and db_export.
-    async fn load_all(&self) -> Result<Dataset>;
-    /// A counter that moves on every committed change; the snapshot builder watches it.
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The rows of the named entities (the snapshot builder loads only what it uses).
+    async fn load(&self, entities: &[&str]) -> Result<Dataset>;
+    /// Everything, for db_export and `GET /config`.
+    async fn load_all(&self) -> Result<Dataset> {
+        let names: Vec<&str> = tollgate_model::entities::ALL
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        self.load(&names).await
+    }
+    /// Per-entity change counters, moved by every committed write; the snapshot builder
+    /// watches them and rebuilds only when an entity it uses changed.
+    fn changes(&self) -> tokio::sync::watch::Receiver<Changes>;
     /// Whether the database answers (`/status`'s `database.reachable`).
     async fn ping(&self) -> Result<()>;
 

@@ -11,7 +11,7 @@ use tollgate_model::{EntitySchema, Error, Result, Row};
 
 pub struct MemoryStore {
     data: RwLock<Arc<Dataset>>,
-    version: tokio::sync::watch::Sender<u64>,
+    version: tokio::sync::watch::Sender<crate::Changes>,
 }
 
 impl Default for MemoryStore {
@@ -36,7 +36,7 @@ impl MemoryStore {
         for rows in data.values_mut() {
             rows.sort_by(|a, b| id_of(a).cmp(id_of(b)));
         }
-        let (tx, _) = tokio::sync::watch::channel(0);
+        let (tx, _) = tokio::sync::watch::channel(crate::Changes::default());
         MemoryStore {
             data: RwLock::new(Arc::new(data)),
             version: tx,
@@ -136,7 +136,7 @@ impl Store for MemoryStore {
         if let Ok(mut d) = self.data.write() {
             *d = Arc::new(data);
         }
-        self.version.send_modify(|v| *v += 1);
+        self.version.send_modify(crate::Changes::bump_all);
         Ok(())
     }
     async fn import(&self, _data: Dataset) -> Result<()> {
@@ -144,10 +144,14 @@ impl Store for MemoryStore {
             "cannot import into the database when not using a database",
         ))
     }
-    async fn load_all(&self) -> Result<Dataset> {
-        Ok((*self.snapshot()).clone())
+    async fn load(&self, entities: &[&str]) -> Result<Dataset> {
+        let d = self.snapshot();
+        Ok(entities
+            .iter()
+            .map(|e| (e.to_string(), d.get(*e).cloned().unwrap_or_default()))
+            .collect())
     }
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn changes(&self) -> tokio::sync::watch::Receiver<crate::Changes> {
         self.version.subscribe()
     }
     async fn tags_page(

@@ -28,6 +28,7 @@ mod export;
 mod migrate;
 #[cfg(test)]
 mod tests;
+mod yaml;
 
 pub use export::{export, to_yaml};
 
@@ -133,9 +134,9 @@ pub fn parse_value_with(
 pub fn load(text: &str) -> Result<Value, Error> {
     let v = match serde_json::from_str::<Value>(text) {
         Ok(v) if v.is_object() => v,
-        _ => match serde_yaml::from_str::<Value>(text) {
+        _ => match yaml::to_json(text) {
             Ok(v) => v,
-            Err(e) => return Err(unserialize_error(&e.to_string())),
+            Err(e) => return Err(unserialize_error(&e)),
         },
     };
     if !v.is_object() {

@@ -7,7 +7,7 @@
 mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
-use crate::{Dataset, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS};
+use crate::{Changes, Dataset, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS};
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 use schema::{cache_key_of, fk_col, unique_col, unique_text};
@@ -17,10 +17,16 @@ use std::sync::{Arc, Mutex};
 use tollgate_model::{entities, EntitySchema, Error, Result, Row};
 
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Every write goes through this connection (SQLite has one writer anyway).
+    writer: Arc<Mutex<Connection>>,
+    /// Reads use their own connection: in WAL mode they neither wait for nor block writes.
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
-    version: Arc<tokio::sync::watch::Sender<u64>>,
+    version: Arc<tokio::sync::watch::Sender<Changes>>,
 }
+
+/// The entities a write transaction touched, for the change counters.
+type Touched = Vec<&'static str>;
 
 fn db_err(e: rusqlite::Error) -> Error {
     Error::database(format!("sqlite: {e}"))
@@ -34,15 +40,24 @@ impl SqliteStore {
                 Error::database(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=OFF;",
-        )
-        .map_err(db_err)?;
-        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let open = || {
+            Connection::open(path)
+                .map_err(|e| Error::database(format!("cannot open {}: {e}", path.display())))
+        };
+        let writer = open()?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=OFF;",
+            )
+            .map_err(db_err)?;
+        let reader = open()?;
+        reader
+            .execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=1;")
+            .map_err(db_err)?;
+        let (tx, _) = tokio::sync::watch::channel(Changes::default());
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             version: Arc::new(tx),
         })
@@ -52,12 +67,18 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on a blocking thread.
+    /// Runs `f` with the read connection on a blocking thread.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
+        Self::on(self.reader.clone(), f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(move || {
             let mut c = conn
                 .lock()
@@ -68,22 +89,24 @@ impl SqliteStore {
         .map_err(|e| Error::database(format!("sqlite task failed: {e}")))?
     }
 
-    /// A write transaction; on success the change counter moves.
+    /// A write transaction; on commit the counters of the entities it touched move.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Transaction<'_>, &mut Touched) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let out = self
-            .with(|c| {
-                let tx = c
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(db_err)?;
-                let out = f(&tx)?;
-                tx.commit().map_err(db_err)?;
-                Ok(out)
-            })
-            .await?;
-        self.version.send_modify(|v| *v += 1);
+        let (out, touched) = Self::on(self.writer.clone(), |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let mut touched = Touched::new();
+            let out = f(&tx, &mut touched)?;
+            tx.commit().map_err(db_err)?;
+            Ok((out, touched))
+        })
+        .await?;
+        if !touched.is_empty() {
+            self.version.send_modify(|c| c.bump(&touched));
+        }
         Ok(out)
     }
 }
@@ -247,7 +270,12 @@ fn take_ttl(schema: &EntitySchema, row: &mut Row) -> Option<i64> {
 
 /// Deletes `id` of `schema`, cascading to children declared `cascade` and refusing when a
 /// non-cascading child still points to it.
-fn delete_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<()> {
+fn delete_tx(
+    tx: &Connection,
+    schema: &'static EntitySchema,
+    id: &str,
+    touched: &mut Touched,
+) -> Result<()> {
     for child in entities::ALL.iter() {
         for f in child.foreign_fields() {
             if f.foreign_entity() != Some(schema.name) {
@@ -271,7 +299,7 @@ fn delete_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<()> {
                 return Err(Error::foreign_key_restricted(schema.name, child.name));
             }
             for cid in ids {
-                delete_tx(tx, child, &cid)?;
+                delete_tx(tx, child, &cid, touched)?;
             }
         }
     }
@@ -289,6 +317,7 @@ fn delete_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<()> {
             return Err(Error::foreign_key_restricted("ca_certificates", "services"));
         }
     }
+    touched.push(schema.name);
     tx.execute(
         &format!("DELETE FROM \"{}\" WHERE id = ?1", schema.name),
         params![id],
@@ -454,7 +483,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
-        self.write(move |tx| {
+        self.write(move |tx, touched| {
+            touched.push(schema.name);
             let id = row
                 .get("id")
                 .and_then(Value::as_str)
@@ -480,7 +510,8 @@ impl Store for SqliteStore {
     }
 
     async fn upsert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
-        self.write(move |tx| {
+        self.write(move |tx, touched| {
+            touched.push(schema.name);
             let id = row
                 .get("id")
                 .and_then(Value::as_str)
@@ -500,7 +531,8 @@ impl Store for SqliteStore {
     }
 
     async fn update(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
-        self.write(move |tx| {
+        self.write(move |tx, touched| {
+            touched.push(schema.name);
             let id = row
                 .get("id")
                 .and_then(Value::as_str)
@@ -553,7 +585,8 @@ impl Store for SqliteStore {
 
     async fn delete(&self, schema: &'static EntitySchema, id: &str) -> Result<()> {
         let id = id.to_string();
-        self.write(move |tx| delete_tx(tx, schema, &id)).await
+        self.write(move |tx, touched| delete_tx(tx, schema, &id, touched))
+            .await
     }
 
     async fn page(&self, schema: &'static EntitySchema, query: &PageQuery) -> Result<Page> {
@@ -562,7 +595,8 @@ impl Store for SqliteStore {
     }
 
     async fn replace_all(&self, data: Dataset) -> Result<()> {
-        self.write(move |tx| {
+        self.write(move |tx, touched| {
+            touched.extend(entities::ALL.iter().map(|s| s.name));
             for s in entities::ALL.iter() {
                 tx.execute(&format!("DELETE FROM \"{}\"", s.name), [])
                     .map_err(db_err)?;
@@ -574,13 +608,23 @@ impl Store for SqliteStore {
     }
 
     async fn import(&self, data: Dataset) -> Result<()> {
-        self.write(move |tx| upsert_all(tx, &data)).await
+        self.write(move |tx, touched| {
+            touched.extend(entities::ALL.iter().map(|s| s.name));
+            upsert_all(tx, &data)
+        })
+        .await
     }
 
-    async fn load_all(&self) -> Result<Dataset> {
-        self.with(|c| {
+    async fn load(&self, names: &[&str]) -> Result<Dataset> {
+        let wanted: Vec<&'static EntitySchema> = names
+            .iter()
+            .map(|n| {
+                entities::by_name(n).ok_or_else(|| Error::database(format!("unknown entity {n}")))
+            })
+            .collect::<Result<_>>()?;
+        self.with(move |c| {
             let mut out = Dataset::new();
-            for s in entities::ALL.iter() {
+            for s in wanted {
                 let mut st = c
                     .prepare(&format!(
                         "SELECT data, ttl FROM \"{}\" WHERE ttl IS NULL OR ttl > ?1 ORDER BY id",
@@ -604,7 +648,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn changes(&self) -> tokio::sync::watch::Receiver<Changes> {
         self.version.subscribe()
     }
 
@@ -674,15 +718,15 @@ impl Store for SqliteStore {
     }
 
     async fn migrations_bootstrap(&self) -> Result<Vec<String>> {
-        self.write(run_pending).await
+        self.write(|tx, _| run_pending(tx)).await
     }
 
     async fn migrations_up(&self) -> Result<Vec<String>> {
-        self.write(run_pending).await
+        self.write(|tx, _| run_pending(tx)).await
     }
 
     async fn migrations_reset(&self) -> Result<()> {
-        self.write(|tx| {
+        self.write(|tx, _| {
             for s in entities::ALL.iter() {
                 tx.execute(&format!("DROP TABLE IF EXISTS \"{}\"", s.name), [])
                     .map_err(db_err)?;
