@@ -163,9 +163,29 @@ pub async fn handle(
         start: Instant::now(),
         request_id: uuid::Uuid::new_v4().simple().to_string(),
     };
+    if let Some(r) = req
+        .headers()
+        .get(crate::guard::REJECT_HEADER)
+        .and_then(|v| crate::guard::parse_reject(v.as_bytes()))
+    {
+        return Ok(reject_response(&cx, r, req.headers()));
+    }
     let snap = shared.snapshot.load_full();
     let resp = proxy(&cx, &snap, &conn, req).await;
     Ok(resp)
+}
+
+/// The answer to a head refused by [`crate::head`] (nginx's error page
+/// through Kong's error handler), closing the connection.
+fn reject_response(cx: &Ctx<'_>, r: crate::head::Reject, h: &HeaderMap) -> Response<Body> {
+    let msg = match r {
+        crate::head::Reject::NotImplemented => "Not implemented".to_owned(),
+        _ => errors::handler_message(r.nginx_status()),
+    };
+    let mut resp = cx.error(r.status(), &msg, h, Negotiation::Handler);
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn header_str<'h>(h: &'h HeaderMap, n: &HeaderName) -> Option<&'h str> {
@@ -466,22 +486,48 @@ async fn proxy(
     };
 
     // Request body, bounded by client_max_body_size.
-    let too_large = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(BodyFlags::default());
     let has_body = !(body_is_empty(&client_headers, &body));
-    let mut body: Option<Body> = Some(if has_body {
-        if max > 0 {
-            LimitedBody {
-                inner: body,
-                left: max,
-                flag: too_large.clone(),
-            }
-            .boxed_unsync()
-        } else {
-            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
-        }
-    } else {
-        crate::empty_body()
+    let mut limited = Some(LimitedBody {
+        inner: body,
+        left: if max > 0 { max } else { u64::MAX },
+        flags: flags.clone(),
     });
+    // request_buffering (nginx `proxy_request_buffering`): read the whole
+    // body before choosing an upstream, so that it can be sent again on a
+    // retry. gRPC (nginx `grpc_pass`) and tunnels always stream.
+    let buffered: Option<Bytes> =
+        if has_body && route.request_buffering && !h2_up && upgrade_to.is_none() {
+            match limited.take().map(|l| l.collect()) {
+                None => None,
+                Some(f) => match f.await {
+                    Ok(c) => {
+                        let b = c.to_bytes();
+                        uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+                        Some(b)
+                    }
+                    Err(_) => {
+                        let code = if flags.too_large.load(Ordering::Relaxed) {
+                            413
+                        } else {
+                            400
+                        };
+                        return client_body_error(cx, code, &client_headers);
+                    }
+                },
+            }
+        } else {
+            None
+        };
+    let mut body: Option<Body> = Some(match limited {
+        Some(l) if has_body => l.boxed_unsync(),
+        _ => crate::empty_body(),
+    });
+    // nginx `proxy_next_upstream error timeout`: a request whose body went
+    // (partly) out is sent again only if that body can be replayed, and
+    // never for non-idempotent methods (nginx ≥ 1.9.13).
+    let replayable = !has_body || buffered.is_some();
+    let idempotent = !matches!(parts.method.as_str(), "POST" | "LOCK" | "PATCH");
 
     // Balancer: targets to try.
     let mut tries: u32 = 0;
@@ -491,9 +537,13 @@ async fn proxy(
     let proxy_latency = ms_since(cx.start);
     let mut sent_at = Instant::now();
     let mut pending: Option<Request<Body>> = None;
+    let mut last_send_err: Option<u16> = None;
 
     let result = loop {
         if tries > service.retries {
+            if let Some(code) = last_send_err {
+                break Err(code);
+            }
             break Err(match last_connect_err.take() {
                 Some(ConnectError::Timeout) => 504,
                 _ => 502,
@@ -576,7 +626,11 @@ async fn proxy(
                 } else {
                     b = b.uri(uri.as_str()).version(Version::HTTP_11);
                 }
-                let Ok(r) = b.body(body.take().unwrap_or_else(crate::empty_body)) else {
+                let this_body = match &buffered {
+                    Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
+                    None => body.take().unwrap_or_else(crate::empty_body),
+                };
+                let Ok(r) = b.body(this_body) else {
                     return cx.error(
                         500,
                         &errors::handler_message(500),
@@ -596,15 +650,39 @@ async fn proxy(
         }
         sent_at = Instant::now();
         let reused = c.reused;
-        match tokio::time::timeout(service.read_timeout, c.send(ureq)).await {
-            Err(_) => break Err(504),
-            Ok(Ok(resp)) => {
+        let progress = Arc::new(Progress::new(!body_done(&ureq)));
+        let ureq = ureq.map(|b| {
+            TrackedBody {
+                inner: b,
+                progress: progress.clone(),
+            }
+            .boxed_unsync()
+        });
+        let can_retry = replayable && idempotent;
+        match send_watched(
+            &mut c,
+            ureq,
+            &progress,
+            service.write_timeout,
+            service.read_timeout,
+        )
+        .await
+        {
+            Watched::TimedOut(phase) => {
+                tracing::debug!("upstream {phase} timed out");
+                if can_retry {
+                    last_send_err = Some(504);
+                    continue;
+                }
+                break Err(504);
+            }
+            Watched::Sent(Ok(resp)) => {
                 if upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     cx.shared.pool.checkin(c);
                 }
                 break Ok(resp);
             }
-            Ok(Err(SendError::NotSent(r, e))) => {
+            Watched::Sent(Err(SendError::NotSent(r, e))) => {
                 tracing::debug!("upstream request not sent: {e}");
                 pending = Some(*r);
                 if reused {
@@ -613,17 +691,20 @@ async fn proxy(
                 }
                 continue;
             }
-            Ok(Err(SendError::Failed(e))) => {
-                if too_large.load(Ordering::Relaxed) {
-                    return cx.error(
-                        413,
-                        &errors::handler_message(413),
-                        &client_headers,
-                        Negotiation::Handler,
-                    );
+            Watched::Sent(Err(SendError::Failed(e))) => {
+                if flags.too_large.load(Ordering::Relaxed) {
+                    return client_body_error(cx, 413, &client_headers);
+                }
+                if flags.client_failed.load(Ordering::Relaxed) {
+                    return client_body_error(cx, 400, &client_headers);
                 }
                 tracing::debug!("upstream request failed: {e}");
-                break Err(if is_timeout(&e) { 504 } else { 502 });
+                let code = if is_timeout(&e) { 504 } else { 502 };
+                if can_retry {
+                    last_send_err = Some(code);
+                    continue;
+                }
+                break Err(code);
             }
         }
     };
@@ -728,12 +809,37 @@ async fn proxy(
     phases::header_filter(&pcx, &mut rparts);
     phases::log(&pcx, rparts.status.as_u16());
 
+    let small = rparts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= SMALL_RESPONSE);
     let body: Body = if is_upgrade {
         crate::empty_body()
+    } else if route.response_buffering
+        && !h2_up
+        && !small
+        && !hyper::body::Body::is_end_stream(&rbody)
+    {
+        buffer_response(ReadTimeoutBody::new(rbody, service.read_timeout))
     } else {
         ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
     };
     Response::from_parts(rparts, body)
+}
+
+fn client_body_error(cx: &Ctx<'_>, code: u16, h: &HeaderMap) -> Response<Body> {
+    let mut r = cx.error(
+        code,
+        &errors::handler_message(code),
+        h,
+        Negotiation::Handler,
+    );
+    // the rest of the request body is not read: close
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn body_is_empty(h: &HeaderMap, body: &Incoming) -> bool {
@@ -783,11 +889,20 @@ async fn resolve(
     tokio::net::lookup_host((h, port)).await.ok()?.next()
 }
 
+/// What went wrong with the client's request body.
+#[derive(Default, Debug)]
+struct BodyFlags {
+    /// More than `client_max_body_size` arrived (413).
+    too_large: AtomicBool,
+    /// Reading it failed (bad chunking, reset): 400.
+    client_failed: AtomicBool,
+}
+
 /// The request body, failing once more than `left` bytes arrive.
 struct LimitedBody {
     inner: Incoming,
     left: u64,
-    flag: Arc<AtomicBool>,
+    flags: Arc<BodyFlags>,
 }
 
 impl hyper::body::Body for LimitedBody {
@@ -802,14 +917,17 @@ impl hyper::body::Body for LimitedBody {
                 if let Some(d) = f.data_ref() {
                     let n = d.len() as u64;
                     if n > self.left {
-                        self.flag.store(true, Ordering::Relaxed);
+                        self.flags.too_large.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err("request body too large".into())));
                     }
                     self.left -= n;
                 }
                 Poll::Ready(Some(Ok(f)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                self.flags.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -819,6 +937,239 @@ impl hyper::body::Body for LimitedBody {
     }
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A buffered request body handed out in slices, so that an upstream that
+/// stops reading is noticed (`write_timeout`) instead of the whole body
+/// vanishing into one write.
+struct SlicedBody {
+    data: Bytes,
+}
+
+const SLICE: usize = 64 * 1024;
+
+impl SlicedBody {
+    fn new(data: Bytes) -> SlicedBody {
+        SlicedBody { data }
+    }
+}
+
+impl hyper::body::Body for SlicedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.data.len().min(SLICE);
+        let chunk = self.data.split_to(n);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
+/// Where sending a request upstream stands, for `write_timeout` (nginx
+/// `proxy_send_timeout`: between two writes) and `read_timeout` (nginx
+/// `proxy_read_timeout`: after the request went out, until the response head).
+#[derive(Debug)]
+struct Progress {
+    state: std::sync::Mutex<(Phase, Instant)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// A frame was handed to hyper: waiting for the upstream to take it.
+    Writing,
+    /// Waiting for the client's next body bytes (no upstream timeout runs).
+    ClientWait,
+    /// The whole request went out: waiting for the response head.
+    Reading,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Writing => "write",
+            Phase::ClientWait => "client body",
+            Phase::Reading => "read",
+        })
+    }
+}
+
+impl Progress {
+    fn new(has_body: bool) -> Progress {
+        let p = if has_body {
+            Phase::Writing
+        } else {
+            Phase::Reading
+        };
+        Progress {
+            state: std::sync::Mutex::new((p, Instant::now())),
+        }
+    }
+    fn set(&self, p: Phase) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 != p || p == Phase::Writing {
+            *s = (p, Instant::now());
+        }
+    }
+    fn get(&self) -> (Phase, Instant) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn body_done(req: &Request<Body>) -> bool {
+    use hyper::body::Body as _;
+    req.body().is_end_stream()
+}
+
+/// The request body on its way upstream, reporting progress.
+struct TrackedBody {
+    inner: Body,
+    progress: Arc<Progress>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(_))) => self.progress.set(if self.inner.is_end_stream() {
+                Phase::Reading
+            } else {
+                Phase::Writing
+            }),
+            Poll::Ready(None) => self.progress.set(Phase::Reading),
+            Poll::Pending => self.progress.set(Phase::ClientWait),
+            Poll::Ready(Some(Err(_))) => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Watched {
+    Sent(Result<Response<Incoming>, SendError>),
+    TimedOut(Phase),
+}
+
+/// Sends on `c`, failing with the phase that stalled past its timeout.
+async fn send_watched(
+    c: &mut crate::upstream::Conn,
+    req: Request<Body>,
+    progress: &Progress,
+    write_timeout: Duration,
+    read_timeout: Duration,
+) -> Watched {
+    let send = c.send(req);
+    tokio::pin!(send);
+    loop {
+        let (phase, since) = progress.get();
+        let deadline = match phase {
+            Phase::Writing => since + write_timeout,
+            Phase::Reading => since + read_timeout,
+            // look again later: the client may resume
+            Phase::ClientWait => Instant::now() + write_timeout.max(Duration::from_millis(50)),
+        };
+        tokio::select! {
+            r = &mut send => return Watched::Sent(r),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = progress.get();
+                if now == (phase, since) && phase != Phase::ClientWait {
+                    return Watched::TimedOut(phase);
+                }
+            }
+        }
+    }
+}
+
+/// Responses up to this size are not given a reader task by
+/// `response_buffering`: the socket buffers hold them anyway.
+const SMALL_RESPONSE: u64 = 64 * 1024;
+
+/// Bytes of one response that `response_buffering` holds at most before it
+/// stops reading the upstream (nginx spills to temporary files instead).
+const RESPONSE_BUFFER: usize = 16 * 1024 * 1024;
+
+/// `response_buffering` (nginx `proxy_buffering on`): read the upstream
+/// response as fast as it comes, whatever the client's pace, so a slow client
+/// does not hold the upstream connection.
+fn buffer_response(mut upstream: ReadTimeoutBody) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+    let budget = Arc::new(tokio::sync::Semaphore::new(RESPONSE_BUFFER));
+    let b2 = budget.clone();
+    tokio::spawn(async move {
+        while let Some(f) = upstream.frame().await {
+            let n = f
+                .as_ref()
+                .ok()
+                .and_then(|f| f.data_ref())
+                .map_or(0, |d| d.len().min(RESPONSE_BUFFER));
+            let stop = f.is_err();
+            match b2.acquire_many(n as u32).await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+            if tx.send(f).is_err() || stop {
+                return;
+            }
+        }
+    });
+    BufferedBody {
+        rx,
+        budget,
+        done: false,
+    }
+    .boxed_unsync()
+}
+
+struct BufferedBody {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>,
+    budget: Arc<tokio::sync::Semaphore>,
+    done: bool,
+}
+
+impl hyper::body::Body for BufferedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(f)) => {
+                if let Some(d) = f.as_ref().ok().and_then(|f| f.data_ref()) {
+                    self.budget.add_permits(d.len().min(RESPONSE_BUFFER));
+                }
+                Poll::Ready(Some(f))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 

@@ -11,7 +11,10 @@
 //! * [`phases`]: the place where the plugin phase runner will plug in.
 
 pub mod errors;
+pub mod fuzzing;
+pub mod guard;
 pub mod handler;
+pub mod head;
 pub mod headers;
 pub mod phases;
 pub mod server;

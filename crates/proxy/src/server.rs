@@ -2,7 +2,9 @@
 //! listeners, TLS with ALPN and per-SNI certificates on `ssl` listeners, and
 //! graceful shutdown.
 
+use crate::guard::{self, Guarded, UpgradeSignal};
 use crate::handler::{self, ConnInfo, Settings, Shared};
+use crate::head::{Framer, Limits};
 use crate::snapshot::SharedSnapshot;
 use crate::tls::{self, CertPair, SniResolver};
 use crate::upstream::{Pool, PoolSettings};
@@ -21,10 +23,10 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// Time allowed to receive a request head (and to finish a TLS handshake).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head accepted (nginx: 4 × 8k `large_client_header_buffers`);
-/// larger ones get hyper's 431.
+/// see [`crate::head`] for the exact rules.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
-/// Most request headers accepted; more get hyper's 431.
-pub const DEFAULT_MAX_HEADERS: usize = 1000;
+/// Most request headers accepted (see [`crate::head::DEFAULT_MAX_HEADERS`]).
+pub const DEFAULT_MAX_HEADERS: usize = crate::head::DEFAULT_MAX_HEADERS;
 
 struct Bound {
     listen: Listen,
@@ -39,8 +41,7 @@ pub struct Proxy {
     bound: Vec<Bound>,
     grace_period: Duration,
     header_read_timeout: Duration,
-    max_header_bytes: usize,
-    max_headers: usize,
+    limits: Limits,
 }
 
 struct ActiveGuard(Arc<Stats>);
@@ -102,8 +103,7 @@ impl Proxy {
             bound: Vec::new(),
             grace_period: DEFAULT_GRACE_PERIOD,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            max_headers: DEFAULT_MAX_HEADERS,
+            limits: limits_from_config(config),
         })
     }
 
@@ -117,10 +117,23 @@ impl Proxy {
         self.header_read_timeout = d;
     }
 
-    /// Request head limits (bytes, count).
+    /// Request head limits: total bytes of the head (each line may take at
+    /// most 8 KiB of it, or all of it if smaller) and header count.
     pub fn set_header_limits(&mut self, max_bytes: usize, max_headers: usize) {
-        self.max_header_bytes = max_bytes.max(8192);
-        self.max_headers = max_headers;
+        self.limits.max_head = max_bytes.max(64);
+        self.limits.max_request_line = self.limits.max_request_line.min(self.limits.max_head);
+        self.limits.max_header_line = self.limits.max_header_line.min(self.limits.max_head);
+        self.limits.max_headers = max_headers.max(1);
+    }
+
+    /// All request head limits (see [`crate::head`]).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The request head limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The upstream pool (for tests and metrics).
@@ -191,8 +204,7 @@ impl Proxy {
                 http2: b.listen.http2,
                 tls,
                 header_read_timeout: self.header_read_timeout,
-                max_header_bytes: self.max_header_bytes,
-                max_headers: self.max_headers,
+                limits: self.limits.clone(),
             });
             let drain = drain.clone();
             let mut stop = stop_rx.clone();
@@ -232,6 +244,19 @@ impl Proxy {
     }
 }
 
+/// Head limits from Kong's injected `nginx_proxy_large_client_header_buffers`
+/// (or `nginx_http_…`) key when set, nginx's `4 8k` otherwise.
+fn limits_from_config(config: &Config) -> Limits {
+    [
+        "nginx_proxy_large_client_header_buffers",
+        "nginx_http_large_client_header_buffers",
+    ]
+    .iter()
+    .find_map(|k| config.raw.get(*k))
+    .and_then(|v| Limits::from_large_client_header_buffers(v))
+    .unwrap_or_default()
+}
+
 fn bind_one(addr: SocketAddr, l: &Listen) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
@@ -265,18 +290,22 @@ struct ListenerCx {
     http2: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: Duration,
-    max_header_bytes: usize,
-    max_headers: usize,
+    limits: Limits,
 }
 
 impl ListenerCx {
+    /// hyper's own limits sit above ours, so that ours decide.
+    fn hyper_buf(&self) -> usize {
+        (self.limits.max_head + 16 * 1024).max(8192)
+    }
+
     fn h1_builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .keep_alive(true)
             .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(self.max_header_bytes)
-            .max_headers(self.max_headers);
+            .max_buf_size(self.hyper_buf())
+            .max_headers(self.limits.max_headers + 1);
         b
     }
 
@@ -286,11 +315,11 @@ impl ListenerCx {
             .timer(TokioTimer::new())
             .keep_alive(true)
             .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(self.max_header_bytes)
-            .max_headers(self.max_headers);
+            .max_buf_size(self.hyper_buf())
+            .max_headers(self.limits.max_headers + 1);
         b.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(self.max_header_bytes as u32);
+            .max_header_list_size(self.limits.max_head.min(u32::MAX as usize) as u32);
         b
     }
 
@@ -319,7 +348,14 @@ impl ListenerCx {
                     sni: None,
                 });
                 let proto = if self.http2 { Proto::Auto } else { Proto::H1 };
-                self.run(TokioIo::new(stream), info, proto, drain).await;
+                let signal = Arc::new(UpgradeSignal::default());
+                let io = Guarded::new(
+                    stream,
+                    Framer::new(self.limits.clone(), self.http2),
+                    signal.clone(),
+                );
+                self.run(TokioIo::new(io), info, proto, Some(signal), drain)
+                    .await;
             }
             Some(acceptor) => {
                 let tls =
@@ -346,24 +382,46 @@ impl ListenerCx {
                     tls: true,
                     sni,
                 });
-                self.run(TokioIo::new(tls), info, proto, drain).await;
+                if matches!(proto, Proto::Auto) {
+                    self.run(TokioIo::new(tls), info, proto, None, drain).await;
+                } else {
+                    let signal = Arc::new(UpgradeSignal::default());
+                    let io =
+                        Guarded::new(tls, Framer::new(self.limits.clone(), false), signal.clone());
+                    self.run(TokioIo::new(io), info, proto, Some(signal), drain)
+                        .await;
+                }
             }
         }
     }
 
-    async fn run<I>(&self, io: TokioIo<I>, info: Arc<ConnInfo>, proto: Proto, drain: Drain)
-    where
+    async fn run<I>(
+        &self,
+        io: TokioIo<I>,
+        info: Arc<ConnInfo>,
+        proto: Proto,
+        signal: Option<Arc<UpgradeSignal>>,
+        drain: Drain,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let shared = self.shared.clone();
-        let svc = hyper::service::service_fn(move |req| {
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let shared = shared.clone();
             let info = info.clone();
+            // the framer waits for the outcome of an upgrade request
+            let signal = signal
+                .clone()
+                .filter(|_| guard::is_upgrade_request(&req))
+                .map(|s| (s, req.method().clone()));
             async move {
                 let stats = shared.stats.clone();
                 stats.connections_writing.fetch_add(1, Relaxed);
                 let r = handler::handle(shared, info, req).await;
                 stats.connections_writing.fetch_sub(1, Relaxed);
+                if let (Some((s, method)), Ok(resp)) = (signal, &r) {
+                    s.resolve(guard::upgraded(&method, resp));
+                }
                 r
             }
         });
