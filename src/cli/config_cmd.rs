@@ -109,7 +109,7 @@ pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
             node::runtime()?.block_on(async {
                 node::ensure_migrated(store.as_ref()).await?;
                 store
-                    .import(parsed.set.entities)
+                    .import(parsed.set)
                     .await
                     .map_err(|e| anyhow::anyhow!("import failed, nothing was written: {e}"))
             })?;
@@ -128,13 +128,16 @@ pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
                 node::ensure_migrated(store.as_ref()).await?;
                 store.load_all().await.map_err(anyhow::Error::from)
             })?;
-            let set = declarative::EntitySet { entities: data };
-            let yaml = declarative::to_yaml(&declarative::export(&set));
+            let yaml = declarative::to_yaml(&declarative::export_dataset(&data));
             match file {
                 Some(f) if f.as_os_str() != "-" => {
                     std::fs::write(&f, yaml)
                         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
-                    eprintln!("exported {} entities to {}", set.len(), f.display());
+                    eprintln!(
+                        "exported {} entities to {}",
+                        data.values().map(Vec::len).sum::<usize>(),
+                        f.display()
+                    );
                 }
                 _ => print!("{yaml}"),
             }

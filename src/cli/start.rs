@@ -116,7 +116,10 @@ async fn open(
             }
             anyhow::anyhow!("invalid declarative configuration: {msg}")
         })?;
-        return Ok((Arc::new(MemoryStore::new(parsed.set.entities)), parsed.hash));
+        return Ok((
+            Arc::new(MemoryStore::new(parsed.set.into_dataset())),
+            parsed.hash,
+        ));
     }
     let store = node::open_store(config)?;
     let status = store.migrations_status().await?;

@@ -20,8 +20,7 @@ pub(crate) async fn get_config(State(st): State<SharedState>) -> ApiResult {
         return Err(only_dbless());
     }
     let data = st.store.load_all().await?;
-    let set = declarative::EntitySet { entities: data };
-    let yaml = declarative::to_yaml(&declarative::export(&set));
+    let yaml = declarative::to_yaml(&declarative::export_dataset(&data));
     Ok(json_response(StatusCode::OK, &json!({ "config": yaml })))
 }
 
@@ -110,7 +109,7 @@ pub(crate) async fn post_config(
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let export = declarative::export(&parsed.set);
-    st.store.replace_all(parsed.set.entities).await?;
+    st.store.replace_all(parsed.set).await?;
     if let Ok(mut h) = st.config_hash.write() {
         *h = parsed.hash;
     }

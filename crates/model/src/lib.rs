@@ -6,12 +6,14 @@ pub mod entities;
 pub mod error;
 pub mod pem;
 pub mod plugin;
+pub mod row_text;
 pub mod schema;
 pub mod url;
 
 pub use entities::{by_admin_path, by_name, ALL as ENTITIES};
 pub use error::{Error, ErrorCode, Result};
 pub use plugin::{PluginCatalog, PluginDef};
+pub use row_text::RowText;
 pub use schema::{EntitySchema, Field, Type};
 
 /// A stored entity: a JSON object with every field of its schema present.

@@ -16,6 +16,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+pub use tollgate_model::declarative::EntitySet;
 use tollgate_model::{EntitySchema, Result, Row};
 
 /// Every entity of a configuration, keyed by entity name (`services`), rows sorted by id.
@@ -97,9 +98,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, schema: &'static EntitySchema, id: &str) -> Result<()>;
     async fn page(&self, schema: &'static EntitySchema, query: &PageQuery) -> Result<Page>;
     /// Replaces the whole configuration atomically (db_import, `POST /config`).
-    async fn replace_all(&self, data: Dataset) -> Result<()>;
+    async fn replace_all(&self, data: EntitySet) -> Result<()>;
     /// Adds a whole configuration in one transaction, failing on any conflict.
-    async fn import(&self, data: Dataset) -> Result<()>;
+    async fn import(&self, data: EntitySet) -> Result<()>;
     /// `/tags` and `/tags/{tag}`: `(entity_name, entity_id, tag)` triples, paged.
     async fn tags_page(
         &self,

@@ -3,7 +3,7 @@
 //! refused with Kong's code 12.
 
 use crate::paging::{decode_offset, encode_offset};
-use crate::{Dataset, MigrationStatus, Page, PageQuery, Store};
+use crate::{Dataset, EntitySet, MigrationStatus, Page, PageQuery, Store};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
@@ -129,7 +129,8 @@ impl Store for MemoryStore {
             next_offset,
         })
     }
-    async fn replace_all(&self, mut data: Dataset) -> Result<()> {
+    async fn replace_all(&self, data: EntitySet) -> Result<()> {
+        let mut data = data.into_dataset();
         for rows in data.values_mut() {
             rows.sort_by(|a, b| id_of(a).cmp(id_of(b)));
         }
@@ -139,7 +140,7 @@ impl Store for MemoryStore {
         self.version.send_modify(crate::Changes::bump_all);
         Ok(())
     }
-    async fn import(&self, _data: Dataset) -> Result<()> {
+    async fn import(&self, _data: EntitySet) -> Result<()> {
         Err(Error::operation_unsupported(
             "cannot import into the database when not using a database",
         ))

@@ -7,21 +7,31 @@
 //! come in Kong's topological order, only those with rows.
 
 use super::{known_entities, EntitySet};
+use crate::{Row, RowText};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// `{"_format_version": "3.0", "_transform": false, "<entity>": [rows…], …}`.
 pub fn export(set: &EntitySet) -> Value {
+    export_rows(|e| set.rows(e).iter().map(RowText::to_row).collect())
+}
+
+/// [`export`] of rows loaded from a store (entity name → rows).
+pub fn export_dataset(data: &BTreeMap<String, Vec<Row>>) -> Value {
+    export_rows(|e| data.get(e).cloned().unwrap_or_default())
+}
+
+fn export_rows(rows_of: impl Fn(&str) -> Vec<Row>) -> Value {
     let mut out = Map::new();
     out.insert("_format_version".into(), Value::from("3.0"));
     out.insert("_transform".into(), Value::Bool(false));
     for schema in known_entities() {
-        let rows = set.rows(schema.name);
+        let rows = rows_of(schema.name);
         if rows.is_empty() {
             continue;
         }
         let mut list = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut r = row.clone();
+        for mut r in rows {
             for f in schema.foreign_fields() {
                 if let Some(Value::Object(fk)) = r.get(f.name) {
                     if let Some(id) = fk.get("id").cloned() {

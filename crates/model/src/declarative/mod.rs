@@ -30,13 +30,13 @@ mod migrate;
 mod tests;
 mod yaml;
 
-pub use export::{export, to_yaml};
+pub use export::{export, export_dataset, to_yaml};
 
 use crate::entities;
 use crate::error::{Error, ErrorCode};
 use crate::plugin::PluginCatalog;
 use crate::schema::{now_secs, Context, EntitySchema, Operation};
-use crate::Row;
+use crate::{Row, RowText};
 use errors::{Key, Node};
 use md5::{Digest, Md5};
 use serde_json::{json, Map, Value};
@@ -60,8 +60,9 @@ const UNRESOLVED: &str = "00000000-0000-0000-0000-000000000000";
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EntitySet {
     /// Entity name (`services`) → rows in the order the file declares them (parents before
-    /// their nested children). Every row is complete; foreign keys are `{"id": …}`.
-    pub entities: BTreeMap<String, Vec<Row>>,
+    /// their nested children). Every row is complete; foreign keys are `{"id": …}`. Rows
+    /// are kept as text: an import of 100,000 consumers must fit in little memory.
+    pub entities: BTreeMap<String, Vec<RowText>>,
 }
 
 impl EntitySet {
@@ -73,8 +74,23 @@ impl EntitySet {
         self.entities.values().all(Vec::is_empty)
     }
     /// The rows of one entity (empty when there are none).
-    pub fn rows(&self, entity: &str) -> &[Row] {
+    pub fn rows(&self, entity: &str) -> &[RowText] {
         self.entities.get(entity).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// The rows as maps (entity name → rows).
+    pub fn into_dataset(self) -> BTreeMap<String, Vec<Row>> {
+        self.entities
+            .into_iter()
+            .map(|(e, rows)| (e, rows.iter().map(RowText::to_row).collect()))
+            .collect()
+    }
+    pub fn from_dataset(data: &BTreeMap<String, Vec<Row>>) -> EntitySet {
+        EntitySet {
+            entities: data
+                .iter()
+                .map(|(e, rows)| (e.clone(), rows.iter().map(RowText::new).collect()))
+                .collect(),
+        }
     }
 }
 
@@ -380,8 +396,9 @@ pub fn generate_id(entity: &str, key: &str) -> String {
 
 struct Item {
     schema: &'static EntitySchema,
-    /// Position in the input, which is also where its errors go.
-    path: Vec<Key>,
+    /// 1-based position in its list; with the parent's, where its errors go (see
+    /// [`path_of`]: a path per item would cost more than the row).
+    pos: u32,
     input: Map<String, Value>,
     /// The parent item and the foreign key that points to it.
     parent: Option<(usize, &'static str)>,
@@ -392,7 +409,21 @@ struct Item {
     /// The id was generated deterministically (it goes into flattened-error entities).
     deterministic: bool,
     refs: Vec<Reference>,
-    row: Option<Row>,
+    /// The validated row; as text, since every entity of the file is held at once (phases
+    /// 2 and 3 read it back one row at a time).
+    row: Option<RowText>,
+}
+
+/// Where item `i` sits in the input: its parent's path, its entity's key, its position.
+fn path_of(items: &[Item], i: usize) -> Vec<Key> {
+    let it = &items[i];
+    let mut p = match it.parent {
+        Some((parent, _)) => path_of(items, parent),
+        None => Vec::new(),
+    };
+    p.push(Key::s(it.schema.name));
+    p.push(Key::Int(it.pos as usize));
+    p
 }
 
 struct Reference {
@@ -465,7 +496,7 @@ impl Collector {
                 let idx = self.items.len();
                 self.items.push(Item {
                     schema,
-                    path: p.clone(),
+                    pos: u32::try_from(i + 1).unwrap_or(u32::MAX),
                     input: Map::new(),
                     parent: parent.zip(*fk),
                     children: Vec::new(),
@@ -518,7 +549,7 @@ impl Index {
                 if let Some(Value::String(k)) = it.input.get(ek) {
                     let keys = self.by_key.entry(name).or_default();
                     if keys.contains_key(k) {
-                        errs.set_msg(&it.path, uniqueness_msg(name, ek, k));
+                        errs.set_msg(&path_of(items, i), uniqueness_msg(name, ek, k));
                         failed = true;
                     } else {
                         keys.insert(k.clone(), i);
@@ -529,7 +560,7 @@ impl Index {
                 let ids = self.by_id.entry(name).or_default();
                 if ids.contains_key(id) {
                     if !failed {
-                        errs.set_msg(&it.path, uniqueness_msg(name, "primary key", id));
+                        errs.set_msg(&path_of(items, i), uniqueness_msg(name, "primary key", id));
                     }
                 } else {
                     ids.insert(id.clone(), i);
@@ -677,6 +708,7 @@ fn run(
         }
     }
 
+    drop(resolver);
     let mut phase2 = Node::tab();
     let mut index = Index::default();
     index.register(&items, &roots, &mut phase2);
@@ -754,7 +786,7 @@ fn run(
                 .collect()
         };
         let plugin_input = (schema.name == "plugins").then(|| input.clone());
-        let path = items[i].path.clone();
+        let path = path_of(&items, i);
         match schema.process(input, &cx) {
             Ok(mut row) => {
                 if plugin_input.is_some() {
@@ -765,7 +797,7 @@ fn run(
                 for (f, v) in kept {
                     row.insert(f.into(), v);
                 }
-                items[i].row = Some(row);
+                items[i].row = Some(RowText::new(&row));
             }
             Err(e) => {
                 merge_error(&mut phase1, &path, &e);
@@ -785,13 +817,9 @@ fn run(
     // Phase 2: duplicates (found while indexing) and dangling references.
     for it in &items {
         for r in it.refs.iter().filter(|r| !r.found) {
+            let row = it.row.as_ref().map(RowText::to_row);
             let at = unique_endpoint_key(it.schema)
-                .and_then(|ek| {
-                    it.row
-                        .as_ref()
-                        .and_then(|row| row.get(ek))
-                        .and_then(Value::as_str)
-                })
+                .and_then(|ek| row.as_ref()?.get(ek)?.as_str())
                 .map(str::to_string)
                 .or_else(|| it.id.clone())
                 .unwrap_or_default();
@@ -825,12 +853,17 @@ fn run(
     post(&items, &roots, &mut post_order);
     for &i in &post_order {
         let it = &items[i];
-        let Some(row) = &it.row else { continue };
-        for f in it
+        let Some(text) = &it.row else { continue };
+        let mut uniques = it
             .schema
             .unique_fields()
             .filter(|f| f.foreign_entity().is_none())
-        {
+            .peekable();
+        if uniques.peek().is_none() {
+            continue;
+        }
+        let row = text.to_row();
+        for f in uniques {
             let v = match row.get(f.name) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) => s.clone(),
@@ -901,8 +934,9 @@ fn finish(mut errs: Node, original: Option<Value>, items: &[Item], with_ids: boo
         return declarative_error(&errs);
     };
     if with_ids {
-        for it in items.iter().filter(|it| it.deterministic) {
-            if let (Some(Value::Object(m)), Some(id)) = (value_at(&mut input, &it.path), &it.id) {
+        for (i, it) in items.iter().enumerate().filter(|(_, it)| it.deterministic) {
+            let path = path_of(items, i);
+            if let (Some(Value::Object(m)), Some(id)) = (value_at(&mut input, &path), &it.id) {
                 m.insert("id".into(), Value::String(id.clone()));
             }
         }

@@ -13,7 +13,8 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 enum Frame {
     Seq(Vec<Value>, usize),
-    Map(Map<String, Value>, Option<String>, usize),
+    /// Entries gathered first: the map is built at its exact size at the end.
+    Map(Vec<(String, Value)>, Option<String>, usize),
 }
 
 #[derive(Default)]
@@ -49,9 +50,7 @@ impl Builder {
             }
             Some(Frame::Seq(items, _)) => items.push(v),
             Some(Frame::Map(m, key, _)) => match key.take() {
-                Some(k) => {
-                    m.insert(k, v);
-                }
+                Some(k) => m.push((k, v)),
                 None => match v {
                     Value::String(s) => *key = Some(s),
                     Value::Number(n) => *key = Some(n.to_string()),
@@ -82,10 +81,22 @@ impl MarkedEventReceiver for Builder {
                 self.add(v, anchor, mark);
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Map::new(), None, anchor)),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Vec::new(), None, anchor)),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq(items, anchor)) => self.add(Value::Array(items), anchor, mark),
-                Some(Frame::Map(m, _, anchor)) => self.add(Value::Object(m), anchor, mark),
+                // Growth leaves up to half of each container unused; the document is
+                // held whole, so give it back.
+                Some(Frame::Seq(mut items, anchor)) => {
+                    items.shrink_to_fit();
+                    self.add(Value::Array(items), anchor, mark)
+                }
+                Some(Frame::Map(entries, _, anchor)) => {
+                    let mut m = Map::with_capacity(entries.len());
+                    for (k, v) in entries {
+                        // a repeated key: the last value wins, as in serde_yaml
+                        m.insert(k, v);
+                    }
+                    self.add(Value::Object(m), anchor, mark)
+                }
                 None => {}
             },
             Event::Alias(id) => match self.anchors.get(&id) {

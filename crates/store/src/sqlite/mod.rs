@@ -7,7 +7,9 @@
 mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
-use crate::{Changes, Dataset, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS};
+use crate::{
+    Changes, Dataset, EntitySet, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS,
+};
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 use schema::{cache_key_of, fk_col, unique_col, unique_text};
@@ -436,13 +438,13 @@ fn run_pending(tx: &Transaction<'_>) -> Result<Vec<String>> {
     Ok(ran)
 }
 
-fn upsert_all(tx: &Transaction<'_>, data: &Dataset) -> Result<()> {
+fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
     let mut order: Vec<&'static EntitySchema> = entities::ALL.iter().collect();
     order.sort_by_key(|s| s.import_order);
     for schema in order {
-        if let Some(rows) = data.get(schema.name) {
-            for row in rows {
-                let mut row = row.clone();
+        for text in data.rows(schema.name) {
+            {
+                let mut row = text.to_row();
                 let exp = take_ttl(schema, &mut row);
                 put_row(tx, schema, &row, exp)?;
             }
@@ -594,7 +596,7 @@ impl Store for SqliteStore {
         self.with(move |c| page_tx(c, schema, &q)).await
     }
 
-    async fn replace_all(&self, data: Dataset) -> Result<()> {
+    async fn replace_all(&self, data: EntitySet) -> Result<()> {
         self.write(move |tx, touched| {
             touched.extend(entities::ALL.iter().map(|s| s.name));
             for s in entities::ALL.iter() {
@@ -607,7 +609,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn import(&self, data: Dataset) -> Result<()> {
+    async fn import(&self, data: EntitySet) -> Result<()> {
         self.write(move |tx, touched| {
             touched.extend(entities::ALL.iter().map(|s| s.name));
             upsert_all(tx, &data)

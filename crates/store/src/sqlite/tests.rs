@@ -181,7 +181,7 @@ async fn import_is_all_or_nothing_and_survives_reopen() {
             "services".into(),
             vec![row("services", json!({"name": "s1", "host": "a.com"}))],
         );
-        s.import(good).await.unwrap();
+        s.import(EntitySet::from_dataset(&good)).await.unwrap();
         let mut bad = Dataset::new();
         bad.insert(
             "services".into(),
@@ -190,7 +190,7 @@ async fn import_is_all_or_nothing_and_survives_reopen() {
                 row("services", json!({"name": "s1", "host": "b.com"})),
             ],
         );
-        let e = s.import(bad).await.unwrap_err();
+        let e = s.import(EntitySet::from_dataset(&bad)).await.unwrap_err();
         assert_eq!(e.to_json()["code"], 5, "{e:?}");
     }
     let s = SqliteStore::open(&path).unwrap();
