@@ -39,7 +39,7 @@ pub fn load_config(common: &Common, file: Option<std::path::PathBuf>) -> anyhow:
 
 /// The plugin catalog: every bundled plugin, filtered by the `plugins` key.
 pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
-    PluginCatalog::new(Vec::new(), &config.plugins)
+    tollgate_plugins::catalog(&config.plugins)
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }
 

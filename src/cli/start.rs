@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tollgate_admin::{AdminState, NodeInfo};
 use tollgate_config::{Config, Database, Listen};
 use tollgate_model::declarative;
+use tollgate_plugins::ConsumerIndex;
+use tollgate_proxy::snapshot::SharedConsumers;
 use tollgate_proxy::{Proxy, SharedSnapshot, Snapshot, Stats};
 use tollgate_store::{Changes, MemoryStore, Store};
 
@@ -167,8 +169,11 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let mut changes = store.changes();
     let seen = changes.borrow_and_update().clone();
     let data = store.load(SNAPSHOT_ENTITIES).await?;
+    let consumers: SharedConsumers = Arc::new(arc_swap::ArcSwap::from_pointee(
+        ConsumerIndex::build(&store.load(CONSUMER_ENTITIES).await?),
+    ));
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
-        Snapshot::build(&data)
+        Snapshot::build_with(&data, consumers.clone())
             .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
     ));
     let healthy_db = Arc::new(AtomicBool::new(true));
@@ -176,7 +181,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         store.clone(),
         changes,
         seen,
-        snapshot.clone(),
+        (snapshot.clone(), consumers),
         healthy_db.clone(),
     );
 
@@ -262,7 +267,8 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
 }
 
 /// The entities the proxy snapshot is compiled from. Consumers and credentials are not
-/// among them: writing one never rebuilds the router.
+/// among them: writing one only rebuilds the consumer index ([`CONSUMER_ENTITIES`]),
+/// never the router.
 const SNAPSHOT_ENTITIES: &[&str] = &[
     "services",
     "routes",
@@ -277,26 +283,39 @@ const SNAPSHOT_ENTITIES: &[&str] = &[
 /// Rebuilds the snapshot when an entity it is built from changes. Changes that arrive
 /// during a rebuild are folded into the next one; a failed rebuild keeps the previous
 /// snapshot serving.
+/// Consumers and the credentials and groups the auth plugins look up.
+const CONSUMER_ENTITIES: &[&str] = tollgate_plugins::consumers::ENTITIES;
+
 fn spawn_rebuilder(
     store: Arc<dyn Store>,
     mut changes: watch::Receiver<Changes>,
     mut seen: Changes,
-    snapshot: SharedSnapshot,
+    (snapshot, consumers): (SharedSnapshot, SharedConsumers),
     healthy_db: Arc<AtomicBool>,
 ) {
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let now = changes.borrow_and_update().clone();
-            if !now.changed_since(&seen, SNAPSHOT_ENTITIES) {
-                seen = now;
+            let proxy_changed = now.changed_since(&seen, SNAPSHOT_ENTITIES);
+            let consumers_changed = now.changed_since(&seen, CONSUMER_ENTITIES);
+            seen = now;
+            if consumers_changed {
+                match store.load(CONSUMER_ENTITIES).await {
+                    Ok(data) => consumers.store(Arc::new(ConsumerIndex::build(&data))),
+                    Err(e) => {
+                        healthy_db.store(false, Ordering::Relaxed);
+                        tracing::error!(error = %e, "cannot load consumers; still serving the previous ones");
+                    }
+                }
+            }
+            if !proxy_changed {
                 continue;
             }
-            seen = now;
             let t0 = std::time::Instant::now();
             match store.load(SNAPSHOT_ENTITIES).await {
                 Ok(data) => {
                     healthy_db.store(true, Ordering::Relaxed);
-                    match Snapshot::build(&data) {
+                    match Snapshot::build_with(&data, consumers.clone()) {
                         Ok(s) => {
                             snapshot.store(Arc::new(s));
                             tracing::debug!(

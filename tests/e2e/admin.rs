@@ -654,14 +654,14 @@ async fn certificates_snis_upstreams_targets_schemas_plugins() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["fields"]["key"], "expected a string");
 
-    // No plugin is enabled in this build yet, so none may be created (never fail open).
+    // A plugin this build does not have may not be created (never fail open).
     let (_, en) = g.get("/plugins/enabled").await;
     assert!(en["enabled_plugins"].is_array());
-    let (s, e) = g.post("/plugins", json!({"name": "key-auth"})).await;
+    let (s, e) = g.post("/plugins", json!({"name": "rate-limiting"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         e["fields"]["name"],
-        "plugin 'key-auth' not enabled; add it to the 'plugins' configuration property"
+        "plugin 'rate-limiting' not enabled; add it to the 'plugins' configuration property"
     );
     assert_eq!(
         g.get("/schemas/plugins/nope").await.0,

@@ -3,5 +3,6 @@
 mod admin;
 mod cli;
 mod declarative;
+mod plugins;
 mod proxy;
 mod support;

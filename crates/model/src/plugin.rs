@@ -17,6 +17,10 @@ pub struct PluginDef {
     /// The `config` record.
     pub config: Vec<Field>,
     pub config_checks: Vec<crate::schema::EntityCheck>,
+    /// Kong's top-level `entity_checks` over the whole plugin row (they name dotted
+    /// fields such as `config.allow`). Only `EntityCheck::Custom` is evaluated here;
+    /// a failure is reported under `@entity` (or the field it names).
+    pub checks: Vec<crate::schema::EntityCheck>,
     /// Kong's `no_consumer`: the plugin cannot be scoped to a consumer (auth plugins).
     pub no_consumer: bool,
     pub no_route: bool,
@@ -142,6 +146,27 @@ impl PluginCatalog {
             }
         }
         row.insert("config".into(), config);
+        if errors.is_empty() {
+            for c in &def.checks {
+                if let crate::schema::EntityCheck::Custom(f) = c {
+                    if let Err((field, msg)) = f(row) {
+                        match field {
+                            Some(f) => {
+                                errors.entry(f).or_insert(Value::String(msg));
+                            }
+                            None => {
+                                let e = errors
+                                    .entry("@entity")
+                                    .or_insert_with(|| Value::Array(Vec::new()));
+                                if let Value::Array(a) = e {
+                                    a.push(Value::String(msg));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         if let (Some(allowed), Some(Value::Array(ps))) = (&def.protocols, row.get("protocols")) {
             if let Some(bad) = ps
                 .iter()

@@ -187,6 +187,89 @@ pub fn error_response(
     resp
 }
 
+/// `kong/pdk/response.lua` `HTTP_TO_GRPC_STATUS`, with its fallbacks by class.
+pub fn grpc_status(http: u16) -> u8 {
+    const HTTP_TO_GRPC_STATUS: [(u16, u8); 12] = [
+        (200, 0),
+        (400, 3),
+        (401, 16),
+        (403, 7),
+        (404, 5),
+        (409, 6),
+        (429, 8),
+        (499, 1),
+        (500, 13),
+        (501, 12),
+        (503, 14),
+        (504, 4),
+    ];
+    if let Some(&(_, code)) = HTTP_TO_GRPC_STATUS.iter().find(|(h, _)| *h == http) {
+        return code;
+    }
+    match http {
+        500..=599 => 13,
+        400..=499 => 3,
+        200..=299 => 0,
+        _ => 2,
+    }
+}
+
+/// `kong/pdk/response.lua` `GRPC_MESSAGES`.
+pub fn grpc_message(code: u8) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "Canceled",
+        3 => "InvalidArgument",
+        4 => "DeadlineExceeded",
+        5 => "NotFound",
+        6 => "AlreadyExists",
+        7 => "PermissionDenied",
+        8 => "ResourceExhausted",
+        9 => "FailedPrecondition",
+        10 => "Aborted",
+        11 => "OutOfRange",
+        12 => "Unimplemented",
+        13 => "Internal",
+        14 => "Unavailable",
+        15 => "DataLoss",
+        16 => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// Kong's answer to a gRPC request (HTTP/2 with an `application/grpc*`
+/// content type) that it generates itself: no body, the outcome in
+/// `grpc-status` and `grpc-message` headers (a gRPC "trailers-only"
+/// response). `kong.response.error` gives the status's gRPC name as the
+/// message (`message: None`); `kong/error_handlers.lua` gives its own text.
+///
+/// Kong sets `content-type: application/grpc` only in the first case; it is
+/// set in both here because gRPC clients require it in a response.
+pub fn grpc_error_response(status: u16, message: Option<&str>) -> Response<Body> {
+    let status = if status == 494 { 400 } else { status };
+    let code = grpc_status(status);
+    let mut resp = Response::new(crate::empty_body());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    h.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    let msg = message
+        .and_then(|m| HeaderValue::from_str(m).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(grpc_message(code)));
+    h.insert("grpc-message", msg);
+    resp
+}
+
+/// Whether `kong/error_handlers.lua` answers in the gRPC form: its `Accept`,
+/// else `Content-Type`, starts with `application/grpc`.
+pub fn handler_wants_grpc(req_headers: &HeaderMap) -> bool {
+    req_headers
+        .get(http::header::ACCEPT)
+        .or_else(|| req_headers.get(CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 fn set_body(resp: &mut Response<Body>, body: String, mime: Option<&'static str>) {
     let h = resp.headers_mut();
     if let Some(m) = mime {
@@ -216,6 +299,26 @@ mod tests {
         );
         assert_eq!(response_type(Some("image/png")), MIME_JSON);
         assert_eq!(response_type(Some("garbage")), MIME_JSON);
+    }
+
+    #[test]
+    fn grpc_errors() {
+        assert_eq!(grpc_status(404), 5);
+        assert_eq!(grpc_status(502), 13);
+        assert_eq!(grpc_status(503), 14);
+        assert_eq!(grpc_status(422), 3);
+        assert_eq!(grpc_status(302), 2);
+        let r = grpc_error_response(404, None);
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["grpc-status"], "5");
+        assert_eq!(r.headers()["grpc-message"], "NotFound");
+        assert_eq!(r.headers()["content-length"], "0");
+        let r = grpc_error_response(504, Some("The upstream server is timing out"));
+        assert_eq!(r.headers()["grpc-status"], "4");
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "The upstream server is timing out"
+        );
     }
 
     #[test]

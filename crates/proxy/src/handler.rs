@@ -52,6 +52,9 @@ pub struct Settings {
     pub upstream_status: bool,
     pub request_id: bool,
     pub request_id_upstream: bool,
+    /// nginx `client_body_timeout`: the longest pause between two reads of
+    /// the request body (408 after it).
+    pub client_body_timeout: Duration,
 }
 
 impl Settings {
@@ -73,12 +76,65 @@ impl Settings {
             upstream_status: get("X-Kong-Upstream-Status"),
             request_id: get("X-Kong-Request-Id"),
             request_id_upstream: up.get("X-Kong-Request-Id").copied().unwrap_or(false),
+            client_body_timeout: nginx_time(
+                c,
+                &[
+                    "nginx_proxy_client_body_timeout",
+                    "nginx_http_client_body_timeout",
+                ],
+            )
+            .unwrap_or(DEFAULT_CLIENT_BODY_TIMEOUT),
         }
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_ips.iter().any(|t| t.contains(ip))
     }
+}
+
+/// nginx's default `client_body_timeout`.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first of Kong's injected nginx directives `keys` that is set, as an
+/// nginx time (`60`, `30s`, `500ms`, `1m30s`).
+pub fn nginx_time(c: &Config, keys: &[&str]) -> Option<Duration> {
+    keys.iter()
+        .find_map(|k| c.raw.get(*k))
+        .and_then(|v| parse_nginx_time(v))
+}
+
+/// Parses an nginx time value (`ngx_parse_time`): numbers with the units
+/// ms, s, m, h, d, w, M, y; a bare number is seconds.
+pub fn parse_nginx_time(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "M" => 30 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return None,
+        };
+        total_ms = total_ms.checked_add(n.checked_mul(ms)?)?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(Duration::from_millis(total_ms))
 }
 
 /// State shared by every connection.
@@ -106,6 +162,9 @@ struct Ctx<'a> {
     shared: &'a Shared,
     start: Instant,
     request_id: String,
+    /// Kong's `is_grpc_request()`: HTTP/2 with an `application/grpc*`
+    /// content type. Kong's own errors then take the gRPC form.
+    grpc: bool,
 }
 
 impl Ctx<'_> {
@@ -139,6 +198,19 @@ impl Ctx<'_> {
         req: &HeaderMap,
         how: Negotiation,
     ) -> Response<Body> {
+        if self.grpc {
+            // kong.response.error → the status's gRPC name; error_handlers.lua
+            // (when it picks gRPC) → its own message.
+            match how {
+                Negotiation::Accept => {
+                    return self.kong_response(errors::grpc_error_response(status, None))
+                }
+                Negotiation::Handler if errors::handler_wants_grpc(req) => {
+                    return self.kong_response(errors::grpc_error_response(status, Some(message)))
+                }
+                Negotiation::Handler => {}
+            }
+        }
         let resp = errors::error_response(
             status,
             message,
@@ -162,6 +234,11 @@ pub async fn handle(
         shared: &shared,
         start: Instant::now(),
         request_id: uuid::Uuid::new_v4().simple().to_string(),
+        grpc: req.version() == Version::HTTP_2
+            && req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
     };
     if let Some(r) = req
         .headers()
@@ -216,7 +293,7 @@ async fn proxy(
     let port = host_port.unwrap_or(conn.local.port());
 
     let raw_path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
+    let mut query = req.uri().query().map(str::to_owned);
     let request_uri = match &query {
         Some(q) => format!("{raw_path}?{q}"),
         None => raw_path.clone(),
@@ -230,7 +307,7 @@ async fn proxy(
             route_id: None,
             service_id: None,
         };
-        if let Flow::Respond(r) = phases::rewrite(&pcx, &mut parts) {
+        if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), &mut parts) {
             return cx.kong_response(r);
         }
         req = Request::from_parts(parts, body);
@@ -346,22 +423,30 @@ async fn proxy(
         }
     }
 
-    let Some(service) = route.service.clone() else {
-        return cx.error(503, errors::NO_SERVICE, h, Negotiation::Accept);
-    };
-
-    {
-        let (mut parts, body) = req.into_parts();
+    // Plugins' access phase (before Kong's "no Service" check, as in Kong.Access).
+    let mut collected = phases::Collected::new();
+    let mut pre_read: Option<Bytes> = None;
+    if !route.plugins.is_empty() {
+        let (mut parts, mut body) = req.into_parts();
         let pcx = PhaseCx {
             request_id: &cx.request_id,
             route_id: Some(&route.id),
-            service_id: Some(&service.id),
+            service_id: route.service.as_ref().map(|s| s.id.as_str()),
         };
-        if let Flow::Respond(r) = phases::access(&pcx, &mut parts) {
-            return cx.kong_response(r);
+        let max = settings.client_max_body_size;
+        let (ip, c) = (peer_ip, &mut collected);
+        match phases::access(&pcx, snap, route, ip, &mut parts, &mut body, max, c).await {
+            phases::Access::Continue(b) => pre_read = b,
+            phases::Access::Respond(r) => return cx.kong_response(r),
         }
         req = Request::from_parts(parts, body);
+        // Plugins may have edited the query (hide_credentials).
+        query = req.uri().query().map(str::to_owned);
     }
+
+    let Some(service) = route.service.clone() else {
+        return cx.error(503, errors::NO_SERVICE, req.headers(), Negotiation::Accept);
+    };
 
     // client_max_body_size
     let max = settings.client_max_body_size;
@@ -487,38 +572,43 @@ async fn proxy(
 
     // Request body, bounded by client_max_body_size.
     let flags = Arc::new(BodyFlags::default());
-    let has_body = !(body_is_empty(&client_headers, &body));
+    let has_body = match &pre_read {
+        Some(b) => !b.is_empty(),
+        None => !body_is_empty(&client_headers, &body),
+    };
     let mut limited = Some(LimitedBody {
         inner: body,
         left: if max > 0 { max } else { u64::MAX },
         flags: flags.clone(),
+        timeout: settings.client_body_timeout,
+        sleep: None,
+        waiting: false,
     });
     // request_buffering (nginx `proxy_request_buffering`): read the whole
     // body before choosing an upstream, so that it can be sent again on a
     // retry. gRPC (nginx `grpc_pass`) and tunnels always stream.
-    let buffered: Option<Bytes> =
-        if has_body && route.request_buffering && !h2_up && upgrade_to.is_none() {
-            match limited.take().map(|l| l.collect()) {
-                None => None,
-                Some(f) => match f.await {
-                    Ok(c) => {
-                        let b = c.to_bytes();
-                        uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
-                        Some(b)
-                    }
-                    Err(_) => {
-                        let code = if flags.too_large.load(Ordering::Relaxed) {
-                            413
-                        } else {
-                            400
-                        };
-                        return client_body_error(cx, code, &client_headers);
-                    }
-                },
-            }
-        } else {
-            None
-        };
+    let buffered: Option<Bytes> = if let Some(b) = pre_read {
+        // Read (and maybe changed) by a plugin already.
+        uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+        Some(b)
+    } else if has_body && route.request_buffering && !h2_up && upgrade_to.is_none() {
+        match limited.take().map(|l| l.collect()) {
+            None => None,
+            Some(f) => match f.await {
+                Ok(c) => {
+                    let b = c.to_bytes();
+                    uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+                    Some(b)
+                }
+                Err(_) => {
+                    let code = flags.client_status().unwrap_or(400);
+                    return client_body_error(cx, code, &client_headers);
+                }
+            },
+        }
+    } else {
+        None
+    };
     let mut body: Option<Body> = Some(match limited {
         Some(l) if has_body => l.boxed_unsync(),
         _ => crate::empty_body(),
@@ -600,7 +690,16 @@ async fn proxy(
             }
         };
         let target = Target {
-            host: target_host.clone(),
+            // nginx `proxy_ssl_name $upstream_host` (port stripped): the Host
+            // sent upstream, so the preserved Host with `preserve_host`.
+            // Plain-text targets need no name (and no allocation).
+            host: if service.tls.is_some() {
+                crate::snapshot::split_host_port(&host_header)
+                    .map(|(h, _)| h)
+                    .unwrap_or_else(|| host_header.clone())
+            } else {
+                String::new()
+            },
             addr,
             tls: service.tls.clone(),
             tls_profile: service.tls_profile.clone(),
@@ -692,11 +791,8 @@ async fn proxy(
                 continue;
             }
             Watched::Sent(Err(SendError::Failed(e))) => {
-                if flags.too_large.load(Ordering::Relaxed) {
-                    return client_body_error(cx, 413, &client_headers);
-                }
-                if flags.client_failed.load(Ordering::Relaxed) {
-                    return client_body_error(cx, 400, &client_headers);
+                if let Some(code) = flags.client_status() {
+                    return client_body_error(cx, code, &client_headers);
                 }
                 tracing::debug!("upstream request failed: {e}");
                 let code = if is_timeout(&e) { 504 } else { 502 };
@@ -806,8 +902,8 @@ async fn proxy(
         route_id: Some(&route.id),
         service_id: Some(&service.id),
     };
-    phases::header_filter(&pcx, &mut rparts);
-    phases::log(&pcx, rparts.status.as_u16());
+    phases::header_filter(&pcx, &collected, &client_headers, &mut rparts);
+    phases::log(&pcx, &collected, rparts.status.as_u16());
 
     let small = rparts
         .headers
@@ -896,13 +992,39 @@ struct BodyFlags {
     too_large: AtomicBool,
     /// Reading it failed (bad chunking, reset): 400.
     client_failed: AtomicBool,
+    /// The client paused longer than `client_body_timeout`: 408.
+    timed_out: AtomicBool,
 }
 
-/// The request body, failing once more than `left` bytes arrive.
+impl BodyFlags {
+    /// The status for a request body that could not be read, if the client
+    /// is to blame.
+    fn client_status(&self) -> Option<u16> {
+        if self.too_large.load(Ordering::Relaxed) {
+            Some(413)
+        } else if self.timed_out.load(Ordering::Relaxed) {
+            Some(408)
+        } else if self.client_failed.load(Ordering::Relaxed) {
+            Some(400)
+        } else {
+            None
+        }
+    }
+}
+
+/// The request body, failing once more than `left` bytes arrive or when the
+/// client pauses longer than `timeout` (nginx `client_body_timeout`).
 struct LimitedBody {
     inner: Incoming,
     left: u64,
     flags: Arc<BodyFlags>,
+    timeout: Duration,
+    /// Created only once the client makes us wait, so a body that is already
+    /// in the socket buffer costs no timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last poll found no data: the timer runs. Time spent while the
+    /// upstream is not taking data (we do not poll) does not count.
+    waiting: bool,
 }
 
 impl hyper::body::Body for LimitedBody {
@@ -912,7 +1034,11 @@ impl hyper::body::Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if r.is_ready() {
+            self.waiting = false;
+        }
+        match r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     let n = d.len() as u64;
@@ -929,7 +1055,26 @@ impl hyper::body::Body for LimitedBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let fresh = !std::mem::replace(&mut self.waiting, true);
+                let sleep = match &mut self.sleep {
+                    Some(s) => {
+                        if fresh {
+                            s.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        }
+                        s
+                    }
+                    None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.flags.timed_out.store(true, Ordering::Relaxed);
+                        Poll::Ready(Some(Err("client body timed out".into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
     fn is_end_stream(&self) -> bool {
@@ -1215,5 +1360,23 @@ impl hyper::body::Body for ReadTimeoutBody {
     }
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_nginx_time;
+    use std::time::Duration;
+
+    #[test]
+    fn nginx_times() {
+        assert_eq!(parse_nginx_time("60"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_nginx_time("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_nginx_time("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_nginx_time("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_nginx_time("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_nginx_time(""), None);
+        assert_eq!(parse_nginx_time("5x"), None);
+        assert_eq!(parse_nginx_time("s"), None);
     }
 }

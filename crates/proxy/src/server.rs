@@ -102,7 +102,14 @@ impl Proxy {
             default_cert,
             bound: Vec::new(),
             grace_period: DEFAULT_GRACE_PERIOD,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            header_read_timeout: handler::nginx_time(
+                config,
+                &[
+                    "nginx_proxy_client_header_timeout",
+                    "nginx_http_client_header_timeout",
+                ],
+            )
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
             limits: limits_from_config(config),
         })
     }
@@ -112,9 +119,19 @@ impl Proxy {
         self.grace_period = d;
     }
 
-    /// Time allowed to receive a request head.
+    /// Time allowed to receive a request head (nginx `client_header_timeout`).
+    /// hyper also runs it while an HTTP/1.1 connection waits for its next
+    /// request, so it is the keep-alive timeout as well.
     pub fn set_header_read_timeout(&mut self, d: Duration) {
         self.header_read_timeout = d;
+    }
+
+    /// Longest pause between two reads of a request body (nginx
+    /// `client_body_timeout`, 408 after it). Call before [`Proxy::serve`].
+    pub fn set_client_body_timeout(&mut self, d: Duration) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.settings.client_body_timeout = d;
+        }
     }
 
     /// Request head limits: total bytes of the head (each line may take at

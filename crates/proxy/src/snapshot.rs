@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_plugins::{Chain, ConsumerIndex, Plugins};
 use tollgate_router::{PathHandling, RouteSpec, Router};
 
 /// An entity row (same type as `tollgate_model::Row`).
@@ -15,6 +16,10 @@ pub type Dataset = BTreeMap<String, Vec<Row>>;
 
 /// The snapshot the proxy reads, swapped atomically on every change.
 pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;
+
+/// Consumers and credentials, swapped on their own (see [`Snapshot::build_with`]) so a
+/// credential write never recompiles the router; read only by routes with plugins.
+pub type SharedConsumers = Arc<arc_swap::ArcSwap<ConsumerIndex>>;
 
 static VERSION: AtomicU64 = AtomicU64::new(0);
 
@@ -62,6 +67,8 @@ pub struct RouteInfo {
     pub path_handling: PathHandling,
     pub request_buffering: bool,
     pub response_buffering: bool,
+    /// The plugins that may run on this route, resolved once per snapshot.
+    pub plugins: Chain,
 }
 
 /// A load-balancing upstream: round-robin over its targets with weight > 0.
@@ -126,6 +133,9 @@ pub struct Snapshot {
     pub certificates: CertStore,
     /// Certificates by id (for client certificates).
     pub certificates_by_id: HashMap<String, Arc<CertPair>>,
+    /// Every enabled plugin configuration, compiled (global rewrite plugins run from here).
+    pub plugins: Plugins,
+    pub consumers: SharedConsumers,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -181,8 +191,14 @@ impl Snapshot {
         self.version
     }
 
-    /// Compiles a dataset.
+    /// Compiles a dataset, consumers and credentials included.
     pub fn build(data: &Dataset) -> Result<Snapshot, String> {
+        let consumers = Arc::new(arc_swap::ArcSwap::from_pointee(ConsumerIndex::build(data)));
+        Snapshot::build_with(data, consumers)
+    }
+
+    /// Compiles a dataset, sharing an index of consumers kept up to date separately.
+    pub fn build_with(data: &Dataset, consumers: SharedConsumers) -> Result<Snapshot, String> {
         let rows = |name: &str| data.get(name).map(Vec::as_slice).unwrap_or(&[]);
 
         // certificates
@@ -322,6 +338,8 @@ impl Snapshot {
             );
         }
 
+        let plugins = Plugins::build(data);
+
         // routes
         let mut specs = Vec::new();
         let mut routes = Vec::new();
@@ -366,6 +384,7 @@ impl Snapshot {
                 snis: strs(row, "snis"),
                 regex_priority: n(row, "regex_priority", 0),
             });
+            let chain = plugins.chain(Some(&id), service.as_ref().map(|s| s.id.as_str()));
             routes.push(RouteInfo {
                 id,
                 name: s(row, "name"),
@@ -378,6 +397,7 @@ impl Snapshot {
                     .unwrap_or_default(),
                 request_buffering: b(row, "request_buffering", true),
                 response_buffering: b(row, "response_buffering", true),
+                plugins: chain,
             });
         }
         let router = Router::build(&specs).map_err(|e| e.to_string())?;
@@ -390,6 +410,8 @@ impl Snapshot {
             upstreams,
             certificates,
             certificates_by_id,
+            plugins,
+            consumers,
         })
     }
 }

@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// Host name for TLS SNI (and certificate verification).
+    /// TLS server name: sent as SNI (unless an IP literal) and verified
+    /// against the certificate. Empty for plain-text targets.
     pub host: String,
     pub addr: SocketAddr,
     pub tls: Option<Arc<rustls::ClientConfig>>,

@@ -104,6 +104,32 @@ async fn strip_path_v0_cases() {
 }
 
 #[tokio::test]
+async fn strip_path_v1_concatenates() {
+    let up = echo_upstream().await;
+    let s = service("127.0.0.1", up.port(), json!({"path": "/srv"}));
+    let strip = route(Some(&s), json!({"paths": ["/rou"], "path_handling": "v1"}));
+    let keep = route(
+        Some(&s),
+        json!({"paths": ["/keep"], "path_handling": "v1", "strip_path": false}),
+    );
+    let p = start(
+        &dataset(vec![("services", s), ("routes", strip), ("routes", keep)]),
+        &[],
+    )
+    .await;
+    let c = client();
+    for (req, want) in [
+        ("/roureq", "/srvreq"),
+        ("/rou/x", "/srv/x"),
+        ("/keep/x", "/srvkeep/x"),
+    ] {
+        let v = echo_json(c.get(p.url(req)).send().await.unwrap()).await;
+        assert_eq!(v["path"], want, "request {req}");
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn preserve_host_and_host_header() {
     let up = echo_upstream().await;
     let s = service("127.0.0.1", up.port(), json!({}));
@@ -249,6 +275,19 @@ async fn response_headers_via_latency_and_off() {
         v["headers"].get("x-hop").is_none(),
         "hop-by-hop header listed in Connection forwarded"
     );
+    p.shutdown().await;
+
+    // latency_tokens alone: the latency headers, not Via/Server
+    let p = start(&d, &[("headers", "latency_tokens")]).await;
+    let resp = c.get(p.url("/x")).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-kong-upstream-latency"));
+    assert!(resp.headers().contains_key("x-kong-proxy-latency"));
+    for h in ["via", "server", "x-kong-request-id"] {
+        assert!(
+            !resp.headers().contains_key(h),
+            "{h} present with headers=latency_tokens"
+        );
+    }
     p.shutdown().await;
 
     let p = start(&d, &[("headers", "off"), ("headers_upstream", "off")]).await;

@@ -416,6 +416,41 @@ fn priority_rules_table() {
             Some("regex"),
         ),
         (
+            "PLAIN_HOST_ONLY outranks the header count (same weight)",
+            vec![
+                R::new("wild-hdr")
+                    .hosts(&["*.x.org"])
+                    .header("version", &["v1"]),
+                R::new("plain").hosts(&["api.x.org"]).methods(&["GET"]),
+            ],
+            q("GET", "/", "api.x.org").h("version", "v1"),
+            Some("plain"),
+        ),
+        (
+            "the header count outranks REGEX_URL (same weight)",
+            vec![
+                R::new("regex").methods(&["GET"]).paths(&[r"~/p/\d+"]),
+                R::new("hdr").header("version", &["v1"]).paths(&["/p"]),
+            ],
+            q("GET", "/p/1", "").h("version", "v1"),
+            Some("hdr"),
+        ),
+        (
+            "regex_priority does not outrank a higher header count",
+            vec![
+                R::new("rp")
+                    .header("a", &["1"])
+                    .paths(&[r"~/p"])
+                    .regex_priority(100),
+                R::new("hdrs")
+                    .header("a", &["1"])
+                    .header("b", &["2"])
+                    .paths(&["/p"]),
+            ],
+            q("GET", "/p", "").h("a", "1").h("b", "2"),
+            Some("hdrs"),
+        ),
+        (
             "regex_priority: higher first",
             vec![
                 R::new("low").paths(&[r"~/users/\d+"]).regex_priority(1),

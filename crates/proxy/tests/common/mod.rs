@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tollgate_model::schema::{Context, Operation};
 use tollgate_proxy::{Dataset, Proxy, SharedSnapshot, Snapshot, Stats};
 
+pub mod pki;
+
 /// An upstream that answers with the request as JSON. `/slow?ms=N` waits N ms
 /// first; `/chunks` streams three chunks 100 ms apart.
 pub async fn echo_upstream() -> SocketAddr {

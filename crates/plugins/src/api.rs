@@ -1,0 +1,353 @@
+//! What a plugin implements ([`Plugin`]), what it is given ([`RequestCx`], [`ResponseCx`],
+//! [`LogCx`]) and what it answers ([`Flow`], [`Exit`]).
+
+use crate::consumers::{Consumer, ConsumerIndex};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use tollgate_model::PluginDef;
+
+/// One bundled plugin: its registration, in the manner of Kong's `handler.lua` +
+/// `schema.lua`. Listed once in [`crate::BUNDLED`].
+pub struct PluginSpec {
+    pub name: &'static str,
+    /// Kong's PRIORITY: higher runs first.
+    pub priority: i32,
+    /// Kong's `no_consumer` / `no_route` / `no_service`: that dimension is ignored when
+    /// resolving which configuration applies (and the Admin API refuses it).
+    pub no_consumer: bool,
+    pub no_route: bool,
+    pub no_service: bool,
+    /// The phases the plugin implements, so the runner never calls (or collects) the others.
+    pub phases: Phases,
+    /// The config schema (fields, defaults, checks) in the model's schema language.
+    pub schema: fn() -> PluginDef,
+    /// Compiles a validated, defaulted `config` object into a running instance.
+    pub compile: fn(&serde_json::Value) -> Result<Box<dyn Plugin>, String>,
+}
+
+impl std::fmt::Debug for PluginSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSpec")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which phases a plugin has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    pub rewrite: bool,
+    pub access: bool,
+    pub header_filter: bool,
+    pub log: bool,
+}
+
+impl Phases {
+    pub const ACCESS: Phases = Phases {
+        rewrite: false,
+        access: true,
+        header_filter: false,
+        log: false,
+    };
+    /// Phases that run after the access phase, for the plugins it collected.
+    pub fn downstream(&self) -> bool {
+        self.header_filter || self.log
+    }
+}
+
+/// A compiled plugin configuration: one per `plugins` row, built once per snapshot.
+///
+/// Phases are synchronous: every lookup a plugin needs is in the snapshot, and a body is
+/// read for it before the access phase when [`Plugin::reads_body`] says so.
+pub trait Plugin: Send + Sync + 'static {
+    /// Kong's rewrite phase. Only global instances run it (no route is known yet).
+    fn rewrite(&self, _cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
+        Ok(Flow::Continue)
+    }
+    /// Kong's access phase; may answer the client instead of proxying.
+    fn access(&self, _cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
+        Ok(Flow::Continue)
+    }
+    /// Kong's header_filter phase, on the response head (upstream's or an exit's).
+    fn header_filter(&self, _cx: &mut ResponseCx<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
+    /// Kong's log phase. Never affects the response.
+    fn log(&self, _cx: &LogCx<'_>) {}
+    /// Whether the access phase needs the request body (read once, before it runs).
+    fn reads_body(&self) -> bool {
+        false
+    }
+}
+
+/// The outcome of a phase that may short-circuit the request.
+#[derive(Debug)]
+pub enum Flow {
+    Continue,
+    Exit(Exit),
+}
+
+/// A response produced by a plugin (`kong.response.exit` / `kong.response.error`).
+#[derive(Debug)]
+pub struct Exit {
+    pub status: u16,
+    pub body: ExitBody,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Debug)]
+pub enum ExitBody {
+    /// `kong.response.error(status, message)`: Kong's error template, negotiated on
+    /// `Accept`, with the request id.
+    Error(Cow<'static, str>),
+    /// `kong.response.exit(status, table)`: the table as JSON.
+    Json(serde_json::Value),
+    /// `kong.response.exit(status, string)`.
+    Raw {
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    Empty,
+}
+
+impl Exit {
+    /// `kong.response.error(status, message)`.
+    pub fn error(status: u16, message: impl Into<Cow<'static, str>>) -> Exit {
+        Exit {
+            status,
+            body: ExitBody::Error(message.into()),
+            headers: Vec::new(),
+        }
+    }
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Exit {
+        self.headers.push((name, value));
+        self
+    }
+    /// What a plugin failing at run time answers (Kong's `delayed_response` on a
+    /// coroutine error).
+    pub fn unexpected() -> Exit {
+        Exit {
+            status: 500,
+            body: ExitBody::Json(serde_json::json!({ "message": "An unexpected error occurred" })),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A plugin's run-time failure: logged, and the request fails with 500.
+#[derive(Debug)]
+pub struct PluginError(Box<str>);
+
+impl PluginError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        PluginError(msg.into().into_boxed_str())
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// The credential an auth plugin authenticated with (`kong.client.get_credential()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Credential<'a> {
+    pub id: &'a str,
+    pub consumer_id: &'a str,
+    /// `X-Credential-Identifier`: the credential id for key-auth, the username for basic-auth.
+    pub identifier: &'a str,
+}
+
+pub(crate) static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+pub(crate) static X_CONSUMER_CUSTOM_ID: HeaderName =
+    HeaderName::from_static("x-consumer-custom-id");
+pub(crate) static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub(crate) static X_CREDENTIAL_IDENTIFIER: HeaderName =
+    HeaderName::from_static("x-credential-identifier");
+pub(crate) static X_ANONYMOUS_CONSUMER: HeaderName =
+    HeaderName::from_static("x-anonymous-consumer");
+pub(crate) static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+pub(crate) static X_AUTHENTICATED_GROUPS: HeaderName =
+    HeaderName::from_static("x-authenticated-groups");
+
+/// The request as the rewrite and access phases see it. Changes to `req` (headers, URI)
+/// are what the upstream receives.
+pub struct RequestCx<'a> {
+    pub req: &'a mut http::request::Parts,
+    pub client_ip: IpAddr,
+    pub route_id: Option<&'a str>,
+    pub service_id: Option<&'a str>,
+    pub consumers: &'a ConsumerIndex,
+    /// Groups set by an authentication plugin that has no consumer (Kong's
+    /// `authenticated_groups`, read by acl).
+    pub authenticated_groups: Option<Vec<String>>,
+    consumer: Option<&'a Consumer>,
+    credential: Option<Credential<'a>>,
+    body: Option<Bytes>,
+    body_replaced: bool,
+    /// Seconds since the epoch, read once for the request (credential expiry).
+    now: u64,
+}
+
+impl<'a> RequestCx<'a> {
+    pub fn new(
+        req: &'a mut http::request::Parts,
+        client_ip: IpAddr,
+        consumers: &'a ConsumerIndex,
+    ) -> Self {
+        RequestCx {
+            req,
+            client_ip,
+            route_id: None,
+            service_id: None,
+            consumers,
+            authenticated_groups: None,
+            consumer: None,
+            credential: None,
+            body: None,
+            body_replaced: false,
+            now: 0,
+        }
+    }
+
+    pub fn with_route(mut self, route_id: Option<&'a str>, service_id: Option<&'a str>) -> Self {
+        self.route_id = route_id;
+        self.service_id = service_id;
+        self
+    }
+
+    /// The body read before the access phase (see [`Plugin::reads_body`]).
+    pub fn with_body(mut self, body: Option<Bytes>) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// The current time in seconds since the epoch (read once per request).
+    pub fn now(&mut self) -> u64 {
+        if self.now == 0 {
+            self.now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1);
+        }
+        self.now
+    }
+
+    /// `kong.client.get_consumer()`.
+    pub fn consumer(&self) -> Option<&'a Consumer> {
+        self.consumer
+    }
+    /// `kong.client.get_credential()`.
+    pub fn credential(&self) -> Option<Credential<'a>> {
+        self.credential
+    }
+
+    /// `kong.client.authenticate(consumer, credential)` plus the upstream headers every
+    /// Kong auth plugin sets (`set_consumer` in key-auth/basic-auth). `credential = None`
+    /// means the anonymous consumer.
+    pub fn authenticate(&mut self, consumer: &'a Consumer, credential: Option<Credential<'a>>) {
+        self.consumer = Some(consumer);
+        self.credential = credential;
+        let h = &mut self.req.headers;
+        set_or_clear(h, &X_CONSUMER_ID, Some(&consumer.id));
+        set_or_clear(h, &X_CONSUMER_CUSTOM_ID, consumer.custom_id.as_deref());
+        set_or_clear(h, &X_CONSUMER_USERNAME, consumer.username.as_deref());
+        set_or_clear(
+            h,
+            &X_CREDENTIAL_IDENTIFIER,
+            credential.map(|c| c.identifier),
+        );
+        if credential.is_some() {
+            h.remove(&X_ANONYMOUS_CONSUMER);
+        } else {
+            h.insert(
+                X_ANONYMOUS_CONSUMER.clone(),
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+
+    /// The request body read for this phase, as replaced by a plugin if it was.
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body.as_ref()
+    }
+    /// `kong.service.request.set_body`: the upstream gets this body instead.
+    pub fn set_body(&mut self, body: Bytes) {
+        self.body = Some(body);
+        self.body_replaced = true;
+    }
+    /// The body to send upstream, if one was read.
+    pub fn into_body(self) -> Option<Bytes> {
+        self.body
+    }
+
+    /// The first value of a request header as text (`kong.request.get_header`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.req.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The raw query string.
+    pub fn query(&self) -> Option<&str> {
+        self.req.uri.query()
+    }
+
+    /// `kong.service.request.clear_query_arg(name)`: drops every `name` argument from the
+    /// upstream query, keeping the others as they were sent.
+    pub fn clear_query_arg(&mut self, name: &str) {
+        let Some(q) = self.req.uri.query() else {
+            return;
+        };
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|pair| {
+                let k = pair.split('=').next().unwrap_or_default();
+                let k = form_urlencoded::parse(k.as_bytes())
+                    .next()
+                    .map(|(k, _)| k)
+                    .unwrap_or_default();
+                k != name
+            })
+            .collect();
+        let path = self.req.uri.path();
+        let pq = if kept.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        let mut parts = std::mem::take(&mut self.req.uri).into_parts();
+        parts.path_and_query = pq.parse().ok();
+        self.req.uri = http::Uri::from_parts(parts).unwrap_or_default();
+    }
+}
+
+fn set_or_clear(h: &mut http::HeaderMap, name: &HeaderName, v: Option<&str>) {
+    match v.and_then(|v| HeaderValue::from_str(v).ok()) {
+        Some(v) => {
+            h.insert(name.clone(), v);
+        }
+        None => {
+            h.remove(name);
+        }
+    }
+}
+
+/// The response head as the header_filter phase sees it.
+pub struct ResponseCx<'a> {
+    pub resp: &'a mut http::response::Parts,
+    /// The client's request headers.
+    pub request_headers: &'a http::HeaderMap,
+}
+
+/// What the log phase sees.
+pub struct LogCx<'a> {
+    pub status: u16,
+    pub request_id: &'a str,
+    pub route_id: Option<&'a str>,
+    pub service_id: Option<&'a str>,
+}

@@ -1,0 +1,41 @@
+//! What the authentication plugins share.
+
+use crate::api::{PluginError, RequestCx};
+
+/// Kong's `validate_header_name` (`kong/tools/http.lua`), used by `typedefs.header_name`.
+pub(crate) fn validate_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("no header name provided".into());
+    }
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
+    }
+}
+
+/// Authenticates the request as the `anonymous` consumer (id or username). Kong's
+/// `kong.client.authenticate(nil, nil)` raises when it does not exist, failing the
+/// request with 500.
+pub(crate) fn set_anonymous(cx: &mut RequestCx<'_>, anonymous: &str) -> Result<(), PluginError> {
+    let ix = cx.consumers;
+    match ix.consumer_by_id_or_username(anonymous) {
+        Some(c) => {
+            cx.authenticate(c, None);
+            Ok(())
+        }
+        None => Err(PluginError::new(format!(
+            "anonymous consumer '{anonymous}' is configured but does not exist"
+        ))),
+    }
+}
+
+/// Constant-time equality, so a hash comparison does not leak how much matched.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

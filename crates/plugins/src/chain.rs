@@ -1,0 +1,476 @@
+//! Which configuration of each plugin runs for a request, as Kong's
+//! `kong/runloop/plugins_iterator.lua` decides it, resolved once per snapshot.
+//!
+//! For each plugin name only the most specific enabled configuration runs:
+//! Route+Service+Consumer > Route+Consumer > Service+Consumer > Route+Service > Consumer >
+//! Route > Service > Global. A disabled configuration does not exist for this purpose
+//! (it never shadows a less specific one). A plugin's `no_route`/`no_service`/
+//! `no_consumer` drops that dimension from the lookup.
+//!
+//! What can be known before the request is: per route, the configuration without a
+//! consumer ([`Slot::base`]). The consumer part is looked up during the access phase, in
+//! priority order, with the consumer authenticated *so far* — as Kong does, so plugins
+//! below the auth plugins see the consumer and those above do not.
+
+use crate::api::{Exit, Flow, Phases, Plugin, PluginSpec, RequestCx};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// An entity row, as the store loads it.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+/// Protocols served by the HTTP subsystem: Kong skips a plugin none of whose protocols
+/// belong to it, and does no other per-request protocol check.
+const HTTP_SUBSYSTEM: &[&str] = &["http", "https", "grpc", "grpcs", "ws", "wss"];
+
+/// One `plugins` row, compiled.
+pub struct Instance {
+    pub spec: &'static PluginSpec,
+    pub id: Box<str>,
+    pub instance_name: Option<Box<str>>,
+    pub route: Option<Box<str>>,
+    pub service: Option<Box<str>>,
+    pub consumer: Option<Box<str>>,
+    pub plugin: Box<dyn Plugin>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.spec.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plugin whose configuration did not compile: it fails every request rather than
+/// letting it through unchecked.
+struct Broken(String);
+
+impl Plugin for Broken {
+    fn rewrite(&self, _: &mut RequestCx<'_>) -> Result<Flow, crate::PluginError> {
+        Err(crate::PluginError::new(self.0.clone()))
+    }
+    fn access(&self, _: &mut RequestCx<'_>) -> Result<Flow, crate::PluginError> {
+        Err(crate::PluginError::new(self.0.clone()))
+    }
+}
+
+/// Consumer-scoped configurations of one plugin name, by consumer id.
+#[derive(Default)]
+struct ConsumerCombos {
+    by_consumer: HashMap<Box<str>, Vec<Arc<Instance>>>,
+}
+
+impl ConsumerCombos {
+    /// Route+Service+Consumer (rank 0) > Route+Consumer (1) > Service+Consumer (2) >
+    /// Consumer (3).
+    fn lookup(
+        &self,
+        route: Option<&str>,
+        service: Option<&str>,
+        consumer: &str,
+    ) -> Option<(u8, &Arc<Instance>)> {
+        let list = self.by_consumer.get(consumer)?;
+        let mut best: Option<(u8, &Arc<Instance>)> = None;
+        for i in list {
+            let rank = match (i.route.as_deref(), i.service.as_deref()) {
+                (Some(r), Some(s)) if Some(r) == route && Some(s) == service => 0,
+                (Some(r), None) if Some(r) == route => 1,
+                (None, Some(s)) if Some(s) == service => 2,
+                (None, None) => 3,
+                _ => continue,
+            };
+            if best.is_none_or(|(b, _)| rank < b) {
+                best = Some((rank, i));
+            }
+        }
+        best
+    }
+}
+
+/// Picks between the best consumer-scoped configuration and the one without a consumer:
+/// Consumer alone ranks below Route+Service but above Route, Service and Global.
+fn pick<'i>(
+    scoped: Option<(u8, &'i Arc<Instance>)>,
+    base: Option<&'i Arc<Instance>>,
+    base_is_route_service: bool,
+) -> Option<&'i Arc<Instance>> {
+    match scoped {
+        Some((rank, i)) if rank < 3 || !base_is_route_service || base.is_none() => Some(i),
+        _ => base,
+    }
+}
+
+/// A (route, service) scope; `None` = any.
+type Scope = (Option<Box<str>>, Option<Box<str>>);
+
+/// All configurations of one plugin name.
+struct Combos {
+    spec: &'static PluginSpec,
+    /// (route, service) → instance, for configurations without a consumer.
+    plain: HashMap<Scope, Arc<Instance>>,
+    consumer: Option<Arc<ConsumerCombos>>,
+}
+
+impl Combos {
+    fn get(&self, route: Option<&str>, service: Option<&str>) -> Option<&Arc<Instance>> {
+        // The key holds owned strings; build it only for the combinations that exist.
+        self.plain
+            .get(&(route.map(Into::into), service.map(Into::into)))
+    }
+
+    /// Kong's `lookup_cfg` without a consumer: Route+Service > Route > Service > Global.
+    /// The flag tells whether the Route+Service configuration was the one found.
+    fn base(&self, route: Option<&str>, service: Option<&str>) -> (Option<&Arc<Instance>>, bool) {
+        let route = route.filter(|_| !self.spec.no_route);
+        let service = service.filter(|_| !self.spec.no_service);
+        if route.is_some() && service.is_some() {
+            if let Some(i) = self.get(route, service) {
+                return (Some(i), true);
+            }
+        }
+        (self.base_below_route_service(route, service), false)
+    }
+
+    fn base_below_route_service(
+        &self,
+        route: Option<&str>,
+        service: Option<&str>,
+    ) -> Option<&Arc<Instance>> {
+        if route.is_some() {
+            if let Some(i) = self.get(route, None) {
+                return Some(i);
+            }
+        }
+        if service.is_some() {
+            if let Some(i) = self.get(None, service) {
+                return Some(i);
+            }
+        }
+        self.get(None, None)
+    }
+
+    /// Kong's full `lookup_cfg`.
+    fn lookup(
+        &self,
+        route: Option<&str>,
+        service: Option<&str>,
+        consumer: Option<&str>,
+    ) -> Option<&Arc<Instance>> {
+        let (base, is_rs) = self.base(route, service);
+        let consumer = consumer.filter(|_| !self.spec.no_consumer);
+        let scoped = match (consumer, &self.consumer) {
+            (Some(c), Some(cc)) => {
+                let r = route.filter(|_| !self.spec.no_route);
+                let s = service.filter(|_| !self.spec.no_service);
+                cc.lookup(r, s, c)
+            }
+            _ => None,
+        };
+        pick(scoped, base, is_rs)
+    }
+}
+
+/// One plugin name in a route's chain.
+pub struct Slot {
+    pub spec: &'static PluginSpec,
+    /// The configuration that applies when no consumer-scoped one does.
+    pub base: Option<Arc<Instance>>,
+    /// `base` is the Route+Service configuration (which outranks Consumer alone).
+    base_is_route_service: bool,
+    consumer: Option<Arc<ConsumerCombos>>,
+}
+
+/// The plugins that may run on one route, highest priority first. Empty (and free) when
+/// none can.
+#[derive(Default)]
+pub struct Chain {
+    slots: Box<[Slot]>,
+    reads_body: bool,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.slots.iter().map(|s| s.spec.name))
+            .finish()
+    }
+}
+
+/// What the access phase collected for the later phases.
+pub type Collected<'s> = Vec<&'s Instance>;
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+    /// Whether the request body must be read before the access phase.
+    pub fn reads_body(&self) -> bool {
+        self.reads_body
+    }
+
+    /// Runs the access phase: each plugin resolved with the consumer authenticated so far,
+    /// in priority order. After an exit the remaining plugins are still collected for the
+    /// response phases, but their access does not run (Kong's `delayed_response`).
+    pub fn access<'s>(&'s self, cx: &mut RequestCx<'_>, collected: &mut Collected<'s>) -> Flow {
+        let mut exit: Option<Exit> = None;
+        for slot in self.slots.iter() {
+            let inst = match (&slot.consumer, cx.consumer(), slot.spec.no_consumer) {
+                (Some(cc), Some(c), false) => {
+                    let r = cx.route_id.filter(|_| !slot.spec.no_route);
+                    let s = cx.service_id.filter(|_| !slot.spec.no_service);
+                    pick(
+                        cc.lookup(r, s, &c.id),
+                        slot.base.as_ref(),
+                        slot.base_is_route_service,
+                    )
+                }
+                _ => slot.base.as_ref(),
+            };
+            let Some(inst) = inst else { continue };
+            if inst.spec.phases.downstream() {
+                collected.push(inst);
+            }
+            if exit.is_some() || !inst.spec.phases.access {
+                continue;
+            }
+            if let Flow::Exit(e) = run(inst, "access", || inst.plugin.access(cx)) {
+                exit = Some(e);
+            }
+        }
+        match exit {
+            Some(e) => Flow::Exit(e),
+            None => Flow::Continue,
+        }
+    }
+}
+
+/// Runs one phase function; a returned error or a panic fails the request with 500.
+pub(crate) fn run(
+    inst: &Instance,
+    phase: &'static str,
+    f: impl FnOnce() -> Result<Flow, crate::PluginError>,
+) -> Flow {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(flow)) => flow,
+        Ok(Err(e)) => {
+            tracing::error!(plugin = inst.spec.name, id = %inst.id, phase, "plugin failed: {e}");
+            Flow::Exit(Exit::unexpected())
+        }
+        Err(_) => {
+            tracing::error!(plugin = inst.spec.name, id = %inst.id, phase, "plugin panicked");
+            Flow::Exit(Exit::unexpected())
+        }
+    }
+}
+
+/// Every enabled plugin configuration of a snapshot, grouped by plugin name.
+#[derive(Default)]
+pub struct Plugins {
+    /// By plugin name, highest priority first.
+    combos: Vec<Combos>,
+    /// Global instances with a rewrite phase, highest priority first.
+    global_rewrite: Box<[Arc<Instance>]>,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.combos.iter().map(|c| c.spec.name))
+            .finish()
+    }
+}
+
+fn fk(row: &Row, k: &str) -> Option<Box<str>> {
+    match row.get(k)? {
+        serde_json::Value::Object(m) => m.get("id").and_then(|v| v.as_str()).map(Into::into),
+        serde_json::Value::String(s) => Some(s.as_str().into()),
+        _ => None,
+    }
+}
+
+impl Plugins {
+    /// Compiles the `plugins` rows of a dataset. A row whose plugin is unknown or whose
+    /// config does not compile becomes an instance that fails its requests (logged here).
+    pub fn build(data: &BTreeMap<String, Vec<Row>>) -> Plugins {
+        Plugins::build_with(data, crate::spec)
+    }
+
+    /// [`Plugins::build`] with another registry (tests register their own plugins).
+    pub fn build_with(
+        data: &BTreeMap<String, Vec<Row>>,
+        registry: impl Fn(&str) -> Option<&'static PluginSpec>,
+    ) -> Plugins {
+        let rows = data.get("plugins").map(Vec::as_slice).unwrap_or(&[]);
+        let mut by_name: BTreeMap<&str, Combos> = BTreeMap::new();
+        for row in rows {
+            if !row.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true) {
+                continue;
+            }
+            if let Some(ps) = row.get("protocols").and_then(|v| v.as_array()) {
+                if !ps
+                    .iter()
+                    .any(|p| p.as_str().is_some_and(|p| HTTP_SUBSYSTEM.contains(&p)))
+                {
+                    continue;
+                }
+            }
+            let name = row.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+            let id: Box<str> = row
+                .get("id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .into();
+            let (spec, plugin) = match registry(name) {
+                Some(spec) => {
+                    let config = row.get("config").cloned().unwrap_or_default();
+                    match (spec.compile)(&config) {
+                        Ok(p) => (spec, p),
+                        Err(e) => {
+                            tracing::error!(plugin = name, %id, "plugin config does not compile: {e}");
+                            (spec, Box::new(Broken(e)) as Box<dyn Plugin>)
+                        }
+                    }
+                }
+                None => {
+                    tracing::error!(plugin = name, %id, "plugin is in use but not installed");
+                    let msg = format!("{name} plugin is in use but not installed");
+                    (broken_spec(), Box::new(Broken(msg)) as Box<dyn Plugin>)
+                }
+            };
+            let inst = Arc::new(Instance {
+                spec,
+                id,
+                instance_name: row
+                    .get("instance_name")
+                    .and_then(|v| v.as_str())
+                    .map(Into::into),
+                route: fk(row, "route"),
+                service: fk(row, "service"),
+                consumer: fk(row, "consumer"),
+                plugin,
+            });
+            let combos = by_name.entry(spec.name).or_insert_with(|| Combos {
+                spec,
+                plain: HashMap::new(),
+                consumer: None,
+            });
+            match inst.consumer.clone() {
+                Some(c) => {
+                    let cc = Arc::get_mut(combos.consumer.get_or_insert_with(Default::default))
+                        .expect("not shared while building");
+                    cc.by_consumer.entry(c).or_default().push(inst);
+                }
+                None => {
+                    combos
+                        .plain
+                        .insert((inst.route.clone(), inst.service.clone()), inst);
+                }
+            }
+        }
+        let mut combos: Vec<Combos> = by_name.into_values().collect();
+        // Kong sorts by priority, highest first; ties keep a stable (name) order.
+        combos.sort_by_key(|c| std::cmp::Reverse(c.spec.priority));
+        let global_rewrite = combos
+            .iter()
+            .filter(|c| c.spec.phases.rewrite)
+            .filter_map(|c| c.get(None, None).cloned())
+            .collect();
+        Plugins {
+            combos,
+            global_rewrite,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.combos.is_empty()
+    }
+
+    /// The chain for a route (and its service). Consumer-scoped configurations are
+    /// included only when some plugin without a consumer applies: a consumer can only be
+    /// authenticated by a plugin, so a route with none stays empty and free.
+    pub fn chain(&self, route: Option<&str>, service: Option<&str>) -> Chain {
+        let mut slots = Vec::new();
+        for c in &self.combos {
+            let (base, base_is_route_service) = c.base(route, service);
+            let consumer = c.consumer.clone().filter(|_| !c.spec.no_consumer);
+            if base.is_some() || consumer.is_some() {
+                slots.push(Slot {
+                    spec: c.spec,
+                    base: base.cloned(),
+                    base_is_route_service,
+                    consumer,
+                });
+            }
+        }
+        if slots.iter().all(|s| s.base.is_none()) {
+            return Chain::default();
+        }
+        let reads_body = slots.iter().any(|s| {
+            s.base.as_ref().is_some_and(|i| i.plugin.reads_body())
+                || s.consumer.as_ref().is_some_and(|cc| {
+                    cc.by_consumer
+                        .values()
+                        .flatten()
+                        .any(|i| i.plugin.reads_body())
+                })
+        });
+        Chain {
+            slots: slots.into_boxed_slice(),
+            reads_body,
+        }
+    }
+
+    /// The configuration of `name` that applies to a (route, service, consumer)
+    /// combination (Kong's `lookup_cfg`).
+    pub fn resolve(
+        &self,
+        name: &str,
+        route: Option<&str>,
+        service: Option<&str>,
+        consumer: Option<&str>,
+    ) -> Option<&Instance> {
+        self.combos
+            .iter()
+            .find(|c| c.spec.name == name)?
+            .lookup(route, service, consumer)
+            .map(|i| &**i)
+    }
+
+    /// Runs the rewrite phase of global plugins (before routing).
+    pub fn rewrite(&self, cx: &mut RequestCx<'_>) -> Flow {
+        for inst in self.global_rewrite.iter() {
+            if let Flow::Exit(e) = run(inst, "rewrite", || inst.plugin.rewrite(cx)) {
+                return Flow::Exit(e);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Whether any global plugin has a rewrite phase.
+    pub fn has_rewrite(&self) -> bool {
+        !self.global_rewrite.is_empty()
+    }
+}
+
+/// The spec given to rows naming a plugin this build does not have.
+fn broken_spec() -> &'static PluginSpec {
+    static SPEC: PluginSpec = PluginSpec {
+        name: "(not installed)",
+        priority: i32::MAX,
+        no_consumer: true,
+        no_route: false,
+        no_service: false,
+        phases: Phases::ACCESS,
+        schema: || unreachable!("never in the catalog"),
+        compile: |_| Err("not installed".into()),
+    };
+    &SPEC
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! tollgate-plugins: the plugin framework and the bundled plugins.
+//!
+//! * [`Plugin`]: the phases a plugin implements (rewrite, access, header_filter, log),
+//!   synchronous because every lookup is in the snapshot.
+//! * [`PluginSpec`]: one registration per plugin (name, Kong's PRIORITY, schema, compile),
+//!   listed once in [`BUNDLED`]. The schema drives Admin API validation and
+//!   `/schemas/plugins/{name}` through the model's [`PluginCatalog`].
+//! * [`Plugins`] / [`Chain`]: the enabled configurations of a snapshot compiled once,
+//!   with Kong's scoping precedence resolved per route ahead of time (see [`chain`]).
+//! * [`ConsumerIndex`]: consumers and credentials by key, username and id.
+//!
+//! It does no I/O: the proxy reads the body when a chain asks for it and turns an
+//! [`Exit`] into Kong's response.
+
+mod api;
+mod auth;
+mod body;
+pub mod chain;
+pub mod consumers;
+
+pub mod acl;
+pub mod basic_auth;
+pub mod key_auth;
+
+pub use api::{
+    Credential, Exit, ExitBody, Flow, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx,
+    ResponseCx,
+};
+pub use chain::{Chain, Collected, Instance, Plugins};
+pub use consumers::{Consumer, ConsumerIndex};
+
+use tollgate_model::{PluginCatalog, PluginDef};
+
+/// The version bundled plugins report (Kong's `kong_meta.version`).
+pub const VERSION: &str = "3.9.1";
+
+/// Every plugin compiled into this build.
+pub static BUNDLED: &[&PluginSpec] = &[&key_auth::SPEC, &basic_auth::SPEC, &acl::SPEC];
+
+/// The registration of a bundled plugin.
+pub fn spec(name: &str) -> Option<&'static PluginSpec> {
+    BUNDLED.iter().copied().find(|s| s.name == name)
+}
+
+/// The schemas of every bundled plugin.
+pub fn all() -> Vec<PluginDef> {
+    BUNDLED.iter().map(|s| (s.schema)()).collect()
+}
+
+/// The catalog for the `plugins` configuration key (`bundled`, `off`, names).
+pub fn catalog(enabled: &[String]) -> Result<PluginCatalog, String> {
+    PluginCatalog::new(all(), enabled)
+}
+
+impl Flow {
+    pub fn is_continue(&self) -> bool {
+        matches!(self, Flow::Continue)
+    }
+    /// The exit; panics on `Continue` (tests).
+    pub fn unwrap_exit(self) -> Exit {
+        match self {
+            Flow::Exit(e) => e,
+            Flow::Continue => panic!("expected an exit, got Continue"),
+        }
+    }
+}
+
+impl Exit {
+    /// The message of an error exit (empty for other bodies).
+    pub fn message(&self) -> &str {
+        match &self.body {
+            ExitBody::Error(m) => m,
+            ExitBody::Json(v) => v.get("message").and_then(|m| m.as_str()).unwrap_or(""),
+            _ => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_registrations_match_kong() {
+        let mut names: Vec<_> = BUNDLED.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BUNDLED.len(), "unique names");
+        for (name, prio) in [("key-auth", 1250), ("basic-auth", 1100), ("acl", 950)] {
+            assert_eq!(spec(name).unwrap().priority, prio);
+        }
+        for s in BUNDLED {
+            let def = (s.schema)();
+            assert_eq!((def.name, def.priority), (s.name, s.priority));
+            assert_eq!(def.no_consumer, s.no_consumer);
+            // Every default config compiles (acl needs one of its lists).
+            let cfg = if s.name == "acl" {
+                serde_json::json!({"allow": ["a"]})
+            } else {
+                serde_json::json!({})
+            };
+            let c = testing::defaults(s, cfg);
+            (s.compile)(&serde_json::Value::Object(c)).unwrap();
+        }
+    }
+
+    #[test]
+    fn catalog_honours_the_plugins_key() {
+        let c = catalog(&["bundled".into()]).unwrap();
+        assert!(c.is_enabled("key-auth") && c.is_enabled("acl"));
+        let c = catalog(&["off".into()]).unwrap();
+        assert!(c.enabled().is_empty());
+        let c = catalog(&["key-auth".into()]).unwrap();
+        assert!(c.is_enabled("key-auth") && !c.is_enabled("acl"));
+        assert!(catalog(&["nope".into()]).is_err());
+    }
+}

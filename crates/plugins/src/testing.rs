@@ -1,0 +1,103 @@
+//! Test helpers: a consumer fixture and a fake request.
+
+use crate::{ConsumerIndex, Flow, Plugin, PluginSpec, RequestCx};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use tollgate_model::schema::{Context, Operation};
+
+pub(crate) const ALICE: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub(crate) const BOB: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+pub(crate) const ANON: &str = "cccccccc-0000-4000-8000-000000000003";
+
+fn rows(v: Value) -> Vec<Map<String, Value>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_object().unwrap().clone())
+        .collect()
+}
+
+/// alice (groups admin, dev; key `alice-key`; basic alice:pw), bob (group users),
+/// anon (no groups).
+pub(crate) fn fixture() -> ConsumerIndex {
+    let mut d = BTreeMap::new();
+    d.insert(
+        "consumers".into(),
+        rows(json!([
+            {"id": ALICE, "username": "alice", "custom_id": "A-1"},
+            {"id": BOB, "username": "bob"},
+            {"id": ANON, "username": "anon"},
+        ])),
+    );
+    d.insert(
+        "keyauth_credentials".into(),
+        rows(json!([
+            {"id": "cred-alice", "key": "alice-key", "consumer": {"id": ALICE}},
+            {"id": "cred-bob", "key": "bob-key", "consumer": {"id": BOB}},
+        ])),
+    );
+    d.insert(
+        "basicauth_credentials".into(),
+        rows(json!([{
+            "id": "basic-alice", "username": "alice", "consumer": {"id": ALICE},
+            "password": crate::basic_auth::hash(ALICE, b"pw"),
+        }])),
+    );
+    d.insert(
+        "acls".into(),
+        rows(json!([
+            {"id": "1", "group": "admin", "consumer": {"id": ALICE}},
+            {"id": "2", "group": "dev", "consumer": {"id": ALICE}},
+            {"id": "3", "group": "users", "consumer": {"id": BOB}},
+        ])),
+    );
+    ConsumerIndex::build(&d)
+}
+
+/// `config` validated and defaulted by the plugin's schema.
+pub(crate) fn defaults(spec: &PluginSpec, config: Value) -> Map<String, Value> {
+    let cat =
+        tollgate_model::PluginCatalog::new(vec![(spec.schema)()], &["bundled".into()]).unwrap();
+    let mut row = Map::new();
+    row.insert("name".into(), json!(spec.name));
+    row.insert("config".into(), config);
+    cat.validate(&mut row, &Context::new(Operation::Insert))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    row["config"].as_object().unwrap().clone()
+}
+
+pub(crate) fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut b = http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+/// Runs `access`; returns the flow, the upstream headers and URI.
+pub(crate) fn run_access(
+    p: &dyn Plugin,
+    ix: &ConsumerIndex,
+    mut parts: http::request::Parts,
+    body: Option<Bytes>,
+) -> (Flow, http::HeaderMap, String) {
+    let mut cx = RequestCx::new(&mut parts, [127, 0, 0, 1].into(), ix).with_body(body);
+    let f = p.access(&mut cx).expect("no run-time error");
+    drop(cx);
+    (f, parts.headers, parts.uri.to_string())
+}
+
+/// Runs `access` with a body; returns the flow, the headers and the upstream body.
+pub(crate) fn run_access_body(
+    p: &dyn Plugin,
+    ix: &ConsumerIndex,
+    mut parts: http::request::Parts,
+    body: &[u8],
+) -> (Flow, http::HeaderMap, Bytes) {
+    let mut cx = RequestCx::new(&mut parts, [127, 0, 0, 1].into(), ix)
+        .with_body(Some(Bytes::copy_from_slice(body)));
+    let f = p.access(&mut cx).expect("no run-time error");
+    let b = cx.into_body().unwrap_or_default();
+    (f, parts.headers, b)
+}
