@@ -867,6 +867,12 @@ def main():
     log("")
     log(f"load average at end: {meta['loadavg_end']}")
     log(f"wrote {os.path.relpath(out, os.getcwd())} in {meta['elapsed_s']} s")
+    # A scenario that ran and broke fails the run (CI's smoke mode relies on it); one whose
+    # feature is missing ("unavailable") or whose tool is absent ("skipped") is reported only.
+    failed = [n for n, r in results.items() if r.get("status") == "failed"]
+    if failed:
+        log(f"FAILED: {', '.join(failed)}")
+        return 1
     return 0
 
 

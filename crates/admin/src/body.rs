@@ -21,7 +21,7 @@ pub async fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Body, Api
     if ct.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
         return Ok(Body {
-            map: nest(pairs),
+            map: nest(pairs)?,
             coerce: true,
         });
     }
@@ -45,7 +45,7 @@ pub async fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Body, Api
             pairs.push((name, text));
         }
         return Ok(Body {
-            map: nest(pairs),
+            map: nest(pairs)?,
             coerce: true,
         });
     }
@@ -61,20 +61,30 @@ pub async fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Body, Api
     }
 }
 
+/// How deep a form field name may nest (`a.b[1][c]` is 4). Kong's deepest schema is far
+/// shallower; the bound keeps a hostile `a[][][]…` from recursing off the stack.
+const MAX_FORM_DEPTH: usize = 32;
+
 /// Builds nested objects and arrays from flat `key=value` pairs.
-pub fn nest(pairs: Vec<(String, String)>) -> Map<String, Value> {
+pub fn nest(pairs: Vec<(String, String)>) -> Result<Map<String, Value>, ApiError> {
     let mut root = Value::Object(Map::new());
     for (k, v) in pairs {
         let path = split_key(&k);
         if path.is_empty() {
             continue;
         }
+        if path.len() > MAX_FORM_DEPTH {
+            let shown: String = k.chars().take(40).collect();
+            return Err(ApiError::bad_request(format!(
+                "Cannot parse form body: field '{shown}…' nests more than {MAX_FORM_DEPTH} levels"
+            )));
+        }
         insert(&mut root, &path, Value::String(v));
     }
-    match root {
+    Ok(match root {
         Value::Object(m) => m,
         _ => Map::new(),
-    }
+    })
 }
 
 #[derive(Debug, PartialEq)]
@@ -204,12 +214,27 @@ mod tests {
     use serde_json::json;
 
     fn n(pairs: &[(&str, &str)]) -> Value {
-        Value::Object(nest(
-            pairs
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-        ))
+        Value::Object(
+            nest(
+                pairs
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn deep_field_names_are_refused_not_recursed() {
+        let deep = format!("a{}", "[]".repeat(100_000));
+        let e = nest(vec![(deep, "x".into())]).unwrap_err();
+        assert!(
+            format!("{e:?}").contains("nests more than 32 levels"),
+            "{e:?}"
+        );
+        let ok = format!("a{}", "[b]".repeat(31));
+        assert!(nest(vec![(ok, "x".into())]).is_ok());
     }
 
     #[test]

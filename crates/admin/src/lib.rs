@@ -5,6 +5,7 @@ mod body;
 mod crud;
 mod declarative;
 mod error;
+pub mod fuzzing;
 mod info;
 mod openapi;
 mod schemas;

@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod fuzzing;
 mod kong_keys;
 mod listen;
 mod parse;

@@ -1,0 +1,4 @@
+//! `router`: see `tollgate_proxy::fuzzing::router` for the input layout and the invariants asserted.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate_proxy::fuzzing::router(data));
