@@ -14,7 +14,7 @@ use tollgate_model::declarative;
 use tollgate_plugins::ConsumerIndex;
 use tollgate_proxy::snapshot::SharedConsumers;
 use tollgate_proxy::{Proxy, SharedSnapshot, Snapshot, Stats};
-use tollgate_store::{Changes, MemoryStore, Store};
+use tollgate_store::{ChangeEvent, ChangeEvents, Changes, MemoryStore, Store};
 
 pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
@@ -168,15 +168,17 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     // Subscribe before loading so a write that lands in between is not missed.
     let mut changes = store.changes();
     let seen = changes.borrow_and_update().clone();
+    let events = store.events();
     let data = store.load(SNAPSHOT_ENTITIES).await?;
     let consumers: SharedConsumers = Arc::new(arc_swap::ArcSwap::from_pointee(
-        ConsumerIndex::build(&store.load(CONSUMER_ENTITIES).await?),
+        load_consumers(store.as_ref()).await?,
     ));
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
         Snapshot::build_with(&data, consumers.clone())
             .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
     ));
     let healthy_db = Arc::new(AtomicBool::new(true));
+    spawn_consumer_updater(store.clone(), events, consumers.clone(), healthy_db.clone());
     spawn_rebuilder(
         store.clone(),
         changes,
@@ -286,6 +288,119 @@ const SNAPSHOT_ENTITIES: &[&str] = &[
 /// Consumers and the credentials and groups the auth plugins look up.
 const CONSUMER_ENTITIES: &[&str] = tollgate_plugins::consumers::ENTITIES;
 
+/// Rows per [`Store::scan`] page: bounds what a (re)build holds besides the index.
+const SCAN_PAGE: usize = 8192;
+
+/// Builds the consumer index from the store page by page, each row read straight from its
+/// stored JSON text.
+async fn load_consumers(store: &dyn Store) -> tollgate_model::Result<ConsumerIndex> {
+    let t0 = std::time::Instant::now();
+    let mut ix = ConsumerIndex::with_capacity(1 << 20);
+    for entity in CONSUMER_ENTITIES {
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.scan(entity, after.as_deref(), SCAN_PAGE).await?;
+            for r in &page.rows {
+                if !ix.put_text(entity, &r.text, r.expires_at) {
+                    tracing::warn!(entity, id = %r.id, "unreadable row left out of the consumer index");
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    tracing::info!(
+        consumers = ix.len(),
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "consumer index built"
+    );
+    Ok(ix)
+}
+
+/// Keeps the consumer index current from the store's row events: each batch of events is
+/// applied to a copy-on-write clone of the serving index, which is then swapped in. A
+/// reset, a lag (missed events) or a change the index cannot apply falls back to a full
+/// rebuild, subscribed anew before reading so nothing written meanwhile is lost.
+fn spawn_consumer_updater(
+    store: Arc<dyn Store>,
+    mut events: ChangeEvents,
+    consumers: SharedConsumers,
+    healthy_db: Arc<AtomicBool>,
+) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    tokio::spawn(async move {
+        loop {
+            let mut rebuild = false;
+            let mut batch = Vec::new();
+            match events.recv().await {
+                Ok(e) => batch.push(e),
+                Err(RecvError::Lagged(_)) => rebuild = true,
+                Err(RecvError::Closed) => return,
+            }
+            // Whatever else is already queued goes into the same swap.
+            while !rebuild && batch.len() < 1024 {
+                match events.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(TryRecvError::Lagged(_)) => rebuild = true,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            if !rebuild {
+                let mut next: Option<ConsumerIndex> = None;
+                'apply: for e in &batch {
+                    let rows = match &**e {
+                        ChangeEvent::Reset => {
+                            rebuild = true;
+                            break 'apply;
+                        }
+                        ChangeEvent::Rows(rows) => rows,
+                    };
+                    for r in rows
+                        .iter()
+                        .filter(|r| CONSUMER_ENTITIES.contains(&r.entity))
+                    {
+                        let ix = next.get_or_insert_with(|| (**consumers.load()).clone());
+                        let applied = ix.apply(
+                            r.entity,
+                            &r.id,
+                            r.old.as_ref().map(|o| &*o.text),
+                            r.new.as_ref().map(|n| (&*n.text, n.expires_at)),
+                        );
+                        if !applied {
+                            rebuild = true;
+                            break 'apply;
+                        }
+                    }
+                }
+                if !rebuild {
+                    if let Some(ix) = next {
+                        consumers.store(Arc::new(ix));
+                    }
+                    continue;
+                }
+            }
+            // Rebuild: events from here on are replayed over what the scan reads.
+            events = events.resubscribe();
+            loop {
+                match load_consumers(store.as_ref()).await {
+                    Ok(ix) => {
+                        consumers.store(Arc::new(ix));
+                        break;
+                    }
+                    Err(e) => {
+                        healthy_db.store(false, Ordering::Relaxed);
+                        tracing::error!(error = %e, "cannot load consumers; still serving the previous ones");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        events = events.resubscribe();
+                    }
+                }
+            }
+        }
+    });
+}
+
 fn spawn_rebuilder(
     store: Arc<dyn Store>,
     mut changes: watch::Receiver<Changes>,
@@ -296,18 +411,9 @@ fn spawn_rebuilder(
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let now = changes.borrow_and_update().clone();
+            // Consumers and credentials follow the row events (spawn_consumer_updater).
             let proxy_changed = now.changed_since(&seen, SNAPSHOT_ENTITIES);
-            let consumers_changed = now.changed_since(&seen, CONSUMER_ENTITIES);
             seen = now;
-            if consumers_changed {
-                match store.load(CONSUMER_ENTITIES).await {
-                    Ok(data) => consumers.store(Arc::new(ConsumerIndex::build(&data))),
-                    Err(e) => {
-                        healthy_db.store(false, Ordering::Relaxed);
-                        tracing::error!(error = %e, "cannot load consumers; still serving the previous ones");
-                    }
-                }
-            }
             if !proxy_changed {
                 continue;
             }

@@ -16,6 +16,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 pub use tollgate_model::declarative::EntitySet;
 use tollgate_model::{EntitySchema, Result, Row};
 
@@ -52,6 +53,69 @@ impl Changes {
     pub fn changed_since(&self, earlier: &Changes, entities: &[&str]) -> bool {
         entities.iter().any(|e| self.get(e) != earlier.get(e))
     }
+}
+
+/// One stored row in its stored form, unparsed: its id, its JSON text (the `data` column)
+/// and, for entities with a `ttl`, its absolute expiry in Unix seconds.
+/// One page of [`Store::scan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub rows: Vec<RawRow>,
+    /// The cursor of the next page; `None` when this was the last.
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRow {
+    pub id: Box<str>,
+    pub text: Box<str>,
+    pub expires_at: Option<i64>,
+}
+
+/// What a committed write did to one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// Created or replaced: `new` holds the row as stored, `old` the previous version.
+    Upsert,
+    /// Deleted (directly or by a cascade): `old` holds the row as it was.
+    Delete,
+}
+
+/// One row changed by a committed write.
+///
+/// `old` is required for updates and deletes: an index keyed by something other than the
+/// id (a key-auth key, a basic-auth username) finds the entry to drop through it. Kong's
+/// DAO carries the same pair (`entity`, `old_entity`) in its cluster events, so the
+/// PostgreSQL store (LISTEN/NOTIFY with the rows in `cluster_events`) and the Cassandra
+/// store produce these events unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowChange {
+    pub entity: &'static str,
+    pub id: Box<str>,
+    pub op: ChangeOp,
+    pub new: Option<RawRow>,
+    pub old: Option<RawRow>,
+}
+
+/// Everything one commit changed, delivered in commit order on [`Store::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// Row by row; a cascade lists the children's deletes before the parent's.
+    Rows(Vec<RowChange>),
+    /// A whole-configuration write (db_import, `POST /config`): reload everything.
+    Reset,
+}
+
+/// A subscription to [`ChangeEvent`]s. A receiver that falls more than
+/// [`EVENT_CAPACITY`] commits behind gets `RecvError::Lagged`: it missed changes and must
+/// reload what it derives from the store (resubscribing first, then replaying).
+pub type ChangeEvents = tokio::sync::broadcast::Receiver<Arc<ChangeEvent>>;
+
+/// How many commits a subscriber may fall behind before it has to reload.
+pub const EVENT_CAPACITY: usize = 8192;
+
+pub(crate) fn event_channel() -> tokio::sync::broadcast::Sender<Arc<ChangeEvent>> {
+    tokio::sync::broadcast::channel(EVENT_CAPACITY).0
 }
 
 /// One page of `/tags`.
@@ -110,6 +174,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<TagPage>;
     /// The rows of the named entities (the snapshot builder loads only what it uses).
     async fn load(&self, entities: &[&str]) -> Result<Dataset>;
+    /// Up to `limit` unexpired rows of one entity as stored (no JSON parsing), from the
+    /// opaque cursor `after` (`None`: the start) in the backend's cheapest order: callers
+    /// holding many rows (the consumer index) page through an entity with this instead of
+    /// [`Store::load`]. The page's `next` continues the scan; `None` means it is done.
+    async fn scan(&self, entity: &str, after: Option<&str>, limit: usize) -> Result<ScanPage>;
+    /// Row-level change events of every committed write, in commit order, alongside the
+    /// counters of [`Store::changes`]. Subscribe before reading what the events patch.
+    fn events(&self) -> ChangeEvents;
     /// Everything, for db_export and `GET /config`.
     async fn load_all(&self) -> Result<Dataset> {
         let names: Vec<&str> = tollgate_model::entities::ALL

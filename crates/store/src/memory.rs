@@ -3,7 +3,10 @@
 //! refused with Kong's code 12.
 
 use crate::paging::{decode_offset, encode_offset};
-use crate::{Dataset, EntitySet, MigrationStatus, Page, PageQuery, Store};
+use crate::{
+    ChangeEvent, ChangeEvents, Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow,
+    ScanPage, Store,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
@@ -12,6 +15,7 @@ use tollgate_model::{EntitySchema, Error, Result, Row};
 pub struct MemoryStore {
     data: RwLock<Arc<Dataset>>,
     version: tokio::sync::watch::Sender<crate::Changes>,
+    events: tokio::sync::broadcast::Sender<Arc<ChangeEvent>>,
 }
 
 impl Default for MemoryStore {
@@ -40,6 +44,7 @@ impl MemoryStore {
         MemoryStore {
             data: RwLock::new(Arc::new(data)),
             version: tx,
+            events: crate::event_channel(),
         }
     }
 
@@ -136,6 +141,8 @@ impl Store for MemoryStore {
         }
         if let Ok(mut d) = self.data.write() {
             *d = Arc::new(data);
+            // Under the lock, so a reset never overtakes the configuration it announces.
+            let _ = self.events.send(Arc::new(ChangeEvent::Reset));
         }
         self.version.send_modify(crate::Changes::bump_all);
         Ok(())
@@ -152,8 +159,35 @@ impl Store for MemoryStore {
             .map(|e| (e.to_string(), d.get(*e).cloned().unwrap_or_default()))
             .collect())
     }
+    async fn scan(&self, entity: &str, after: Option<&str>, limit: usize) -> Result<ScanPage> {
+        let d = self.snapshot();
+        let rows = d.get(entity).map(Vec::as_slice).unwrap_or_default();
+        // The cursor is the last id seen: rows are kept in id order.
+        let start = match after {
+            Some(a) => rows.partition_point(|r| id_of(r) <= a),
+            None => 0,
+        };
+        let page: Vec<RawRow> = rows[start..]
+            .iter()
+            .take(limit)
+            .map(|r| RawRow {
+                id: id_of(r).into(),
+                text: serde_json::to_string(r)
+                    .unwrap_or_default()
+                    .into_boxed_str(),
+                expires_at: None,
+            })
+            .collect();
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(ScanPage { rows: page, next })
+    }
     fn changes(&self) -> tokio::sync::watch::Receiver<crate::Changes> {
         self.version.subscribe()
+    }
+    fn events(&self) -> ChangeEvents {
+        self.events.subscribe()
     }
     async fn tags_page(
         &self,

@@ -8,7 +8,8 @@ mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
 use crate::{
-    Changes, Dataset, EntitySet, MigrationStatus, Page, PageQuery, Store, TagFilter, MIGRATIONS,
+    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
+    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -25,10 +26,39 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
     version: Arc<tokio::sync::watch::Sender<Changes>>,
+    events: tokio::sync::broadcast::Sender<Arc<ChangeEvent>>,
 }
 
-/// The entities a write transaction touched, for the change counters.
-type Touched = Vec<&'static str>;
+/// What a write transaction touched: entities for the change counters, rows for the
+/// change events.
+#[derive(Default)]
+struct Touched {
+    entities: Vec<&'static str>,
+    rows: Vec<RowChange>,
+    /// A whole-configuration write: one [`ChangeEvent::Reset`] instead of rows.
+    reset: bool,
+}
+
+impl Touched {
+    fn push(&mut self, entity: &'static str) {
+        self.entities.push(entity);
+    }
+
+    fn reset_all(&mut self) {
+        self.entities.extend(entities::ALL.iter().map(|s| s.name));
+        self.reset = true;
+    }
+
+    fn upserted(&mut self, schema: &EntitySchema, new: RawRow, old: Option<RawRow>) {
+        self.rows.push(RowChange {
+            entity: schema.name,
+            id: new.id.clone(),
+            op: ChangeOp::Upsert,
+            new: Some(new),
+            old,
+        });
+    }
+}
 
 fn db_err(e: rusqlite::Error) -> Error {
     Error::database(format!("sqlite: {e}"))
@@ -62,6 +92,7 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             version: Arc::new(tx),
+            events: crate::event_channel(),
         })
     }
 
@@ -91,19 +122,28 @@ impl SqliteStore {
         .map_err(|e| Error::database(format!("sqlite task failed: {e}")))?
     }
 
-    /// A write transaction; on commit the counters of the entities it touched move.
+    /// A write transaction; on commit its change event goes out and the counters of the
+    /// entities it touched move.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Touched) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (out, touched) = Self::on(self.writer.clone(), |c| {
+        let events = self.events.clone();
+        let (out, touched) = Self::on(self.writer.clone(), move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            let mut touched = Touched::new();
+            let mut touched = Touched::default();
             let out = f(&tx, &mut touched)?;
             tx.commit().map_err(db_err)?;
-            Ok((out, touched))
+            // Sent while the writer is still held, so events leave in commit order.
+            let rows = std::mem::take(&mut touched.rows);
+            if touched.reset {
+                let _ = events.send(Arc::new(ChangeEvent::Reset));
+            } else if !rows.is_empty() {
+                let _ = events.send(Arc::new(ChangeEvent::Rows(rows)));
+            }
+            Ok((out, touched.entities))
         })
         .await?;
         if !touched.is_empty() {
@@ -131,16 +171,36 @@ fn with_ttl(schema: &EntitySchema, mut row: Row, expires: Option<i64>) -> Row {
     row
 }
 
-fn select_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<Option<Row>> {
+/// The stored row `id` (an expired one only with `expired`).
+fn select_raw_tx(
+    tx: &Connection,
+    schema: &EntitySchema,
+    id: &str,
+    expired: bool,
+) -> Result<Option<RawRow>> {
     let sql = format!(
         "SELECT data, ttl FROM \"{}\" WHERE id = ?1 AND (ttl IS NULL OR ttl > ?2)",
         schema.name
     );
     let r: Option<(String, Option<i64>)> = tx
-        .query_row(&sql, params![id, now()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_row(params![id, if expired { i64::MIN } else { now() }], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
         .map_err(db_err)?;
-    r.map(|(d, t)| parse_row(&d).map(|row| with_ttl(schema, row, t)))
+    Ok(r.map(|(text, expires_at)| RawRow {
+        id: id.into(),
+        text: text.into_boxed_str(),
+        expires_at,
+    }))
+}
+
+fn select_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<Option<Row>> {
+    select_raw_tx(tx, schema, id, false)?
+        .map(|r| parse_row(&r.text).map(|row| with_ttl(schema, row, r.expires_at)))
         .transpose()
 }
 
@@ -211,15 +271,19 @@ fn check_constraints(tx: &Connection, schema: &EntitySchema, row: &Row) -> Resul
     Ok(())
 }
 
-/// Writes the row and its tags (insert or replace by id).
-fn put_row(tx: &Connection, schema: &EntitySchema, row: &Row, expires: Option<i64>) -> Result<()> {
+/// Writes the row and its tags (insert or replace by id); returns it as stored.
+fn put_row(
+    tx: &Connection,
+    schema: &EntitySchema,
+    row: &Row,
+    expires: Option<i64>,
+) -> Result<RawRow> {
     let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
     let (sql, extra) = schema::upsert_sql(schema);
+    let text = serde_json::to_string(row).map_err(|e| Error::database(e.to_string()))?;
     let mut vals: Vec<rusqlite::types::Value> = vec![
         id.to_string().into(),
-        serde_json::to_string(row)
-            .map_err(|e| Error::database(e.to_string()))?
-            .into(),
+        text.clone().into(),
         expires
             .map(rusqlite::types::Value::Integer)
             .unwrap_or(rusqlite::types::Value::Null),
@@ -256,7 +320,11 @@ fn put_row(tx: &Connection, schema: &EntitySchema, row: &Row, expires: Option<i6
             st.execute(params![schema.name, id, t]).map_err(db_err)?;
         }
     }
-    Ok(())
+    Ok(RawRow {
+        id: id.into(),
+        text: text.into_boxed_str(),
+        expires_at: expires,
+    })
 }
 
 /// Takes `ttl` (seconds) off the row and turns it into an absolute expiry.
@@ -320,6 +388,15 @@ fn delete_tx(
         }
     }
     touched.push(schema.name);
+    if let Some(old) = select_raw_tx(tx, schema, id, true)? {
+        touched.rows.push(RowChange {
+            entity: schema.name,
+            id: id.into(),
+            op: ChangeOp::Delete,
+            new: None,
+            old: Some(old),
+        });
+    }
     tx.execute(
         &format!("DELETE FROM \"{}\" WHERE id = ?1", schema.name),
         params![id],
@@ -505,7 +582,8 @@ impl Store for SqliteStore {
             }
             let exp = take_ttl(schema, &mut row);
             check_constraints(tx, schema, &row)?;
-            put_row(tx, schema, &row, exp)?;
+            let new = put_row(tx, schema, &row, exp)?;
+            touched.upserted(schema, new, None);
             Ok(with_ttl(schema, row, exp))
         })
         .await
@@ -519,14 +597,19 @@ impl Store for SqliteStore {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            if let Some(old) = select_tx(tx, schema, &id)? {
-                if let Some(c) = old.get("created_at") {
+            let old = select_raw_tx(tx, schema, &id, true)?;
+            if let Some(old) = old
+                .as_ref()
+                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
+            {
+                if let Some(c) = parse_row(&old.text)?.get("created_at") {
                     row.insert("created_at".into(), c.clone());
                 }
             }
             let exp = take_ttl(schema, &mut row);
             check_constraints(tx, schema, &row)?;
-            put_row(tx, schema, &row, exp)?;
+            let new = put_row(tx, schema, &row, exp)?;
+            touched.upserted(schema, new, old);
             Ok(with_ttl(schema, row, exp))
         })
         .await
@@ -540,12 +623,13 @@ impl Store for SqliteStore {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            if select_tx(tx, schema, &id)?.is_none() {
+            let Some(old) = select_raw_tx(tx, schema, &id, false)? else {
                 return Err(Error::not_found(json!({ "id": id })));
-            }
+            };
             let exp = take_ttl(schema, &mut row);
             check_constraints(tx, schema, &row)?;
-            put_row(tx, schema, &row, exp)?;
+            let new = put_row(tx, schema, &row, exp)?;
+            touched.upserted(schema, new, Some(old));
             Ok(with_ttl(schema, row, exp))
         })
         .await
@@ -598,7 +682,7 @@ impl Store for SqliteStore {
 
     async fn replace_all(&self, data: EntitySet) -> Result<()> {
         self.write(move |tx, touched| {
-            touched.extend(entities::ALL.iter().map(|s| s.name));
+            touched.reset_all();
             for s in entities::ALL.iter() {
                 tx.execute(&format!("DELETE FROM \"{}\"", s.name), [])
                     .map_err(db_err)?;
@@ -611,7 +695,7 @@ impl Store for SqliteStore {
 
     async fn import(&self, data: EntitySet) -> Result<()> {
         self.write(move |tx, touched| {
-            touched.extend(entities::ALL.iter().map(|s| s.name));
+            touched.reset_all();
             upsert_all(tx, &data)
         })
         .await
@@ -650,8 +734,54 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn scan(&self, entity: &str, after: Option<&str>, limit: usize) -> Result<ScanPage> {
+        let schema = entities::by_name(entity)
+            .ok_or_else(|| Error::database(format!("unknown entity {entity}")))?;
+        // The cursor is the rowid: the table's own order, read sequentially (id order
+        // would visit the rows through the id index, one random page read each).
+        let after: i64 = match after {
+            None => 0,
+            Some(c) => c
+                .parse()
+                .map_err(|_| Error::database(format!("invalid scan cursor {c:?}")))?,
+        };
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT rowid, id, data, ttl FROM \"{}\" WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                    schema.name
+                ))
+                .map_err(db_err)?;
+            let now = now();
+            let mut last = None;
+            let mut seen = 0usize;
+            let mut rows = Vec::new();
+            let mut q = st.query(params![after, limit as i64]).map_err(db_err)?;
+            while let Some(r) = q.next().map_err(db_err)? {
+                seen += 1;
+                last = Some(r.get::<_, i64>(0).map_err(db_err)?);
+                let expires_at: Option<i64> = r.get(3).map_err(db_err)?;
+                if expires_at.is_some_and(|t| t <= now) {
+                    continue;
+                }
+                rows.push(RawRow {
+                    id: r.get::<_, String>(1).map_err(db_err)?.into_boxed_str(),
+                    text: r.get::<_, String>(2).map_err(db_err)?.into_boxed_str(),
+                    expires_at,
+                });
+            }
+            let next = if seen < limit { None } else { last.map(|l| l.to_string()) };
+            Ok(ScanPage { rows, next })
+        })
+        .await
+    }
+
     fn changes(&self) -> tokio::sync::watch::Receiver<Changes> {
         self.version.subscribe()
+    }
+
+    fn events(&self) -> ChangeEvents {
+        self.events.subscribe()
     }
 
     async fn tags_page(

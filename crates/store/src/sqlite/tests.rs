@@ -228,3 +228,109 @@ async fn ttl_credentials_expire() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn scan_pages_rows_as_stored_text() {
+    let (_d, s) = open().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = row("consumers", json!({ "username": format!("u{i}") }));
+        ids.push(c["id"].as_str().unwrap().to_string());
+        s.insert(schema("consumers"), c).await.unwrap();
+    }
+    ids.sort();
+    let first = s.scan("consumers", None, 3).await.unwrap();
+    assert_eq!(first.rows.len(), 3);
+    let rest = s.scan("consumers", first.next.as_deref(), 3).await.unwrap();
+    assert_eq!(rest.rows.len(), 2);
+    assert!(rest.next.is_none());
+    let mut got: Vec<&str> = first
+        .rows
+        .iter()
+        .chain(&rest.rows)
+        .map(|r| &*r.id)
+        .collect();
+    got.sort();
+    assert_eq!(got, ids);
+    let first = first.rows;
+    let parsed: Row = serde_json::from_str(&first[0].text).unwrap();
+    assert_eq!(parsed["id"].as_str(), Some(&*first[0].id));
+    assert!(first[0].expires_at.is_none());
+    assert!(s.scan("nope", None, 1).await.is_err());
+}
+
+#[tokio::test]
+async fn writes_emit_row_events_in_commit_order_with_cascades() {
+    let (_d, s) = open().await;
+    let mut ev = s.events();
+    let c = row("consumers", json!({"username": "alice"}));
+    let cid = c["id"].as_str().unwrap().to_string();
+    s.insert(schema("consumers"), c).await.unwrap();
+    let mut k = row(
+        "keyauth_credentials",
+        json!({"key": "k1", "consumer": {"id": cid}}),
+    );
+    k.insert("ttl".into(), json!(100));
+    let kid = k["id"].as_str().unwrap().to_string();
+    s.insert(schema("keyauth_credentials"), k.clone())
+        .await
+        .unwrap();
+    let mut k2 = k.clone();
+    k2.insert("key".into(), json!("k2"));
+    s.update(schema("keyauth_credentials"), k2).await.unwrap();
+    s.delete(schema("consumers"), &cid).await.unwrap();
+
+    let rows = |e: Arc<ChangeEvent>| match &*e {
+        ChangeEvent::Rows(r) => r.clone(),
+        ChangeEvent::Reset => panic!("unexpected reset"),
+    };
+    let created = rows(ev.try_recv().unwrap());
+    assert_eq!(created.len(), 1);
+    assert_eq!((created[0].entity, &*created[0].id), ("consumers", &*cid));
+    assert_eq!(created[0].op, ChangeOp::Upsert);
+    assert!(created[0].old.is_none());
+
+    let cred = rows(ev.try_recv().unwrap());
+    let new = cred[0].new.as_ref().unwrap();
+    assert!(new.text.contains("\"k1\""));
+    assert!(new.expires_at.unwrap() > now(), "absolute expiry");
+
+    let updated = rows(ev.try_recv().unwrap());
+    assert!(updated[0].old.as_ref().unwrap().text.contains("\"k1\""));
+    assert!(updated[0].new.as_ref().unwrap().text.contains("\"k2\""));
+
+    // The cascade: the credential goes first, then its consumer, in one commit.
+    let deleted = rows(ev.try_recv().unwrap());
+    let what: Vec<(&str, &str, ChangeOp)> =
+        deleted.iter().map(|r| (r.entity, &*r.id, r.op)).collect();
+    assert_eq!(
+        what,
+        [
+            ("keyauth_credentials", &*kid, ChangeOp::Delete),
+            ("consumers", &*cid, ChangeOp::Delete)
+        ]
+    );
+    assert!(deleted[0].old.as_ref().unwrap().text.contains("\"k2\""));
+    assert!(deleted.iter().all(|r| r.new.is_none()));
+
+    // Deleting a missing row commits nothing to announce.
+    s.delete(schema("consumers"), &cid).await.unwrap();
+    assert!(ev.try_recv().is_err());
+
+    s.replace_all(EntitySet::default()).await.unwrap();
+    assert_eq!(*ev.try_recv().unwrap(), ChangeEvent::Reset);
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_told_it_missed_events() {
+    let (_d, s) = open().await;
+    let mut ev = s.events();
+    for i in 0..crate::EVENT_CAPACITY + 1 {
+        let c = row("consumers", json!({ "username": format!("u{i}") }));
+        s.insert(schema("consumers"), c).await.unwrap();
+    }
+    assert!(matches!(
+        ev.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(1))
+    ));
+}
