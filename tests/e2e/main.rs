@@ -4,5 +4,6 @@ mod admin;
 mod cli;
 mod declarative;
 mod plugins;
+mod plugins_more;
 mod proxy;
 mod support;

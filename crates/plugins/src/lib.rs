@@ -20,7 +20,14 @@ pub mod consumers;
 
 pub mod acl;
 pub mod basic_auth;
+pub mod bot_detection;
+pub mod cors;
+pub mod hmac_auth;
+pub mod ip_restriction;
+pub mod jwt;
 pub mod key_auth;
+pub mod request_size_limiting;
+pub mod request_termination;
 
 pub use api::{
     Credential, Exit, ExitBody, Flow, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx,
@@ -35,7 +42,18 @@ use tollgate_model::{PluginCatalog, PluginDef};
 pub const VERSION: &str = "3.9.1";
 
 /// Every plugin compiled into this build.
-pub static BUNDLED: &[&PluginSpec] = &[&key_auth::SPEC, &basic_auth::SPEC, &acl::SPEC];
+pub static BUNDLED: &[&PluginSpec] = &[
+    &key_auth::SPEC,
+    &basic_auth::SPEC,
+    &acl::SPEC,
+    &request_termination::SPEC,
+    &ip_restriction::SPEC,
+    &request_size_limiting::SPEC,
+    &bot_detection::SPEC,
+    &cors::SPEC,
+    &jwt::SPEC,
+    &hmac_auth::SPEC,
+];
 
 /// The registration of a bundled plugin.
 pub fn spec(name: &str) -> Option<&'static PluginSpec> {
@@ -89,7 +107,18 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), BUNDLED.len(), "unique names");
-        for (name, prio) in [("key-auth", 1250), ("basic-auth", 1100), ("acl", 950)] {
+        for (name, prio) in [
+            ("key-auth", 1250),
+            ("basic-auth", 1100),
+            ("acl", 950),
+            ("request-termination", 2),
+            ("ip-restriction", 990),
+            ("request-size-limiting", 951),
+            ("bot-detection", 2500),
+            ("cors", 2000),
+            ("jwt", 1450),
+            ("hmac-auth", 1030),
+        ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
         for s in BUNDLED {
@@ -97,10 +126,9 @@ mod tests {
             assert_eq!((def.name, def.priority), (s.name, s.priority));
             assert_eq!(def.no_consumer, s.no_consumer);
             // Every default config compiles (acl needs one of its lists).
-            let cfg = if s.name == "acl" {
-                serde_json::json!({"allow": ["a"]})
-            } else {
-                serde_json::json!({})
+            let cfg = match s.name {
+                "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
+                _ => serde_json::json!({}),
             };
             let c = testing::defaults(s, cfg);
             (s.compile)(&serde_json::Value::Object(c)).unwrap();

@@ -101,3 +101,11 @@ pub(crate) fn run_access_body(
     let b = cx.into_body().unwrap_or_default();
     (f, parts.headers, b)
 }
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -434,7 +434,15 @@ async fn proxy(
             service_id: route.service.as_ref().map(|s| s.id.as_str()),
         };
         let max = settings.client_max_body_size;
-        let (ip, c) = (peer_ip, &mut collected);
+        // Plugins see nginx's `$remote_addr`: the realip-processed client address.
+        let ip = headers::real_ip(
+            peer_ip,
+            &parts.headers,
+            &settings.trusted_ips,
+            &settings.real_ip_header,
+            settings.real_ip_recursive,
+        );
+        let c = &mut collected;
         match phases::access(&pcx, snap, route, ip, &mut parts, &mut body, max, c).await {
             phases::Access::Continue(b) => pre_read = b,
             phases::Access::Respond(r) => return cx.kong_response(r),
@@ -508,12 +516,13 @@ async fn proxy(
         &settings.real_ip_header,
         settings.real_ip_recursive,
     );
+    let client_ip = remote_addr.to_string();
     let xff = match client_headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
         Some(v) => format!("{v}, {peer_ip}"),
-        None => remote_addr.to_string(),
+        None => client_ip.clone(),
     };
     let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -531,7 +540,7 @@ async fn proxy(
             uh.remove(&X_FORWARDED_PREFIX);
         }
     }
-    set(&mut uh, &X_REAL_IP, &remote_addr.to_string());
+    set(&mut uh, &X_REAL_IP, &client_ip);
     let http_version = match parts.version {
         Version::HTTP_2 => "2",
         Version::HTTP_10 => "1.0",
