@@ -53,8 +53,24 @@ impl Gateway {
         g
     }
 
-    /// Starts on an existing prefix (restart persistence).
+    /// Starts on an existing prefix (restart persistence). Ports are picked free and then
+    /// released, so a parallel test may take one first: then it starts again on others.
     pub async fn launch(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        for _ in 0..5 {
+            let mut g = Gateway::spawn(prefix.clone(), env);
+            match g.wait_ready().await {
+                Ok(()) => return g,
+                Err(log) if log.contains("Address already in use") => {
+                    g.stop();
+                    continue;
+                }
+                Err(log) => panic!("gateway not ready in time:\n{log}"),
+            }
+        }
+        panic!("gateway could not bind free ports in 5 tries")
+    }
+
+    fn spawn(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
         let (a, p, s) = (free_port(), free_port(), free_port());
         let log = std::fs::File::create(prefix.join("test-stderr.log")).unwrap();
         let mut cmd = command(&prefix);
@@ -69,7 +85,7 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn tollgate");
-        let g = Gateway {
+        Gateway {
             child: Some(child),
             prefix,
             _dir: None,
@@ -80,18 +96,22 @@ impl Gateway {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
-        };
-        g.wait_ready().await;
-        g
+        }
     }
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.prefix.join("test-stderr.log")).unwrap_or_default()
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for readiness; the process's log when it exits or does not get ready.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return Err(self.stderr());
+                }
+            }
             if let Ok(r) = self
                 .client
                 .get(format!("{}/status/ready", self.status))
@@ -99,14 +119,12 @@ impl Gateway {
                 .await
             {
                 if r.status() == StatusCode::OK {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready in time:\n{}",
-                self.stderr()
-            );
+            if Instant::now() >= deadline {
+                return Err(self.stderr());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -188,7 +188,10 @@ impl Pool {
         if let Some(c) = self.checkout(&key) {
             return Ok(c);
         }
-        let sender = tokio::time::timeout(connect_timeout, connect(target))
+        // Boxed: the connect future is large and rarely polled; inline, it would make
+        // every request's future bigger (hyper moves it), ~10% more instructions per
+        // proxied request under callgrind.
+        let sender = Box::pin(tokio::time::timeout(connect_timeout, connect(target)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if let Sender::H2(s) = &sender {
