@@ -86,6 +86,8 @@ SCENARIOS = [
              path="/svc-5000/x", routes=10000),
     Scenario("keyauth-ratelimit", "key-auth + rate-limiting (local) on the route, via Admin API",
              special="keyauth"),
+    Scenario("keyauth-acl", "key-auth + acl (allow one group) on the route, via Admin API",
+             special="keyauth"),
     Scenario("consumers-1m", "1,000,000 consumers + key-auth credentials loaded by "
              "`config db_import` (SQLite), GET /", special="consumers"),
     Scenario("ws-echo", "WebSocket echo, 64-byte messages, 16 connections (Python client)",
@@ -564,15 +566,15 @@ def scenario_keyauth(env, sc, args):
     SQLite-backed gateway. Until Tollgate has the plugins, POST /plugins is refused and the
     scenario reports "unavailable: plugin not implemented" with the gateway's answer."""
     key = "bench-secret-key"
+    second = ({"name": "acl", "config": {"allow": ["bench"]}} if sc.name == "keyauth-acl"
+              else {"name": "rate-limiting", "config": {"second": 100000000, "policy": "local"}})
     gw, figs = sqlite_gateway(env, args, tls=False)
     if gw is None:
         B.die(f"gateway on SQLite did not start: {figs.get('reason')}")
     peer = None
     try:
         refused = []
-        for body in ({"name": "key-auth", "config": {"key_names": ["apikey"]}},
-                     {"name": "rate-limiting",
-                      "config": {"second": 100000000, "policy": "local"}}):
+        for body in ({"name": "key-auth", "config": {"key_names": ["apikey"]}}, second):
             status, answer = B.admin_json(gw.admin, "POST", "/routes/root/plugins", body)
             if status not in (200, 201):
                 msg = answer.get("message") if isinstance(answer, dict) else answer
@@ -582,7 +584,8 @@ def scenario_keyauth(env, sc, args):
             return unavailable("plugin not implemented (" + "; ".join(refused) + ")",
                                refused=refused)
         for path, body in (("/consumers", {"username": "bench"}),
-                           ("/consumers/bench/key-auth", {"key": key})):
+                           ("/consumers/bench/key-auth", {"key": key}),
+                           ("/consumers/bench/acls", {"group": "bench"})):
             status, answer = B.admin_json(gw.admin, "POST", path, body)
             if status not in (200, 201):
                 B.die(f"POST {path} -> {status} {answer}")
@@ -619,12 +622,23 @@ def scenario_consumers(env, sc, args):
     if status != 200:
         B.stop(gw.proc)
         B.die(f"GET /consumers/user-{n // 2} -> {status}: the import lost consumers")
-    peer = env.start_peer()
+    # key-auth on the route, so every request looks its key up among the n consumers.
+    status, answer = B.admin_json(gw.admin, "POST", "/routes/root/plugins",
+                                  {"name": "key-auth", "config": {"key_names": ["apikey"]}})
+    keyauth = status in (200, 201)
+    if keyauth:
+        if wait_status(gw.port, 401) != 401 or wait_status(gw.port, 200, apikey=key) != 200:
+            B.stop(gw.proc)
+            B.die("key-auth with the imported consumers did not answer 401 without a key "
+                  "and 200 with one")
+    peer = env.start_peer(keyauth=key if keyauth else None)
     try:
         res = run_pair(env, sc, gw, peer, args, apikey=key)
         res["load"] = figs
-        res["note"] = ("key-auth not enabled (plugin not implemented): the consumers are "
-                       "loaded but no request looks one up")
+        res["note"] = (f"key-auth on the route: each request's key is looked up among {n:,}"
+                       if keyauth else
+                       f"key-auth refused ({status} {answer}): the consumers are loaded but no "
+                       "request looks one up")
         return res
     finally:
         B.stop(gw.proc)

@@ -2,137 +2,11 @@
 //! scoping precedence as a client sees it; anonymous consumers; consumer headers
 //! upstream; credentials taking effect without a restart; schemas and bad configs.
 
+use crate::plugin_support::{echo, get, ok, send, until, Resp};
 use crate::support::Gateway;
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use reqwest::Method;
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// An upstream echoing method, URI, headers and body as JSON (the shared echo upstream
-/// does not read bodies).
-async fn echo() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 8192];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let mut lines = head.split("\r\n");
-                    let first = lines.next().unwrap_or_default().to_string();
-                    let mut it = first.split(' ');
-                    let (method, uri) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
-                    let mut headers = serde_json::Map::new();
-                    let mut len = 0usize;
-                    for l in lines {
-                        if let Some((k, v)) = l.split_once(':') {
-                            let k = k.trim().to_ascii_lowercase();
-                            if k == "content-length" {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                            headers.insert(k, Value::from(v.trim()));
-                        }
-                    }
-                    while buf.len() < end + 4 + len {
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    }
-                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-                    buf.drain(..end + 4 + len);
-                    let out =
-                        json!({"method": method, "uri": uri, "headers": headers, "body": body})
-                            .to_string();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}",
-                        out.len()
-                    );
-                    if s.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Resp {
-    /// What the upstream received (the echo).
-    fn up(&self, header: &str) -> Option<&str> {
-        self.body["headers"][header].as_str()
-    }
-    fn message(&self) -> &str {
-        self.body["message"].as_str().unwrap_or_default()
-    }
-}
-
-async fn send(
-    g: &Gateway,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, String)>,
-) -> Resp {
-    let mut r = g.client.request(method, format!("{}{path}", g.proxy));
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    if let Some((ct, b)) = body {
-        r = r.header("content-type", ct).body(b);
-    }
-    let r = r.send().await.expect("proxy request");
-    let status = r.status();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn get(g: &Gateway, path: &str, headers: &[(&str, &str)]) -> Resp {
-    send(g, Method::GET, path, headers, None).await
-}
-
-/// Polls until the proxy answers `want` (configuration changes apply asynchronously).
-async fn until(g: &Gateway, path: &str, headers: &[(&str, &str)], want: StatusCode) -> Resp {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = get(g, path, headers).await;
-        if r.status == want || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn ok(g: &Gateway, path: &str, body: Value) -> Value {
-    let (s, v) = g.post(path, body.clone()).await;
-    assert!(s.is_success(), "POST {path} {body}: {s} {v}");
-    v
-}
 
 /// `X-Consumer-Groups` as the upstream got it, sorted (the store's order is by id).
 fn groups(r: &Resp) -> Vec<&str> {
@@ -182,7 +56,7 @@ async fn key_auth_end_to_end() {
     let cred = ok(&g, "/consumers/alice/key-auth", json!({"key": "secret"})).await;
     let plugin = ok(&g, "/routes/r/plugins", json!({"name": "key-auth"})).await;
 
-    let r = until(&g, "/ka", &[], StatusCode::UNAUTHORIZED).await;
+    let r = until(&g, "/ka", &[], 401).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.message(), "No API key found in request");
     assert_eq!(r.headers["www-authenticate"], "Key");
@@ -228,16 +102,12 @@ async fn key_auth_end_to_end() {
     // working when deleted.
     ok(&g, "/consumers/alice/key-auth", json!({"key": "fresh"})).await;
     assert_eq!(
-        until(&g, "/ka", &[("apikey", "fresh")], StatusCode::OK)
-            .await
-            .status,
+        until(&g, "/ka", &[("apikey", "fresh")], 200).await.status,
         200
     );
     assert_eq!(g.delete("/consumers/alice/key-auth/fresh").await, 204);
     assert_eq!(
-        until(&g, "/ka", &[("apikey", "fresh")], StatusCode::UNAUTHORIZED)
-            .await
-            .status,
+        until(&g, "/ka", &[("apikey", "fresh")], 401).await.status,
         401
     );
     // A credential with a ttl stops working when it expires.
@@ -248,9 +118,7 @@ async fn key_auth_end_to_end() {
     )
     .await;
     assert_eq!(
-        until(&g, "/ka", &[("apikey", "brief")], StatusCode::OK)
-            .await
-            .status,
+        until(&g, "/ka", &[("apikey", "brief")], 200).await.status,
         200
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -264,7 +132,7 @@ async fn key_auth_end_to_end() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let r = until(&g, "/ka", &[], StatusCode::UNAUTHORIZED).await;
+    let r = until(&g, "/ka", &[], 401).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut r = r;
     while r.headers["www-authenticate"] != "Key realm=\"kong\"" && Instant::now() < deadline {
@@ -281,8 +149,8 @@ async fn key_auth_end_to_end() {
         &g,
         Method::POST,
         "/ka",
-        &[],
-        Some(("application/json", r#"{"apikey":"secret","a":1}"#.into())),
+        &[("content-type", "application/json")],
+        Some(r#"{"apikey":"secret","a":1}"#.into()),
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -292,11 +160,8 @@ async fn key_auth_end_to_end() {
         &g,
         Method::POST,
         "/ka",
-        &[],
-        Some((
-            "application/x-www-form-urlencoded",
-            "a=1&apikey=secret".into(),
-        )),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some("a=1&apikey=secret".into()),
     )
     .await;
     assert_eq!(
@@ -308,8 +173,8 @@ async fn key_auth_end_to_end() {
         &g,
         Method::POST,
         "/ka",
-        &[],
-        Some(("multipart/form-data; boundary=B", mp.into())),
+        &[("content-type", "multipart/form-data; boundary=B")],
+        Some(mp.into()),
     )
     .await;
     assert_eq!(r.status, 200);
@@ -317,8 +182,8 @@ async fn key_auth_end_to_end() {
         &g,
         Method::POST,
         "/ka",
-        &[],
-        Some(("application/json", "{not json".into())),
+        &[("content-type", "application/json")],
+        Some("{not json".into()),
     )
     .await;
     assert_eq!(
@@ -392,7 +257,7 @@ async fn basic_auth_and_acl() {
     let pw = cred["password"].as_str().unwrap();
     assert!(pw.len() == 40 && pw != "pw" && pw.bytes().all(|b| b.is_ascii_hexdigit()));
 
-    let r = until(&g, "/ba", &[], StatusCode::UNAUTHORIZED).await;
+    let r = until(&g, "/ba", &[], 401).await;
     assert_eq!((r.status.as_u16(), r.message()), (401, "Unauthorized"));
     assert_eq!(r.headers["www-authenticate"], "Basic realm=\"service\"");
 
@@ -432,7 +297,7 @@ async fn basic_auth_and_acl() {
     }
 
     // deny list, hidden groups header, hidden credentials, realm.
-    let r = until(&g, "/deny", &[], StatusCode::UNAUTHORIZED).await;
+    let r = until(&g, "/deny", &[], 401).await;
     assert_eq!(r.headers["www-authenticate"], "Basic realm=\"deny-realm\"");
     let r = get(&g, "/deny", &[("authorization", &basic("bob:pw"))]).await;
     assert_eq!(r.status, 403);
@@ -445,13 +310,7 @@ async fn basic_auth_and_acl() {
 
     // A group added through the Admin API takes effect.
     ok(&g, "/consumers/bob/acls", json!({"group": "admins"})).await;
-    let r = until(
-        &g,
-        "/ba",
-        &[("authorization", &basic("bob:pw"))],
-        StatusCode::OK,
-    )
-    .await;
+    let r = until(&g, "/ba", &[("authorization", &basic("bob:pw"))], 200).await;
     assert_eq!(r.status, 200);
     assert_eq!(groups(&r), ["admins", "users"]);
 }
@@ -505,7 +364,7 @@ async fn anonymous_consumers_and_logical_or() {
         ok(&g, "/routes/either/plugins", p).await;
     }
 
-    let r = until(&g, "/anon", &[], StatusCode::OK).await;
+    let r = until(&g, "/anon", &[], 200).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.up("x-anonymous-consumer"), Some("true"));
     assert_eq!(r.up("x-consumer-username"), Some("anonymous-user"));
@@ -518,14 +377,14 @@ async fn anonymous_consumers_and_logical_or() {
     assert_eq!(r.up("x-anonymous-consumer"), None);
 
     // An anonymous consumer that does not exist fails the request (Kong's 500).
-    let r = until(&g, "/ghost", &[], StatusCode::INTERNAL_SERVER_ERROR).await;
+    let r = until(&g, "/ghost", &[], 500).await;
     assert_eq!(
         (r.status.as_u16(), r.message()),
         (500, "An unexpected error occurred")
     );
     assert_eq!(get(&g, "/ghost", &[("apikey", "secret")]).await.status, 200);
 
-    let r = until(&g, "/either", &[], StatusCode::FORBIDDEN).await;
+    let r = until(&g, "/either", &[], 403).await;
     assert_eq!(r.status, 401, "anonymous (no credential) has no groups");
     let r = get(&g, "/either", &[("apikey", "secret")]).await;
     assert_eq!(r.status, 200);
@@ -581,7 +440,7 @@ async fn precedence_as_a_client_sees_it() {
     ok(&g, "/plugins", rs).await;
 
     for (path, name) in [("/p1", "rs"), ("/p2", "r"), ("/p4", "s"), ("/p3", "g")] {
-        let r = until(&g, path, &[(name, "secret")], StatusCode::OK).await;
+        let r = until(&g, path, &[(name, "secret")], 200).await;
         assert_eq!(r.status, 200, "{path} takes key name {name}");
         for other in ["rs", "r", "s", "g"].iter().filter(|o| **o != name) {
             let r = get(&g, path, &[(other, "secret")]).await;
@@ -589,7 +448,7 @@ async fn precedence_as_a_client_sees_it() {
         }
     }
     // A route without a service: global plugins still run, then Kong's 503.
-    let r = until(&g, "/p5", &[], StatusCode::UNAUTHORIZED).await;
+    let r = until(&g, "/p5", &[], 401).await;
     assert_eq!(r.status, 401);
     let r = get(&g, "/p5", &[("g", "secret")]).await;
     assert_eq!(r.status, 503);
@@ -602,12 +461,7 @@ async fn precedence_as_a_client_sees_it() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        until(&g, "/p2", &[("s", "secret")], StatusCode::OK)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(until(&g, "/p2", &[("s", "secret")], 200).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
