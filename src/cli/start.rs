@@ -118,10 +118,7 @@ async fn open(
             }
             anyhow::anyhow!("invalid declarative configuration: {msg}")
         })?;
-        return Ok((
-            Arc::new(MemoryStore::new(parsed.set.into_dataset())),
-            parsed.hash,
-        ));
+        return Ok((Arc::new(MemoryStore::from_set(parsed.set)), parsed.hash));
     }
     let store = node::open_store(config)?;
     let status = store.migrations_status().await?;

