@@ -4,13 +4,14 @@ use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
-use crate::upstream::{ConnectError, Pool, SendError, Target};
+use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, LOCATION, SERVER, UPGRADE, VIA};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -152,6 +153,47 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub tls: bool,
     pub sni: Option<String>,
+    /// The peer's IP as a header value (`X-Real-IP`, `X-Forwarded-For`):
+    /// formatted once per connection rather than per request.
+    pub peer_ip_value: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, sni: Option<String>) -> ConnInfo {
+        let peer_ip_value = HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
+            .unwrap_or(HeaderValue::from_static(""));
+        ConnInfo {
+            peer,
+            local,
+            tls,
+            sni,
+            peer_ip_value,
+        }
+    }
+}
+
+/// The `Via` value Kong adds: upstream (`{ver} kong/{KONG_VERSION}`) or on
+/// the response (`{ver} {SERVER_TOKEN}`). Built once, then static values:
+/// no formatting and no reference counting per request.
+fn via_value(v: Version, response: bool) -> HeaderValue {
+    static VIA: std::sync::OnceLock<[HeaderValue; 6]> = std::sync::OnceLock::new();
+    let all = VIA.get_or_init(|| {
+        let mk = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
+        [
+            mk(format!("2 kong/{KONG_VERSION}")),
+            mk(format!("1.0 kong/{KONG_VERSION}")),
+            mk(format!("1.1 kong/{KONG_VERSION}")),
+            mk(format!("2 {SERVER_TOKEN}")),
+            mk(format!("1.0 {SERVER_TOKEN}")),
+            mk(format!("1.1 {SERVER_TOKEN}")),
+        ]
+    });
+    let i = match v {
+        Version::HTTP_2 => 0,
+        Version::HTTP_10 => 1,
+        _ => 2,
+    };
+    all[i + if response { 3 } else { 0 }].clone()
 }
 
 fn ms_since(t: Instant) -> u128 {
@@ -233,7 +275,11 @@ pub async fn handle(
     let cx = Ctx {
         shared: &shared,
         start: Instant::now(),
-        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        // (encoded straight into the string: `to_string` goes through fmt)
+        request_id: uuid::Uuid::new_v4()
+            .simple()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned(),
         grpc: req.version() == Version::HTTP_2
             && req
                 .headers()
@@ -265,6 +311,48 @@ fn reject_response(cx: &Ctx<'_>, r: crate::head::Reject, h: &HeaderMap) -> Respo
     resp
 }
 
+/// [`crate::snapshot::split_host_port`], borrowed.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        };
+        return Some((h, port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h, Some(p.parse().ok()?))),
+        _ => Some((s, None)),
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u16(s: &mut String, n: u16) {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// `X-Forwarded-Proto` and `-Host`, and a trusted peer's `-Port`, `-Path`,
+/// `-Prefix`.
+type Forwarded<'a> = (
+    Cow<'a, str>,
+    Cow<'a, str>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 fn header_str<'h>(h: &'h HeaderMap, n: &HeaderName) -> Option<&'h str> {
     h.get(n).and_then(|v| v.to_str().ok())
 }
@@ -279,26 +367,31 @@ async fn proxy(
     let scheme = if conn.tls { "https" } else { "http" };
     let is_h2 = req.version() == Version::HTTP_2;
 
-    // Host (nginx `$host`: lower-cased, without the port) and port.
-    let raw_host: Option<String> = header_str(req.headers(), &HOST)
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    let (host, host_port) = match raw_host
-        .as_deref()
-        .and_then(crate::snapshot::split_host_port)
-    {
-        Some((h, p)) => (h.to_ascii_lowercase(), p),
-        None => (conn.sni.clone().unwrap_or_default(), None),
+    // Host (nginx `$host`: lower-cased, without the port) and port. The
+    // header value and the URI are cloned (reference counts), not copied:
+    // the request itself is taken apart and rebuilt below.
+    let host_value: Option<HeaderValue> = req
+        .headers()
+        .get(HOST)
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
+    let client_uri = req.uri().clone();
+    let raw_host: Option<&str> = host_value
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| client_uri.authority().map(|a| a.as_str()));
+    let (host, host_port): (Cow<'_, str>, _) = match raw_host.and_then(split_host_port) {
+        Some((h, p)) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            (Cow::Owned(h.to_ascii_lowercase()), p)
+        }
+        Some((h, p)) => (Cow::Borrowed(h), p),
+        None => (Cow::Borrowed(conn.sni.as_deref().unwrap_or_default()), None),
     };
     let port = host_port.unwrap_or(conn.local.port());
 
-    let raw_path = req.uri().path().to_owned();
-    let mut query = req.uri().query().map(str::to_owned);
-    let request_uri = match &query {
-        Some(q) => format!("{raw_path}?{q}"),
-        None => raw_path.clone(),
-    };
-    let norm = tollgate_router::normalize_path(&raw_path).into_owned();
+    let raw_path = client_uri.path();
+    let mut query: Option<Cow<'_, str>> = client_uri.query().map(Cow::Borrowed);
+    let norm = tollgate_router::normalize_path(raw_path);
 
     {
         let (mut parts, body) = req.into_parts();
@@ -327,7 +420,7 @@ async fn proxy(
         };
         snap.router
             .find(&info)
-            .map(|m| (m.route_index, m.prefix_len, m.protocols.to_vec()))
+            .map(|m| (m.route_index, m.prefix_len, m.protocols))
     };
     let Some((route_index, prefix_len, protocols)) = m else {
         return cx.error(404, errors::NO_ROUTE, req.headers(), Negotiation::Accept);
@@ -338,37 +431,37 @@ async fn proxy(
     let peer_ip = conn.peer.ip();
     let trusted = settings.is_trusted(peer_ip);
     let h = req.headers();
-    let (fwd_proto, fwd_host, fwd_port, fwd_path, fwd_prefix) = if trusted {
+    // Owned copies only for a trusted peer's incoming values (the request is
+    // taken apart below); otherwise borrowed, the port kept as a number.
+    let (fwd_proto, fwd_host, fwd_port, fwd_path, fwd_prefix): Forwarded<'_> = if trusted {
         (
             header_str(h, &X_FORWARDED_PROTO)
-                .unwrap_or(scheme)
-                .to_owned(),
-            header_str(h, &X_FORWARDED_HOST).unwrap_or(&host).to_owned(),
-            header_str(h, &X_FORWARDED_PORT)
-                .map(str::to_owned)
-                .unwrap_or_else(|| port.to_string()),
+                .map_or(Cow::Borrowed(scheme), |v| Cow::Owned(v.to_owned())),
+            Cow::Owned(header_str(h, &X_FORWARDED_HOST).unwrap_or(&host).to_owned()),
+            header_str(h, &X_FORWARDED_PORT).map(str::to_owned),
             header_str(h, &X_FORWARDED_PATH).map(str::to_owned),
             header_str(h, &X_FORWARDED_PREFIX).map(str::to_owned),
         )
     } else {
         (
-            scheme.to_owned(),
-            host.clone(),
-            port.to_string(),
+            Cow::Borrowed(scheme),
+            Cow::Borrowed(&*host),
+            None,
             None,
             None,
         )
     };
-    let fwd_path = fwd_path.unwrap_or_else(|| raw_path.clone());
     let matched_prefix = if route.strip_path && prefix_len > 0 {
-        norm.get(..prefix_len).map(str::to_owned)
+        norm.get(..prefix_len)
     } else {
         None
     };
-    let fwd_prefix = fwd_prefix.or(matched_prefix.filter(|p| p != "/"));
+    let fwd_prefix: Option<&str> = fwd_prefix
+        .as_deref()
+        .or(matched_prefix.filter(|p| *p != "/"));
 
     match check_protocols(
-        &protocols,
+        protocols,
         &fwd_proto,
         header_str(h, &http::header::CONTENT_TYPE),
         is_h2,
@@ -388,6 +481,10 @@ async fn proxy(
             }
             let mut r = Response::new(crate::empty_body());
             *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let request_uri = match client_uri.query() {
+                Some(q) => format!("{raw_path}?{q}"),
+                None => raw_path.to_owned(),
+            };
             if let Ok(v) = HeaderValue::from_str(&format!("https://{fwd_host}{request_uri}")) {
                 r.headers_mut().insert(LOCATION, v);
             }
@@ -449,7 +546,7 @@ async fn proxy(
         }
         req = Request::from_parts(parts, body);
         // Plugins may have edited the query (hide_credentials).
-        query = req.uri().query().map(str::to_owned);
+        query = req.uri().query().map(|q| Cow::Owned(q.to_owned()));
     }
 
     let Some(service) = route.service.clone() else {
@@ -472,18 +569,15 @@ async fn proxy(
     }
 
     // Upgrade (WebSocket) tunnel?
-    let upgrade_to: Option<HeaderValue> = if !is_h2
-        && headers::connection_tokens(req.headers())
-            .iter()
-            .any(|t| t == "upgrade")
-    {
-        req.headers()
-            .get(UPGRADE)
-            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
-            .cloned()
-    } else {
-        None
-    };
+    let upgrade_to: Option<HeaderValue> =
+        if !is_h2 && headers::connection_has(req.headers(), "upgrade") {
+            req.headers()
+                .get(UPGRADE)
+                .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
+                .cloned()
+        } else {
+            None
+        };
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     // Upstream URI.
@@ -494,19 +588,27 @@ async fn proxy(
         route.strip_path,
         route.path_handling,
     );
-    uri = escape_uri(&uri).into_owned();
+    if let Cow::Owned(e) = escape_uri(&uri) {
+        uri = e;
+    }
     if let Some(q) = &query {
         uri.push('?');
         uri.push_str(q);
-    } else if req.uri().to_string().ends_with('?') {
+    } else if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().ends_with('?'))
+    {
+        // (what `Uri`'s Display ends with, without formatting it)
         uri.push('?');
     }
 
     let (parts, body) = req.into_parts();
-    let client_headers = parts.headers.clone();
-    let mut uh = parts.headers;
-    let te_trailers = headers::wants_trailers(&uh);
-    headers::remove_hop_by_hop(&mut uh);
+    // The client's headers stay as they came (error pages, plugins'
+    // header_filter); the upstream copy is built from them per attempt, so a
+    // request that goes out at the first try costs one copy of the map.
+    let client_headers = parts.headers;
+    let te_trailers = headers::wants_trailers(&client_headers);
 
     // realip
     let remote_addr = headers::real_ip(
@@ -516,65 +618,95 @@ async fn proxy(
         &settings.real_ip_header,
         settings.real_ip_recursive,
     );
-    let client_ip = remote_addr.to_string();
-    let xff = match client_headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(v) => format!("{v}, {peer_ip}"),
-        None => client_ip.clone(),
-    };
-    let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            hm.insert(n.clone(), v);
-        }
-    };
-    set(&mut uh, &X_FORWARDED_FOR, &xff);
-    set(&mut uh, &X_FORWARDED_PROTO, &fwd_proto);
-    set(&mut uh, &X_FORWARDED_HOST, &fwd_host);
-    set(&mut uh, &X_FORWARDED_PORT, &fwd_port);
-    set(&mut uh, &X_FORWARDED_PATH, &fwd_path);
-    match &fwd_prefix {
-        Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
-        None => {
-            uh.remove(&X_FORWARDED_PREFIX);
-        }
-    }
-    set(&mut uh, &X_REAL_IP, &client_ip);
+    let h2_up = service.is_grpc();
     let http_version = match parts.version {
         Version::HTTP_2 => "2",
         Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    let via_in = format!("{http_version} kong/{KONG_VERSION}");
-    let via = match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
-        Some(v) => format!("{v}, {via_in}"),
-        None => via_in,
-    };
-    set(&mut uh, &VIA, &via);
-    if settings.request_id_upstream {
-        set(&mut uh, &X_KONG_REQUEST_ID, &cx.request_id);
-    }
-    let h2_up = service.is_grpc();
-    if te_trailers || h2_up {
-        uh.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    }
-    if !h2_up {
-        if let Some(u) = &upgrade_to {
-            uh.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("keep-alive, Upgrade"),
-            );
-            uh.insert(UPGRADE, u.clone());
+    let upstream_headers = |content_length: Option<usize>| -> HeaderMap {
+        let mut uh = client_headers.clone();
+        // Room for what is added below, in one reallocation rather than
+        // several as the copy (sized to the client's headers) grows.
+        uh.reserve(12);
+        headers::remove_hop_by_hop(&mut uh);
+        let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                hm.insert(n.clone(), v);
+            }
+        };
+        // The peer's address is formatted once per connection.
+        let client_ip = if remote_addr == peer_ip {
+            conn.peer_ip_value.clone()
         } else {
-            uh.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("keep-alive"),
-            );
+            HeaderValue::from_str(&remote_addr.to_string()).unwrap_or(HeaderValue::from_static(""))
+        };
+        match client_headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) => set(&mut uh, &X_FORWARDED_FOR, &format!("{v}, {peer_ip}")),
+            None => {
+                uh.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+            }
         }
-    }
-    let preserved_host = if route.preserve_host {
-        raw_host.clone().or_else(|| conn.sni.clone())
+        set(&mut uh, &X_FORWARDED_PROTO, &fwd_proto);
+        set(&mut uh, &X_FORWARDED_HOST, &fwd_host);
+        match &fwd_port {
+            Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
+            None => {
+                uh.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
+            }
+        }
+        set(
+            &mut uh,
+            &X_FORWARDED_PATH,
+            fwd_path.as_deref().unwrap_or(raw_path),
+        );
+        match fwd_prefix {
+            Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
+            None => {
+                uh.remove(&X_FORWARDED_PREFIX);
+            }
+        }
+        uh.insert(X_REAL_IP.clone(), client_ip);
+        match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
+            Some(v) => set(
+                &mut uh,
+                &VIA,
+                &format!("{v}, {http_version} kong/{KONG_VERSION}"),
+            ),
+            None => {
+                uh.insert(VIA, via_value(parts.version, false));
+            }
+        }
+        if settings.request_id_upstream {
+            set(&mut uh, &X_KONG_REQUEST_ID, &cx.request_id);
+        }
+        if te_trailers || h2_up {
+            uh.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        if !h2_up {
+            if let Some(u) = &upgrade_to {
+                uh.insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("keep-alive, Upgrade"),
+                );
+                uh.insert(UPGRADE, u.clone());
+            } else {
+                uh.insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("keep-alive"),
+                );
+            }
+        }
+        if let Some(n) = content_length {
+            uh.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        uh
+    };
+    let preserved_host: Option<&str> = if route.preserve_host {
+        raw_host.or(conn.sni.as_deref())
     } else {
         None
     };
@@ -598,17 +730,12 @@ async fn proxy(
     // retry. gRPC (nginx `grpc_pass`) and tunnels always stream.
     let buffered: Option<Bytes> = if let Some(b) = pre_read {
         // Read (and maybe changed) by a plugin already.
-        uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
         Some(b)
     } else if has_body && route.request_buffering && !h2_up && upgrade_to.is_none() {
         match limited.take().map(|l| l.collect()) {
             None => None,
             Some(f) => match f.await {
-                Ok(c) => {
-                    let b = c.to_bytes();
-                    uh.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
-                    Some(b)
-                }
+                Ok(c) => Some(c.to_bytes()),
                 Err(_) => {
                     let code = flags.client_status().unwrap_or(400);
                     return client_body_error(cx, code, &client_headers);
@@ -650,14 +777,14 @@ async fn proxy(
         }
         tries += 1;
         // pick a target
-        let (target_host, target_port) = match &upstream_entity {
+        let (target_host, target_port): (Cow<'_, str>, u16) = match &upstream_entity {
             Some(u) => match u.pick() {
-                Some(t) => t,
+                Some((h, p)) => (Cow::Owned(h), p),
                 None => {
                     return cx.error(503, errors::NO_PEER, &client_headers, Negotiation::Accept);
                 }
             },
-            None => (service.host.clone(), service.port),
+            None => (Cow::Borrowed(&service.host), service.port),
         };
         let addr = match resolve(
             &target_host,
@@ -678,23 +805,33 @@ async fn proxy(
                 );
             }
         };
-        let host_header = match &preserved_host {
-            Some(h) => h.clone(),
+        let host_header: Cow<'_, str> = match preserved_host {
+            Some(h) => Cow::Borrowed(h),
             None => {
-                let name = upstream_entity
+                let name: &str = upstream_entity
                     .as_ref()
-                    .and_then(|u| u.host_header.clone())
-                    .unwrap_or_else(|| target_host.clone());
+                    .and_then(|u| u.host_header.as_deref())
+                    .unwrap_or(&target_host);
                 let default_port = (target_port == 80
                     && matches!(service.protocol.as_str(), "http" | "grpc"))
                     || (target_port == 443
                         && matches!(service.protocol.as_str(), "https" | "grpcs"));
                 if default_port {
-                    name
-                } else if name.contains(':') {
-                    format!("[{name}]:{target_port}")
+                    Cow::Owned(name.to_owned())
                 } else {
-                    format!("{name}:{target_port}")
+                    // (built by hand: `format!` costs more than the rest of this)
+                    let v6 = name.contains(':');
+                    let mut s = String::with_capacity(name.len() + 8);
+                    if v6 {
+                        s.push('[');
+                    }
+                    s.push_str(name);
+                    if v6 {
+                        s.push(']');
+                    }
+                    s.push(':');
+                    push_u16(&mut s, target_port);
+                    Cow::Owned(s)
                 }
             }
         };
@@ -705,7 +842,7 @@ async fn proxy(
             host: if service.tls.is_some() {
                 crate::snapshot::split_host_port(&host_header)
                     .map(|(h, _)| h)
-                    .unwrap_or_else(|| host_header.clone())
+                    .unwrap_or_else(|| host_header.to_string())
             } else {
                 String::new()
             },
@@ -723,6 +860,7 @@ async fn proxy(
             }
         };
         let mut ureq = match pending.take() {
+            // not sent: its headers are built already
             Some(r) => r,
             None => {
                 let mut b = Request::builder().method(parts.method.clone());
@@ -738,6 +876,13 @@ async fn proxy(
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
                     None => body.take().unwrap_or_else(crate::empty_body),
                 };
+                let b = match b.headers_mut() {
+                    Some(h) => {
+                        *h = upstream_headers(buffered.as_ref().map(Bytes::len));
+                        b
+                    }
+                    None => b,
+                };
                 let Ok(r) = b.body(this_body) else {
                     return cx.error(
                         500,
@@ -749,7 +894,6 @@ async fn proxy(
                 r
             }
         };
-        *ureq.headers_mut() = uh.clone();
         if let Ok(v) = HeaderValue::from_str(&host_header) {
             ureq.headers_mut().insert(HOST, v);
         }
@@ -758,19 +902,30 @@ async fn proxy(
         }
         sent_at = Instant::now();
         let reused = c.reused;
-        let progress = Arc::new(Progress::new(!body_done(&ureq)));
-        let ureq = ureq.map(|b| {
-            TrackedBody {
-                inner: b,
-                progress: progress.clone(),
-            }
-            .boxed_unsync()
-        });
+        // A request without a body is never polled for one: its progress
+        // stays "reading" and needs neither sharing nor a tracking wrapper.
+        let shared_progress;
+        let local_progress;
+        let (ureq, progress): (_, &Progress) = if body_done(&ureq) {
+            local_progress = Progress::new(false);
+            (ureq, &local_progress)
+        } else {
+            let p = Arc::new(Progress::new(true));
+            let ureq = ureq.map(|b| {
+                TrackedBody {
+                    inner: b,
+                    progress: p.clone(),
+                }
+                .boxed_unsync()
+            });
+            shared_progress = p;
+            (ureq, &*shared_progress)
+        };
         let can_retry = replayable && idempotent;
         match send_watched(
             &mut c,
             ureq,
-            &progress,
+            progress,
             service.write_timeout,
             service.read_timeout,
         )
@@ -785,10 +940,9 @@ async fn proxy(
                 break Err(504);
             }
             Watched::Sent(Ok(resp)) => {
-                if upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    cx.shared.pool.checkin(c);
-                }
-                break Ok(resp);
+                // The connection goes back to the pool when the response body ends.
+                let keep = upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS;
+                break Ok((resp, keep.then_some(c)));
             }
             Watched::Sent(Err(SendError::NotSent(r, e))) => {
                 tracing::debug!("upstream request not sent: {e}");
@@ -815,7 +969,7 @@ async fn proxy(
     };
     let upstream_latency = ms_since(sent_at);
 
-    let mut resp = match result {
+    let (mut resp, up_conn) = match result {
         Ok(r) => r,
         Err(code) => {
             return cx.error(
@@ -888,14 +1042,22 @@ async fn proxy(
         );
     }
     if settings.via {
-        let ver = if h2_up { "2" } else { "1.1" };
-        let out = format!("{ver} {SERVER_TOKEN}");
-        let v = match up_via {
-            Some(u) => format!("{u}, {out}"),
-            None => out,
+        let ver = if h2_up {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
         };
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            rh.insert(VIA, v);
+        match up_via {
+            Some(u) => {
+                let v = format!("{u}, {}", via_value(ver, true).to_str().unwrap_or_default());
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    rh.insert(VIA, v);
+                }
+            }
+            // (a static value: no formatting)
+            None => {
+                rh.insert(VIA, via_value(ver, true));
+            }
         }
     }
     if settings.server && !rh.contains_key(SERVER) {
@@ -920,6 +1082,7 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n <= SMALL_RESPONSE);
+    let rbody = PooledBody::new(rbody, up_conn.map(|c| (cx.shared.pool.clone(), c)));
     let body: Body = if is_upgrade {
         crate::empty_body()
     } else if route.response_buffering
@@ -1330,17 +1493,22 @@ impl hyper::body::Body for BufferedBody {
 /// The upstream response body with the service's `read_timeout` between
 /// two reads (like nginx's `proxy_read_timeout`).
 pub struct ReadTimeoutBody {
-    inner: Incoming,
+    inner: PooledBody,
     timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Created only once the upstream makes us wait, so a response that is
+    /// already in the socket buffer costs no timer (nor its allocation).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last poll found no data: the timer runs.
+    waiting: bool,
 }
 
 impl ReadTimeoutBody {
-    fn new(inner: Incoming, timeout: Duration) -> Self {
+    fn new(inner: PooledBody, timeout: Duration) -> Self {
         ReadTimeoutBody {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
+            waiting: false,
         }
     }
 }
@@ -1354,14 +1522,26 @@ impl hyper::body::Body for ReadTimeoutBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                let t = self.timeout;
-                self.sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                self.waiting = false;
                 Poll::Ready(r.map(|x| x.map_err(|e| Box::new(e) as BoxError)))
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let fresh = !std::mem::replace(&mut self.waiting, true);
+                let sleep = match &mut self.sleep {
+                    Some(s) => {
+                        if fresh {
+                            s.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        }
+                        s
+                    }
+                    None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
     fn is_end_stream(&self) -> bool {

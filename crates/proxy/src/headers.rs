@@ -10,15 +10,20 @@ pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connect
 pub static PROXY: HeaderName = HeaderName::from_static("proxy");
 pub static TRAILER: HeaderName = HeaderName::from_static("trailer");
 
-/// Names listed in `Connection` (lower-cased).
-pub fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+/// Names listed in `Connection` (trimmed, not empty; compare them ignoring
+/// case). Borrowed: no allocation per request.
+pub fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
     h.get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
-        .collect()
+}
+
+/// Whether `Connection` lists `token` (lower-case).
+pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    connection_tokens(h).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Whether the client asked for trailers (`TE: trailers`).
@@ -38,12 +43,7 @@ pub fn wants_trailers(h: &HeaderMap) -> bool {
 /// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
 /// `Upgrade` (the caller re-adds `Upgrade` for a tunnel and `TE: trailers`).
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    for t in connection_tokens(h) {
-        if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
-            h.remove(n);
-        }
-    }
-    for n in [
+    let fixed: [&HeaderName; 7] = [
         &CONNECTION,
         &KEEP_ALIVE,
         &PROXY,
@@ -51,8 +51,35 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
         &TE,
         &TRANSFER_ENCODING,
         &UPGRADE,
-    ] {
-        h.remove(n);
+    ];
+    // One pass over the names instead of seven hashed look-ups: most
+    // messages carry none of these (or only `Connection`).
+    let mut found = [false; 7];
+    let mut any = false;
+    for k in h.keys() {
+        if let Some(i) = fixed.iter().position(|n| *n == k) {
+            found[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if found[0] {
+        // `keep-alive` is removed below anyway; with nothing else listed
+        // (the usual case) the list stays empty and allocates nothing.
+        let listed: Vec<HeaderName> = connection_tokens(h)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+    }
+    for (n, f) in fixed.into_iter().zip(found) {
+        if f {
+            h.remove(n);
+        }
     }
 }
 

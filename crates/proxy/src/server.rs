@@ -358,12 +358,7 @@ impl ListenerCx {
         };
         match &self.tls {
             None => {
-                let info = Arc::new(ConnInfo {
-                    peer,
-                    local,
-                    tls: false,
-                    sni: None,
-                });
+                let info = Arc::new(ConnInfo::new(peer, local, false, None));
                 let proto = if self.http2 { Proto::Auto } else { Proto::H1 };
                 let signal = Arc::new(UpgradeSignal::default());
                 let io = Guarded::new(
@@ -393,12 +388,7 @@ impl ListenerCx {
                 } else {
                     Proto::H1
                 };
-                let info = Arc::new(ConnInfo {
-                    peer,
-                    local,
-                    tls: true,
-                    sni,
-                });
+                let info = Arc::new(ConnInfo::new(peer, local, true, sni));
                 if matches!(proto, Proto::Auto) {
                     self.run(TokioIo::new(tls), info, proto, None, drain).await;
                 } else {

@@ -145,7 +145,9 @@ impl Pool {
             }
             match entry.sender {
                 Sender::H1(s) => {
-                    if s.is_closed() || !s.is_ready() {
+                    // Not `is_ready()`: a connection checked in as its body
+                    // ended may not have been polled to idle yet; `send` waits.
+                    if s.is_closed() {
                         continue;
                     }
                     return Some(Conn {
@@ -210,36 +212,89 @@ impl Pool {
         })
     }
 
-    /// Returns an HTTP/1.1 connection once its current exchange is over (the
-    /// response body fully read). Call after the response head arrived.
-    pub fn checkin(self: &Arc<Self>, conn: Conn) {
+    /// Returns an HTTP/1.1 connection whose response body was read to its end.
+    /// No task waits for it to become ready: `Conn::send` awaits that, so a
+    /// connection the upstream closes instead is found stale there and retried.
+    fn checkin(&self, conn: Conn) {
         let Conn {
             key, sender, used, ..
         } = conn;
-        let Sender::H1(mut s) = sender else {
+        let Sender::H1(s) = sender else {
             return;
         };
         let used = used + 1;
         if self.settings.max_idle_per_key == 0
             || (self.settings.max_requests > 0 && used >= self.settings.max_requests)
+            || s.is_closed()
         {
             return;
         }
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if s.ready().await.is_err() {
-                return;
-            }
-            let mut idle = pool.idle.lock().unwrap();
-            let list = idle.entry(key).or_default();
-            if list.len() < pool.settings.max_idle_per_key {
-                list.push(Idle {
-                    sender: Sender::H1(s),
-                    since: Instant::now(),
-                    used,
-                });
-            }
-        });
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(key).or_default();
+        if list.len() < self.settings.max_idle_per_key {
+            list.push(Idle {
+                sender: Sender::H1(s),
+                since: Instant::now(),
+                used,
+            });
+        }
+    }
+}
+
+/// A response body that gives its connection back to the pool once read to
+/// its end — never earlier, so no second request is sent on the connection
+/// while this response is still streaming. A body dropped before its end (or
+/// failing) drops the connection, which hyper then closes.
+pub struct PooledBody {
+    inner: hyper::body::Incoming,
+    conn: Option<(Arc<Pool>, Conn)>,
+}
+
+impl PooledBody {
+    /// `conn` is `None` for a connection that must not be reused (upgraded).
+    pub fn new(inner: hyper::body::Incoming, conn: Option<(Arc<Pool>, Conn)>) -> PooledBody {
+        PooledBody { inner, conn }
+    }
+
+    fn release(&mut self) {
+        if let Some((pool, c)) = self.conn.take() {
+            pool.checkin(c);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body that is already at its end (empty, or
+        // the last frame known by its length).
+        if self.conn.is_some() && hyper::body::Body::is_end_stream(&self.inner) {
+            self.release();
+        }
     }
 }
 
