@@ -657,11 +657,11 @@ async fn certificates_snis_upstreams_targets_schemas_plugins() {
     // A plugin this build does not have may not be created (never fail open).
     let (_, en) = g.get("/plugins/enabled").await;
     assert!(en["enabled_plugins"].is_array());
-    let (s, e) = g.post("/plugins", json!({"name": "rate-limiting"})).await;
+    let (s, e) = g.post("/plugins", json!({"name": "ldap-auth"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         e["fields"]["name"],
-        "plugin 'rate-limiting' not enabled; add it to the 'plugins' configuration property"
+        "plugin 'ldap-auth' not enabled; add it to the 'plugins' configuration property"
     );
     assert_eq!(
         g.get("/schemas/plugins/nope").await.0,

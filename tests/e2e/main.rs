@@ -7,4 +7,5 @@ mod plugin_support;
 mod plugins;
 mod plugins_more;
 mod proxy;
+mod rate_limiting;
 mod support;

@@ -538,11 +538,11 @@ async fn schemas_and_bad_configs() {
         .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["fields"]["consumer"], "value must be null", "{v}");
-    let (s, v) = g.post("/plugins", json!({"name": "rate-limiting"})).await;
+    let (s, v) = g.post("/plugins", json!({"name": "ldap-auth"})).await;
     assert_eq!(s, 400);
     assert_eq!(
         v["fields"]["name"],
-        "plugin 'rate-limiting' not enabled; add it to the 'plugins' configuration property"
+        "plugin 'ldap-auth' not enabled; add it to the 'plugins' configuration property"
     );
 
     // The `plugins` key narrows what is enabled.

@@ -81,6 +81,18 @@ pub trait Plugin: Send + Sync + 'static {
     fn reads_body(&self) -> bool {
         false
     }
+    /// Called once after compiling, with the `plugins` row the instance came from (Kong's
+    /// `conf.__plugin_id`, `conf.route_id`, `conf.service_id`).
+    fn bind(&mut self, _scope: &InstanceScope<'_>) {}
+}
+
+/// The `plugins` row an instance was compiled from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InstanceScope<'a> {
+    pub id: &'a str,
+    pub route: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub consumer: Option<&'a str>,
 }
 
 /// The outcome of a phase that may short-circuit the request.
@@ -193,6 +205,8 @@ pub struct RequestCx<'a> {
     body_replaced: bool,
     /// Seconds since the epoch, read once for the request (credential expiry).
     now: u64,
+    /// Headers set for the response during access (`kong.response.set_header`).
+    response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl<'a> RequestCx<'a> {
@@ -213,6 +227,7 @@ impl<'a> RequestCx<'a> {
             body: None,
             body_replaced: false,
             now: 0,
+            response_headers: Vec::new(),
         }
     }
 
@@ -271,6 +286,16 @@ impl<'a> RequestCx<'a> {
                 HeaderValue::from_static("true"),
             );
         }
+    }
+
+    /// `kong.response.set_header` during access: the header is set on the response the
+    /// client gets (the upstream's), replacing the upstream's own.
+    pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.response_headers.push((name, value));
+    }
+    /// The headers queued by [`RequestCx::set_response_header`].
+    pub fn take_response_headers(&mut self) -> Vec<(HeaderName, HeaderValue)> {
+        std::mem::take(&mut self.response_headers)
     }
 
     /// The request body read for this phase, as replaced by a plugin if it was.

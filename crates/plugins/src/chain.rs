@@ -198,8 +198,33 @@ impl std::fmt::Debug for Chain {
     }
 }
 
-/// What the access phase collected for the later phases.
-pub type Collected<'s> = Vec<&'s Instance>;
+/// What the access phase collected for the later phases: the instances whose response
+/// phases run (the `Vec` it derefs to), and the headers plugins set for the response.
+#[derive(Default)]
+pub struct Collected<'s> {
+    instances: Vec<&'s Instance>,
+    /// `kong.response.set_header` calls made during access, applied to the response head.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Collected<'_> {
+    pub fn new() -> Self {
+        Collected::default()
+    }
+}
+
+impl<'s> std::ops::Deref for Collected<'s> {
+    type Target = Vec<&'s Instance>;
+    fn deref(&self) -> &Self::Target {
+        &self.instances
+    }
+}
+
+impl std::ops::DerefMut for Collected<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.instances
+    }
+}
 
 impl Chain {
     pub fn is_empty(&self) -> bool {
@@ -242,6 +267,9 @@ impl Chain {
                 exit = Some(e);
             }
         }
+        collected
+            .response_headers
+            .append(&mut cx.take_response_headers());
         match exit {
             Some(e) => Flow::Exit(e),
             None => Flow::Continue,
@@ -329,7 +357,15 @@ impl Plugins {
                 Some(spec) => {
                     let config = row.get("config").cloned().unwrap_or_default();
                     match (spec.compile)(&config) {
-                        Ok(p) => (spec, p),
+                        Ok(mut p) => {
+                            p.bind(&crate::api::InstanceScope {
+                                id: &id,
+                                route: fk(row, "route").as_deref(),
+                                service: fk(row, "service").as_deref(),
+                                consumer: fk(row, "consumer").as_deref(),
+                            });
+                            (spec, p)
+                        }
                         Err(e) => {
                             tracing::error!(plugin = name, %id, "plugin config does not compile: {e}");
                             (spec, Box::new(Broken(e)) as Box<dyn Plugin>)

@@ -26,12 +26,14 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limiting;
+pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 
 pub use api::{
-    Credential, Exit, ExitBody, Flow, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx,
-    ResponseCx,
+    Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
+    PluginSpec, RequestCx, ResponseCx,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -53,6 +55,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &cors::SPEC,
     &jwt::SPEC,
     &hmac_auth::SPEC,
+    &rate_limiting::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -118,6 +121,7 @@ mod tests {
             ("cors", 2000),
             ("jwt", 1450),
             ("hmac-auth", 1030),
+            ("rate-limiting", 910),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
@@ -128,6 +132,7 @@ mod tests {
             // Every default config compiles (acl needs one of its lists).
             let cfg = match s.name {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
+                "rate-limiting" => serde_json::json!({"minute": 5}),
                 _ => serde_json::json!({}),
             };
             let c = testing::defaults(s, cfg);

@@ -192,6 +192,9 @@ pub fn header_filter(
     request_headers: &HeaderMap,
     resp: &mut http::response::Parts,
 ) {
+    for (k, v) in &collected.response_headers {
+        resp.headers.insert(k.clone(), v.clone());
+    }
     for inst in collected.iter().filter(|i| i.spec.phases.header_filter) {
         let mut rcx = ResponseCx {
             resp,

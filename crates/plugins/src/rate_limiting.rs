@@ -1,0 +1,585 @@
+//! rate-limiting (`kong/plugins/rate-limiting/{schema,handler,policies/init}.lua`, 3.9):
+//! counts requests per second, minute, hour, day, month and year windows (calendar
+//! windows, UTC) for a consumer, credential, IP, service, header or path, and answers
+//! `error_code` once a limit is reached.
+//!
+//! Policies: `local` (process-wide counters outside the snapshot, see
+//! [`crate::rate_limiting_store`]) and `redis` (Kong's keys and script, so Kong and Tollgate
+//! nodes can share a Redis). `cluster` needs counters in a database and is refused by the
+//! schema for now, as are `sync_rate` (other than -1) and `redis.server_name`.
+
+use crate::api::{Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx};
+use crate::rate_limiting_store::{self as store, RedisConf, RedisPool, Window};
+use http::header::{HeaderName, HeaderValue};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use tollgate_model::schema::{typedefs, EntityCheck, Field, Pred, Type};
+use tollgate_model::PluginDef;
+
+pub const NAME: &str = "rate-limiting";
+pub const PRIORITY: i32 = 910;
+
+pub const DEFAULT_ERROR_MESSAGE: &str = "API rate limit exceeded";
+pub const ERR_CLUSTER: &str =
+    "policy 'cluster' requires a database with counters; not supported yet";
+pub const ERR_SYNC_RATE_POLICY: &str = "sync_rate can only be used with the redis policy";
+pub const ERR_SYNC_RATE_MIN: &str = "sync_rate must be greater than 0.02, or -1 to disable";
+pub const ERR_SYNC_RATE_UNSUPPORTED: &str =
+    "sync_rate other than -1 (synchronous counting) is not supported yet";
+pub const ERR_SERVER_NAME: &str =
+    "redis.server_name is not supported yet: the TLS server name is redis.host";
+
+pub static SPEC: PluginSpec = PluginSpec {
+    name: NAME,
+    priority: PRIORITY,
+    no_consumer: false,
+    no_route: false,
+    no_service: false,
+    phases: Phases::ACCESS,
+    schema,
+    compile,
+};
+
+/// The periods, in Kong's `ORDERED_PERIODS` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+pub const PERIODS: [Period; 6] = [
+    Period::Second,
+    Period::Minute,
+    Period::Hour,
+    Period::Day,
+    Period::Month,
+    Period::Year,
+];
+
+impl Period {
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Second => "second",
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Year => "year",
+        }
+    }
+    /// Kong's `expiration.lua`: the window length in seconds (a month is 30 days).
+    pub fn expiration(self) -> u64 {
+        match self {
+            Period::Second => 1,
+            Period::Minute => 60,
+            Period::Hour => 3600,
+            Period::Day => 86400,
+            Period::Month => 2_592_000,
+            Period::Year => 31_536_000,
+        }
+    }
+    /// Kong's `timestamp.get_timestamps`: the start of the calendar window containing
+    /// `now` (seconds since the epoch, UTC), in seconds.
+    pub fn start(self, now: u64) -> u64 {
+        let days = now / 86400;
+        match self {
+            Period::Second => now,
+            Period::Minute => now - now % 60,
+            Period::Hour => now - now % 3600,
+            Period::Day => days * 86400,
+            Period::Month | Period::Year => {
+                let (y, m, _) = civil_from_days(days as i64);
+                let m = if self == Period::Year { 1 } else { m };
+                days_from_civil(y, m, 1) as u64 * 86400
+            }
+        }
+    }
+    fn limit_header(self) -> HeaderName {
+        HeaderName::from_static(match self {
+            Period::Second => "x-ratelimit-limit-second",
+            Period::Minute => "x-ratelimit-limit-minute",
+            Period::Hour => "x-ratelimit-limit-hour",
+            Period::Day => "x-ratelimit-limit-day",
+            Period::Month => "x-ratelimit-limit-month",
+            Period::Year => "x-ratelimit-limit-year",
+        })
+    }
+    fn remaining_header(self) -> HeaderName {
+        HeaderName::from_static(match self {
+            Period::Second => "x-ratelimit-remaining-second",
+            Period::Minute => "x-ratelimit-remaining-minute",
+            Period::Hour => "x-ratelimit-remaining-hour",
+            Period::Day => "x-ratelimit-remaining-day",
+            Period::Month => "x-ratelimit-remaining-month",
+            Period::Year => "x-ratelimit-remaining-year",
+        })
+    }
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A Lua number as Kong prints it in a header: integers without a fraction.
+fn lua_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// schema
+
+/// Kong's `validate_periods_order` plus what this build refuses.
+fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+    for (i, lower) in PERIODS.iter().enumerate() {
+        let Some(v1) = cfg.get(lower.name()).and_then(Value::as_f64) else {
+            continue;
+        };
+        for upper in &PERIODS[i + 1..] {
+            if let Some(v2) = cfg.get(upper.name()).and_then(Value::as_f64) {
+                if v2 < v1 {
+                    return Err((
+                        None,
+                        format!(
+                            "The limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
+                            upper.name(),
+                            lower.name()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let policy = cfg.get("policy").and_then(Value::as_str).unwrap_or("local");
+    let sync_rate = cfg.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0);
+    if policy != "redis" && sync_rate != -1.0 {
+        return Err((None, ERR_SYNC_RATE_POLICY.into()));
+    }
+    if policy == "redis" && sync_rate != -1.0 {
+        if sync_rate < 0.02 {
+            return Err((None, ERR_SYNC_RATE_MIN.into()));
+        }
+        return Err((Some("sync_rate"), ERR_SYNC_RATE_UNSUPPORTED.into()));
+    }
+    if policy == "cluster" {
+        return Err((Some("policy"), ERR_CLUSTER.into()));
+    }
+    if policy == "redis" {
+        let redis = cfg.get("redis").and_then(Value::as_object);
+        let get = |k: &str| redis.and_then(|r| r.get(k)).filter(|v| !v.is_null());
+        for k in ["host", "port", "timeout"] {
+            if get(k).is_none() {
+                return Err((Some("redis"), format!("{k}: required field missing")));
+            }
+        }
+        if let Some(sn) = get("server_name").and_then(Value::as_str) {
+            if Some(sn) != get("host").and_then(Value::as_str) {
+                return Err((Some("redis"), ERR_SERVER_NAME.into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kong's `at_least_one_of` on the six periods (an entity check, so its message names
+/// them with `config.`).
+fn validate_entity(rec: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+    let Some(cfg) = rec.get("config").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    if PERIODS
+        .iter()
+        .all(|p| cfg.get(p.name()).is_none_or(Value::is_null))
+    {
+        return Err((
+            None,
+            "at least one of these fields must be non-empty: 'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn period_field(p: Period, desc: &'static str) -> Field {
+    Field::new(p.name(), Type::Number)
+        .check(tollgate_model::schema::Check::Gt(0.0))
+        .describe(desc)
+}
+
+fn redis_record() -> Field {
+    Field::new(
+        "redis",
+        Type::Record(
+            vec![
+                typedefs::host("host"),
+                typedefs::port("port").default(json!(6379)),
+                typedefs::timeout("timeout", 2000),
+                Field::new("username", Type::String).referenceable().describe("Username to use for Redis connections. If undefined, ACL authentication won't be performed. This requires Redis v6.0.0+. To be compatible with Redis v5.x.y, you can set it to `default`."),
+                Field::new("password", Type::String)
+                    .referenceable()
+                    .sensitive()
+                    .check(tollgate_model::schema::Check::LenMin(0))
+                    .describe("Password to use for Redis connections. If undefined, no AUTH commands are sent to Redis."),
+                Field::new("database", Type::Integer).default(json!(0)).describe("Database to use for the Redis connection when using the `redis` strategy"),
+                Field::new("ssl", Type::Boolean).default(json!(false)).describe("If set to true, uses SSL to connect to Redis."),
+                Field::new("ssl_verify", Type::Boolean).default(json!(false)).describe("If set to true, verifies the validity of the server SSL certificate."),
+                Field::new("server_name", Type::String).custom(typedefs::validate_host).describe("A string representing an SNI (server name indication) value for TLS."),
+            ],
+            Vec::new(),
+        ),
+    )
+    .describe("Redis configuration")
+}
+
+fn schema() -> PluginDef {
+    PluginDef {
+        name: NAME,
+        priority: PRIORITY,
+        version: crate::VERSION,
+        config: vec![
+            period_field(Period::Second, "The number of HTTP requests that can be made per second."),
+            period_field(Period::Minute, "The number of HTTP requests that can be made per minute."),
+            period_field(Period::Hour, "The number of HTTP requests that can be made per hour."),
+            period_field(Period::Day, "The number of HTTP requests that can be made per day."),
+            period_field(Period::Month, "The number of HTTP requests that can be made per month."),
+            period_field(Period::Year, "The number of HTTP requests that can be made per year."),
+            Field::new("limit_by", Type::String)
+                .default(json!("consumer"))
+                .one_of(&["consumer", "credential", "ip", "service", "header", "path"])
+                .describe("The entity that is used when aggregating the limits."),
+            typedefs::header_name("header_name").describe("A string representing an HTTP header name."),
+            typedefs::path("path").describe("A string representing a URL path, such as /path/to/resource. Must start with a forward slash (/) and must not contain empty segments (i.e., two consecutive forward slashes)."),
+            Field::new("policy", Type::String)
+                .default(json!("local"))
+                .check(tollgate_model::schema::Check::LenMin(0))
+                .one_of(&["local", "cluster", "redis"])
+                .describe("The rate-limiting policies to use for retrieving and incrementing the limits."),
+            Field::new("fault_tolerant", Type::Boolean).required().default(json!(true)).describe("A boolean value that determines if the requests should be proxied even if Kong has troubles connecting a third-party data store. If `true`, requests will be proxied anyway, effectively disabling the rate-limiting function until the data store is working again. If `false`, then the clients will see `500` errors."),
+            redis_record(),
+            Field::new("hide_client_headers", Type::Boolean).required().default(json!(false)).describe("Optionally hide informative response headers."),
+            Field::new("error_code", Type::Number).default(json!(429)).check(tollgate_model::schema::Check::Gt(0.0)).describe("Set a custom error code to return when the rate limit is exceeded."),
+            Field::new("error_message", Type::String).default(json!(DEFAULT_ERROR_MESSAGE)).describe("Set a custom error message to return when the rate limit is exceeded."),
+            Field::new("sync_rate", Type::Number).required().default(json!(-1)).describe("How often to sync counter data to the central data store. A value of -1 results in synchronous behavior."),
+        ],
+        config_checks: vec![
+            EntityCheck::Conditional {
+                if_field: "limit_by",
+                if_match: Pred::Eq(json!("header")),
+                then_field: "header_name",
+                then_match: Pred::NotNull,
+                then_err: Some("required field missing"),
+            },
+            EntityCheck::Conditional {
+                if_field: "limit_by",
+                if_match: Pred::Eq(json!("path")),
+                then_field: "path",
+                then_match: Pred::NotNull,
+                then_err: Some("required field missing"),
+            },
+            EntityCheck::Custom(validate_config),
+        ],
+        checks: vec![EntityCheck::Custom(validate_entity)],
+        no_consumer: false,
+        no_route: false,
+        no_service: false,
+        protocols: None,
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// compiled
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LimitBy {
+    Consumer,
+    Credential,
+    Ip,
+    Service,
+    Header(String),
+    Path(String),
+}
+
+enum Policy {
+    Local,
+    Redis(Arc<RedisPool>),
+}
+
+/// rate-limiting compiled.
+pub struct RateLimiting {
+    /// The configured periods and their limits, in period order.
+    limits: Vec<(Period, f64)>,
+    limit_by: LimitBy,
+    policy: Policy,
+    fault_tolerant: bool,
+    hide_client_headers: bool,
+    error_code: u16,
+    error_message: String,
+    /// The `plugins` row id (local keys) and Kong's `route_id:service_id` key prefix
+    /// (redis keys, as Kong writes them).
+    plugin_id: String,
+    scope: String,
+}
+
+const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+fn compile(config: &Value) -> Result<Box<dyn Plugin>, String> {
+    Ok(Box::new(build(config)?))
+}
+
+fn build(config: &Value) -> Result<RateLimiting, String> {
+    let c = config.as_object().ok_or("config is not an object")?;
+    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+    let b = |k: &str, d: bool| c.get(k).and_then(Value::as_bool).unwrap_or(d);
+    let limits: Vec<(Period, f64)> = PERIODS
+        .iter()
+        .filter_map(|p| c.get(p.name()).and_then(Value::as_f64).map(|l| (*p, l)))
+        .collect();
+    if limits.is_empty() {
+        return Err("no limit configured".into());
+    }
+    let limit_by = match s("limit_by").as_deref().unwrap_or("consumer") {
+        "consumer" => LimitBy::Consumer,
+        "credential" => LimitBy::Credential,
+        "ip" => LimitBy::Ip,
+        "service" => LimitBy::Service,
+        "header" => LimitBy::Header(s("header_name").ok_or("header_name missing")?),
+        "path" => LimitBy::Path(s("path").ok_or("path missing")?),
+        o => return Err(format!("unknown limit_by {o}")),
+    };
+    let policy = match s("policy").as_deref().unwrap_or("local") {
+        "local" => Policy::Local,
+        "redis" => {
+            if c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) != -1.0 {
+                return Err(ERR_SYNC_RATE_UNSUPPORTED.into());
+            }
+            let r = c
+                .get("redis")
+                .and_then(Value::as_object)
+                .ok_or("redis missing")?;
+            let rs = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+            let rb = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
+            if rs("server_name").is_some_and(|sn| Some(sn) != rs("host")) {
+                return Err(ERR_SERVER_NAME.into());
+            }
+            Policy::Redis(store::pool(&RedisConf {
+                host: rs("host").ok_or("redis.host missing")?,
+                port: r.get("port").and_then(Value::as_u64).unwrap_or(6379) as u16,
+                username: rs("username"),
+                password: rs("password"),
+                database: r.get("database").and_then(Value::as_i64).unwrap_or(0),
+                timeout_ms: r.get("timeout").and_then(Value::as_u64).unwrap_or(2000),
+                ssl: rb("ssl"),
+                ssl_verify: rb("ssl_verify"),
+            }))
+        }
+        "cluster" => return Err(ERR_CLUSTER.into()),
+        o => return Err(format!("unknown policy {o}")),
+    };
+    let error_code = c.get("error_code").and_then(Value::as_f64).unwrap_or(429.0);
+    Ok(RateLimiting {
+        limits,
+        limit_by,
+        policy,
+        fault_tolerant: b("fault_tolerant", true),
+        hide_client_headers: b("hide_client_headers", false),
+        error_code: if (100.0..1000.0).contains(&error_code) {
+            error_code as u16
+        } else {
+            500
+        },
+        error_message: s("error_message").unwrap_or_else(|| DEFAULT_ERROR_MESSAGE.into()),
+        plugin_id: String::new(),
+        scope: format!("{EMPTY_UUID}:{EMPTY_UUID}"),
+    })
+}
+
+/// One period's usage, as Kong's `get_usage` records it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    pub period: Period,
+    pub limit: f64,
+    pub remaining: f64,
+}
+
+/// Kong's header computation. `now` in seconds. Returns the headers and, when a limit
+/// is reached, the `Retry-After` value.
+pub fn headers(
+    usage: &[Usage],
+    now: u64,
+    hide: bool,
+) -> (Vec<(HeaderName, HeaderValue)>, Option<u64>) {
+    // Kong's `stop`: the last exhausted period in iteration order.
+    let stop = usage
+        .iter()
+        .rev()
+        .find(|u| u.remaining <= 0.0)
+        .map(|u| u.period);
+    let mut out = Vec::new();
+    if hide {
+        return (out, stop.map(|_| 0));
+    }
+    let mut best: Option<(f64, u64, f64, u64)> = None; // limit, window, remaining, reset
+    for u in usage {
+        let window = u.period.expiration();
+        let mut remaining = u.remaining;
+        if stop.is_none() || stop == Some(u.period) {
+            remaining -= 1.0;
+        }
+        let remaining = remaining.max(0.0);
+        let better = match best {
+            None => true,
+            Some((_, w, r, _)) => remaining < r || (remaining == r && window > w),
+        };
+        if better {
+            let elapsed = now - u.period.start(now);
+            let reset = window.saturating_sub(elapsed).max(1);
+            best = Some((u.limit, window, remaining, reset));
+        }
+        out.push((u.period.limit_header(), hv(&lua_number(u.limit))));
+        out.push((u.period.remaining_header(), hv(&lua_number(remaining))));
+    }
+    let (limit, _, remaining, reset) = best.unwrap_or_default();
+    out.push((RATELIMIT_LIMIT, hv(&lua_number(limit))));
+    out.push((RATELIMIT_REMAINING, hv(&lua_number(remaining))));
+    out.push((RATELIMIT_RESET, HeaderValue::from(reset)));
+    (out, stop.map(|_| reset))
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("0"))
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+impl RateLimiting {
+    /// Kong's `get_identifier`.
+    fn identifier(&self, cx: &RequestCx<'_>) -> String {
+        let id = match &self.limit_by {
+            LimitBy::Service => cx.service_id.map(str::to_owned),
+            LimitBy::Consumer => cx
+                .consumer()
+                .map(|c| c.id.to_string())
+                .or_else(|| cx.credential().map(|c| c.id.to_owned())),
+            LimitBy::Credential => cx.credential().map(|c| c.id.to_owned()),
+            LimitBy::Header(h) => cx.header(h).map(str::to_owned),
+            LimitBy::Path(p) => (cx.req.uri.path() == p).then(|| p.clone()),
+            LimitBy::Ip => None,
+        };
+        id.unwrap_or_else(|| cx.client_ip.to_string())
+    }
+
+    /// The windows of this request, keyed as Kong keys them
+    /// (`ratelimit:<route>:<service>:<identifier>:<window start ms>:<period>`); local keys
+    /// are prefixed with the plugin id.
+    fn windows(&self, identifier: &str, now: u64, local: bool) -> Vec<Window> {
+        self.limits
+            .iter()
+            .map(|(p, _)| {
+                let start_ms = p.start(now) * 1000;
+                let key = if local {
+                    format!("{}:{identifier}:{start_ms}:{}", self.plugin_id, p.name())
+                } else {
+                    format!(
+                        "ratelimit:{}:{identifier}:{start_ms}:{}",
+                        self.scope,
+                        p.name()
+                    )
+                };
+                Window {
+                    key,
+                    ttl: p.expiration(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Plugin for RateLimiting {
+    fn bind(&mut self, scope: &InstanceScope<'_>) {
+        self.plugin_id = scope.id.to_owned();
+        self.scope = format!(
+            "{}:{}",
+            scope.route.unwrap_or(EMPTY_UUID),
+            scope.service.unwrap_or(EMPTY_UUID)
+        );
+    }
+
+    fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
+        let now = cx.now();
+        let identifier = self.identifier(cx);
+        let limits: Vec<f64> = self.limits.iter().map(|(_, l)| *l).collect();
+        let used = match &self.policy {
+            Policy::Local => {
+                let windows = self.windows(&identifier, now, true);
+                let shard = format!("{}:{identifier}", self.plugin_id);
+                Ok(store::LOCAL.usage_and_increment(&shard, &windows, &limits, now))
+            }
+            Policy::Redis(pool) => pool.usage(self.windows(&identifier, now, false)),
+        };
+        let used = match used {
+            Ok(u) => u,
+            Err(e) if self.fault_tolerant => {
+                tracing::error!(plugin = NAME, "failed to get usage: {e}");
+                return Ok(Flow::Continue);
+            }
+            Err(e) => return Err(PluginError::new(format!("failed to get usage: {e}"))),
+        };
+        let usage: Vec<Usage> = self
+            .limits
+            .iter()
+            .zip(used)
+            .map(|((period, limit), u)| Usage {
+                period: *period,
+                limit: *limit,
+                remaining: limit - u as f64,
+            })
+            .collect();
+        let (hdrs, stop) = headers(&usage, now, self.hide_client_headers);
+        if let Some(retry) = stop {
+            let mut e = Exit::error(self.error_code, self.error_message.clone());
+            if !self.hide_client_headers {
+                e.headers = hdrs;
+                e.headers
+                    .push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
+            }
+            return Ok(Flow::Exit(e));
+        }
+        for (k, v) in hdrs {
+            cx.set_response_header(k, v);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+#[path = "rate_limiting_tests.rs"]
+mod tests;

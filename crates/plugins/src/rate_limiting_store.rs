@@ -1,0 +1,254 @@
+//! The counter stores of rate-limiting: `local` (in-process, outside the snapshot so
+//! counters survive configuration changes) and `redis` (a real Redis, shared by nodes).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+/// One window of one period: its counter key and how long the counter lives.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub key: String,
+    /// Kong's `EXPIRATION[period]`, seconds.
+    pub ttl: u64,
+}
+
+// ----------------------------------------------------------------------------------------
+// local
+
+const SHARDS: usize = 16;
+/// At most this many counters are kept per shard (Kong's shm is bounded too; past it the
+/// entries closest to expiry are evicted, as `shm:incr` with `forcible` does).
+const SHARD_CAP: usize = 65_536;
+
+#[derive(Default)]
+struct Shard {
+    /// key → (count, expires at, seconds since the epoch)
+    counters: HashMap<String, (u64, u64)>,
+}
+
+impl Shard {
+    fn sweep(&mut self, now: u64) {
+        self.counters.retain(|_, (_, exp)| *exp > now);
+        if self.counters.len() >= SHARD_CAP {
+            // Still full of live counters: drop the half that expires soonest.
+            let mut exps: Vec<u64> = self.counters.values().map(|(_, e)| *e).collect();
+            exps.sort_unstable();
+            let cut = exps[exps.len() / 2];
+            self.counters.retain(|_, (_, exp)| *exp > cut);
+        }
+    }
+}
+
+/// The process-wide counters of the `local` policy.
+pub struct LocalStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+pub static LOCAL: LazyLock<LocalStore> = LazyLock::new(LocalStore::new);
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalStore {
+    pub fn new() -> Self {
+        LocalStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    /// Reads the usage of every window and, when none is at its limit, counts this request
+    /// in all of them, atomically (one shard holds every window of a `shard_key`).
+    /// `limits[i]` is the limit of `windows[i]`. Returns the usages before this request.
+    pub fn usage_and_increment(
+        &self,
+        shard_key: &str,
+        windows: &[Window],
+        limits: &[f64],
+        now: u64,
+    ) -> Vec<u64> {
+        let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
+        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let usage: Vec<u64> = windows
+            .iter()
+            .map(|w| match s.counters.get(&w.key) {
+                Some((n, exp)) if *exp > now => *n,
+                _ => 0,
+            })
+            .collect();
+        let stop = usage.iter().zip(limits).any(|(u, l)| l - *u as f64 <= 0.0);
+        if !stop {
+            if s.counters.len() >= SHARD_CAP {
+                s.sweep(now);
+            }
+            for w in windows {
+                let e = s.counters.entry(w.key.clone()).or_insert((0, 0));
+                if e.1 <= now {
+                    *e = (0, now + w.ttl);
+                }
+                e.0 += 1;
+            }
+        }
+        usage
+    }
+
+    /// How many counters are kept.
+    pub fn counters(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().counters.len())
+            .sum()
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// redis
+
+/// Kong 3.9's `redis` record, as the plugin compiled it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RedisConf {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub database: i64,
+    pub timeout_ms: u64,
+    pub ssl: bool,
+    pub ssl_verify: bool,
+}
+
+impl RedisConf {
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        let addr = if self.ssl {
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: !self.ssl_verify,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let password = empty(&self.password);
+        redis::Client::open(redis::ConnectionInfo {
+            addr,
+            redis: redis::RedisConnectionInfo {
+                db: self.database,
+                // AUTH is sent only with a password (Kong's `is_present(password)`).
+                username: password.as_ref().and_then(|_| empty(&self.username)),
+                password,
+                protocol: redis::ProtocolVersion::RESP2,
+            },
+        })
+    }
+}
+
+/// The runtime the Redis connections live on: independent of the proxy's, so a
+/// connection outlives snapshots and request tasks.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("ratelimit-redis")
+        .enable_all()
+        .build()
+        .expect("the rate-limiting redis runtime starts")
+});
+
+/// One multiplexed, auto-reconnecting connection per distinct `redis` record, shared by
+/// every plugin instance (and snapshot) that uses it.
+pub struct RedisPool {
+    conf: RedisConf,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+}
+
+static POOLS: LazyLock<Mutex<HashMap<RedisConf, Arc<RedisPool>>>> = LazyLock::new(Default::default);
+
+/// The shared pool for a `redis` record.
+pub fn pool(conf: &RedisConf) -> Arc<RedisPool> {
+    let mut m = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(conf.clone())
+        .or_insert_with(|| {
+            Arc::new(RedisPool {
+                conf: conf.clone(),
+                conn: tokio::sync::Mutex::new(None),
+            })
+        })
+        .clone()
+}
+
+/// Kong's usage script: count this request and answer the count before it; the first
+/// increment of a window sets its expiry.
+const USAGE_SCRIPT: &str = r#"
+local cache_key, expiration = KEYS[1], ARGV[1]
+local result_incr = redis.call("incr", cache_key)
+if result_incr == 1 then
+  redis.call("expire", cache_key, expiration)
+end
+return result_incr - 1
+"#;
+
+impl RedisPool {
+    async fn connection(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let mut g = self.conn.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let t = Duration::from_millis(self.conf.timeout_ms);
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(t)
+            .set_response_timeout(t)
+            .set_number_of_retries(1);
+        let c = redis::aio::ConnectionManager::new_with_config(self.conf.client()?, cfg).await?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn usage_async(self: Arc<Self>, windows: Vec<Window>) -> redis::RedisResult<Vec<u64>> {
+        let mut c = self.connection().await?;
+        let mut p = redis::pipe();
+        for w in &windows {
+            p.cmd("EVAL")
+                .arg(USAGE_SCRIPT)
+                .arg(1)
+                .arg(&w.key)
+                .arg(w.ttl);
+        }
+        let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
+        Ok(v.into_iter()
+            .map(|n| n.unwrap_or(0).max(0) as u64)
+            .collect())
+    }
+
+    /// Counts this request in every window and answers the usages before it, waiting at
+    /// most the configured timeout (the request's thread is handed back to the proxy's
+    /// runtime meanwhile).
+    pub fn usage(self: &Arc<Self>, windows: Vec<Window>) -> Result<Vec<u64>, String> {
+        let t = Duration::from_millis(self.conf.timeout_ms);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let me = self.clone();
+        RUNTIME.spawn(async move {
+            let r = match tokio::time::timeout(t, me.usage_async(windows)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("timeout".to_owned()),
+            };
+            let _ = tx.send(r);
+        });
+        let wait = || {
+            rx.recv_timeout(t + Duration::from_millis(50))
+                .unwrap_or_else(|_| Err("timeout".to_owned()))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+}
