@@ -132,3 +132,16 @@ pub async fn ok(g: &Gateway, path: &str, body: Value) -> Value {
     assert!(s.is_success(), "POST {path} {body}: {s} {v}");
     v
 }
+
+/// A service on the echo upstream with one route per `(name, path)`.
+pub async fn routes(g: &Gateway, up: &str, names: &[(&str, &str)]) {
+    ok(g, "/services", json!({"name": "s", "url": up})).await;
+    for (name, path) in names {
+        ok(
+            g,
+            "/services/s/routes",
+            json!({"name": name, "paths": [path]}),
+        )
+        .await;
+    }
+}

@@ -2,7 +2,7 @@
 //! scoping precedence as a client sees it; anonymous consumers; consumer headers
 //! upstream; credentials taking effect without a restart; schemas and bad configs.
 
-use crate::plugin_support::{echo, get, ok, send, until, Resp};
+use crate::plugin_support::{echo, get, ok, routes, send, until, Resp};
 use crate::support::Gateway;
 use reqwest::Method;
 use serde_json::json;
@@ -40,13 +40,7 @@ fn basic(user_pw: &str) -> String {
 async fn key_auth_end_to_end() {
     let up = echo().await;
     let g = Gateway::start().await;
-    ok(&g, "/services", json!({"name": "s", "url": up})).await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "r", "paths": ["/ka"]}),
-    )
-    .await;
+    routes(&g, &up, &[("r", "/ka")]).await;
     let alice = ok(
         &g,
         "/consumers",
@@ -196,19 +190,7 @@ async fn key_auth_end_to_end() {
 async fn basic_auth_and_acl() {
     let up = echo().await;
     let g = Gateway::start().await;
-    ok(&g, "/services", json!({"name": "s", "url": up})).await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "r", "paths": ["/ba"]}),
-    )
-    .await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "d", "paths": ["/deny"]}),
-    )
-    .await;
+    routes(&g, &up, &[("r", "/ba"), ("d", "/deny")]).await;
     let alice = ok(&g, "/consumers", json!({"username": "alice"})).await;
     ok(&g, "/consumers", json!({"username": "bob"})).await;
     ok(&g, "/consumers", json!({"username": "carol"})).await;

@@ -2,24 +2,11 @@
 //! proxies), request-size-limiting, bot-detection, cors, jwt and hmac-auth through the
 //! real binary, with credentials created through the Admin API.
 
-use crate::plugin_support::{echo, get, ok, send, until};
+use crate::plugin_support::{echo, get, ok, routes, send, until};
 use crate::support::Gateway;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// A service on the echo upstream with one route per `(name, path)`.
-async fn routes(g: &Gateway, up: &str, names: &[(&str, &str)]) {
-    ok(g, "/services", json!({"name": "s", "url": up})).await;
-    for (name, path) in names {
-        ok(
-            g,
-            "/services/s/routes",
-            json!({"name": name, "paths": [path]}),
-        )
-        .await;
-    }
-}
 
 fn b64(data: &[u8], url: bool) -> String {
     let a: &[u8] = if url {

@@ -3,7 +3,7 @@
 //! and the redis policy against a real redis-server (shared by two gateways,
 //! fault_tolerant when Redis is down).
 
-use crate::plugin_support::{echo, get, ok, until, Resp};
+use crate::plugin_support::{echo, get, ok, routes, until, Resp};
 use crate::support::{free_port, Gateway};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
@@ -52,19 +52,7 @@ fn assert_kong_429(r: &Resp, msg: &str) {
 async fn local_policy_minute_second_headers_and_429() {
     let up = echo().await;
     let g = Gateway::start().await;
-    ok(&g, "/services", json!({"name": "s", "url": up})).await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "m", "paths": ["/m"]}),
-    )
-    .await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "sec", "paths": ["/sec"]}),
-    )
-    .await;
+    routes(&g, &up, &[("m", "/m"), ("sec", "/sec")]).await;
     let (s, v) = g
         .post(
             "/routes/m/plugins",
@@ -144,23 +132,10 @@ async fn local_policy_minute_second_headers_and_429() {
 async fn local_policy_consumer_vs_ip_hide_headers_and_config_changes() {
     let up = echo().await;
     let g = Gateway::start().await;
-    ok(&g, "/services", json!({"name": "s", "url": up})).await;
-    ok(
+    routes(
         &g,
-        "/services/s/routes",
-        json!({"name": "auth", "paths": ["/auth"]}),
-    )
-    .await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "open", "paths": ["/open"]}),
-    )
-    .await;
-    ok(
-        &g,
-        "/services/s/routes",
-        json!({"name": "hide", "paths": ["/hide"]}),
+        &up,
+        &[("auth", "/auth"), ("open", "/open"), ("hide", "/hide")],
     )
     .await;
     ok(&g, "/consumers", json!({"username": "alice"})).await;
