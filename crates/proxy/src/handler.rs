@@ -721,9 +721,7 @@ async fn proxy(
         inner: body,
         left: if max > 0 { max } else { u64::MAX },
         flags: flags.clone(),
-        timeout: settings.client_body_timeout,
-        sleep: None,
-        waiting: false,
+        idle: IdleTimer::new(settings.client_body_timeout),
     });
     // request_buffering (nginx `proxy_request_buffering`): read the whole
     // body before choosing an upstream, so that it can be sent again on a
@@ -1190,13 +1188,52 @@ struct LimitedBody {
     inner: Incoming,
     left: u64,
     flags: Arc<BodyFlags>,
+    /// Time spent while the upstream is not taking data (we do not poll)
+    /// does not count.
+    idle: IdleTimer,
+}
+
+/// A timeout between two reads of a body, started only when a read has to
+/// wait: a body already in the socket buffer costs no timer (nor its
+/// allocation).
+struct IdleTimer {
     timeout: Duration,
-    /// Created only once the client makes us wait, so a body that is already
-    /// in the socket buffer costs no timer.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The last poll found no data: the timer runs. Time spent while the
-    /// upstream is not taking data (we do not poll) does not count.
+    /// The last poll found no data: the timer runs.
     waiting: bool,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        IdleTimer {
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// A read made progress: the next wait starts a fresh timeout.
+    fn progress(&mut self) {
+        self.waiting = false;
+    }
+
+    /// A read is waiting: `Ready` once it has waited `timeout`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let fresh = !std::mem::replace(&mut self.waiting, true);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if fresh {
+                    s.as_mut().reset(deadline);
+                }
+                s
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        sleep.as_mut().poll(cx)
+    }
 }
 
 impl hyper::body::Body for LimitedBody {
@@ -1208,7 +1245,7 @@ impl hyper::body::Body for LimitedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if r.is_ready() {
-            self.waiting = false;
+            self.idle.progress();
         }
         match r {
             Poll::Ready(Some(Ok(f))) => {
@@ -1227,26 +1264,13 @@ impl hyper::body::Body for LimitedBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let fresh = !std::mem::replace(&mut self.waiting, true);
-                let sleep = match &mut self.sleep {
-                    Some(s) => {
-                        if fresh {
-                            s.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        }
-                        s
-                    }
-                    None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
-                };
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        self.flags.timed_out.store(true, Ordering::Relaxed);
-                        Poll::Ready(Some(Err("client body timed out".into())))
-                    }
-                    Poll::Pending => Poll::Pending,
+            Poll::Pending => match self.idle.poll_expired(cx) {
+                Poll::Ready(()) => {
+                    self.flags.timed_out.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err("client body timed out".into())))
                 }
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
     fn is_end_stream(&self) -> bool {
@@ -1494,21 +1518,14 @@ impl hyper::body::Body for BufferedBody {
 /// two reads (like nginx's `proxy_read_timeout`).
 pub struct ReadTimeoutBody {
     inner: PooledBody,
-    timeout: Duration,
-    /// Created only once the upstream makes us wait, so a response that is
-    /// already in the socket buffer costs no timer (nor its allocation).
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The last poll found no data: the timer runs.
-    waiting: bool,
+    idle: IdleTimer,
 }
 
 impl ReadTimeoutBody {
     fn new(inner: PooledBody, timeout: Duration) -> Self {
         ReadTimeoutBody {
             inner,
-            timeout,
-            sleep: None,
-            waiting: false,
+            idle: IdleTimer::new(timeout),
         }
     }
 }
@@ -1522,26 +1539,13 @@ impl hyper::body::Body for ReadTimeoutBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                self.waiting = false;
+                self.idle.progress();
                 Poll::Ready(r.map(|x| x.map_err(|e| Box::new(e) as BoxError)))
             }
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let fresh = !std::mem::replace(&mut self.waiting, true);
-                let sleep = match &mut self.sleep {
-                    Some(s) => {
-                        if fresh {
-                            s.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        }
-                        s
-                    }
-                    None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
-                };
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => match self.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
     fn is_end_stream(&self) -> bool {
