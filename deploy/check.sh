@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Static checks of the deployment kit (no container engine, no AWS account, no network
+# beyond PyPI on the first run):
+#   1. every .tf file parses (python-hcl2);
+#   2. checkov passes on deploy/terraform, with the justified skips in .checkov.yaml;
+#   3. `terraform fmt -check -recursive`, when a terraform binary is installed;
+#   4. hadolint and Tollgate's own rules (deploy/checks/docker_rules.py) pass on the
+#      Dockerfile and the compose file, and checkov passes on the Dockerfile;
+#   5. the rules' own tests (deploy/tests): deliberately broken copies must fail.
+# The tools live in a venv under ~/.cache/tollgate, rebuilt only when requirements.txt changes.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+
+venv="${TOLLGATE_DEPLOY_VENV:-$HOME/.cache/tollgate/deploy-venv}"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "deploy: installing the check tools into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
+  echo "$want" >"$stamp"
+fi
+py="$venv/bin/python"
+export PATH="$venv/bin:$PATH"
+
+step() { printf -- '--> deploy: %s\n' "$*"; }
+
+step "parse every .tf file"
+"$py" checks/parse_tf.py terraform
+
+step "checkov (terraform)"
+# checkov prints every failed check; --quiet hides the passed ones. A parse error is only a
+# counter in checkov's summary, which is why parse_tf.py runs first.
+checkov --quiet --compact --skip-download --framework terraform \
+  --config-file terraform/.checkov.yaml --directory terraform
+
+step "terraform fmt"
+if command -v terraform >/dev/null; then
+  # TF_CLI_CONFIG_FILE=/dev/null: fmt needs no CLI configuration (and warns when a missing one is named).
+  TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive -diff terraform
+else
+  echo "terraform not installed: fmt check skipped"
+fi
+
+step "hadolint"
+hadolint --config docker/.hadolint.yaml docker/Dockerfile
+
+step "checkov (dockerfile)"
+checkov --quiet --compact --skip-download --framework dockerfile \
+  --config-file docker/.checkov.yaml --file docker/Dockerfile
+
+step "Dockerfile and compose rules"
+"$py" checks/docker_rules.py docker/Dockerfile docker/compose.yml
+
+step "the checks catch broken files"
+"$py" -m unittest discover -s tests -p "test_*.py"
+
+echo "deploy: all checks passed"
