@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deployment kit (no container engine, no AWS account, no network
 # beyond PyPI on the first run):
-#   1. every .tf file parses (python-hcl2);
+#   1. every .tf file parses (python-hcl2) and its references resolve (module arguments and
+#      outputs, variables, locals, resources: deploy/checks/tf_refs.py);
 #   2. checkov passes on deploy/terraform, with the justified skips in .checkov.yaml;
 #   3. `terraform fmt -check -recursive`, when a terraform binary is installed;
 #   4. hadolint and Tollgate's own rules (deploy/checks/docker_rules.py) pass on the
@@ -29,6 +30,9 @@ step() { printf -- '--> deploy: %s\n' "$*"; }
 
 step "parse every .tf file"
 "$py" checks/parse_tf.py terraform
+
+step "Terraform references"
+"$py" checks/tf_refs.py terraform
 
 step "checkov (terraform)"
 # checkov prints every failed check; --quiet hides the passed ones. A parse error is only a

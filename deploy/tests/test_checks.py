@@ -19,6 +19,7 @@ sys.path.insert(0, str(DEPLOY / "checks"))
 
 import docker_rules  # noqa: E402
 import parse_tf  # noqa: E402
+import tf_refs  # noqa: E402
 
 DOCKERFILE = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE = (DEPLOY / "docker" / "compose.yml").read_text(encoding="utf-8")
@@ -184,6 +185,31 @@ class TerraformChecks(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             with self.assertRaises(SystemExit):
                 parse_tf.parse_all([d])
+
+    def assertRefFails(self, path, old, new, rule):
+        with tempfile.TemporaryDirectory() as d:
+            root = self.copy_tree(d)
+            self.assertEqual(tf_refs.check(root), [])
+            f = root / path
+            f.write_text(replaced(f.read_text(), old, new))
+            problems = tf_refs.check(root)
+            self.assertTrue(any(p.startswith(rule) for p in problems), f"expected {rule}, got {problems}")
+
+    def test_module_argument_not_declared(self):
+        self.assertRefFails("environments/example/main.tf", "  retention_in_days = var.log_retention_days",
+                            "  retention_days = var.log_retention_days", "R1")
+
+    def test_required_module_variable_missing(self):
+        self.assertRefFails("environments/example/main.tf", "  image              = var.image\n", "", "R1")
+
+    def test_unknown_module_output(self):
+        self.assertRefFails("environments/example/main.tf", "module.alb.target_group_arn", "module.alb.target_group", "R2")
+
+    def test_undeclared_variable(self):
+        self.assertRefFails("modules/gateway/main.tf", "var.log_group_arn", "var.log_group", "R3")
+
+    def test_unknown_resource(self):
+        self.assertRefFails("modules/gateway/main.tf", "aws_security_group.task.id", "aws_security_group.tasks.id", "R4")
 
     def test_checkov_catches_a_log_group_without_retention_or_key(self):
         with tempfile.TemporaryDirectory() as d:
