@@ -18,6 +18,16 @@ stamp="$venv/.requirements.sha256"
 want="$(sha256sum requirements.txt | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "deploy: installing the check tools into $venv"
+  # Debian splits venv/ensurepip out of python3; as root on a fresh machine it is installed here.
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "deploy/check.sh needs Python's venv module: apt-get install python3-venv as root" >&2
+      exit 1
+    fi
+  fi
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
