@@ -172,6 +172,7 @@ module "gateway" {
   log_group_name          = module.logs.name
   log_group_arn           = module.logs.arn
   namespace_id            = module.cluster.namespace_id
+  manage_service          = var.rollouts == "terraform"
   run_migrations_on_apply = var.run_migrations_on_apply
   datastore_ready         = local.use_cassandra ? module.cassandra[0].ready : ""
 }

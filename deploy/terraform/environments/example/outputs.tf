@@ -19,8 +19,24 @@ output "cluster_name" {
 }
 
 output "service_name" {
-  description = "The gateway's ECS service."
+  description = "The gateway's ECS service (null with rollouts = tollgate-ecs)."
   value       = module.gateway.service_name
+}
+
+output "tollgate_ecs" {
+  description = "What a tollgate-ecs deployment file needs when it owns the service (rollouts = tollgate-ecs)."
+  value = {
+    region                 = var.region
+    cluster                = module.cluster.cluster_name
+    task_family            = module.gateway.task_definition_family
+    execution_role_arn     = module.gateway.execution_role_arn
+    subnets                = module.network.private_subnet_ids
+    security_groups        = [module.gateway.security_group_id]
+    target_group_arn       = module.alb.target_group_arn
+    discovery_service_arn  = module.gateway.discovery_service_arn
+    log_group              = module.logs.name
+    migrations_task_family = module.gateway.migrations_task_family
+  }
 }
 
 output "migrations_task_definition_arn" {

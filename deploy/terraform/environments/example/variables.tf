@@ -185,8 +185,18 @@ variable "deletion_protection" {
   default     = true
 }
 
+variable "rollouts" {
+  description = "Who owns the gateway's ECS service and rolls new versions: terraform (image variable + apply) or tollgate-ecs (deploy/ecs; Terraform then keeps only the infrastructure around the service)."
+  type        = string
+  default     = "terraform"
+  validation {
+    condition     = contains(["terraform", "tollgate-ecs"], var.rollouts)
+    error_message = "rollouts must be terraform or tollgate-ecs."
+  }
+}
+
 variable "run_migrations_on_apply" {
-  description = "terraform apply runs the migrations task (AWS CLI needed) before the gateway rolls; false when tollgate-ecs deploys."
+  description = "With rollouts = terraform, apply runs the migrations task (AWS CLI needed where Terraform runs) before the gateway rolls."
   type        = bool
   default     = true
 }

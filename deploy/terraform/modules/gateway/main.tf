@@ -262,15 +262,15 @@ resource "aws_ecs_task_definition" "migrations" {
 
 # Runs the migrations task and fails the apply unless every container exited 0 — before the
 # service below rolls. It re-runs only when the migrations task definition changes (a new
-# image or new settings), never on every apply. Deployments through tollgate-ecs run the
-# same task themselves; set run_migrations_on_apply = false there.
+# image or new settings), never on every apply. With manage_service = false, tollgate-ecs
+# runs this task itself before each rollout.
 # Whatever the datastore module reports as ready (e.g. the Cassandra services) comes first.
 resource "terraform_data" "datastore" {
   input = var.datastore_ready
 }
 
 resource "terraform_data" "migrations" {
-  count            = var.run_migrations_on_apply ? 1 : 0
+  count            = var.manage_service && var.run_migrations_on_apply ? 1 : 0
   triggers_replace = [aws_ecs_task_definition.migrations.arn]
   depends_on       = [terraform_data.datastore]
 
@@ -317,7 +317,12 @@ resource "terraform_data" "listener" {
   input = var.listener_arn
 }
 
+# With manage_service = false the service (and its rollouts) belong to tollgate-ecs, which
+# reads this module's outputs; Terraform then keeps only the infrastructure around it. Never
+# let both change the service's task definition: each would undo the other's rollouts.
 resource "aws_ecs_service" "gateway" {
+  count = var.manage_service ? 1 : 0
+
   name                               = "gateway"
   cluster                            = var.cluster_arn
   task_definition                    = aws_ecs_task_definition.gateway.arn
@@ -372,8 +377,10 @@ resource "aws_ecs_service" "gateway" {
 # ------------------------------------------------------------------------ autoscaling
 
 resource "aws_appautoscaling_target" "gateway" {
+  count = var.manage_service ? 1 : 0
+
   service_namespace  = "ecs"
-  resource_id        = "service/${var.cluster_name}/${aws_ecs_service.gateway.name}"
+  resource_id        = "service/${var.cluster_name}/${aws_ecs_service.gateway[0].name}"
   scalable_dimension = "ecs:service:DesiredCount"
   min_capacity       = var.min_count
   max_capacity       = var.max_count
@@ -381,10 +388,12 @@ resource "aws_appautoscaling_target" "gateway" {
 }
 
 resource "aws_appautoscaling_policy" "cpu" {
+  count = var.manage_service ? 1 : 0
+
   name               = "${var.name}-gateway-cpu"
-  service_namespace  = aws_appautoscaling_target.gateway.service_namespace
-  resource_id        = aws_appautoscaling_target.gateway.resource_id
-  scalable_dimension = aws_appautoscaling_target.gateway.scalable_dimension
+  service_namespace  = aws_appautoscaling_target.gateway[0].service_namespace
+  resource_id        = aws_appautoscaling_target.gateway[0].resource_id
+  scalable_dimension = aws_appautoscaling_target.gateway[0].scalable_dimension
   policy_type        = "TargetTrackingScaling"
 
   target_tracking_scaling_policy_configuration {

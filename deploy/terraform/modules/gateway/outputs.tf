@@ -1,6 +1,6 @@
 output "service_name" {
-  description = "The ECS service's name."
-  value       = aws_ecs_service.gateway.name
+  description = "The ECS service's name (null when tollgate-ecs owns the service)."
+  value       = var.manage_service ? aws_ecs_service.gateway[0].name : null
 }
 
 output "task_definition_arn" {
@@ -26,4 +26,14 @@ output "execution_role_arn" {
 output "discovery_service_arn" {
   description = "The Cloud Map service the tasks register in."
   value       = aws_service_discovery_service.gateway.arn
+}
+
+output "task_definition_family" {
+  description = "Family of the gateway task definition (tollgate-ecs registers its revisions in it)."
+  value       = aws_ecs_task_definition.gateway.family
+}
+
+output "migrations_task_family" {
+  description = "Family of the migrations task definition."
+  value       = aws_ecs_task_definition.migrations.family
 }

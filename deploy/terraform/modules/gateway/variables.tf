@@ -207,6 +207,12 @@ variable "stop_timeout" {
   default     = 30
 }
 
+variable "manage_service" {
+  description = "Terraform creates and rolls the ECS service. false: only the infrastructure around it (task definitions, roles, security group, discovery); tollgate-ecs owns the service and its rollouts."
+  type        = bool
+  default     = true
+}
+
 variable "run_migrations_on_apply" {
   description = "Run the migrations task from terraform apply (needs the AWS CLI where Terraform runs) before the service rolls."
   type        = bool
