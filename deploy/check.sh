@@ -3,7 +3,9 @@
 # beyond PyPI on the first run):
 #   1. every .tf file parses (python-hcl2) and its references resolve (module arguments and
 #      outputs, variables, locals, resources: deploy/checks/tf_refs.py);
-#   2. checkov passes on deploy/terraform, with the justified skips in .checkov.yaml;
+#   2. Tollgate's own Terraform rules (deploy/checks/tf_rules.py: ALB health check on
+#      /status/ready of the status listener, HTTPS listeners, Admin API never open to the
+#      internet), then checkov with the justified skips (see terraform/.checkov.yaml);
 #   3. `terraform fmt -check -recursive`, when a terraform binary is installed;
 #   4. hadolint and Tollgate's own rules (deploy/checks/docker_rules.py) pass on the
 #      Dockerfile and the compose file, and checkov passes on the Dockerfile;
@@ -43,6 +45,9 @@ step "parse every .tf file"
 
 step "Terraform references"
 "$py" checks/tf_refs.py terraform
+
+step "Tollgate's Terraform rules"
+"$py" checks/tf_rules.py terraform
 
 step "checkov (terraform)"
 # checkov prints every failed check; --quiet hides the passed ones. A parse error is only a

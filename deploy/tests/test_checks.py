@@ -20,6 +20,7 @@ sys.path.insert(0, str(DEPLOY / "checks"))
 import docker_rules  # noqa: E402
 import parse_tf  # noqa: E402
 import tf_refs  # noqa: E402
+import tf_rules  # noqa: E402
 
 DOCKERFILE = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE = (DEPLOY / "docker" / "compose.yml").read_text(encoding="utf-8")
@@ -210,6 +211,30 @@ class TerraformChecks(unittest.TestCase):
 
     def test_unknown_resource(self):
         self.assertRefFails("modules/gateway/main.tf", "aws_security_group.task.id", "aws_security_group.tasks.id", "R4")
+
+    def assertRuleFails(self, path, old, new, rule):
+        with tempfile.TemporaryDirectory() as d:
+            root = self.copy_tree(d)
+            self.assertEqual(tf_rules.check(root), [])
+            f = root / path
+            f.write_text(replaced(f.read_text(), old, new))
+            problems = tf_rules.check(root)
+            self.assertTrue(any(p.startswith(rule) for p in problems), f"expected {rule}, got {problems}")
+
+    def test_health_check_on_the_admin_api(self):
+        self.assertRuleFails("modules/alb/main.tf", "port                = tostring(var.health_check_port)",
+                             'port                = "8001"', "L1")
+        self.assertRuleFails("modules/alb/variables.tf", "  default     = 8007", "  default     = 8001", "L1")
+
+    def test_health_check_path(self):
+        self.assertRuleFails("modules/alb/main.tf", '"/status/ready"', '"/"', "L1")
+
+    def test_plain_http_listener(self):
+        self.assertRuleFails("modules/alb/main.tf", 'protocol          = "HTTPS"', 'protocol          = "HTTP"', "L2")
+
+    def test_admin_api_open_to_the_internet(self):
+        self.assertRuleFails("modules/gateway/main.tf", "  cidr_ipv4         = each.value\n}\n\nresource \"aws_vpc_security_group_ingress_rule\" \"internal_proxy\"",
+                             "  cidr_ipv4         = \"0.0.0.0/0\"\n}\n\nresource \"aws_vpc_security_group_ingress_rule\" \"internal_proxy\"", "L3")
 
     def test_checkov_catches_a_log_group_without_retention_or_key(self):
         with tempfile.TemporaryDirectory() as d:

@@ -111,7 +111,7 @@ resource "aws_s3_bucket" "logs" {
   #checkov:skip=CKV2_AWS_62:nothing consumes events of access-log objects
   #checkov:skip=CKV_AWS_144:access logs are diagnostics with a 90-day expiry; a replica region is not worth its cost here
   #checkov:skip=CKV_AWS_145:ALB access-log delivery supports SSE-S3 only, not SSE-KMS (AWS ELB user guide)
-  bucket_prefix = "${substr(var.name, 0, 30)}-alb-logs-"
+  bucket_prefix = "${substr(var.name, 0, 26)}-alb-logs-" # at most 37 characters
   force_destroy = false
   tags          = var.tags
 }

@@ -114,6 +114,10 @@ variable "listener_arn" {
 variable "admin_cidrs" {
   description = "Networks inside the VPC allowed to reach the Admin API (e.g. the VPC CIDR or an operations subnet)."
   type        = list(string)
+  validation {
+    condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0)) && tonumber(split("/", c)[1]) >= 8])
+    error_message = "admin_cidrs must be private networks inside the VPC (valid CIDRs, never 0.0.0.0/0 or another /0-/7 range)."
+  }
 }
 
 variable "admin_auth" {
