@@ -68,15 +68,21 @@ resource "aws_lb_target_group" "proxy" {
   deregistration_delay = var.deregistration_delay
   tags                 = var.tags
 
+  # /status/ready answers 503 while a node drains and while the database is unreachable (as
+  # Kong's does). ECS replaces tasks the ALB finds unhealthy, so the unhealthy window
+  # (interval x unhealthy_threshold) must outlast an RDS Multi-AZ failover: otherwise a
+  # failover would make ECS recycle every gateway task at once. A crashed process is caught
+  # sooner anyway (essential container exit, `tollgate health`), and draining tasks are
+  # deregistered before SIGTERM.
   health_check {
     protocol            = "HTTP"
     port                = tostring(var.health_check_port)
     path                = "/status/ready"
     matcher             = "200"
-    interval            = 10
+    interval            = var.health_check_interval
     timeout             = 5
     healthy_threshold   = 2
-    unhealthy_threshold = 3
+    unhealthy_threshold = var.health_check_unhealthy_threshold
   }
 
   lifecycle {

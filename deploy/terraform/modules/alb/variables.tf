@@ -41,6 +41,18 @@ variable "health_check_port" {
   default     = 8007
 }
 
+variable "health_check_interval" {
+  description = "Seconds between health checks of a target."
+  type        = number
+  default     = 15
+}
+
+variable "health_check_unhealthy_threshold" {
+  description = "Failed checks before a target is unhealthy; interval x threshold (150 s by default) should outlast a database failover."
+  type        = number
+  default     = 10
+}
+
 variable "ssl_policy" {
   description = "TLS policy of the HTTPS listener."
   type        = string
