@@ -27,12 +27,13 @@ locals {
     TOLLGATE_PG_SSL      = "on" # the server refuses plain connections (rds.force_ssl)
   } : {}
   cassandra_environment = local.use_cassandra ? {
-    TOLLGATE_DATABASE                   = "cassandra"
-    TOLLGATE_CASSANDRA_CONTACT_POINTS   = join(",", module.cassandra[0].contact_points)
-    TOLLGATE_CASSANDRA_REPL_STRATEGY    = "NetworkTopologyStrategy"
-    TOLLGATE_CASSANDRA_DATA_CENTERS     = "${module.cassandra[0].datacenter}:3"
-    TOLLGATE_CASSANDRA_LOCAL_DATACENTER = module.cassandra[0].datacenter
-    TOLLGATE_CASSANDRA_CONSISTENCY      = "LOCAL_QUORUM"
+    TOLLGATE_DATABASE                    = "cassandra"
+    TOLLGATE_CASSANDRA_CONTACT_POINTS    = join(",", module.cassandra[0].contact_points)
+    TOLLGATE_CASSANDRA_REPL_STRATEGY     = "NetworkTopologyStrategy"
+    TOLLGATE_CASSANDRA_DATA_CENTERS      = "${module.cassandra[0].datacenter}:3"
+    TOLLGATE_CASSANDRA_LOCAL_DATACENTER  = module.cassandra[0].datacenter
+    TOLLGATE_CASSANDRA_WRITE_CONSISTENCY = "LOCAL_QUORUM"
+    TOLLGATE_CASSANDRA_READ_CONSISTENCY  = "LOCAL_QUORUM"
   } : {}
 }
 
