@@ -9,7 +9,8 @@
 #   3. `terraform fmt -check -recursive`, when a terraform binary is installed;
 #   4. hadolint and Tollgate's own rules (deploy/checks/docker_rules.py) pass on the
 #      Dockerfile and the compose file, and checkov passes on the Dockerfile;
-#   5. the rules' own tests (deploy/tests): deliberately broken copies must fail.
+#   5. every TOLLGATE_* setting in these files passes `tollgate check` (when a binary is built);
+#   6. the rules' own tests (deploy/tests): deliberately broken copies must fail.
 # The tools live in a venv under ~/.cache/tollgate, rebuilt only when requirements.txt changes.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -72,6 +73,17 @@ checkov --quiet --compact --skip-download --framework dockerfile \
 
 step "Dockerfile and compose rules"
 "$py" checks/docker_rules.py docker/Dockerfile docker/compose.yml
+
+# The real binary judges every TOLLGATE_* setting the kit passes (unknown, deprecated or
+# invalid keys fail). scripts/test has built it by now; elsewhere set TOLLGATE_BIN.
+bin="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$here/../target}/debug/tollgate}"
+step "environment settings against $bin"
+if [ -x "$bin" ]; then
+  export TOLLGATE_BIN="$bin"
+  "$py" checks/env_keys.py "$bin" docker/Dockerfile docker/compose.yml terraform
+else
+  echo "NOT RUN: no tollgate binary at $bin (cargo build --bin tollgate, or set TOLLGATE_BIN)"
+fi
 
 step "the checks catch broken files"
 "$py" -m unittest discover -s tests -p "test_*.py"

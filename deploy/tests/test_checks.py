@@ -6,6 +6,7 @@ venv on PATH:  python -m unittest discover -s deploy/tests
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ DEPLOY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(DEPLOY / "checks"))
 
 import docker_rules  # noqa: E402
+import env_keys  # noqa: E402
 import parse_tf  # noqa: E402
 import tf_refs  # noqa: E402
 import tf_rules  # noqa: E402
@@ -252,6 +254,47 @@ class TerraformChecks(unittest.TestCase):
             self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
             self.assertIn("CKV_AWS_338", r.stdout)  # retention under a year
             self.assertIn("CKV_AWS_158", r.stdout)  # not KMS-encrypted
+
+
+@unittest.skipUnless(os.environ.get("TOLLGATE_BIN"), "needs a tollgate binary (TOLLGATE_BIN)")
+class EnvironmentSettings(unittest.TestCase):
+    """The real binary rejects what the kit must never pass."""
+
+    def check(self, env):
+        return env_keys.run_check(os.environ["TOLLGATE_BIN"], env)
+
+    def test_real_settings_pass(self):
+        image = env_keys.dockerfile_env(DOCKERFILE)
+        sets = {"image": image, **env_keys.compose_envs(COMPOSE, image)}
+        sets.update(env_keys.terraform_envs(DEPLOY / "terraform"))
+        for name, env in sets.items():
+            code, output = self.check(env)
+            self.assertEqual(code, 0, f"{name}: {output}")
+            self.assertNotIn("warn", output.lower(), f"{name}: {output}")
+
+    def test_typo_in_compose_key(self):
+        text = replaced(COMPOSE, "TOLLGATE_PG_DATABASE:", "TOLLGATE_PG_DATABSE:")
+        env = env_keys.compose_envs(text, env_keys.dockerfile_env(DOCKERFILE))["compose service tollgate-1"]
+        code, output = self.check(env)
+        self.assertIn("warn", output.lower())
+        self.assertIn("TOLLGATE_PG_DATABSE", output)
+
+    def test_deprecated_key_in_terraform(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d) / "terraform"
+            shutil.copytree(DEPLOY / "terraform", root)
+            main = root / "environments" / "example" / "main.tf"
+            main.write_text(replaced(main.read_text(), "TOLLGATE_CASSANDRA_READ_CONSISTENCY ", "TOLLGATE_CASSANDRA_CONSISTENCY "))
+            env = env_keys.terraform_envs(root)["terraform, database = cassandra"]
+            code, output = self.check(env)
+            self.assertIn("warn", output.lower())
+            self.assertIn("deprecated", output)
+
+    def test_invalid_value(self):
+        env = dict(env_keys.dockerfile_env(DOCKERFILE), TOLLGATE_STATUS_LISTEN="0.0.0.0:notaport")
+        code, output = self.check(env)
+        self.assertNotEqual(code, 0)
+        self.assertIn("status_listen", output)
 
 
 if __name__ == "__main__":
