@@ -235,8 +235,8 @@ class TerraformChecks(unittest.TestCase):
         self.assertRuleFails("modules/alb/main.tf", 'protocol          = "HTTPS"', 'protocol          = "HTTP"', "L2")
 
     def test_admin_api_open_to_the_internet(self):
-        self.assertRuleFails("modules/gateway/main.tf", "  cidr_ipv4         = each.value\n}\n\nresource \"aws_vpc_security_group_ingress_rule\" \"internal_proxy\"",
-                             "  cidr_ipv4         = \"0.0.0.0/0\"\n}\n\nresource \"aws_vpc_security_group_ingress_rule\" \"internal_proxy\"", "L3")
+        self.assertRuleFails("modules/gateway/main.tf", "  cidr_ipv4         = each.value\n\n  lifecycle {\n    # Inside the VPC",
+                             "  cidr_ipv4         = \"0.0.0.0/0\"\n\n  lifecycle {\n    # Inside the VPC", "L3")
 
     def test_checkov_catches_a_log_group_without_retention_or_key(self):
         with tempfile.TemporaryDirectory() as d:

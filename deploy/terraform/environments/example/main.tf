@@ -156,6 +156,7 @@ module "gateway" {
   max_count     = var.gateway_max_count
 
   vpc_id                = module.network.vpc_id
+  vpc_cidr              = module.network.vpc_cidr
   subnet_ids            = module.network.private_subnet_ids
   alb_security_group_id = module.alb.security_group_id
   target_group_arn      = module.alb.target_group_arn

@@ -155,6 +155,17 @@ resource "aws_vpc_security_group_ingress_rule" "admin" {
   from_port         = var.admin_port
   to_port           = var.admin_port
   cidr_ipv4         = each.value
+
+  lifecycle {
+    # Inside the VPC: at least as long a prefix, and the same network under the VPC's mask.
+    precondition {
+      condition = (
+        tonumber(split("/", each.value)[1]) >= tonumber(split("/", var.vpc_cidr)[1]) &&
+        cidrhost("${cidrhost(each.value, 0)}/${split("/", var.vpc_cidr)[1]}", 0) == cidrhost(var.vpc_cidr, 0)
+      )
+      error_message = "admin_cidrs entry ${each.value} is not inside the VPC (${var.vpc_cidr}): the Admin API is reachable from inside the VPC only."
+    }
+  }
 }
 
 resource "aws_vpc_security_group_ingress_rule" "internal_proxy" {

@@ -91,6 +91,11 @@ variable "vpc_id" {
   type        = string
 }
 
+variable "vpc_cidr" {
+  description = "The VPC's CIDR block (admin_cidrs must lie inside it)."
+  type        = string
+}
+
 variable "subnet_ids" {
   description = "Private subnets of the tasks, one per zone."
   type        = list(string)
@@ -115,8 +120,8 @@ variable "admin_cidrs" {
   description = "Networks inside the VPC allowed to reach the Admin API (e.g. the VPC CIDR or an operations subnet)."
   type        = list(string)
   validation {
-    condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0)) && tonumber(split("/", c)[1]) >= 8])
-    error_message = "admin_cidrs must be private networks inside the VPC (valid CIDRs, never 0.0.0.0/0 or another /0-/7 range)."
+    condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0))])
+    error_message = "admin_cidrs must be IPv4 CIDR blocks (each is also checked to lie inside vpc_cidr)."
   }
 }
 
