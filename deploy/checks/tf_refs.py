@@ -6,6 +6,7 @@ report if the provider could be downloaded here, minus the provider schema):
   R2 `module.<name>.<output>` names a module call of this directory and one of its outputs
   R3 `var.<name>` and `local.<name>` are declared in this directory
   R4 `<resource type>.<name>` and `data.<type>.<name>` name a block of this directory
+  R5 every key of a `*.tfvars*` example (commented-out ones included) is a declared variable
 
 Usage: tf_refs.py <dir containing .tf directories>  (exit status 1 and one line per problem)
 """
@@ -106,6 +107,13 @@ def check(root):
                 ref = f"{m.group(1)}.{m.group(2)}"
                 if ref not in d.data:
                     problems.append(f"R4 {where}: data.{ref} is not a data source here")
+    for example in sorted(Path(root).rglob("*.tfvars*")):
+        d = dirs.get(example.parent.resolve())
+        declared = d.variables if d else {}
+        for n, line in enumerate(example.read_text(encoding="utf-8").splitlines(), 1):
+            m = re.match(r"^#?\s*([a-z][a-z0-9_]*)\s*=", line)
+            if m and m.group(1) not in declared:
+                problems.append(f"R5 {example}:{n}: {m.group(1)} is not a variable of {example.parent}")
     return sorted(set(problems))
 
 

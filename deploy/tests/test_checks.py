@@ -211,6 +211,9 @@ class TerraformChecks(unittest.TestCase):
     def test_undeclared_variable(self):
         self.assertRefFails("modules/gateway/main.tf", "var.log_group_arn", "var.log_group", "R3")
 
+    def test_tfvars_example_key_not_declared(self):
+        self.assertRefFails("environments/example/terraform.tfvars.example", "# db_multi_az ", "# db_multi_azs ", "R5")
+
     def test_unknown_resource(self):
         self.assertRefFails("modules/gateway/main.tf", "aws_security_group.task.id", "aws_security_group.tasks.id", "R4")
 
