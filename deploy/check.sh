@@ -9,8 +9,9 @@
 #   3. `terraform fmt -check -recursive`, when a terraform binary is installed;
 #   4. hadolint and Tollgate's own rules (deploy/checks/docker_rules.py) pass on the
 #      Dockerfile and the compose file, and checkov passes on the Dockerfile;
-#   5. every TOLLGATE_* setting in these files passes `tollgate check` (when a binary is built);
-#   6. the rules' own tests (deploy/tests): deliberately broken copies must fail.
+#   5. shellcheck on the kit's shell scripts;
+#   6. every TOLLGATE_* setting in these files passes `tollgate check` (when a binary is built);
+#   7. the rules' own tests (deploy/tests): deliberately broken copies must fail.
 # The tools live in a venv under ~/.cache/tollgate, rebuilt only when requirements.txt changes.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -63,6 +64,9 @@ if command -v terraform >/dev/null; then
 else
   echo "terraform not installed: fmt check skipped"
 fi
+
+step "shellcheck"
+shellcheck check.sh terraform/modules/gateway/scripts/*.sh
 
 step "hadolint"
 hadolint --config docker/.hadolint.yaml docker/Dockerfile
