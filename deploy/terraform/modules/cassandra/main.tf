@@ -9,8 +9,9 @@
 # only once the seed service is stable.
 #
 # Caveat (see deploy/README.md): ECS deletes a task's managed volume when the task stops, so
-# a replaced task joins as a new node and re-streams its data; the old node must be removed
-# with `nodetool removenode`. Keep replication at 3 (NetworkTopologyStrategy).
+# a replaced task joins as a new node (a replaced member re-streams its data, a replaced seed
+# needs `nodetool repair`); the old node must be removed with `nodetool removenode`. Keep
+# replication at 3 (NetworkTopologyStrategy).
 
 data "aws_region" "current" {}
 data "aws_partition" "current" {}
@@ -162,10 +163,22 @@ resource "aws_vpc_security_group_egress_rule" "https" {
 
 # ----------------------------------------------------------------- task definitions
 
+locals {
+  members_dns = "${local.member_name}.${var.namespace_name}"
+  # The seed lists itself and the members: on the very first start the members' name does
+  # not resolve yet (Cassandra skips unresolvable seeds) and the seed founds the ring; a
+  # replaced seed finds the running members and rejoins that ring instead of founding a
+  # second one. Members list only the seed (a node that lists itself never bootstraps).
+  seed_command = [
+    "bash", "-c",
+    "export CASSANDRA_SEEDS=\"$(hostname --ip-address),${local.members_dns}\"; exec docker-entrypoint.sh cassandra -f",
+  ]
+}
+
 resource "aws_ecs_task_definition" "node" {
   for_each = {
-    (local.seed_name)   = {}
-    (local.member_name) = { CASSANDRA_SEEDS = "${local.seed_name}.${var.namespace_name}" }
+    (local.seed_name)   = { env = {}, command = local.seed_command }
+    (local.member_name) = { env = { CASSANDRA_SEEDS = "${local.seed_name}.${var.namespace_name}" }, command = null }
   }
 
   family                   = "${var.name}-${each.key}"
@@ -187,7 +200,8 @@ resource "aws_ecs_task_definition" "node" {
     name        = "cassandra"
     image       = var.image
     essential   = true
-    environment = [for k, v in merge(local.environment, each.value) : { name = k, value = v }]
+    environment = [for k, v in merge(local.environment, each.value.env) : { name = k, value = v }]
+    entryPoint  = each.value.command
     portMappings = [
       { containerPort = 9042, protocol = "tcp" },
       { containerPort = 7000, protocol = "tcp" },
