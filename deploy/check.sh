@@ -80,8 +80,13 @@ step "Dockerfile and compose rules"
 
 # The real binary judges every TOLLGATE_* setting the kit passes (unknown, deprecated or
 # invalid keys fail). scripts/test has built it by now; elsewhere set TOLLGATE_BIN.
+# A binary named explicitly (as scripts/test does) must exist: CI never skips this step.
 bin="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$here/../target}/debug/tollgate}"
 step "environment settings against $bin"
+if [ -n "${TOLLGATE_BIN:-}" ] && [ ! -x "$bin" ]; then
+  echo "TOLLGATE_BIN=$bin is not an executable: build it first (cargo build --bin tollgate)" >&2
+  exit 1
+fi
 if [ -x "$bin" ]; then
   export TOLLGATE_BIN="$bin"
   "$py" checks/env_keys.py "$bin" docker/Dockerfile docker/compose.yml terraform
