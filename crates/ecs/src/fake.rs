@@ -52,7 +52,8 @@ struct State {
     task_definitions: Vec<TaskDefinition>,
     services: HashMap<(String, String), FakeService>,
     tasks: HashMap<String, FakeTask>,
-    rollouts: HashMap<String, Rollout>,
+    /// By (cluster or None for every cluster, image).
+    rollouts: HashMap<(Option<String>, String), Rollout>,
     outcomes: HashMap<String, TaskOutcome>,
     calls: Vec<String>,
     next_id: u64,
@@ -82,7 +83,14 @@ impl FakeEcs {
     }
 
     pub fn script_rollout(&self, image: &str, r: Rollout) {
-        self.lock().rollouts.insert(image.to_string(), r);
+        self.lock().rollouts.insert((None, image.to_string()), r);
+    }
+
+    /// Like `script_rollout`, for one cluster only (wins over the all-cluster script).
+    pub fn script_rollout_in(&self, cluster: &str, image: &str, r: Rollout) {
+        self.lock()
+            .rollouts
+            .insert((Some(cluster.to_string()), image.to_string()), r);
     }
 
     pub fn script_task(&self, image: &str, o: TaskOutcome) {
@@ -127,10 +135,11 @@ impl State {
             .unwrap_or_default()
     }
 
-    fn rollout_of(&self, td: &str) -> Rollout {
+    fn rollout_of(&self, cluster: &str, td: &str) -> Rollout {
         let image = self.image_of(td);
         self.rollouts
-            .get(&image)
+            .get(&(Some(cluster.to_string()), image.clone()))
+            .or_else(|| self.rollouts.get(&(None, image)))
             .copied()
             .unwrap_or(Rollout::Steady { after_polls: 2 })
     }
@@ -147,7 +156,7 @@ impl State {
             return;
         }
         let primary_td = fs.svc.task_definition.clone();
-        let rollout = self.rollout_of(&primary_td);
+        let rollout = self.rollout_of(&key.0, &primary_td);
         let fs = self.services.get_mut(key).expect("checked above");
         // A FAILED deployment stays visible for one poll, then goes.
         fs.svc.deployments.retain(|d| d.rollout_state.as_deref() != Some("FAILED"));

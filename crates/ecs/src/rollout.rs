@@ -112,6 +112,13 @@ pub struct Report {
     pub actions: Vec<String>,
 }
 
+/// Loads and checks the file, then deploys it with the file's timing. A bad file fails here,
+/// before any call reaches `ecs`.
+pub async fn deploy_file(ecs: &dyn Ecs, path: &std::path::Path, progress: &dyn Progress) -> Result<Report, Error> {
+    let d = crate::spec::load(path)?;
+    deploy(ecs, &d, Timing::from(&d), progress).await
+}
+
 pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dyn Progress) -> Result<Report, Error> {
     let plan = plan(ecs, d).await?;
     for line in plan.to_string().lines() {
