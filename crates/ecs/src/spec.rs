@@ -483,20 +483,48 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A scalar that may be written as a string or a number; a visitor rather than an untagged
+/// enum so serde_yaml keeps the value's position in errors.
 enum StrOrNum {
     S(String),
     N(u64),
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match StrOrNum::deserialize(d)? {
-        StrOrNum::N(n) => Ok(Duration::from_secs(n)),
-        StrOrNum::S(s) => parse_duration(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {s:?} (use e.g. 90s, 15m, 1h)"))
-        }),
+impl<'de> Deserialize<'de> for StrOrNum {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StrOrNum;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a non-negative number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::S(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::N(v))
+            }
+        }
+        d.deserialize_any(V)
     }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    // Parsed inside the visitor: an error raised there carries the scalar's position.
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as 90s, 15m or 1h")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse_duration(s).ok_or_else(|| E::custom(format!("invalid duration {s:?} (use e.g. 90s, 15m, 1h)")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(n))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
