@@ -24,13 +24,7 @@ impl AwsEcs {
     /// Credentials and region from the usual environment/profile chain; `endpoint` overrides
     /// the ECS endpoint (a local moto server in tests).
     pub async fn connect(region: Option<String>, endpoint: Option<String>) -> Self {
-        // rustls on ring: the SDK's default client would build aws-lc-rs (a C toolchain).
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::from_env().http_client(http);
+        let mut loader = aws_config::from_env().http_client(http_client());
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region));
         }
@@ -47,6 +41,16 @@ impl AwsEcs {
     pub fn has_region(&self) -> bool {
         self.client.config().region().is_some()
     }
+}
+
+/// The SDK's HTTPS client on rustls with ring: the default one would build aws-lc-rs (and
+/// need a C toolchain) for no gain here.
+pub fn http_client() -> aws_sdk_ecs::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 fn aws_err<E, R>(operation: &'static str, e: SdkError<E, R>) -> AwsError
