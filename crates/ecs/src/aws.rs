@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, DeploymentCircuitBreaker,
-    DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration, LogDriver,
-    NetworkConfiguration, NetworkMode, PortMapping, ServiceField, TaskDefinitionStatus, TransportProtocol,
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
+    DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer,
+    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping, ServiceField,
+    TaskDefinitionStatus, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
 
 use crate::ecs::{
-    AwsError, AwsResult, ContainerState, Deployment, Ecs, Service, ServiceInput, TaskDefinition, TaskState,
+    AwsError, AwsResult, ContainerState, Deployment, Ecs, Service, ServiceInput, TaskDefinition,
+    TaskState,
 };
 use crate::spec::{AwsLogsSpec, ContainerSpec, NetworkSpec, PortMappingSpec, TaskDefinitionSpec};
 
@@ -164,7 +166,12 @@ fn to_spec(td: &aws_sdk_ecs::types::TaskDefinition) -> TaskDefinitionSpec {
                     if *l.log_driver() != LogDriver::Awslogs {
                         return None;
                     }
-                    let opt = |k: &str| l.options().and_then(|o| o.get(k)).cloned().unwrap_or_default();
+                    let opt = |k: &str| {
+                        l.options()
+                            .and_then(|o| o.get(k))
+                            .cloned()
+                            .unwrap_or_default()
+                    };
                     Some(AwsLogsSpec {
                         group: opt("awslogs-group"),
                         region: opt("awslogs-region"),
@@ -186,7 +193,10 @@ fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition) -> TaskDefinition
     }
 }
 
-fn network_configuration(n: Option<&NetworkSpec>, operation: &'static str) -> AwsResult<Option<NetworkConfiguration>> {
+fn network_configuration(
+    n: Option<&NetworkSpec>,
+    operation: &'static str,
+) -> AwsResult<Option<NetworkConfiguration>> {
     let Some(n) = n else { return Ok(None) };
     let vpc = AwsVpcConfiguration::builder()
         .set_subnets(Some(n.subnets.clone()))
@@ -201,7 +211,11 @@ fn network_configuration(n: Option<&NetworkSpec>, operation: &'static str) -> Aw
             operation,
             message: e.to_string(),
         })?;
-    Ok(Some(NetworkConfiguration::builder().awsvpc_configuration(vpc).build()))
+    Ok(Some(
+        NetworkConfiguration::builder()
+            .awsvpc_configuration(vpc)
+            .build(),
+    ))
 }
 
 fn deployment_configuration(input: &ServiceInput<'_>) -> DeploymentConfiguration {
@@ -235,7 +249,10 @@ impl Ecs for AwsEcs {
             .collect())
     }
 
-    async fn register_task_definition(&self, spec: &TaskDefinitionSpec) -> AwsResult<TaskDefinition> {
+    async fn register_task_definition(
+        &self,
+        spec: &TaskDefinitionSpec,
+    ) -> AwsResult<TaskDefinition> {
         let containers = spec
             .containers
             .iter()
@@ -264,10 +281,12 @@ impl Ecs for AwsEcs {
             .send()
             .await
             .map_err(|e| aws_err("RegisterTaskDefinition", e))?;
-        out.task_definition().map(to_task_definition).ok_or(AwsError {
-            operation: "RegisterTaskDefinition",
-            message: "the response has no task definition".into(),
-        })
+        out.task_definition()
+            .map(to_task_definition)
+            .ok_or(AwsError {
+                operation: "RegisterTaskDefinition",
+                message: "the response has no task definition".into(),
+            })
     }
 
     async fn describe_task_definition(&self, reference: &str) -> AwsResult<Option<TaskDefinition>> {
@@ -302,7 +321,9 @@ impl Ecs for AwsEcs {
             arns.extend(
                 out.task_definition_arns()
                     .iter()
-                    .filter(|a| crate::ecs::short_name(a).rsplit_once(':').map(|(f, _)| f) == Some(family))
+                    .filter(|a| {
+                        crate::ecs::short_name(a).rsplit_once(':').map(|(f, _)| f) == Some(family)
+                    })
                     .cloned(),
             );
             token = out.next_token().map(str::to_string);

@@ -88,7 +88,10 @@ pub struct TaskState {
 pub trait Ecs: Send + Sync {
     /// The names among `names` that exist and are ACTIVE.
     async fn active_clusters(&self, names: &[String]) -> AwsResult<Vec<String>>;
-    async fn register_task_definition(&self, spec: &TaskDefinitionSpec) -> AwsResult<TaskDefinition>;
+    async fn register_task_definition(
+        &self,
+        spec: &TaskDefinitionSpec,
+    ) -> AwsResult<TaskDefinition>;
     /// `family` (latest ACTIVE revision), `family:rev` or an ARN; None when there is none.
     async fn describe_task_definition(&self, reference: &str) -> AwsResult<Option<TaskDefinition>>;
     /// ARNs of the ACTIVE revisions of `family`, oldest first.
@@ -119,5 +122,8 @@ pub fn short_name(arn: &str) -> &str {
 
 /// The revision number at the end of a task definition ARN (0 if none).
 pub fn revision_of(arn: &str) -> i32 {
-    arn.rsplit(':').next().and_then(|r| r.parse().ok()).unwrap_or(0)
+    arn.rsplit(':')
+        .next()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }

@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::ecs::{
-    AwsError, AwsResult, ContainerState, Deployment, Ecs, Service, ServiceInput, TaskDefinition, TaskState,
+    AwsError, AwsResult, ContainerState, Deployment, Ecs, Service, ServiceInput, TaskDefinition,
+    TaskState,
 };
 use crate::spec::{NetworkSpec, TaskDefinitionSpec};
 
@@ -151,7 +152,9 @@ impl State {
 
     /// One step of time for a service: its PRIMARY deployment moves as scripted.
     fn advance(&mut self, key: &(String, String)) {
-        let Some(fs) = self.services.get(key) else { return };
+        let Some(fs) = self.services.get(key) else {
+            return;
+        };
         if fs.svc.status != "ACTIVE" {
             return;
         }
@@ -159,10 +162,17 @@ impl State {
         let rollout = self.rollout_of(&key.0, &primary_td);
         let fs = self.services.get_mut(key).expect("checked above");
         // A FAILED deployment stays visible for one poll, then goes.
-        fs.svc.deployments.retain(|d| d.rollout_state.as_deref() != Some("FAILED"));
+        fs.svc
+            .deployments
+            .retain(|d| d.rollout_state.as_deref() != Some("FAILED"));
         fs.polls += 1;
         let desired = fs.svc.desired;
-        let Some(primary) = fs.svc.deployments.iter().position(|d| d.status == "PRIMARY") else {
+        let Some(primary) = fs
+            .svc
+            .deployments
+            .iter()
+            .position(|d| d.status == "PRIMARY")
+        else {
             return;
         };
         match rollout {
@@ -214,10 +224,17 @@ impl Ecs for FakeEcs {
     async fn active_clusters(&self, names: &[String]) -> AwsResult<Vec<String>> {
         let mut st = self.lock();
         st.log(format!("DescribeClusters {}", names.join(",")));
-        Ok(names.iter().filter(|n| st.clusters.contains(n)).cloned().collect())
+        Ok(names
+            .iter()
+            .filter(|n| st.clusters.contains(n))
+            .cloned()
+            .collect())
     }
 
-    async fn register_task_definition(&self, spec: &TaskDefinitionSpec) -> AwsResult<TaskDefinition> {
+    async fn register_task_definition(
+        &self,
+        spec: &TaskDefinitionSpec,
+    ) -> AwsResult<TaskDefinition> {
         let mut st = self.lock();
         st.log(format!("RegisterTaskDefinition {}", spec.family));
         let revision = st
@@ -268,7 +285,10 @@ impl Ecs for FakeEcs {
                 t.active = false;
                 Ok(())
             }
-            None => Err(err("DeregisterTaskDefinition", "ClientException: unknown task definition")),
+            None => Err(err(
+                "DeregisterTaskDefinition",
+                "ClientException: unknown task definition",
+            )),
         }
     }
 
@@ -276,7 +296,10 @@ impl Ecs for FakeEcs {
         let mut st = self.lock();
         st.log(format!("DescribeServices {name}@{cluster}"));
         if !st.clusters.iter().any(|c| c == cluster) {
-            return Err(err("DescribeServices", "ClusterNotFoundException: Cluster not found."));
+            return Err(err(
+                "DescribeServices",
+                "ClusterNotFoundException: Cluster not found.",
+            ));
         }
         let key = (cluster.to_string(), name.to_string());
         st.advance(&key);
@@ -287,14 +310,31 @@ impl Ecs for FakeEcs {
         let mut st = self.lock();
         st.log(format!("CreateService {}@{}", input.name, input.cluster));
         if !st.clusters.iter().any(|c| c == input.cluster) {
-            return Err(err("CreateService", "ClusterNotFoundException: Cluster not found."));
+            return Err(err(
+                "CreateService",
+                "ClusterNotFoundException: Cluster not found.",
+            ));
         }
         let key = (input.cluster.to_string(), input.name.to_string());
-        if st.services.get(&key).is_some_and(|s| s.svc.status == "ACTIVE") {
-            return Err(err("CreateService", "InvalidParameterException: Creation of service was not idempotent."));
+        if st
+            .services
+            .get(&key)
+            .is_some_and(|s| s.svc.status == "ACTIVE")
+        {
+            return Err(err(
+                "CreateService",
+                "InvalidParameterException: Creation of service was not idempotent.",
+            ));
         }
-        let Some(td) = st.find_td(input.task_definition).filter(|t| t.active).map(|t| t.arn.clone()) else {
-            return Err(err("CreateService", "ClientException: TaskDefinition not found."));
+        let Some(td) = st
+            .find_td(input.task_definition)
+            .filter(|t| t.active)
+            .map(|t| t.arn.clone())
+        else {
+            return Err(err(
+                "CreateService",
+                "ClientException: TaskDefinition not found.",
+            ));
         };
         let id = st.id();
         st.services.insert(
@@ -337,12 +377,22 @@ impl Ecs for FakeEcs {
             crate::ecs::short_name(input.task_definition)
         ));
         let Some(td) = st.find_td(input.task_definition).map(|t| t.arn.clone()) else {
-            return Err(err("UpdateService", "ClientException: TaskDefinition not found."));
+            return Err(err(
+                "UpdateService",
+                "ClientException: TaskDefinition not found.",
+            ));
         };
         let id = st.id();
         let key = (input.cluster.to_string(), input.name.to_string());
-        let Some(fs) = st.services.get_mut(&key).filter(|s| s.svc.status == "ACTIVE") else {
-            return Err(err("UpdateService", "ServiceNotFoundException: Service not found."));
+        let Some(fs) = st
+            .services
+            .get_mut(&key)
+            .filter(|s| s.svc.status == "ACTIVE")
+        else {
+            return Err(err(
+                "UpdateService",
+                "ServiceNotFoundException: Service not found.",
+            ));
         };
         fs.circuit_breaker = input.deployment.circuit_breaker;
         fs.svc.desired = input.desired;
@@ -373,7 +423,10 @@ impl Ecs for FakeEcs {
         st.log(format!("UpdateService {name}@{cluster} desired={desired}"));
         let key = (cluster.to_string(), name.to_string());
         let Some(fs) = st.services.get_mut(&key) else {
-            return Err(err("UpdateService", "ServiceNotFoundException: Service not found."));
+            return Err(err(
+                "UpdateService",
+                "ServiceNotFoundException: Service not found.",
+            ));
         };
         fs.svc.desired = desired;
         fs.svc.running = desired;
@@ -389,7 +442,10 @@ impl Ecs for FakeEcs {
         st.log(format!("DeleteService {name}@{cluster}"));
         let key = (cluster.to_string(), name.to_string());
         let Some(fs) = st.services.get_mut(&key) else {
-            return Err(err("DeleteService", "ServiceNotFoundException: Service not found."));
+            return Err(err(
+                "DeleteService",
+                "ServiceNotFoundException: Service not found.",
+            ));
         };
         if fs.svc.desired > 0 {
             return Err(err(
@@ -409,15 +465,22 @@ impl Ecs for FakeEcs {
         _network: Option<&NetworkSpec>,
     ) -> AwsResult<String> {
         let mut st = self.lock();
-        st.log(format!("RunTask {}@{cluster}", crate::ecs::short_name(task_definition)));
+        st.log(format!(
+            "RunTask {}@{cluster}",
+            crate::ecs::short_name(task_definition)
+        ));
         let Some(td) = st.find_td(task_definition).cloned() else {
             return Err(err("RunTask", "ClientException: TaskDefinition not found."));
         };
         let image = st.image_of(task_definition);
-        let outcome = st.outcomes.get(&image).copied().unwrap_or(TaskOutcome::Exit {
-            code: 0,
-            after_polls: 2,
-        });
+        let outcome = st
+            .outcomes
+            .get(&image)
+            .copied()
+            .unwrap_or(TaskOutcome::Exit {
+                code: 0,
+                after_polls: 2,
+            });
         let id = st.id();
         let arn = format!("arn:aws:ecs:us-east-1:123456789012:task/{cluster}/{id:032x}");
         st.tasks.insert(
@@ -444,7 +507,12 @@ impl Ecs for FakeEcs {
         };
         Ok(TaskState {
             arn: arn.to_string(),
-            last_status: if stopped.is_some() { "STOPPED" } else { "RUNNING" }.into(),
+            last_status: if stopped.is_some() {
+                "STOPPED"
+            } else {
+                "RUNNING"
+            }
+            .into(),
             stopped_reason: stopped.map(|_| "Essential container in task exited".to_string()),
             containers: t
                 .containers

@@ -12,7 +12,13 @@ use tollgate_ecs::{plan, spec};
 #[command(name = "tollgate-ecs", version)]
 struct Cli {
     /// The deployment file.
-    #[arg(short, long, env = "TOLLGATE_ECS_FILE", default_value = "deployment.yml", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "TOLLGATE_ECS_FILE",
+        default_value = "deployment.yml",
+        global = true
+    )]
     file: PathBuf,
     /// AWS region (default: the SDK's environment/profile chain).
     #[arg(long, env = "AWS_REGION", global = true)]
@@ -152,7 +158,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tollgate-ecs: cannot start the runtime: {e}");

@@ -18,12 +18,16 @@ impl Filter {
     fn pick<'a>(&self, d: &'a Deployment) -> Result<Vec<(&'a ServiceSpec, Vec<&'a str>)>, Error> {
         for name in &self.services {
             if !d.file.services.iter().any(|s| &s.name == name) {
-                return Err(Error::Precondition(format!("the file has no service named {name:?}")));
+                return Err(Error::Precondition(format!(
+                    "the file has no service named {name:?}"
+                )));
             }
         }
         for c in &self.clusters {
             if !d.file.clusters.contains(c) {
-                return Err(Error::Precondition(format!("the file declares no cluster {c:?}")));
+                return Err(Error::Precondition(format!(
+                    "the file declares no cluster {c:?}"
+                )));
             }
         }
         Ok(d.order
@@ -66,7 +70,10 @@ pub async fn status(ecs: &dyn Ecs, d: &Deployment, filter: &Filter) -> Result<Ve
                 short_name(last),
                 revisions.len()
             )),
-            None => out.push(format!("task definition {key}: {} not registered", td.family)),
+            None => out.push(format!(
+                "task definition {key}: {} not registered",
+                td.family
+            )),
         }
     }
     Ok(out)
@@ -89,7 +96,9 @@ pub async fn rollback(
                 .describe_service(c, &s.name)
                 .await?
                 .filter(|x| x.status == "ACTIVE")
-                .ok_or_else(|| Error::Precondition(format!("{what} does not exist; nothing to roll back")))?;
+                .ok_or_else(|| {
+                    Error::Precondition(format!("{what} does not exist; nothing to roll back"))
+                })?;
             let family = short_name(&svc.task_definition)
                 .rsplit_once(':')
                 .map_or(svc.task_definition.as_str(), |(f, _)| f)
@@ -99,8 +108,7 @@ pub async fn rollback(
                 .list_active_revisions(&family)
                 .await?
                 .into_iter()
-                .filter(|a| revision_of(a) < current)
-                .next_back()
+                .rfind(|a| revision_of(a) < current)
                 .ok_or_else(|| {
                     Error::Precondition(format!(
                         "{what} runs {}, and {family} has no earlier ACTIVE revision to roll back to",
@@ -112,14 +120,23 @@ pub async fn rollback(
                 short_name(&svc.task_definition),
                 short_name(&previous)
             ));
-            ecs.update_service(&service_input(c, s, &previous, svc.desired)).await?;
+            ecs.update_service(&service_input(c, s, &previous, svc.desired))
+                .await?;
             let timeout = s.timeout.unwrap_or(timing.wait_timeout);
-            wait_steady(ecs, c, &s.name, &previous, timeout, timing.poll_interval, progress)
-                .await
-                .map_err(|failure| Error::Rollout {
-                    failure,
-                    rollback: vec![format!("{what} was set to {}", short_name(&previous))],
-                })?;
+            wait_steady(
+                ecs,
+                c,
+                &s.name,
+                &previous,
+                timeout,
+                timing.poll_interval,
+                progress,
+            )
+            .await
+            .map_err(|failure| Error::Rollout {
+                failure,
+                rollback: vec![format!("{what} was set to {}", short_name(&previous))],
+            })?;
             out.push(format!(
                 "{what}: rolled back {} -> {}",
                 short_name(&svc.task_definition),

@@ -61,9 +61,13 @@ pub enum ServiceAction {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.task_definitions.iter().any(TaskDefinitionPlan::register)
+        self.task_definitions
+            .iter()
+            .any(TaskDefinitionPlan::register)
             || self.steps.iter().any(|s| match s {
-                StepPlan::Service { clusters, .. } => clusters.iter().any(|c| c.action != ServiceAction::Unchanged),
+                StepPlan::Service { clusters, .. } => clusters
+                    .iter()
+                    .any(|c| c.action != ServiceAction::Unchanged),
                 StepPlan::Task { .. } => false,
             })
     }
@@ -106,7 +110,12 @@ pub async fn plan(ecs: &dyn Ecs, d: &Deployment) -> Result<Plan, Error> {
             changes,
         });
     }
-    let td = |key: &str| task_definitions.iter().find(|t| t.key == key).expect("validated reference");
+    let td = |key: &str| {
+        task_definitions
+            .iter()
+            .find(|t| t.key == key)
+            .expect("validated reference")
+    };
     let mut steps = Vec::new();
     for step in &d.order {
         match *step {
@@ -211,7 +220,11 @@ pub fn diff_task_definition(want: &TaskDefinitionSpec, have: &TaskDefinitionSpec
     let awsvpc = want.network_mode.as_deref() == Some("awsvpc");
     let mode = |m: &Option<String>| m.clone().unwrap_or_else(|| "bridge".into());
     if mode(&want.network_mode) != mode(&have.network_mode) {
-        out.push(format!("network mode {} -> {}", mode(&have.network_mode), mode(&want.network_mode)));
+        out.push(format!(
+            "network mode {} -> {}",
+            mode(&have.network_mode),
+            mode(&want.network_mode)
+        ));
     }
     let field = |name: &str, h: &dyn fmt::Debug, w: &dyn fmt::Debug, out: &mut Vec<String>| {
         let (h, w) = (format!("{h:?}"), format!("{w:?}"));
@@ -227,8 +240,18 @@ pub fn diff_task_definition(want: &TaskDefinitionSpec, have: &TaskDefinitionSpec
         &want.requires_compatibilities,
         &mut out,
     );
-    field("execution role", &have.execution_role_arn, &want.execution_role_arn, &mut out);
-    field("task role", &have.task_role_arn, &want.task_role_arn, &mut out);
+    field(
+        "execution role",
+        &have.execution_role_arn,
+        &want.execution_role_arn,
+        &mut out,
+    );
+    field(
+        "task role",
+        &have.task_role_arn,
+        &want.task_role_arn,
+        &mut out,
+    );
     for w in &want.containers {
         match have.containers.iter().find(|h| h.name == w.name) {
             None => out.push(format!("container {} added", w.name)),
@@ -260,7 +283,10 @@ fn normalize(c: &ContainerSpec, awsvpc: bool) -> ContainerSpec {
 
 fn diff_container(w: &ContainerSpec, h: &ContainerSpec, out: &mut Vec<String>) {
     if w.image != h.image {
-        out.push(format!("container {}: image {} -> {}", w.name, h.image, w.image));
+        out.push(format!(
+            "container {}: image {} -> {}",
+            w.name, h.image, w.image
+        ));
     }
     let mut other = Vec::new();
     if w.cpu != h.cpu {
@@ -285,7 +311,11 @@ fn diff_container(w: &ContainerSpec, h: &ContainerSpec, out: &mut Vec<String>) {
         other.push("logging");
     }
     if !other.is_empty() {
-        out.push(format!("container {}: {} changed", w.name, other.join(", ")));
+        out.push(format!(
+            "container {}: {} changed",
+            w.name,
+            other.join(", ")
+        ));
     }
 }
 
@@ -299,7 +329,11 @@ impl fmt::Display for Plan {
                     t.key,
                     t.current.as_ref().map_or("", |c| short_name(&c.arn))
                 )?,
-                (None, true) => writeln!(f, "task definition {}: register {} (first revision)", t.key, t.family)?,
+                (None, true) => writeln!(
+                    f,
+                    "task definition {}: register {} (first revision)",
+                    t.key, t.family
+                )?,
                 (Some(c), true) => writeln!(
                     f,
                     "task definition {}: register a new revision of {} after {}: {}",
@@ -331,7 +365,9 @@ impl fmt::Display for Plan {
                 StepPlan::Service { name, clusters, .. } => {
                     for c in clusters {
                         let what = match &c.action {
-                            ServiceAction::Create => "create (deployment circuit breaker on)".to_string(),
+                            ServiceAction::Create => {
+                                "create (deployment circuit breaker on)".to_string()
+                            }
                             ServiceAction::Update(ch) => format!("update: {}", ch.join("; ")),
                             ServiceAction::Unchanged => "unchanged".to_string(),
                         };

@@ -54,6 +54,9 @@ enum Frame {
         path: String,
         /// The key whose value comes next; None while a key is expected.
         key: Option<String>,
+        /// No key seen yet: the scanner marks a block mapping at its first `:`, so the
+        /// first key's position replaces it.
+        fresh: bool,
     },
     Seq {
         path: String,
@@ -77,7 +80,7 @@ impl Builder {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => key.take().map(|k| {
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| {
                 if path.is_empty() {
                     k
                 } else {
@@ -102,8 +105,21 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(value, ..) => match self.node_path() {
                 Some(path) => self.record(&path, mark),
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    let mut first = None;
+                    if let Some(Frame::Map { key, fresh, path }) = self.stack.last_mut() {
                         *key = Some(value);
+                        if std::mem::take(fresh) {
+                            first = Some(path.clone());
+                        }
+                    }
+                    if let Some(path) = first {
+                        self.by_path.insert(
+                            path,
+                            Pos {
+                                line: mark.line(),
+                                column: mark.col() + 1,
+                            },
+                        );
                     }
                 }
             },
@@ -114,7 +130,11 @@ impl MarkedEventReceiver for Builder {
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq { path, next: 0 }
                 } else {
-                    Frame::Map { path, key: None }
+                    Frame::Map {
+                        path,
+                        key: None,
+                        fresh: true,
+                    }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -138,8 +158,20 @@ mod tests {
     fn paths_point_at_values() {
         let text = "a:\n  b: [x, y]\nlist:\n  - name: one\n    items:\n      - z\n";
         let idx = PositionIndex::build(text);
-        assert_eq!(idx.get("a.b[1]"), Pos { line: 2, column: 10 });
-        assert_eq!(idx.get("list[0].name"), Pos { line: 4, column: 11 });
+        assert_eq!(
+            idx.get("a.b[1]"),
+            Pos {
+                line: 2,
+                column: 10
+            }
+        );
+        assert_eq!(
+            idx.get("list[0].name"),
+            Pos {
+                line: 4,
+                column: 11
+            }
+        );
         assert_eq!(idx.get("list[0].items[0]"), Pos { line: 6, column: 9 });
         // Unknown leaf falls back to its parent.
         assert_eq!(idx.get("list[0].nope"), Pos { line: 4, column: 5 });

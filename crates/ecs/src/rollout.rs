@@ -11,6 +11,9 @@ use crate::ecs::{short_name, AwsError, Ecs, Service, ServiceInput};
 use crate::plan::{plan, ServiceAction, StepPlan};
 use crate::spec::{Deployment, FileError, ServiceSpec, TaskSpec};
 
+/// A progress line is printed when something changes, and at least this often while waiting.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -22,7 +25,10 @@ pub enum Error {
     Precondition(String),
     /// A step failed after changes were made; `rollback` says what was undone.
     #[error("{failure}\n{}", rollback_text(.rollback))]
-    Rollout { failure: String, rollback: Vec<String> },
+    Rollout {
+        failure: String,
+        rollback: Vec<String>,
+    },
 }
 
 fn rollback_text(lines: &[String]) -> String {
@@ -55,7 +61,10 @@ pub struct Collect(pub Mutex<Vec<String>>);
 
 impl Progress for Collect {
     fn line(&self, line: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line.to_string());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_string());
     }
 }
 
@@ -114,12 +123,21 @@ pub struct Report {
 
 /// Loads and checks the file, then deploys it with the file's timing. A bad file fails here,
 /// before any call reaches `ecs`.
-pub async fn deploy_file(ecs: &dyn Ecs, path: &std::path::Path, progress: &dyn Progress) -> Result<Report, Error> {
+pub async fn deploy_file(
+    ecs: &dyn Ecs,
+    path: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Report, Error> {
     let d = crate::spec::load(path)?;
     deploy(ecs, &d, Timing::from(&d), progress).await
 }
 
-pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dyn Progress) -> Result<Report, Error> {
+pub async fn deploy(
+    ecs: &dyn Ecs,
+    d: &Deployment,
+    timing: Timing,
+    progress: &dyn Progress,
+) -> Result<Report, Error> {
     let plan = plan(ecs, d).await?;
     for line in plan.to_string().lines() {
         progress.line(&format!("plan: {line}"));
@@ -131,13 +149,18 @@ pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dy
     let mut arn_of: HashMap<&str, String> = HashMap::new();
     for t in &plan.task_definitions {
         let arn = if t.register() {
-            let r = ecs.register_task_definition(d.task_definition(&t.key)).await?;
+            let r = ecs
+                .register_task_definition(d.task_definition(&t.key))
+                .await?;
             let line = format!("registered {}", short_name(&r.arn));
             progress.line(&line);
             report.actions.push(line);
             r.arn
         } else {
-            t.current.as_ref().map(|c| c.arn.clone()).unwrap_or_default()
+            t.current
+                .as_ref()
+                .map(|c| c.arn.clone())
+                .unwrap_or_default()
         };
         arn_of.insert(t.key.as_str(), arn);
     }
@@ -151,12 +174,16 @@ pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dy
                 let t = d.task(*index);
                 let arn = &arn_of[t.task_definition.as_str()];
                 let timeout = t.timeout.unwrap_or(timing.wait_timeout);
-                if let Err(failure) = run_one_off(ecs, t, arn, timeout, timing.poll_interval, progress).await {
+                if let Err(failure) =
+                    run_one_off(ecs, t, arn, timeout, timing.poll_interval, progress).await
+                {
                     return Err(roll_back(ecs, d, touched, failure, timing, progress).await);
                 }
                 report.actions.push(format!("task {} succeeded", t.name));
             }
-            StepPlan::Service { index, clusters, .. } => {
+            StepPlan::Service {
+                index, clusters, ..
+            } => {
                 let s = d.service(*index);
                 let target = &arn_of[s.task_definition.as_str()];
                 let timeout = s.timeout.unwrap_or(timing.wait_timeout);
@@ -173,7 +200,9 @@ pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dy
                             ecs.create_service(&input).await
                         }
                         (ServiceAction::Update(_), current) => {
-                            let previous = current.as_ref().map(|c| (c.task_definition.clone(), c.desired));
+                            let previous = current
+                                .as_ref()
+                                .map(|c| (c.task_definition.clone(), c.desired));
                             touched.push(Touched {
                                 cluster: c.cluster.clone(),
                                 service: *index,
@@ -182,18 +211,40 @@ pub async fn deploy(ecs: &dyn Ecs, d: &Deployment, timing: Timing, progress: &dy
                             ecs.update_service(&input).await
                         }
                     };
-                    let verb = if c.action == ServiceAction::Create { "create" } else { "update" };
+                    let verb = if c.action == ServiceAction::Create {
+                        "create"
+                    } else {
+                        "update"
+                    };
                     if let Err(e) = result {
-                        return Err(roll_back(ecs, d, touched, e.to_string(), timing, progress).await);
+                        return Err(
+                            roll_back(ecs, d, touched, e.to_string(), timing, progress).await
+                        );
                     }
-                    progress.line(&format!("{}/{}: {verb}d, waiting for steady state", c.cluster, s.name));
-                    let waited = wait_steady(ecs, &c.cluster, &s.name, target, timeout, timing.poll_interval, progress).await;
+                    progress.line(&format!(
+                        "{}/{}: {verb}d, waiting for steady state",
+                        c.cluster, s.name
+                    ));
+                    let waited = wait_steady(
+                        ecs,
+                        &c.cluster,
+                        &s.name,
+                        target,
+                        timeout,
+                        timing.poll_interval,
+                        progress,
+                    )
+                    .await;
                     if let Err(failure) = waited {
                         return Err(roll_back(ecs, d, touched, failure, timing, progress).await);
                     }
-                    report
-                        .actions
-                        .push(format!("{} {} in {} ({})", verb, s.name, c.cluster, short_name(target)));
+                    report.actions.push(format!(
+                        "{} {} in {} ({})",
+                        verb,
+                        s.name,
+                        c.cluster,
+                        short_name(target)
+                    ));
                 }
             }
         }
@@ -212,18 +263,28 @@ async fn run_one_off(
 ) -> Result<(), String> {
     let what = format!("task {} ({}) in {}", t.name, short_name(arn), t.cluster);
     let task = ecs
-        .run_task(&t.cluster, arn, t.launch_type.as_deref(), t.network.as_ref())
+        .run_task(
+            &t.cluster,
+            arn,
+            t.launch_type.as_deref(),
+            t.network.as_ref(),
+        )
         .await
         .map_err(|e| format!("{what}: {e}"))?;
     progress.line(&format!("{what}: started {task}"));
     let start = Instant::now();
     let mut last = String::new();
+    let mut last_print = start;
     loop {
-        let state = ecs.describe_task(&t.cluster, &task).await.map_err(|e| format!("{what}: {e}"))?;
+        let state = ecs
+            .describe_task(&t.cluster, &task)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
         let line = format!("{}/{}: task {}", t.cluster, t.name, state.last_status);
-        if line != last {
+        if line != last || last_print.elapsed() >= HEARTBEAT {
             progress.line(&format!("{line} ({}s)", start.elapsed().as_secs()));
             last = line;
+            last_print = Instant::now();
         }
         if state.last_status == "STOPPED" {
             let bad: Vec<String> = state
@@ -243,9 +304,18 @@ async fn run_one_off(
                 progress.line(&format!("{what}: exited with code 0"));
                 return Ok(());
             }
-            let reason = state.stopped_reason.as_deref().unwrap_or("no stopped reason");
-            let bad = if bad.is_empty() { "no container reported".to_string() } else { bad.join(", ") };
-            return Err(format!("{what} failed: {bad} (stopped reason: {reason}); later steps were not started"));
+            let reason = state
+                .stopped_reason
+                .as_deref()
+                .unwrap_or("no stopped reason");
+            let bad = if bad.is_empty() {
+                "no container reported".to_string()
+            } else {
+                bad.join(", ")
+            };
+            return Err(format!(
+                "{what} failed: {bad} (stopped reason: {reason}); later steps were not started"
+            ));
         }
         if start.elapsed() >= timeout {
             return Err(format!(
@@ -312,6 +382,7 @@ pub(crate) async fn wait_steady(
     let what = format!("service {name} in {cluster}");
     let start = Instant::now();
     let mut last = String::new();
+    let mut last_print = start;
     loop {
         let s = ecs
             .describe_service(cluster, name)
@@ -319,9 +390,10 @@ pub(crate) async fn wait_steady(
             .map_err(|e| format!("{what}: {e}"))?
             .ok_or_else(|| format!("{what} disappeared while waiting for it"))?;
         let line = describe_line(cluster, &s);
-        if line != last {
+        if line != last || last_print.elapsed() >= HEARTBEAT {
             progress.line(&format!("{line} ({}s)", start.elapsed().as_secs()));
             last.clone_from(&line);
+            last_print = Instant::now();
         }
         if s.status != "ACTIVE" {
             return Err(format!("{what} became {} while deploying", s.status));
@@ -389,18 +461,38 @@ async fn roll_back(
                 .update_service(&service_input(&t.cluster, s, &previous, desired))
                 .await
             {
-                lines.push(format!("{what}: rollback to {} FAILED: {e}", short_name(&previous)));
+                lines.push(format!(
+                    "{what}: rollback to {} FAILED: {e}",
+                    short_name(&previous)
+                ));
                 continue;
             }
         }
         let timeout = s.timeout.unwrap_or(timing.wait_timeout);
-        match wait_steady(ecs, &t.cluster, &s.name, &previous, timeout, timing.poll_interval, progress).await {
+        match wait_steady(
+            ecs,
+            &t.cluster,
+            &s.name,
+            &previous,
+            timeout,
+            timing.poll_interval,
+            progress,
+        )
+        .await
+        {
             Ok(()) => lines.push(format!(
                 "{what}: rolled back to {}{}",
                 short_name(&previous),
-                if already { " (by ECS's circuit breaker)" } else { "" }
+                if already {
+                    " (by ECS's circuit breaker)"
+                } else {
+                    ""
+                }
             )),
-            Err(e) => lines.push(format!("{what}: rollback to {} did not settle: {e}", short_name(&previous))),
+            Err(e) => lines.push(format!(
+                "{what}: rollback to {} did not settle: {e}",
+                short_name(&previous)
+            )),
         }
     }
     Error::Rollout {

@@ -301,7 +301,10 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
             return Err(err(&format!("clusters[{i}]"), "empty cluster name".into()));
         }
         if !clusters.insert(c.as_str()) {
-            return Err(err(&format!("clusters[{i}]"), format!("cluster {c:?} is declared twice")));
+            return Err(err(
+                &format!("clusters[{i}]"),
+                format!("cluster {c:?} is declared twice"),
+            ));
         }
     }
     let known_clusters = || file.clusters.join(", ");
@@ -314,20 +317,32 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
         if let Some(other) = families.insert(td.family.as_str(), key) {
             return Err(err(
                 &format!("{at}.family"),
-                format!("family {:?} is also used by task definition {other:?}", td.family),
+                format!(
+                    "family {:?} is also used by task definition {other:?}",
+                    td.family
+                ),
             ));
         }
         if td.containers.is_empty() {
-            return Err(err(&format!("{at}.containers"), format!("task definition {key:?} has no container")));
+            return Err(err(
+                &format!("{at}.containers"),
+                format!("task definition {key:?} has no container"),
+            ));
         }
         let mut names = HashSet::new();
         for (i, c) in td.containers.iter().enumerate() {
             let at = format!("{at}.containers[{i}]");
             if c.image.trim().is_empty() {
-                return Err(err(&format!("{at}.image"), format!("container {:?} has an empty image", c.name)));
+                return Err(err(
+                    &format!("{at}.image"),
+                    format!("container {:?} has an empty image", c.name),
+                ));
             }
             if !names.insert(c.name.as_str()) {
-                return Err(err(&format!("{at}.name"), format!("container name {:?} is used twice", c.name)));
+                return Err(err(
+                    &format!("{at}.name"),
+                    format!("container name {:?} is used twice", c.name),
+                ));
             }
         }
     }
@@ -338,7 +353,10 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
             let known: Vec<_> = file.task_definitions.keys().map(String::as_str).collect();
             Err(err(
                 at,
-                format!("unknown task definition {key:?} (declared: {})", known.join(", ")),
+                format!(
+                    "unknown task definition {key:?} (declared: {})",
+                    known.join(", ")
+                ),
             ))
         }
     };
@@ -346,14 +364,23 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
         if clusters.contains(name) {
             Ok(())
         } else {
-            Err(err(at, format!("unknown cluster {name:?} (declared clusters: {})", known_clusters())))
+            Err(err(
+                at,
+                format!(
+                    "unknown cluster {name:?} (declared clusters: {})",
+                    known_clusters()
+                ),
+            ))
         }
     };
     let mut steps = HashSet::new();
     for (i, t) in file.tasks.iter().enumerate() {
         let at = format!("tasks[{i}]");
         if !steps.insert(t.name.as_str()) {
-            return Err(err(&format!("{at}.name"), format!("step name {:?} is used twice", t.name)));
+            return Err(err(
+                &format!("{at}.name"),
+                format!("step name {:?} is used twice", t.name),
+            ));
         }
         cluster_ref(&format!("{at}.cluster"), &t.cluster)?;
         td_ref(&format!("{at}.task_definition"), &t.task_definition)?;
@@ -361,31 +388,49 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
     for (i, s) in file.services.iter().enumerate() {
         let at = format!("services[{i}]");
         if !steps.insert(s.name.as_str()) {
-            return Err(err(&format!("{at}.name"), format!("step name {:?} is used twice", s.name)));
+            return Err(err(
+                &format!("{at}.name"),
+                format!("step name {:?} is used twice", s.name),
+            ));
         }
         if s.clusters.is_empty() {
-            return Err(err(&format!("{at}.clusters"), format!("service {:?} names no cluster", s.name)));
+            return Err(err(
+                &format!("{at}.clusters"),
+                format!("service {:?} names no cluster", s.name),
+            ));
         }
         let mut seen = HashSet::new();
         for (j, c) in s.clusters.iter().enumerate() {
             cluster_ref(&format!("{at}.clusters[{j}]"), c)?;
             if !seen.insert(c.as_str()) {
-                return Err(err(&format!("{at}.clusters[{j}]"), format!("cluster {c:?} is listed twice")));
+                return Err(err(
+                    &format!("{at}.clusters[{j}]"),
+                    format!("cluster {c:?} is listed twice"),
+                ));
             }
         }
         td_ref(&format!("{at}.task_definition"), &s.task_definition)?;
         if s.desired_count < 0 {
-            return Err(err(&format!("{at}.desired_count"), "desired_count must be 0 or more".into()));
+            return Err(err(
+                &format!("{at}.desired_count"),
+                "desired_count must be 0 or more".into(),
+            ));
         }
     }
     if steps.is_empty() {
         return Err(err("", "the file declares no service and no task".into()));
     }
     if file.settings.keep_revisions == 0 {
-        return Err(err("settings.keep_revisions", "keep_revisions must be at least 1".into()));
+        return Err(err(
+            "settings.keep_revisions",
+            "keep_revisions must be at least 1".into(),
+        ));
     }
     if file.settings.poll_interval.is_zero() {
-        return Err(err("settings.poll_interval", "poll_interval must be more than 0".into()));
+        return Err(err(
+            "settings.poll_interval",
+            "poll_interval must be more than 0".into(),
+        ));
     }
     Ok(())
 }
@@ -402,7 +447,12 @@ fn order(
         nodes.push((Step::Task(i), &t.name, &t.after, format!("tasks[{i}]")));
     }
     for (i, s) in file.services.iter().enumerate() {
-        nodes.push((Step::Service(i), &s.name, &s.after, format!("services[{i}]")));
+        nodes.push((
+            Step::Service(i),
+            &s.name,
+            &s.after,
+            format!("services[{i}]"),
+        ));
     }
     // Declaration order = position in the file, so a task written after a service stays after it.
     nodes.sort_by_key(|n| {
@@ -416,10 +466,18 @@ fn order(
         for (j, a) in after.iter().enumerate() {
             match id.get(a.as_str()) {
                 Some(&k) if nodes[k].1 == *name => {
-                    return Err(err(&format!("{at}.after[{j}]"), format!("step {name:?} cannot come after itself")))
+                    return Err(err(
+                        &format!("{at}.after[{j}]"),
+                        format!("step {name:?} cannot come after itself"),
+                    ))
                 }
                 Some(&k) => d.push(k),
-                None => return Err(err(&format!("{at}.after[{j}]"), format!("unknown step {a:?} in `after`"))),
+                None => {
+                    return Err(err(
+                        &format!("{at}.after[{j}]"),
+                        format!("unknown step {a:?} in `after`"),
+                    ))
+                }
             }
         }
         deps.push(d);
@@ -457,7 +515,11 @@ fn find_cycle(start: usize, deps: &[Vec<usize>], done: &[bool]) -> Vec<usize> {
     let mut cur = start;
     loop {
         // Every node left is blocked, so it has an unfinished dependency.
-        let next = deps[cur].iter().copied().find(|&d| !done[d]).unwrap_or(start);
+        let next = deps[cur]
+            .iter()
+            .copied()
+            .find(|&d| !done[d])
+            .unwrap_or(start);
         if let Some(at) = path.iter().position(|&p| p == next) {
             let mut cycle = path[at..].to_vec();
             cycle.push(next);
@@ -518,7 +580,8 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             f.write_str("a duration such as 90s, 15m or 1h")
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
-            parse_duration(s).ok_or_else(|| E::custom(format!("invalid duration {s:?} (use e.g. 90s, 15m, 1h)")))
+            parse_duration(s)
+                .ok_or_else(|| E::custom(format!("invalid duration {s:?} (use e.g. 90s, 15m, 1h)")))
         }
         fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
             Ok(Duration::from_secs(n))
@@ -536,4 +599,83 @@ fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
         StrOrNum::S(s) => s,
         StrOrNum::N(n) => n.to_string(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TD: &str = "task_definitions:\n  t: {family: f, containers: [{name: c, image: i}]}\n";
+
+    fn names(d: &Deployment) -> Vec<&str> {
+        d.order
+            .iter()
+            .map(|s| match *s {
+                Step::Task(i) => d.task(i).name.as_str(),
+                Step::Service(i) => d.service(i).name.as_str(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn order_follows_after_then_the_file() {
+        let text = format!(
+            "clusters: [a]\n{TD}services:\n  - {{name: s1, clusters: [a], task_definition: t, desired_count: 1, after: [s3]}}\n  - {{name: s2, clusters: [a], task_definition: t, desired_count: 1}}\n  - {{name: s3, clusters: [a], task_definition: t, desired_count: 1}}\ntasks:\n  - {{name: t1, cluster: a, task_definition: t}}\n"
+        );
+        let d = parse("f", &text).unwrap();
+        // s2 is first ready in file order; s1 waits for s3; the task comes last in the file.
+        assert_eq!(names(&d), ["s2", "s3", "s1", "t1"]);
+    }
+
+    #[test]
+    fn a_three_step_cycle_names_its_members() {
+        let text = format!(
+            "clusters: [a]\n{TD}services:\n  - {{name: x, clusters: [a], task_definition: t, desired_count: 1, after: [z]}}\n  - {{name: y, clusters: [a], task_definition: t, desired_count: 1, after: [x]}}\n  - {{name: z, clusters: [a], task_definition: t, desired_count: 1, after: [y]}}\n"
+        );
+        let e = parse("f", &text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:5:76: cycle in the rollout order: x after z after y after x"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("10 minutes"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn other_checks_point_at_the_node() {
+        let svc = |extra: &str| {
+            format!("clusters: [a]\n{TD}services:\n  - {{name: s, clusters: [a], task_definition: t, desired_count: 1{extra}}}\n")
+        };
+        let e = parse("f", &svc(", after: [s]")).unwrap_err();
+        assert_eq!(e.to_string(), "f:5:76: step \"s\" cannot come after itself");
+        let e = parse(
+            "f",
+            &svc("").replace("desired_count: 1", "desired_count: -1"),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "f:5:65: desired_count must be 0 or more");
+        let e = parse(
+            "f",
+            &svc("").replace("clusters: [a], task", "clusters: [a, a], task"),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "f:5:29: cluster \"a\" is listed twice");
+        let e = parse("f", "clusters: []\ntask_definitions: {}\n").unwrap_err();
+        assert_eq!(e.to_string(), "f:1:11: no cluster is declared");
+        let e = parse("f", &format!("clusters: [a]\n{TD}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:1:1: the file declares no service and no task"
+        );
+    }
 }

@@ -33,12 +33,18 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
         (
             "unknown cluster",
-            GOOD.replace("clusters: [alpha, beta]\n    task", "clusters: [alpha, gamma]\n    task"),
+            GOOD.replace(
+                "clusters: [alpha, beta]\n    task",
+                "clusters: [alpha, gamma]\n    task",
+            ),
             "14:23: unknown cluster \"gamma\" (declared clusters: alpha, beta)",
         ),
         (
             "cycle in the order",
-            GOOD.replace("    task_definition: gateway\nservices", "    task_definition: gateway\n    after: [gateway]\nservices"),
+            GOOD.replace(
+                "    task_definition: gateway\nservices",
+                "    task_definition: gateway\n    after: [gateway]\nservices",
+            ),
             "12:13: cycle in the rollout order: migrations after gateway after migrations",
         ),
         (
@@ -58,7 +64,10 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "unknown task definition",
-            GOOD.replace("    task_definition: gateway\n    desired", "    task_definition: gw\n    desired"),
+            GOOD.replace(
+                "    task_definition: gateway\n    desired",
+                "    task_definition: gw\n    desired",
+            ),
             "15:22: unknown task definition \"gw\" (declared: gateway)",
         ),
         (
@@ -71,7 +80,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             format!("settings:\n  wait_timeout: 10 minutes\n{GOOD}"),
             "2:17: settings.wait_timeout: invalid duration \"10 minutes\" (use e.g. 90s, 15m, 1h)",
         ),
-        ("yaml syntax", GOOD.replace("clusters: [alpha, beta]\ntask", "clusters: [alpha, beta\ntask"), "2:"),
+        (
+            "yaml syntax",
+            GOOD.replace(
+                "clusters: [alpha, beta]\ntask",
+                "clusters: [alpha, beta\ntask",
+            ),
+            "2:",
+        ),
     ]
 }
 
@@ -89,15 +105,22 @@ async fn rejected_before_any_call_with_the_position() {
         assert!(matches!(err, Error::File(_)), "{what}: {err}");
         let msg = err.to_string();
         let prefix = format!("{}:", path.display());
-        let rest = msg.strip_prefix(&prefix).unwrap_or_else(|| panic!("{what}: {msg}"));
-        assert!(rest.starts_with(expected), "{what}: got {rest:?}, want {expected:?}");
+        let rest = msg
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{what}: {msg}"));
+        assert!(
+            rest.starts_with(expected),
+            "{what}: got {rest:?}, want {expected:?}"
+        );
         assert!(fake.calls().is_empty(), "{what}: {:?}", fake.calls());
     }
     // The good file passes and reaches ECS.
     let path = dir.path().join("good.yml");
     std::fs::write(&path, GOOD).unwrap();
     let fake = FakeEcs::new(&["alpha", "beta"]);
-    deploy_file(&fake, &path, &Collect::default()).await.expect("good file");
+    deploy_file(&fake, &path, &Collect::default())
+        .await
+        .expect("good file");
     assert!(!fake.calls().is_empty());
 }
 
@@ -112,7 +135,12 @@ fn the_binary_exits_non_zero_without_connecting() {
         std::fs::write(&path, &text).unwrap();
         for command in ["plan", "deploy", "status", "rollback"] {
             let out = Command::new(env!("CARGO_BIN_EXE_tollgate-ecs"))
-                .args(["--file", path.to_str().unwrap(), "--endpoint-url", &endpoint])
+                .args([
+                    "--file",
+                    path.to_str().unwrap(),
+                    "--endpoint-url",
+                    &endpoint,
+                ])
                 .args(["--region", "us-east-1", command])
                 .env("AWS_ACCESS_KEY_ID", "testing")
                 .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -128,4 +156,43 @@ fn the_binary_exits_non_zero_without_connecting() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
         other => panic!("the tool connected to the endpoint: {other:?}"),
     }
+}
+
+#[test]
+fn the_example_file_and_its_cassandra_variant_are_valid() {
+    use tollgate_ecs::spec::{load, parse, Step};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/ecs/deployment.example.yml"
+    );
+    let d = load(std::path::Path::new(path)).expect("example file");
+    let names: Vec<&str> = d
+        .order
+        .iter()
+        .map(|s| match *s {
+            Step::Task(i) => d.task(i).name.as_str(),
+            Step::Service(i) => d.service(i).name.as_str(),
+        })
+        .collect();
+    assert_eq!(names, ["migrations", "gateway"]);
+    assert_eq!(d.service(0).clusters.len(), 2);
+
+    // The commented variant, uncommented.
+    let text = std::fs::read_to_string(path).unwrap();
+    let block = text.split("# --- Cassandra variant").nth(1).unwrap();
+    let yaml: String = block
+        .lines()
+        .skip_while(|l| !l.starts_with("# clusters:"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or("")))
+        .collect();
+    let d = parse("cassandra", &yaml).expect("cassandra variant");
+    let names: Vec<&str> = d
+        .order
+        .iter()
+        .map(|s| match *s {
+            Step::Task(i) => d.task(i).name.as_str(),
+            Step::Service(i) => d.service(i).name.as_str(),
+        })
+        .collect();
+    assert_eq!(names, ["cassandra-seed", "cassandra-nodes", "gateway"]);
 }

@@ -44,12 +44,20 @@ fn timing(d: &Deployment) -> Timing {
 }
 
 fn td_of(fake: &FakeEcs, cluster: &str) -> String {
-    short_name(&fake.service(cluster, "gateway").expect("service exists").task_definition).to_string()
+    short_name(
+        &fake
+            .service(cluster, "gateway")
+            .expect("service exists")
+            .task_definition,
+    )
+    .to_string()
 }
 
 async fn first_deploy(fake: &FakeEcs) {
     let d = file("gw:1", "gw:1");
-    deploy(fake, &d, timing(&d), &Collect::default()).await.expect("first deploy");
+    deploy(fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect("first deploy");
 }
 
 #[tokio::test(start_paused = true)]
@@ -57,7 +65,9 @@ async fn steady_state_in_order_migrations_then_each_cluster() {
     let fake = FakeEcs::new(&[A, B]);
     let d = file("gw:1", "gw:1");
     let progress = Collect::default();
-    let report = deploy(&fake, &d, timing(&d), &progress).await.expect("deploy");
+    let report = deploy(&fake, &d, timing(&d), &progress)
+        .await
+        .expect("deploy");
     assert_eq!(
         report.actions,
         vec![
@@ -71,9 +81,17 @@ async fn steady_state_in_order_migrations_then_each_cluster() {
     // The order of the mutating calls: the task has stopped before any service is created,
     // and cluster a is steady before cluster b is touched.
     let calls = fake.calls();
-    let pos = |needle: &str| calls.iter().position(|c| c.starts_with(needle)).expect(needle);
+    let pos = |needle: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with(needle))
+            .expect(needle)
+    };
     assert!(pos("RunTask") < pos("CreateService gateway@tollgate-a"));
-    let last_task_poll = calls.iter().rposition(|c| c.starts_with("DescribeTasks")).unwrap();
+    let last_task_poll = calls
+        .iter()
+        .rposition(|c| c.starts_with("DescribeTasks"))
+        .unwrap();
     assert!(last_task_poll < pos("CreateService gateway@tollgate-a"));
     let a_steady = calls
         .iter()
@@ -91,7 +109,9 @@ async fn steady_state_in_order_migrations_then_each_cluster() {
 
     // Same file again: nothing registered, run or updated.
     let before = fake.calls().len();
-    let report = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect("no-op deploy");
+    let report = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect("no-op deploy");
     assert!(report.actions.is_empty());
     let mutating: Vec<String> = fake.calls()[before..]
         .iter()
@@ -108,8 +128,12 @@ async fn timeout_rolls_back_to_the_previous_revision() {
     fake.script_rollout("gw:2", Rollout::Stuck);
     let d = file("gw:2", "gw:1");
     let started = tokio::time::Instant::now();
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("must fail");
-    let Error::Rollout { failure, rollback } = &err else { panic!("{err}") };
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("must fail");
+    let Error::Rollout { failure, rollback } = &err else {
+        panic!("{err}")
+    };
     assert!(
         failure.contains("service gateway in tollgate-a did not reach a steady state on tollgate-gateway:2 within 60s"),
         "{failure}"
@@ -123,7 +147,10 @@ async fn timeout_rolls_back_to_the_previous_revision() {
     assert!((60..=90).contains(&waited), "waited {waited}s");
     assert_eq!(td_of(&fake, A), "tollgate-gateway:1");
     // Cluster b was never touched.
-    assert!(!fake.calls().iter().any(|c| c.starts_with("UpdateService gateway@tollgate-b")));
+    assert!(!fake
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("UpdateService gateway@tollgate-b")));
     assert_eq!(td_of(&fake, B), "tollgate-gateway:1");
     let s = fake.service(A, "gateway").unwrap();
     assert_eq!((s.running, s.desired, s.deployments.len()), (2, 2, 1));
@@ -135,7 +162,9 @@ async fn circuit_breaker_failure_is_reported_and_rolled_back() {
     first_deploy(&fake).await;
     fake.script_rollout("gw:bad", Rollout::CircuitBreaker { after_polls: 3 });
     let d = file("gw:bad", "gw:1");
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("must fail");
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("must fail");
     let text = err.to_string();
     assert!(
         text.starts_with(
@@ -153,7 +182,10 @@ async fn circuit_breaker_failure_is_reported_and_rolled_back() {
         .into_iter()
         .filter(|c| c.starts_with("UpdateService"))
         .collect();
-    assert_eq!(updates, vec!["UpdateService gateway@tollgate-a tollgate-gateway:2"]);
+    assert_eq!(
+        updates,
+        vec!["UpdateService gateway@tollgate-a tollgate-gateway:2"]
+    );
     assert_eq!(td_of(&fake, A), "tollgate-gateway:1");
     assert_eq!(td_of(&fake, B), "tollgate-gateway:1");
 }
@@ -165,8 +197,12 @@ async fn failure_in_the_second_cluster_rolls_back_both() {
     // Steady in cluster a, the circuit breaker trips in cluster b.
     fake.script_rollout_in(B, "gw:2", Rollout::CircuitBreaker { after_polls: 1 });
     let d = file("gw:2", "gw:1");
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("cluster b fails");
-    let Error::Rollout { failure, rollback } = &err else { panic!("{err}") };
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("cluster b fails");
+    let Error::Rollout { failure, rollback } = &err else {
+        panic!("{err}")
+    };
     assert!(
         failure.starts_with("service gateway in tollgate-b: the deployment circuit breaker failed the rollout of tollgate-gateway:2"),
         "{failure}"
@@ -200,10 +236,18 @@ async fn failure_in_the_second_cluster_rolls_back_both() {
 async fn failed_migrations_stop_the_rollout_before_the_gateway() {
     let fake = FakeEcs::new(&[A, B]);
     first_deploy(&fake).await;
-    fake.script_task("mig:2", TaskOutcome::Exit { code: 3, after_polls: 2 });
+    fake.script_task(
+        "mig:2",
+        TaskOutcome::Exit {
+            code: 3,
+            after_polls: 2,
+        },
+    );
     let d = file("gw:2", "mig:2");
     let before = fake.calls().len();
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("must fail");
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("must fail");
     let text = err.to_string();
     assert!(
         text.starts_with(
@@ -211,10 +255,15 @@ async fn failed_migrations_stop_the_rollout_before_the_gateway() {
         ),
         "{text}"
     );
-    assert!(text.contains("rollback: nothing had been changed"), "{text}");
+    assert!(
+        text.contains("rollback: nothing had been changed"),
+        "{text}"
+    );
     let later = &fake.calls()[before..];
     assert!(
-        !later.iter().any(|c| c.starts_with("UpdateService") || c.starts_with("CreateService")),
+        !later
+            .iter()
+            .any(|c| c.starts_with("UpdateService") || c.starts_with("CreateService")),
         "{later:?}"
     );
     assert_eq!(td_of(&fake, A), "tollgate-gateway:1");
@@ -227,7 +276,9 @@ async fn migrations_that_never_stop_time_out() {
     fake.script_task("mig:hang", TaskOutcome::Stuck);
     let d = file("gw:1", "mig:hang");
     let started = tokio::time::Instant::now();
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("must fail");
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("must fail");
     assert!(
         err.to_string()
             .starts_with("task migrations (tollgate-migrations:1) in tollgate-a did not stop within 30s (last status RUNNING)"),
@@ -243,12 +294,20 @@ async fn rollback_command_and_destroy_keep_revisions() {
     first_deploy(&fake).await;
     for image in ["gw:2", "gw:3"] {
         let d = file(image, "gw:1");
-        deploy(&fake, &d, timing(&d), &Collect::default()).await.expect("deploy");
+        deploy(&fake, &d, timing(&d), &Collect::default())
+            .await
+            .expect("deploy");
     }
     let d = file("gw:3", "gw:1");
-    let out = ops::rollback(&fake, &d, &Filter::default(), timing(&d), &Collect::default())
-        .await
-        .expect("rollback");
+    let out = ops::rollback(
+        &fake,
+        &d,
+        &Filter::default(),
+        timing(&d),
+        &Collect::default(),
+    )
+    .await
+    .expect("rollback");
     assert_eq!(
         out,
         vec![
@@ -258,7 +317,9 @@ async fn rollback_command_and_destroy_keep_revisions() {
     );
     assert_eq!(td_of(&fake, B), "tollgate-gateway:2");
 
-    let out = ops::destroy(&fake, &d, 2, timing(&d), &Collect::default()).await.expect("destroy");
+    let out = ops::destroy(&fake, &d, 2, timing(&d), &Collect::default())
+        .await
+        .expect("destroy");
     assert_eq!(
         out,
         vec![
@@ -271,17 +332,28 @@ async fn rollback_command_and_destroy_keep_revisions() {
     );
     assert_eq!(fake.service(A, "gateway").unwrap().status, "INACTIVE");
     // Nothing left to roll back.
-    let err = ops::rollback(&fake, &d, &Filter::default(), timing(&d), &Collect::default())
-        .await
-        .expect_err("no service");
-    assert_eq!(err.to_string(), "service gateway in tollgate-a does not exist; nothing to roll back");
+    let err = ops::rollback(
+        &fake,
+        &d,
+        &Filter::default(),
+        timing(&d),
+        &Collect::default(),
+    )
+    .await
+    .expect_err("no service");
+    assert_eq!(
+        err.to_string(),
+        "service gateway in tollgate-a does not exist; nothing to roll back"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn missing_cluster_is_refused_before_any_change() {
     let fake = FakeEcs::new(&[A]);
     let d = file("gw:1", "gw:1");
-    let err = deploy(&fake, &d, timing(&d), &Collect::default()).await.expect_err("must fail");
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("must fail");
     assert_eq!(
         err.to_string(),
         "cluster(s) not found or not ACTIVE: tollgate-b (create them first, e.g. with Terraform)"

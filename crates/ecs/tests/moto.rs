@@ -26,14 +26,26 @@ struct Moto {
 impl Moto {
     fn start() -> Moto {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto.sh");
-        let out = Command::new("bash").arg(script).output().expect("run tests/moto.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run tests/moto.sh");
         assert!(
             out.status.success(),
             "tests/moto.sh failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let server = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").to_string();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -55,7 +67,10 @@ impl Moto {
                 let log = std::fs::read_to_string(moto._log.path()).unwrap_or_default();
                 panic!("moto_server exited ({status}): {log}");
             }
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 60s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port} within 60s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
@@ -135,7 +150,12 @@ task_definitions:
 
 async fn create_clusters(client: &Client, names: &[&str]) {
     for name in names {
-        client.create_cluster().cluster_name(*name).send().await.expect("create_cluster");
+        client
+            .create_cluster()
+            .cluster_name(*name)
+            .send()
+            .await
+            .expect("create_cluster");
     }
 }
 
@@ -151,7 +171,12 @@ async fn service(client: &Client, cluster: &str, name: &str) -> Option<(String, 
     out.services().first().map(|s| {
         (
             s.status().unwrap_or_default().to_string(),
-            s.task_definition().unwrap_or_default().rsplit('/').next().unwrap().to_string(),
+            s.task_definition()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string(),
             s.desired_count(),
         )
     })
@@ -191,7 +216,9 @@ async fn plan_deploy_update_status_rollback_destroy() {
          1. service gateway in tollgate-a: create (deployment circuit breaker on)\n\
          1. service gateway in tollgate-b: create (deployment circuit breaker on)\n"
     );
-    assert!(active_revisions(&client, "tollgate-gateway").await.is_empty());
+    assert!(active_revisions(&client, "tollgate-gateway")
+        .await
+        .is_empty());
 
     // deploy creates the services in both clusters and waits for them.
     let (code, out, err) = moto.run(&file, &["deploy"]);
@@ -202,7 +229,10 @@ async fn plan_deploy_update_status_rollback_destroy() {
          create gateway in tollgate-a (tollgate-gateway:1)\n\
          create gateway in tollgate-b (tollgate-gateway:1)\n"
     );
-    assert!(err.contains("service gateway in tollgate-b: steady on tollgate-gateway:1"), "{err}");
+    assert!(
+        err.contains("service gateway in tollgate-b: steady on tollgate-gateway:1"),
+        "{err}"
+    );
     for c in ["tollgate-a", "tollgate-b"] {
         assert_eq!(
             service(&client, c, "gateway").await,
@@ -225,7 +255,10 @@ async fn plan_deploy_update_status_rollback_destroy() {
     let (code, out, err) = moto.run(&file, &["plan"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.ends_with("no changes\n"), "{out}");
-    assert!(out.contains("task definition gateway: unchanged (tollgate-gateway:1)"), "{out}");
+    assert!(
+        out.contains("task definition gateway: unchanged (tollgate-gateway:1)"),
+        "{out}"
+    );
 
     // A new image: plan names it, deploy updates both clusters.
     let file = write_file(dir.path(), 2, "");
@@ -261,9 +294,18 @@ async fn plan_deploy_update_status_rollback_destroy() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("tollgate-a/gateway: ACTIVE tollgate-gateway:2 running 2/2 ["), "{out}");
-    assert!(lines[1].starts_with("tollgate-b/gateway: ACTIVE tollgate-gateway:2 running 2/2 ["), "{out}");
-    assert_eq!(lines[2], "task definition gateway: tollgate-gateway:2 (2 active revision(s))");
+    assert!(
+        lines[0].starts_with("tollgate-a/gateway: ACTIVE tollgate-gateway:2 running 2/2 ["),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("tollgate-b/gateway: ACTIVE tollgate-gateway:2 running 2/2 ["),
+        "{out}"
+    );
+    assert_eq!(
+        lines[2],
+        "task definition gateway: tollgate-gateway:2 (2 active revision(s))"
+    );
 
     // rollback goes to the previous revision, one cluster when asked, then the rest.
     let (code, out, err) = moto.run(&file, &["rollback", "--cluster", "tollgate-b"]);
@@ -294,7 +336,11 @@ async fn plan_deploy_update_status_rollback_destroy() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         active_revisions(&client, "tollgate-gateway").await,
-        vec!["tollgate-gateway:1", "tollgate-gateway:2", "tollgate-gateway:3"]
+        vec![
+            "tollgate-gateway:1",
+            "tollgate-gateway:2",
+            "tollgate-gateway:3"
+        ]
     );
     let (code, _, err) = moto.run(&file, &["destroy"]);
     assert_eq!(code, 1);
@@ -315,7 +361,7 @@ async fn plan_deploy_update_status_rollback_destroy() {
     for c in ["tollgate-a", "tollgate-b"] {
         let s = service(&client, c, "gateway").await;
         assert!(
-            matches!(&s, None) || matches!(&s, Some((status, _, 0)) if status == "INACTIVE"),
+            s.is_none() || matches!(&s, Some((status, _, 0)) if status == "INACTIVE"),
             "{c}: {s:?}"
         );
     }
@@ -326,8 +372,14 @@ async fn plan_deploy_update_status_rollback_destroy() {
     // Destroy again: already gone, exit 0.
     let (code, out, err) = moto.run(&file, &["destroy", "--yes", "--keep", "1"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("service gateway in tollgate-a: already gone\n"), "{out}");
-    assert_eq!(active_revisions(&client, "tollgate-gateway").await, vec!["tollgate-gateway:3"]);
+    assert!(
+        out.starts_with("service gateway in tollgate-a: already gone\n"),
+        "{out}"
+    );
+    assert_eq!(
+        active_revisions(&client, "tollgate-gateway").await,
+        vec!["tollgate-gateway:3"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +398,9 @@ async fn missing_cluster_and_aws_errors_are_clear() {
             "{command}"
         );
     }
-    assert!(active_revisions(&client, "tollgate-gateway").await.is_empty());
+    assert!(active_revisions(&client, "tollgate-gateway")
+        .await
+        .is_empty());
 
     // ECS refuses the request (here: an awsvpc service in subnets that do not exist): the
     // service error is reported with its code and message, and the exit status is 1.
@@ -362,7 +416,10 @@ async fn missing_cluster_and_aws_errors_are_clear() {
         err.contains("tollgate-ecs: error: CreateService failed: InvalidParameterException"),
         "{err}"
     );
-    assert!(err.contains("rollback:\n  service gateway in tollgate-a: created by this run"), "{err}");
+    assert!(
+        err.contains("rollback:\n  service gateway in tollgate-a: created by this run"),
+        "{err}"
+    );
 }
 
 /// The default VPC's first subnet and security group in this moto server, read with the
@@ -378,10 +435,17 @@ print(ec2.describe_subnets()["Subnets"][0]["SubnetId"], ec2.describe_security_gr
         .args(["-c", script, &moto.endpoint])
         .output()
         .expect("run the venv's python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace();
-    (it.next().unwrap().to_string(), it.next().unwrap().to_string())
+    (
+        it.next().unwrap().to_string(),
+        it.next().unwrap().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,8 +507,17 @@ tasks:
         .send()
         .await
         .unwrap();
-    let all = client.list_tasks().cluster("tollgate-a").send().await.unwrap();
-    assert_eq!(tasks.task_arns().len() + all.task_arns().len(), 1, "{tasks:?} {all:?}");
+    let all = client
+        .list_tasks()
+        .cluster("tollgate-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks.task_arns().len() + all.task_arns().len(),
+        1,
+        "{tasks:?} {all:?}"
+    );
     for c in ["tollgate-a", "tollgate-b"] {
         assert_eq!(
             service(&client, c, "gateway").await,
@@ -455,5 +528,8 @@ tasks:
     let (code, out, err) = moto.run(&file, &["deploy"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "no changes\n");
-    assert!(err.contains("1. task migrations in tollgate-a: skip (nothing else changes)"), "{err}");
+    assert!(
+        err.contains("1. task migrations in tollgate-a: skip (nothing else changes)"),
+        "{err}"
+    );
 }
