@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
     DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer,
@@ -69,9 +69,24 @@ where
                 meta.message().unwrap_or("(no message)")
             )
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => chain(other),
     };
     AwsError { operation, message }
+}
+
+/// "dispatch failure: io error: ... Connection refused": each cause once, without the
+/// Debug dump `DisplayErrorContext` appends.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
 }
 
 fn container_definition(c: &ContainerSpec) -> AwsResult<ContainerDefinition> {

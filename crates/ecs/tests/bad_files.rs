@@ -196,3 +196,40 @@ fn the_example_file_and_its_cassandra_variant_are_valid() {
         .collect();
     assert_eq!(names, ["cassandra-seed", "cassandra-nodes", "gateway"]);
 }
+
+#[test]
+fn an_unreachable_endpoint_is_one_clear_error() {
+    // A port that was just free: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.yml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-ecs"))
+        .args(["--file", path.to_str().unwrap()])
+        .args([
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--region",
+            "us-east-1",
+            "plan",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "tollgate-ecs: error: DescribeClusters failed: dispatch failure: io error:"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
