@@ -7,7 +7,7 @@ use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
     DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer,
-    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping, ServiceField,
+    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
     TaskDefinitionStatus, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
@@ -367,7 +367,6 @@ impl Ecs for AwsEcs {
             .describe_services()
             .cluster(cluster)
             .services(name)
-            .include(ServiceField::Tags)
             .send()
             .await
             .map_err(|e| aws_err("DescribeServices", e))?;

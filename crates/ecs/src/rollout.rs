@@ -14,6 +14,9 @@ use crate::spec::{Deployment, FileError, ServiceSpec, TaskSpec};
 /// A progress line is printed when something changes, and at least this often while waiting.
 const HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// How long a service may be reported MISSING right after it was created or updated.
+const MISSING_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -384,11 +387,20 @@ pub(crate) async fn wait_steady(
     let mut last = String::new();
     let mut last_print = start;
     loop {
-        let s = ecs
+        let Some(s) = ecs
             .describe_service(cluster, name)
             .await
             .map_err(|e| format!("{what}: {e}"))?
-            .ok_or_else(|| format!("{what} disappeared while waiting for it"))?;
+        else {
+            // A just-created service may take a moment to be visible (eventual consistency).
+            if start.elapsed() >= MISSING_GRACE.min(timeout) {
+                return Err(format!(
+                    "{what} is not found (MISSING) while waiting for it"
+                ));
+            }
+            tokio::time::sleep(poll).await;
+            continue;
+        };
         let line = describe_line(cluster, &s);
         if line != last || last_print.elapsed() >= HEARTBEAT {
             progress.line(&format!("{line} ({}s)", start.elapsed().as_secs()));
