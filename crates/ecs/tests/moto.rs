@@ -41,13 +41,24 @@ impl Moto {
             .last()
             .unwrap_or("")
             .to_string();
+        // The port is picked free and then given to moto: another process may take it in
+        // between, so a server that exits at once is retried on a new port.
+        for _ in 0..3 {
+            if let Some(moto) = Self::spawn(&server) {
+                return moto;
+            }
+        }
+        panic!("moto_server did not start after 3 attempts");
+    }
+
+    fn spawn(server: &str) -> Option<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(&server)
+        let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_ECS_SERVICE_RUNNING", "2")
             .stdin(Stdio::null())
@@ -58,14 +69,15 @@ impl Moto {
         let mut moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
-            python: Path::new(&server).with_file_name("python"),
+            python: Path::new(server).with_file_name("python"),
             _log: log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 let log = std::fs::read_to_string(moto._log.path()).unwrap_or_default();
-                panic!("moto_server exited ({status}): {log}");
+                eprintln!("moto_server exited ({status}): {log}");
+                return None;
             }
             assert!(
                 Instant::now() < deadline,
@@ -73,7 +85,7 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        moto
+        Some(moto)
     }
 
     fn client(&self) -> Client {
