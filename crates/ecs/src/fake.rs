@@ -39,6 +39,8 @@ struct FakeService {
     svc: Service,
     circuit_breaker: bool,
     polls: u32,
+    /// DescribeServices answers MISSING this many more times (eventual consistency).
+    hidden: u32,
 }
 
 struct FakeTask {
@@ -58,6 +60,7 @@ struct State {
     outcomes: HashMap<String, TaskOutcome>,
     calls: Vec<String>,
     next_id: u64,
+    hide_new_services: u32,
 }
 
 #[derive(Default)]
@@ -96,6 +99,11 @@ impl FakeEcs {
 
     pub fn script_task(&self, image: &str, o: TaskOutcome) {
         self.lock().outcomes.insert(image.to_string(), o);
+    }
+
+    /// Services created from now on are reported MISSING by the next `polls` describes.
+    pub fn hide_new_services(&self, polls: u32) {
+        self.lock().hide_new_services = polls;
     }
 
     /// Every call made so far, as "Operation target".
@@ -302,6 +310,10 @@ impl Ecs for FakeEcs {
             ));
         }
         let key = (cluster.to_string(), name.to_string());
+        if let Some(fs) = st.services.get_mut(&key).filter(|fs| fs.hidden > 0) {
+            fs.hidden -= 1;
+            return Ok(None);
+        }
         st.advance(&key);
         Ok(st.services.get(&key).map(|s| s.svc.clone()))
     }
@@ -337,6 +349,7 @@ impl Ecs for FakeEcs {
             ));
         };
         let id = st.id();
+        let hidden = st.hide_new_services;
         st.services.insert(
             key,
             FakeService {
@@ -363,6 +376,7 @@ impl Ecs for FakeEcs {
                 },
                 circuit_breaker: input.deployment.circuit_breaker,
                 polls: 0,
+                hidden,
             },
         );
         Ok(())

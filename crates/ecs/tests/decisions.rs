@@ -360,3 +360,38 @@ async fn missing_cluster_is_refused_before_any_change() {
     );
     assert_eq!(fake.calls(), vec!["DescribeClusters tollgate-a,tollgate-b"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_service_briefly_missing_is_waited_for_but_not_forever() {
+    let fake = FakeEcs::new(&[A, B]);
+    fake.hide_new_services(3);
+    let d = file("gw:1", "gw:1");
+    deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect("visible after 3 polls");
+    assert_eq!(td_of(&fake, B), "tollgate-gateway:1");
+
+    let fake = FakeEcs::new(&[A, B]);
+    fake.hide_new_services(u32::MAX);
+    let started = tokio::time::Instant::now();
+    let err = deploy(&fake, &d, timing(&d), &Collect::default())
+        .await
+        .expect_err("never visible");
+    let Error::Rollout { failure, rollback } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        failure,
+        "service gateway in tollgate-a is not found (MISSING) while waiting for it"
+    );
+    assert!(
+        rollback[0].starts_with("service gateway in tollgate-a: created by this run"),
+        "{rollback:?}"
+    );
+    // The grace is 30 s, not the whole 60 s wait timeout.
+    assert!(
+        (30..40).contains(&started.elapsed().as_secs()),
+        "{:?}",
+        started.elapsed()
+    );
+}
