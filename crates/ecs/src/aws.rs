@@ -513,7 +513,10 @@ impl Ecs for AwsEcs {
             arn: arn.to_string(),
             last_status: t.last_status().unwrap_or_default().to_string(),
             // moto (and sometimes ECS) sends an empty reason.
-            stopped_reason: t.stopped_reason().filter(|r| !r.is_empty()).map(str::to_string),
+            stopped_reason: t
+                .stopped_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
             containers: t
                 .containers()
                 .iter()

@@ -154,6 +154,8 @@ task_definitions:
     task_definition: gateway
     desired_count: 2
     deployment: {{maximum_percent: 200, minimum_healthy_percent: 50}}
+    load_balancers:
+      - {{target_group_arn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tollgate/0123456789abcdef", container_name: tollgate, container_port: 8000}}
 "#
     );
     std::fs::write(&path, text).unwrap();
@@ -251,6 +253,23 @@ async fn plan_deploy_update_status_rollback_destroy() {
             Some(("ACTIVE".into(), "tollgate-gateway:1".into(), 2))
         );
     }
+    // The load balancer reached CreateService (the seed's tool dropped it).
+    let described = client
+        .describe_services()
+        .cluster("tollgate-a")
+        .services("gateway")
+        .send()
+        .await
+        .unwrap();
+    let lb = &described.services()[0].load_balancers()[0];
+    assert_eq!(
+        (lb.container_name(), lb.container_port()),
+        (Some("tollgate"), Some(8000))
+    );
+    assert!(lb
+        .target_group_arn()
+        .unwrap()
+        .ends_with("targetgroup/tollgate/0123456789abcdef"));
     // What was registered is what the file says (read back by the SDK).
     let td = client
         .describe_task_definition()
