@@ -61,6 +61,8 @@ struct State {
     calls: Vec<String>,
     next_id: u64,
     hide_new_services: u32,
+    /// (call prefix, error): calls starting with the prefix fail.
+    failures: Vec<(String, AwsError)>,
 }
 
 #[derive(Default)]
@@ -106,6 +108,13 @@ impl FakeEcs {
         self.lock().hide_new_services = polls;
     }
 
+    /// Makes every call whose log line starts with `call_prefix` fail with this error.
+    pub fn fail_on(&self, call_prefix: &str, operation: &'static str, message: &str) {
+        self.lock()
+            .failures
+            .push((call_prefix.to_string(), err(operation, message)));
+    }
+
     /// Every call made so far, as "Operation target".
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -120,8 +129,15 @@ impl FakeEcs {
 }
 
 impl State {
-    fn log(&mut self, call: String) {
+    /// Records a call; fails it when a scripted failure matches.
+    fn log(&mut self, call: String) -> AwsResult<()> {
+        let failure = self
+            .failures
+            .iter()
+            .find(|(prefix, _)| call.starts_with(prefix.as_str()))
+            .map(|(_, e)| e.clone());
         self.calls.push(call);
+        failure.map_or(Ok(()), Err)
     }
 
     fn find_td(&self, reference: &str) -> Option<&TaskDefinition> {
@@ -231,7 +247,7 @@ impl State {
 impl Ecs for FakeEcs {
     async fn active_clusters(&self, names: &[String]) -> AwsResult<Vec<String>> {
         let mut st = self.lock();
-        st.log(format!("DescribeClusters {}", names.join(",")));
+        st.log(format!("DescribeClusters {}", names.join(",")))?;
         Ok(names
             .iter()
             .filter(|n| st.clusters.contains(n))
@@ -244,7 +260,7 @@ impl Ecs for FakeEcs {
         spec: &TaskDefinitionSpec,
     ) -> AwsResult<TaskDefinition> {
         let mut st = self.lock();
-        st.log(format!("RegisterTaskDefinition {}", spec.family));
+        st.log(format!("RegisterTaskDefinition {}", spec.family))?;
         let revision = st
             .task_definitions
             .iter()
@@ -269,13 +285,13 @@ impl Ecs for FakeEcs {
 
     async fn describe_task_definition(&self, reference: &str) -> AwsResult<Option<TaskDefinition>> {
         let mut st = self.lock();
-        st.log(format!("DescribeTaskDefinition {reference}"));
+        st.log(format!("DescribeTaskDefinition {reference}"))?;
         Ok(st.find_td(reference).cloned())
     }
 
     async fn list_active_revisions(&self, family: &str) -> AwsResult<Vec<String>> {
         let mut st = self.lock();
-        st.log(format!("ListTaskDefinitions {family}"));
+        st.log(format!("ListTaskDefinitions {family}"))?;
         let mut tds: Vec<&TaskDefinition> = st
             .task_definitions
             .iter()
@@ -287,7 +303,7 @@ impl Ecs for FakeEcs {
 
     async fn deregister_task_definition(&self, arn: &str) -> AwsResult<()> {
         let mut st = self.lock();
-        st.log(format!("DeregisterTaskDefinition {arn}"));
+        st.log(format!("DeregisterTaskDefinition {arn}"))?;
         match st.task_definitions.iter_mut().find(|t| t.arn == arn) {
             Some(t) => {
                 t.active = false;
@@ -302,7 +318,7 @@ impl Ecs for FakeEcs {
 
     async fn describe_service(&self, cluster: &str, name: &str) -> AwsResult<Option<Service>> {
         let mut st = self.lock();
-        st.log(format!("DescribeServices {name}@{cluster}"));
+        st.log(format!("DescribeServices {name}@{cluster}"))?;
         if !st.clusters.iter().any(|c| c == cluster) {
             return Err(err(
                 "DescribeServices",
@@ -320,7 +336,7 @@ impl Ecs for FakeEcs {
 
     async fn create_service(&self, input: &ServiceInput<'_>) -> AwsResult<()> {
         let mut st = self.lock();
-        st.log(format!("CreateService {}@{}", input.name, input.cluster));
+        st.log(format!("CreateService {}@{}", input.name, input.cluster))?;
         if !st.clusters.iter().any(|c| c == input.cluster) {
             return Err(err(
                 "CreateService",
@@ -389,7 +405,7 @@ impl Ecs for FakeEcs {
             input.name,
             input.cluster,
             crate::ecs::short_name(input.task_definition)
-        ));
+        ))?;
         let Some(td) = st.find_td(input.task_definition).map(|t| t.arn.clone()) else {
             return Err(err(
                 "UpdateService",
@@ -434,7 +450,7 @@ impl Ecs for FakeEcs {
 
     async fn scale_service(&self, cluster: &str, name: &str, desired: i32) -> AwsResult<()> {
         let mut st = self.lock();
-        st.log(format!("UpdateService {name}@{cluster} desired={desired}"));
+        st.log(format!("UpdateService {name}@{cluster} desired={desired}"))?;
         let key = (cluster.to_string(), name.to_string());
         let Some(fs) = st.services.get_mut(&key) else {
             return Err(err(
@@ -453,7 +469,7 @@ impl Ecs for FakeEcs {
 
     async fn delete_service(&self, cluster: &str, name: &str) -> AwsResult<()> {
         let mut st = self.lock();
-        st.log(format!("DeleteService {name}@{cluster}"));
+        st.log(format!("DeleteService {name}@{cluster}"))?;
         let key = (cluster.to_string(), name.to_string());
         let Some(fs) = st.services.get_mut(&key) else {
             return Err(err(
@@ -482,7 +498,7 @@ impl Ecs for FakeEcs {
         st.log(format!(
             "RunTask {}@{cluster}",
             crate::ecs::short_name(task_definition)
-        ));
+        ))?;
         let Some(td) = st.find_td(task_definition).cloned() else {
             return Err(err("RunTask", "ClientException: TaskDefinition not found."));
         };
@@ -510,7 +526,7 @@ impl Ecs for FakeEcs {
 
     async fn describe_task(&self, cluster: &str, arn: &str) -> AwsResult<TaskState> {
         let mut st = self.lock();
-        st.log(format!("DescribeTasks {cluster}"));
+        st.log(format!("DescribeTasks {cluster}"))?;
         let Some(t) = st.tasks.get_mut(arn) else {
             return Err(err("DescribeTasks", "MISSING"));
         };

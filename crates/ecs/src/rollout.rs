@@ -14,8 +14,11 @@ use crate::spec::{Deployment, FileError, ServiceSpec, TaskSpec};
 /// A progress line is printed when something changes, and at least this often while waiting.
 const HEARTBEAT: Duration = Duration::from_secs(60);
 
-/// How long a service may be reported MISSING right after it was created or updated.
-const MISSING_GRACE: Duration = Duration::from_secs(30);
+/// How long a service may be reported MISSING right after it was created or updated: 30 s,
+/// or half the wait timeout when that is shorter.
+fn missing_grace(timeout: Duration) -> Duration {
+    Duration::from_secs(30).min(timeout / 2)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -192,38 +195,30 @@ pub async fn deploy(
                 let timeout = s.timeout.unwrap_or(timing.wait_timeout);
                 for c in clusters {
                     let input = service_input(&c.cluster, s, target, s.desired_count);
-                    let result = match (&c.action, &c.current) {
+                    // What the service ran before; None when this run creates it.
+                    let previous = match (&c.action, &c.current) {
                         (ServiceAction::Unchanged, _) => continue,
-                        (ServiceAction::Create, _) => {
-                            touched.push(Touched {
-                                cluster: c.cluster.clone(),
-                                service: *index,
-                                previous: None,
-                            });
-                            ecs.create_service(&input).await
-                        }
-                        (ServiceAction::Update(_), current) => {
-                            let previous = current
-                                .as_ref()
-                                .map(|c| (c.task_definition.clone(), c.desired));
-                            touched.push(Touched {
-                                cluster: c.cluster.clone(),
-                                service: *index,
-                                previous,
-                            });
-                            ecs.update_service(&input).await
-                        }
+                        (ServiceAction::Create, _) => None,
+                        (ServiceAction::Update(_), current) => current
+                            .as_ref()
+                            .map(|c| (c.task_definition.clone(), c.desired)),
                     };
-                    let verb = if c.action == ServiceAction::Create {
-                        "create"
+                    let (verb, result) = if c.action == ServiceAction::Create {
+                        ("create", ecs.create_service(&input).await)
                     } else {
-                        "update"
+                        ("update", ecs.update_service(&input).await)
                     };
                     if let Err(e) = result {
+                        // The refused call changed nothing; earlier changes are undone.
                         return Err(
                             roll_back(ecs, d, touched, e.to_string(), timing, progress).await
                         );
                     }
+                    touched.push(Touched {
+                        cluster: c.cluster.clone(),
+                        service: *index,
+                        previous,
+                    });
                     progress.line(&format!(
                         "{}/{}: {verb}d, waiting for steady state",
                         c.cluster, s.name
@@ -393,7 +388,7 @@ pub(crate) async fn wait_steady(
             .map_err(|e| format!("{what}: {e}"))?
         else {
             // A just-created service may take a moment to be visible (eventual consistency).
-            if start.elapsed() >= MISSING_GRACE.min(timeout) {
+            if start.elapsed() >= missing_grace(timeout) {
                 return Err(format!(
                     "{what} is not found (MISSING) while waiting for it"
                 ));

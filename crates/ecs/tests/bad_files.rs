@@ -91,8 +91,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-// Paused clock: the good file's deploy polls the fake with the default 10 s interval.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn rejected_before_any_call_with_the_position() {
     let dir = tempfile::tempdir().unwrap();
     for (what, text, expected) in cases() {
@@ -116,7 +115,7 @@ async fn rejected_before_any_call_with_the_position() {
     }
     // The good file passes and reaches ECS.
     let path = dir.path().join("good.yml");
-    std::fs::write(&path, GOOD).unwrap();
+    std::fs::write(&path, format!("settings: {{poll_interval: 1ms}}\n{GOOD}")).unwrap();
     let fake = FakeEcs::new(&["alpha", "beta"]);
     deploy_file(&fake, &path, &Collect::default())
         .await
