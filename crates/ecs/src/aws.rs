@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition,
-    DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer,
-    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
-    TaskDefinitionStatus, TransportProtocol,
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
+    ContainerDependency, DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair,
+    LaunchType, LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode,
+    PortMapping, TaskDefinitionStatus, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
 
@@ -16,7 +16,10 @@ use crate::ecs::{
     AwsError, AwsResult, ContainerState, Deployment, Ecs, Service, ServiceInput, TaskDefinition,
     TaskState,
 };
-use crate::spec::{AwsLogsSpec, ContainerSpec, NetworkSpec, PortMappingSpec, TaskDefinitionSpec};
+use crate::spec::{
+    AwsLogsSpec, ContainerDependencySpec, ContainerSpec, NetworkSpec, PortMappingSpec,
+    TaskDefinitionSpec,
+};
 
 pub struct AwsEcs {
     client: Client,
@@ -102,6 +105,18 @@ fn container_definition(c: &ContainerSpec) -> AwsResult<ContainerDefinition> {
     }
     if !c.entry_point.is_empty() {
         b = b.set_entry_point(Some(c.entry_point.clone()));
+    }
+    for d in &c.depends_on {
+        b = b.depends_on(
+            ContainerDependency::builder()
+                .container_name(&d.container_name)
+                .condition(ContainerCondition::from(d.condition.as_str()))
+                .build()
+                .map_err(|e| AwsError {
+                    operation: "RegisterTaskDefinition",
+                    message: e.to_string(),
+                })?,
+        );
     }
     for (k, v) in &c.environment {
         b = b.environment(KeyValuePair::builder().name(k).value(v).build());
@@ -193,6 +208,14 @@ fn to_spec(td: &aws_sdk_ecs::types::TaskDefinition) -> TaskDefinitionSpec {
                         stream_prefix: opt("awslogs-stream-prefix"),
                     })
                 }),
+                depends_on: c
+                    .depends_on()
+                    .iter()
+                    .map(|d| ContainerDependencySpec {
+                        container_name: d.container_name().to_string(),
+                        condition: d.condition().as_str().to_string(),
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -310,6 +310,9 @@ fn diff_container(w: &ContainerSpec, h: &ContainerSpec, out: &mut Vec<String>) {
     if w.awslogs != h.awslogs {
         other.push("logging");
     }
+    if w.depends_on != h.depends_on {
+        other.push("depends_on");
+    }
     if !other.is_empty() {
         out.push(format!(
             "container {}: {} changed",

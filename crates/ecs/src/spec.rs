@@ -101,6 +101,18 @@ pub struct ContainerSpec {
     pub port_mappings: Vec<PortMappingSpec>,
     #[serde(default)]
     pub awslogs: Option<AwsLogsSpec>,
+    /// ECS `dependsOn`: containers of the same task that must reach a state first (e.g.
+    /// `migrations up` after `migrations bootstrap` succeeded, with no shell in the image).
+    #[serde(default)]
+    pub depends_on: Vec<ContainerDependencySpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerDependencySpec {
+    pub container_name: String,
+    /// START, COMPLETE, SUCCESS or HEALTHY.
+    pub condition: String,
 }
 
 fn yes() -> bool {
@@ -343,6 +355,29 @@ fn check(file: &DeploymentFile, err: &dyn Fn(&str, String) -> FileError) -> Resu
                     &format!("{at}.name"),
                     format!("container name {:?} is used twice", c.name),
                 ));
+            }
+        }
+        for (i, c) in td.containers.iter().enumerate() {
+            for (j, d) in c.depends_on.iter().enumerate() {
+                let at = format!("{at}.containers[{i}].depends_on[{j}]");
+                if d.container_name == c.name || !names.contains(d.container_name.as_str()) {
+                    return Err(err(
+                        &format!("{at}.container_name"),
+                        format!(
+                            "container {:?} depends on {:?}, which is not another container of this task definition",
+                            c.name, d.container_name
+                        ),
+                    ));
+                }
+                if !["START", "COMPLETE", "SUCCESS", "HEALTHY"].contains(&d.condition.as_str()) {
+                    return Err(err(
+                        &format!("{at}.condition"),
+                        format!(
+                            "condition {:?} is not one of START, COMPLETE, SUCCESS, HEALTHY",
+                            d.condition
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -637,6 +672,23 @@ mod tests {
             e.to_string(),
             "f:5:76: cycle in the rollout order: x after z after y after x"
         );
+    }
+
+    #[test]
+    fn container_dependencies_are_checked() {
+        let td = |deps: &str| {
+            format!("clusters: [a]\ntask_definitions:\n  t: {{family: f, containers: [{{name: b, image: i}}, {{name: u, image: i, depends_on: [{deps}]}}]}}\nservices:\n  - {{name: s, clusters: [a], task_definition: t, desired_count: 1}}\n")
+        };
+        let d = parse("f", &td("{container_name: b, condition: SUCCESS}")).unwrap();
+        assert_eq!(
+            d.file.task_definitions["t"].containers[1].depends_on.len(),
+            1
+        );
+        let e = parse("f", &td("{container_name: x, condition: SUCCESS}")).unwrap_err();
+        assert!(e.to_string().starts_with("f:3:"), "{e}");
+        assert!(e.to_string().contains("not another container"), "{e}");
+        let e = parse("f", &td("{container_name: b, condition: DONE}")).unwrap_err();
+        assert!(e.to_string().contains("not one of START"), "{e}");
     }
 
     #[test]
