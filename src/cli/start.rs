@@ -156,6 +156,62 @@ async fn bind_all(
     Ok(out)
 }
 
+/// `admin_gui_url` as origins (scheme://authority), as Kong's `admin_gui_origin`.
+fn gui_origins(config: &Config) -> Vec<String> {
+    config
+        .admin_gui_url
+        .iter()
+        .filter_map(|u| {
+            let p = tollgate_model::url::parse(u).ok()?;
+            let authority = match p.port {
+                Some(port) => format!("{}:{port}", p.host?),
+                None => p.host?,
+            };
+            Some(format!("{}://{authority}", p.scheme?))
+        })
+        .collect()
+}
+
+/// The Kong Manager build to serve on `admin_gui_listen`: `admin_gui_dir` (Tollgate; relative
+/// to the prefix, default `gui` like Kong's `<prefix>/gui`). Without a build there, no GUI
+/// listener opens; a directory named explicitly must exist.
+fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::GuiConfig>> {
+    let named = config.raw.get("admin_gui_dir").filter(|d| !d.is_empty());
+    let dir = config
+        .prefix
+        .join(named.map(String::as_str).unwrap_or("gui"));
+    if !dir.join("index.html").is_file() {
+        if named.is_some() {
+            anyhow::bail!(
+                "admin_gui_dir = {}: no index.html there (name the directory of a Kong Manager build)",
+                dir.display()
+            );
+        }
+        return Ok(None);
+    }
+    let port = |ssl: bool| {
+        config
+            .admin_listen
+            .iter()
+            .find(|l| l.ssl == ssl)
+            .and_then(|l| l.socket_addr())
+            .map(|a| a.port())
+    };
+    let api_url = config
+        .raw
+        .get("admin_gui_api_url")
+        .cloned()
+        .unwrap_or_default();
+    let kconfig =
+        tollgate_admin::gui::kconfig_js(&config.admin_gui_path, &api_url, port(false), port(true));
+    tracing::info!(dir = %dir.display(), "serving Kong Manager on admin_gui_listen");
+    Ok(Some(tollgate_admin::gui::GuiConfig {
+        dir,
+        base_path: config.admin_gui_path.clone(),
+        kconfig,
+    }))
+}
+
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
     let (store, initial_hash) = open(&config, &catalog, run_migrations).await?;
@@ -209,6 +265,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             Ok(())
         }
     });
+    admin.gui_origins = gui_origins(&config);
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,6 +281,14 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             tollgate_admin::status_router(admin.clone()),
             "status",
         ),
+        match gui_config(&config)? {
+            Some(gui) => (
+                bind_all(&config.admin_gui_listen, "admin_gui").await?,
+                tollgate_admin::gui::router(gui),
+                "admin_gui",
+            ),
+            None => (Vec::new(), axum::Router::new(), "admin_gui"),
+        },
     ] {
         for l in listeners {
             let mut rx = stop_rx.clone();

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod declarative;
+mod kong_manager;
 mod plugin_support;
 mod plugins;
 mod plugins_more;

@@ -78,6 +78,7 @@ pub const TOLLGATE_KEYS: &[&str] = &[
     "admin_auth",
     "admin_audit_log",
     "admin_ssl_client_ca",
+    "admin_gui_dir",
 ];
 
 /// Built-in defaults where Tollgate differs from Kong (`prefix` and
