@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod declarative;
+mod kong_clients;
 mod kong_manager;
 mod plugin_support;
 mod plugins;
@@ -10,3 +11,4 @@ mod plugins_more;
 mod proxy;
 mod rate_limiting;
 mod support;
+mod tools_support;
