@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod deck;
 mod declarative;
 mod kong_clients;
 mod kong_manager;

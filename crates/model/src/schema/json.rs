@@ -28,8 +28,16 @@ pub fn fields_json(fields: &[Field]) -> Value {
         fields
             .iter()
             .map(|f| {
+                let mut field = field_json(f);
+                // Kong makes every record of an entity required (`kong/db/schema/entity.lua`
+                // `make_records_required`), and Tollgate builds an absent record from its
+                // defaults just the same; decK fills nested defaults only under records
+                // that say so, so without the flag its diff never comes back clean.
+                if matches!(f.ty, Type::Record(..)) {
+                    field["required"] = json!(true);
+                }
                 let mut m = Map::new();
-                m.insert(f.name.into(), field_json(f));
+                m.insert(f.name.into(), field);
                 Value::Object(m)
             })
             .collect(),

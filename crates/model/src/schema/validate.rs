@@ -356,6 +356,11 @@ fn validate_value(f: &Field, v: &mut Value, cx: &Context) -> std::result::Result
             let Value::Object(m) = v else {
                 return Err(type_error(&f.ty).into());
             };
+            // A reference with a valid primary key ignores its other fields, as Kong's
+            // `validate_primary_key(value, true)` does: decK sends `{"id", "name"}`.
+            if m.get("id").and_then(Value::as_str).is_some_and(is_uuid) {
+                m.retain(|k, _| k == "id");
+            }
             let mut errs = Map::new();
             for k in m.keys() {
                 if k != "id" {
