@@ -77,6 +77,34 @@ try {
   await page.goto(`${gui}/services/${svc.body.id}/routes`)
   await page.locator('.kong-ui-entities-routes-list').getByText('ui-route').waitFor()
   check("the service's routes tab shows the route", true)
+
+  // A plugin through the form rendered from GET /schemas/plugins/basic-auth, scoped to
+  // the service from its plugins tab.
+  await page.goto(`${gui}/services/${svc.body.id}/plugins`)
+  await page.click('.kong-ui-entities-plugins-list [data-testid="empty-state-action"]')
+  await page.getByTestId('basic-auth-card').click()
+  await page.locator('#config-hide_credentials').waitFor()
+  await page.locator('#config-hide_credentials').check()
+  await page.locator('[data-testid="form-actions"] .primary').click()
+  await page.locator('td[data-testid="name"]').filter({ hasText: 'Basic Authentication' }).waitFor()
+  const plugins = await api(`/services/${svc.body.id}/plugins`)
+  const p = plugins.body.data[0] || {}
+  check('the plugin exists on the Admin API', plugins.body.data.length === 1 && p.name === 'basic-auth' &&
+    p.config.hide_credentials === true, JSON.stringify(plugins))
+
+  // A consumer through its form.
+  await page.goto(`${gui}/consumers/create`)
+  await page.waitForSelector('.kong-ui-entities-consumer-form')
+  await page.getByTestId('consumer-form-username').fill('ui-consumer')
+  await page.getByTestId('form-actions').locator('.k-button.primary').click()
+  await page.locator('[data-testid="username-plain-text"]').filter({ hasText: 'ui-consumer' }).waitFor()
+  check('the consumer exists on the Admin API', (await api('/consumers/ui-consumer')).status === 200)
+
+  // The other lists Tollgate has entities for load without a failed call.
+  for (const list of ['plugins', 'consumers', 'upstreams', 'certificates', 'ca-certificates', 'snis']) {
+    await page.goto(`${gui}/${list}`)
+    await page.waitForLoadState('networkidle')
+  }
 } catch (e) {
   check('the UI flow', false, e.message.split('\n')[0])
   await page.screenshot({ path: process.env.SCREENSHOT || 'kong-manager-failure.png', fullPage: true }).catch(() => {})
