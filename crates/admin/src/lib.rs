@@ -6,6 +6,7 @@ mod cors;
 mod crud;
 mod declarative;
 mod error;
+mod foreign;
 pub mod fuzzing;
 pub mod gui;
 mod info;
