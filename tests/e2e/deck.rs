@@ -425,3 +425,57 @@ async fn deck_round_trips_every_bundled_plugin() {
         assert!(field("protocols").unwrap()["default"].is_array(), "{name}");
     }
 }
+
+/// More than one page of entities (decK lists with size=1000 and follows `offset`), written
+/// ten at a time, next to an upstream the Admin API created with every default (whole
+/// numbers must print as Kong prints them: go-kong decodes some into integers).
+#[tokio::test(flavor = "multi_thread")]
+async fn deck_pages_past_1000_entities() {
+    let bin = tool("deck");
+    let g = Gateway::start().await;
+    let deck = Deck {
+        bin,
+        admin: g.admin.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (s, _) = g.post("/upstreams", json!({"name": "api-made"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let consumers: Vec<Value> = (0..1100)
+        .map(|i| {
+            json!({ "username": format!("user-{i:04}"),
+                    "keyauth_credentials": [{ "key": format!("key-{i:04}") }] })
+        })
+        .collect();
+    let file = json!({
+        "_format_version": "3.0",
+        "consumers": consumers,
+        "upstreams": [{ "name": "api-made" }],
+    });
+    let path = deck.write("big.yml", &file);
+    let out = deck.ok(&["sync", &path]);
+    assert!(
+        out.contains("Created: 2200") && out.contains("Deleted: 0"),
+        "{out}"
+    );
+    let out = deck.run(&["diff", &path, "--non-zero-exit-code"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    deck.ok(&["dump", "-o", "dump.yml", "--yes"]);
+    let dumped = yaml_file(&deck.dir.path().join("dump.yml"));
+    let names: std::collections::BTreeSet<&str> = dumped["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1100);
+    assert_eq!(
+        dumped["upstreams"][0]["healthchecks"]["active"]["timeout"],
+        1
+    );
+
+    deck.ok(&["reset", "--force"]);
+    let (_, left) = g.get("/key-auths").await;
+    assert_eq!(left["data"], json!([]));
+}

@@ -295,3 +295,26 @@ fn schema_json_marks_records_required() {
     assert_eq!(active["required"], true);
     assert_eq!(active["fields"][7]["healthy"]["required"], true);
 }
+
+#[test]
+fn whole_numbers_print_as_cjson_does() {
+    // go-kong decodes an upstream's health-check timeout into an int: `1.0` breaks decK.
+    let row = process("upstreams", json!({ "name": "u" })).unwrap();
+    let active = &row["healthchecks"]["active"];
+    assert_eq!(serde_json::to_string(&active["timeout"]).unwrap(), "1");
+    assert_eq!(
+        serde_json::to_string(&active["healthy"]["interval"]).unwrap(),
+        "0"
+    );
+    let row = process(
+        "upstreams",
+        json!({ "name": "u", "healthchecks": { "active": { "timeout": 2.5 } } }),
+    )
+    .unwrap();
+    assert_eq!(row["healthchecks"]["active"]["timeout"], json!(2.5));
+    let j = crate::schema::json::entity_json(by_name("upstreams").unwrap()).to_string();
+    assert!(
+        j.contains(r#""timeout":{"type":"number","default":1,"#),
+        "{j}"
+    );
+}
