@@ -68,40 +68,41 @@ fn route_methods(path: &str) -> Option<&'static str> {
         .map(|(_, m)| m.as_str())
 }
 
-fn add_cors(st: &SharedState, req_headers: &HeaderMap, resp: &mut Response) {
-    let origin = allowed_origin(&st.gui_origins, req_headers.get(header::ORIGIN));
-    let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-}
-
 pub(crate) async fn layer(State(st): State<SharedState>, req: Request, next: Next) -> Response {
-    let headers = req.headers().clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         match route_methods(req.uri().path()) {
-            Some(methods) => {
-                let allow = HeaderValue::from_static(methods);
-                let allow_headers = headers
-                    .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-                    .cloned()
-                    .unwrap_or(HeaderValue::from_static("Content-Type"));
-                let mut r = StatusCode::NO_CONTENT.into_response();
-                let h = r.headers_mut();
-                h.insert(header::ALLOW, allow.clone());
-                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
-                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
-                r
-            }
+            Some(methods) => preflight(methods, req.headers()),
             None => crate::error::ApiError::not_found().into_response(),
         }
     } else {
         next.run(req).await
     };
-    add_cors(&st, &headers, &mut resp);
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        allowed_origin(&st.gui_origins, origin.as_ref()),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
     resp
+}
+
+/// `OPTIONS`: 204 with the route's methods; the requested headers are echoed.
+fn preflight(methods: &'static str, req: &HeaderMap) -> Response {
+    let allow = HeaderValue::from_static(methods);
+    let allow_headers = req
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("Content-Type"));
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, allow.clone());
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    r
 }
 
 #[cfg(test)]
