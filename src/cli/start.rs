@@ -172,14 +172,12 @@ fn gui_origins(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// The Kong Manager build to serve on `admin_gui_listen`: `admin_gui_dir` (Tollgate; relative
-/// to the prefix, default `gui` like Kong's `<prefix>/gui`). Without a build there, no GUI
-/// listener opens; a directory named explicitly must exist.
+/// The Kong Manager build to serve on `admin_gui_listen`: `admin_gui_dir`, else Kong's
+/// `<prefix>/gui`. Without a build there, no GUI listener opens; a directory named
+/// explicitly must hold one.
 fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::GuiConfig>> {
-    let named = config.raw.get("admin_gui_dir").filter(|d| !d.is_empty());
-    let dir = config
-        .prefix
-        .join(named.map(String::as_str).unwrap_or("gui"));
+    let named = config.admin_gui_dir.as_ref();
+    let dir = named.cloned().unwrap_or_else(|| config.prefix.join("gui"));
     if !dir.join("index.html").is_file() {
         if named.is_some() {
             anyhow::bail!(
@@ -197,13 +195,9 @@ fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::Gui
             .and_then(|l| l.socket_addr())
             .map(|a| a.port())
     };
-    let api_url = config
-        .raw
-        .get("admin_gui_api_url")
-        .cloned()
-        .unwrap_or_default();
+    let api_url = config.admin_gui_api_url.as_deref().unwrap_or_default();
     let kconfig =
-        tollgate_admin::gui::kconfig_js(&config.admin_gui_path, &api_url, port(false), port(true));
+        tollgate_admin::gui::kconfig_js(&config.admin_gui_path, api_url, port(false), port(true));
     tracing::info!(dir = %dir.display(), "serving Kong Manager on admin_gui_listen");
     Ok(Some(tollgate_admin::gui::GuiConfig {
         dir,
