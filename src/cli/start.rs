@@ -156,6 +156,56 @@ async fn bind_all(
     Ok(out)
 }
 
+/// `admin_gui_url` as origins (scheme://authority), as Kong's `admin_gui_origin`.
+fn gui_origins(config: &Config) -> Vec<String> {
+    config
+        .admin_gui_url
+        .iter()
+        .filter_map(|u| {
+            let p = tollgate_model::url::parse(u).ok()?;
+            let authority = match p.port {
+                Some(port) => format!("{}:{port}", p.host?),
+                None => p.host?,
+            };
+            Some(format!("{}://{authority}", p.scheme?))
+        })
+        .collect()
+}
+
+/// The Kong Manager build to serve on `admin_gui_listen`: `admin_gui_dir`, else Kong's
+/// `<prefix>/gui`. Without a build there, no GUI listener opens; a directory named
+/// explicitly must hold one.
+fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::GuiConfig>> {
+    let named = config.admin_gui_dir.as_ref();
+    let dir = named.cloned().unwrap_or_else(|| config.prefix.join("gui"));
+    if !dir.join("index.html").is_file() {
+        if named.is_some() {
+            anyhow::bail!(
+                "admin_gui_dir = {}: no index.html there (name the directory of a Kong Manager build)",
+                dir.display()
+            );
+        }
+        return Ok(None);
+    }
+    let port = |ssl: bool| {
+        config
+            .admin_listen
+            .iter()
+            .find(|l| l.ssl == ssl)
+            .and_then(|l| l.socket_addr())
+            .map(|a| a.port())
+    };
+    let api_url = config.admin_gui_api_url.as_deref().unwrap_or_default();
+    let kconfig =
+        tollgate_admin::gui::kconfig_js(&config.admin_gui_path, api_url, port(false), port(true));
+    tracing::info!(dir = %dir.display(), "serving Kong Manager on admin_gui_listen");
+    Ok(Some(tollgate_admin::gui::GuiConfig {
+        dir,
+        base_path: config.admin_gui_path.clone(),
+        kconfig,
+    }))
+}
+
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
     let (store, initial_hash) = open(&config, &catalog, run_migrations).await?;
@@ -209,6 +259,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             Ok(())
         }
     });
+    admin.gui_origins = gui_origins(&config);
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,6 +275,14 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             tollgate_admin::status_router(admin.clone()),
             "status",
         ),
+        match gui_config(&config)? {
+            Some(gui) => (
+                bind_all(&config.admin_gui_listen, "admin_gui").await?,
+                tollgate_admin::gui::router(gui),
+                "admin_gui",
+            ),
+            None => (Vec::new(), axum::Router::new(), "admin_gui"),
+        },
     ] {
         for l in listeners {
             let mut rx = stop_rx.clone();

@@ -676,3 +676,70 @@ async fn certificates_snis_upstreams_targets_schemas_plugins() {
         "this endpoint is only available when Kong is configured to not use a database"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_references_by_unique_field() {
+    // Kong resolves `"service": {"name": …}` (and `service.name=` in forms) to the id.
+    let g = Gateway::start().await;
+    let (_, svc) = g
+        .post("/services", json!({"name": "billing", "host": "b.example"}))
+        .await;
+    let (s, r) = g
+        .post(
+            "/routes",
+            json!({"name": "r1", "paths": ["/b"], "service": {"name": "billing"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["service"], json!({"id": svc["id"]}));
+    let (s, r) = g
+        .form(
+            Method::POST,
+            "/routes",
+            &[("paths[]", "/c"), ("service.name", "billing")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["service"]["id"], svc["id"]);
+    let (_, c) = g.post("/consumers", json!({"username": "ann"})).await;
+    let (s, p) = g
+        .put(
+            "/plugins/5b3c1a64-9a51-4c2e-a6a4-0c6c3d8f9e10",
+            json!({"name": "key-auth", "service": {"name": "billing"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["service"]["id"], svc["id"]);
+    let (s, p) = g
+        .post(
+            "/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 5},
+                   "consumer": {"username": "ann"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["consumer"]["id"], c["id"]);
+
+    let (s, e) = g
+        .post(
+            "/routes",
+            json!({"paths": ["/x"], "service": {"name": "nope"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], 13);
+    assert_eq!(e["name"], "foreign keys unresolved");
+    assert_eq!(
+        e["message"],
+        "foreign key unresolved (service.name: the foreign key cannot be resolved with \
+         '{name=\"nope\"}' for an existing 'services' entity)"
+    );
+    assert_eq!(
+        e["fields"]["service"]["name"],
+        "the foreign key cannot be resolved with '{name=\"nope\"}' for an existing 'services' entity"
+    );
+    let (s, e) = g
+        .patch("/routes/r1", json!({"service": {"name": "nope"}}))
+        .await;
+    assert_eq!((s, &e["code"]), (StatusCode::BAD_REQUEST, &json!(13)));
+}

@@ -2,10 +2,14 @@
 
 mod admin;
 mod cli;
+mod deck;
 mod declarative;
+mod kong_clients;
+mod kong_manager;
 mod plugin_support;
 mod plugins;
 mod plugins_more;
 mod proxy;
 mod rate_limiting;
 mod support;
+mod tools_support;

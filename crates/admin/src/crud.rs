@@ -447,6 +447,7 @@ async fn create(
     if let Some((field, pid)) = &parent {
         map.insert((*field).to_string(), json!({ "id": pid }));
     }
+    crate::foreign::resolve(st, schema, &mut map).await?;
     let sent: Vec<String> = map.keys().cloned().collect();
     let mut row = validate(st, schema, map, &sent, Operation::Insert, coerce)?;
     let snis = take_snis(schema, &mut row);
@@ -497,6 +498,7 @@ async fn entity(
                 map.entry((*field).to_string())
                     .or_insert(json!({ "id": pid }));
             }
+            crate::foreign::resolve(st, schema, &mut map).await?;
             let sent: Vec<String> = map.keys().cloned().collect();
             if map
                 .get("id")
@@ -533,6 +535,7 @@ async fn entity(
             if let Some((field, pid)) = &parent {
                 map.insert((*field).to_string(), json!({ "id": pid }));
             }
+            crate::foreign::resolve(st, schema, &mut map).await?;
             let id = match &existing {
                 Some(r) => id_of(r).to_string(),
                 None if is_uuid(key) => key.to_string(),

@@ -2,10 +2,13 @@
 //! generated from the entity schemas; plus the status listener's routes.
 
 mod body;
+mod cors;
 mod crud;
 mod declarative;
 mod error;
+mod foreign;
 pub mod fuzzing;
+pub mod gui;
 mod info;
 mod openapi;
 mod schemas;
@@ -49,6 +52,8 @@ pub struct AdminState {
     pub max_body: usize,
     /// `Ok` when this node can serve traffic, else the reason (`/status/ready`).
     pub readiness: ReadinessFn,
+    /// Origins (scheme://authority) of `admin_gui_url`: CORS answers name one of these.
+    pub gui_origins: Vec<String>,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -63,6 +68,7 @@ impl AdminState {
             server_status: Arc::new(|| serde_json::json!({})),
             max_body: 10 * 1024 * 1024,
             readiness: Arc::new(|| Ok(())),
+            gui_origins: Vec::new(),
         }
     }
 }
@@ -92,6 +98,10 @@ pub fn router(state: SharedState) -> Router {
         .fallback(generic)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(kong_error_bodies))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ))
         .with_state(state)
 }
 
@@ -158,6 +168,12 @@ async fn generic(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Kong answers HEAD wherever it answers GET (hyper drops the body).
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method
+    };
     let req = crud::Request {
         method: &method,
         segments: decode_segments(uri.path()),

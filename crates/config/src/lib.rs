@@ -78,6 +78,7 @@ pub const TOLLGATE_KEYS: &[&str] = &[
     "admin_auth",
     "admin_audit_log",
     "admin_ssl_client_ca",
+    "admin_gui_dir",
 ];
 
 /// Built-in defaults where Tollgate differs from Kong (`prefix` and
@@ -436,6 +437,13 @@ pub struct Config {
     pub admin_gui_url: Vec<String>,
     /// `admin_gui_path`.
     pub admin_gui_path: String,
+    /// `admin_gui_dir` (Tollgate): the Kong Manager build served on `admin_gui_listen`,
+    /// relative to the prefix; `None` when unset (then `<prefix>/gui`, Kong's place for it,
+    /// is served when it holds a build).
+    pub admin_gui_dir: Option<PathBuf>,
+    /// `admin_gui_api_url`: the Admin API URL Kong Manager calls (`None`: the page's host
+    /// with the first `admin_listen` port).
+    pub admin_gui_api_url: Option<String>,
     /// `admin_auth` (Tollgate): `None` when unset or `off`.
     pub admin_auth: Option<AdminAuth>,
     /// `admin_audit_log` (Tollgate): path of the Admin API audit log
@@ -1138,6 +1146,7 @@ impl Ctx<'_> {
 fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
     cx.checked.insert("prefix".into());
     cx.checked.insert("sqlite_path".into());
+    let admin_gui_dir = cx.opt_string("admin_gui_dir").map(|d| prefix.join(d));
 
     let role = cx.val("role", |v| match v {
         "traditional" => Ok(Role::Traditional),
@@ -1213,6 +1222,8 @@ fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
         stream_listen: cx.listen("stream_listen", Subsystem::Stream),
         admin_gui_url: cx.list("admin_gui_url"),
         admin_gui_path: cx.string("admin_gui_path"),
+        admin_gui_dir,
+        admin_gui_api_url: cx.opt_string("admin_gui_api_url"),
         admin_auth: cx
             .opt("admin_auth", |v| match v {
                 "off" => Ok(None),

@@ -208,6 +208,8 @@ pub(crate) const TYPED_KEYS: &[(&str, &str)] = &[
     ("stream_listen", "TCP/UDP stream listeners."),
     ("admin_gui_url", "Public URL(s) of Kong Manager."),
     ("admin_gui_path", "Path Kong Manager is served under."),
+    ("admin_gui_dir", "Directory of the Kong Manager build served on admin_gui_listen, relative to the prefix. Default: <prefix>/gui; nothing listens without a build (Tollgate)."),
+    ("admin_gui_api_url", "Admin API URL Kong Manager calls (default: the page's host with the first admin_listen port)."),
     ("admin_auth", "Admin API authentication: off, token or mtls (Tollgate)."),
     ("admin_audit_log", "Admin API audit log path, relative to the prefix, or off (Tollgate)."),
     ("admin_ssl_client_ca", "CA (path or PEM) verifying Admin API client certificates for admin_auth = mtls (Tollgate)."),

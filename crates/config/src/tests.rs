@@ -883,3 +883,24 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn admin_gui_dir_is_relative_to_the_prefix() {
+    let c = load(LoadOptions::isolated().set("prefix", "/srv/tg")).config;
+    assert_eq!(c.admin_gui_dir, None);
+    assert_eq!(c.admin_gui_api_url, None);
+    let c = load(
+        LoadOptions::isolated()
+            .set("prefix", "/srv/tg")
+            .set("admin_gui_dir", "km/dist")
+            .set("admin_gui_api_url", "http://api.example:8001"),
+    )
+    .config;
+    assert_eq!(c.admin_gui_dir, Some(PathBuf::from("/srv/tg/km/dist")));
+    assert_eq!(
+        c.admin_gui_api_url.as_deref(),
+        Some("http://api.example:8001")
+    );
+    let c = load(LoadOptions::isolated().set("admin_gui_dir", "/opt/kong-manager")).config;
+    assert_eq!(c.admin_gui_dir, Some(PathBuf::from("/opt/kong-manager")));
+}

@@ -190,6 +190,37 @@ impl Error {
         )
     }
 
+    /// Foreign references given by a unique field (`"service": {"name": "x"}`) that match
+    /// no entity: `unresolved` is (field, unique field, value, referenced entity).
+    pub fn foreign_keys_unresolved(unresolved: &[(&str, &str, Value, &str)]) -> Self {
+        let mut fields = Map::new();
+        let mut parts = Vec::new();
+        for (field, sub, value, parent) in unresolved {
+            let mut pk = Map::new();
+            pk.insert((*sub).to_string(), value.clone());
+            let msg = format!(
+                "the foreign key cannot be resolved with '{}' for an existing '{parent}' entity",
+                lua_pretty(&Value::Object(pk))
+            );
+            parts.push(format!("{field}.{sub}: {msg}"));
+            let entry = fields
+                .entry((*field).to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert((*sub).to_string(), Value::String(msg));
+            }
+        }
+        let message = match parts.len() {
+            1 => format!("foreign key unresolved ({})", parts[0]),
+            n => format!("{n} foreign keys unresolved ({})", parts.join("; ")),
+        };
+        Error::new(
+            ErrorCode::ForeignKeysUnresolved,
+            message,
+            Some(Value::Object(fields)),
+        )
+    }
+
     /// Deleting a parent that a child references with `on_delete = restrict`.
     pub fn foreign_key_restricted(parent: &str, child: &str) -> Self {
         Error::new(

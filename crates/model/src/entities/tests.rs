@@ -259,3 +259,62 @@ fn upstreams_targets_and_credentials() {
     .unwrap();
     assert_eq!(b["password"], crate::entities::hash_password(cid, "p"));
 }
+
+#[test]
+fn foreign_keys_ignore_fields_beside_a_valid_id() {
+    // decK validates routes with `"service": {"id", "name"}`; Kong checks the primary key only.
+    let id = "6a1c2c3e-7d0e-4a53-9a53-2f4c3b6f0d11";
+    let row = process(
+        "routes",
+        json!({ "paths": ["/a"], "service": { "id": id, "name": "svc" } }),
+    )
+    .unwrap();
+    assert_eq!(row["service"], json!({ "id": id }));
+    // Without an id the other fields are still refused.
+    let err = field_err(
+        "routes",
+        json!({ "paths": ["/a"], "service": { "name": "svc" } }),
+        "service",
+    );
+    assert_eq!(err["id"], "required field missing");
+    assert_eq!(err["name"], "unknown field");
+}
+
+#[test]
+fn schema_json_marks_records_required() {
+    // Kong's `make_records_required`: decK fills nested defaults only under required records.
+    let j = crate::schema::json::entity_json(by_name("upstreams").unwrap());
+    let hc = j["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("healthchecks"))
+        .unwrap();
+    assert_eq!(hc["required"], true);
+    let active = hc["fields"][0]["active"].clone();
+    assert_eq!(active["required"], true);
+    assert_eq!(active["fields"][7]["healthy"]["required"], true);
+}
+
+#[test]
+fn whole_numbers_print_as_cjson_does() {
+    // go-kong decodes an upstream's health-check timeout into an int: `1.0` breaks decK.
+    let row = process("upstreams", json!({ "name": "u" })).unwrap();
+    let active = &row["healthchecks"]["active"];
+    assert_eq!(serde_json::to_string(&active["timeout"]).unwrap(), "1");
+    assert_eq!(
+        serde_json::to_string(&active["healthy"]["interval"]).unwrap(),
+        "0"
+    );
+    let row = process(
+        "upstreams",
+        json!({ "name": "u", "healthchecks": { "active": { "timeout": 2.5 } } }),
+    )
+    .unwrap();
+    assert_eq!(row["healthchecks"]["active"]["timeout"], json!(2.5));
+    let j = crate::schema::json::entity_json(by_name("upstreams").unwrap()).to_string();
+    assert!(
+        j.contains(r#""timeout":{"type":"number","default":1,"#),
+        "{j}"
+    );
+}

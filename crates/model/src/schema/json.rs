@@ -28,8 +28,16 @@ pub fn fields_json(fields: &[Field]) -> Value {
         fields
             .iter()
             .map(|f| {
+                let mut field = field_json(f);
+                // Kong makes every record of an entity required (`kong/db/schema/entity.lua`
+                // `make_records_required`), and Tollgate builds an absent record from its
+                // defaults just the same; decK fills nested defaults only under records
+                // that say so, so without the flag its diff never comes back clean.
+                if matches!(f.ty, Type::Record(..)) {
+                    field["required"] = json!(true);
+                }
                 let mut m = Map::new();
-                m.insert(f.name.into(), field_json(f));
+                m.insert(f.name.into(), field);
                 Value::Object(m)
             })
             .collect(),
@@ -136,7 +144,9 @@ pub fn field_json(f: &Field) -> Value {
         }
         _ => {}
     }
-    Value::Object(m)
+    let mut out = Value::Object(m);
+    cjson_numbers(&mut out);
+    out
 }
 
 fn pred_json(p: &Pred) -> Value {
@@ -186,4 +196,25 @@ fn check_json(c: &EntityCheck) -> Option<Value> {
         }}),
         EntityCheck::Custom(_) => return None,
     })
+}
+
+/// Kong prints numbers the way Lua's cjson does (`%.14g`): a whole number has no fraction,
+/// `1.0` is `1`. Clients decode Kong's whole-number `number` fields into integers (go-kong's
+/// upstream health-check `timeout` and `interval`), so a `1.0` breaks them.
+pub fn cjson_number(v: &mut Value) {
+    if let Some(x) = v.as_f64() {
+        if !v.is_i64() && !v.is_u64() && x.fract() == 0.0 && x.abs() < 1e15 {
+            *v = Value::from(x as i64);
+        }
+    }
+}
+
+/// [`cjson_number`] over every number inside a value.
+pub fn cjson_numbers(v: &mut Value) {
+    match v {
+        Value::Number(_) => cjson_number(v),
+        Value::Array(a) => a.iter_mut().for_each(cjson_numbers),
+        Value::Object(m) => m.values_mut().for_each(cjson_numbers),
+        _ => {}
+    }
 }

@@ -140,7 +140,9 @@ fn fill_auto(schema: &EntitySchema, out: &mut Map<String, Value>, cx: &Context) 
             }
         } else if f.timestamp {
             let v = if f.timestamp_ms {
-                Value::from((cx.now * 1000.0).round() / 1000.0)
+                let mut t = Value::from((cx.now * 1000.0).round() / 1000.0);
+                super::json::cjson_number(&mut t);
+                t
             } else {
                 Value::from(cx.now.floor() as i64)
             };
@@ -260,6 +262,7 @@ fn validate_value(f: &Field, v: &mut Value, cx: &Context) -> std::result::Result
             if !v.is_number() {
                 return Err(type_error(&f.ty).into());
             }
+            super::json::cjson_number(v);
             check_number(f, v).map_err(Value::String)
         }
         Type::Boolean => {
@@ -356,6 +359,11 @@ fn validate_value(f: &Field, v: &mut Value, cx: &Context) -> std::result::Result
             let Value::Object(m) = v else {
                 return Err(type_error(&f.ty).into());
             };
+            // A reference with a valid primary key ignores its other fields, as Kong's
+            // `validate_primary_key(value, true)` does: decK sends `{"id", "name"}`.
+            if m.get("id").and_then(Value::as_str).is_some_and(is_uuid) {
+                m.retain(|k, _| k == "id");
+            }
             let mut errs = Map::new();
             for k in m.keys() {
                 if k != "id" {
