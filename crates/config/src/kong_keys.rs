@@ -40,7 +40,8 @@ pub const KONG_DEFAULTS: &[(&str, &str)] = &[
         "admin_listen",
         "127.0.0.1:8001 reuseport backlog=16384, 127.0.0.1:8444 http2 ssl reuseport backlog=16384",
     ),
-    ("admin_gui_listen", "0.0.0.0:8002, 0.0.0.0:8445 ssl"),
+    // Loopback, unlike Kong's 0.0.0.0: the GUI is the Admin API's front end; expose it on purpose.
+    ("admin_gui_listen", "127.0.0.1:8002, 127.0.0.1:8445 ssl"),
     ("status_listen", "127.0.0.1:8007 reuseport backlog=16384"),
     ("cluster_listen", "0.0.0.0:8005"),
     ("cluster_control_plane", "127.0.0.1:8005"),

@@ -162,10 +162,13 @@ fn kong_default_listeners() {
         "127.0.0.1:8007 reuseport backlog=16384"
     );
     assert_eq!(c.status_listen[0].backlog, Some(16384));
-    assert_eq!(c.raw["admin_gui_listen"], "0.0.0.0:8002, 0.0.0.0:8445 ssl");
+    assert_eq!(
+        c.raw["admin_gui_listen"],
+        "127.0.0.1:8002, 127.0.0.1:8445 ssl"
+    );
     assert_eq!(
         texts(&c.admin_gui_listen),
-        vec!["0.0.0.0:8002", "0.0.0.0:8445 ssl"]
+        vec!["127.0.0.1:8002", "127.0.0.1:8445 ssl"]
     );
     assert!(c.stream_listen.is_empty());
     assert!(Config::is_loopback_only(&c.admin_listen));
