@@ -521,6 +521,11 @@ impl Plugins {
         !self.global_rewrite.is_empty()
     }
 
+    /// Whether any global plugin has a header_filter, body_filter or log phase.
+    pub fn has_global_downstream(&self) -> bool {
+        !self.global_downstream.is_empty()
+    }
+
     /// Whether any global plugin has a certificate phase.
     pub fn has_certificate(&self) -> bool {
         !self.global_certificate.is_empty()

@@ -370,17 +370,29 @@ impl ListenerCx {
                     .await;
             }
             Some(acceptor) => {
-                let tls =
-                    match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream))
+                // Kong's certificate phase, only when a global plugin has it.
+                let handshake = async {
+                    if self.shared.snapshot.load().plugins.has_certificate() {
+                        tls::accept_with_certificate_phase(
+                            stream,
+                            peer.ip(),
+                            &self.shared.snapshot,
+                            acceptor.config().clone(),
+                            self.http2,
+                        )
                         .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                    } else {
+                        acceptor.accept(stream).await
+                    }
+                };
+                let tls = match tokio::time::timeout(self.header_read_timeout, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
                 let (_, sess) = tls.get_ref();
                 let sni = sess.server_name().map(str::to_owned);
                 let proto = if sess.alpn_protocol() == Some(b"h2") {
@@ -388,7 +400,9 @@ impl ListenerCx {
                 } else {
                     Proto::H1
                 };
-                let info = Arc::new(ConnInfo::new(peer, local, true, sni));
+                let info = Arc::new(
+                    ConnInfo::new(peer, local, true, sni).with_tls_info(tls::tls_info(sess)),
+                );
                 if matches!(proto, Proto::Auto) {
                     self.run(TokioIo::new(tls), info, proto, None, drain).await;
                 } else {
