@@ -18,8 +18,8 @@ mod auth;
 mod body;
 mod body_filter;
 pub mod chain;
-pub mod log;
 pub mod consumers;
+pub mod log;
 
 pub mod acl;
 pub mod basic_auth;

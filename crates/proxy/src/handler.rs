@@ -1,11 +1,11 @@
 //! The request path: route, Kong's checks, forward, respond.
 
+use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
 use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target};
-use crate::downstream::BodyBytes;
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, LOCATION, SERVER, UPGRADE, VIA};
@@ -190,10 +190,7 @@ pub(crate) fn request_host(head: &http::request::Parts, conn: &ConnInfo) -> (Str
         .or_else(|| head.uri.authority().map(|a| a.as_str()));
     match raw.and_then(split_host_port) {
         Some((h, p)) => (h.to_ascii_lowercase(), p.unwrap_or(conn.local.port())),
-        None => (
-            conn.sni.clone().unwrap_or_default(),
-            conn.local.port(),
-        ),
+        None => (conn.sni.clone().unwrap_or_default(), conn.local.port()),
     }
 }
 
@@ -912,7 +909,14 @@ async fn proxy<'s>(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(target = %addr, "upstream connect failed: {e}");
-                try_failed(plan, if matches!(e, ConnectError::Timeout) { 504 } else { 502 });
+                try_failed(
+                    plan,
+                    if matches!(e, ConnectError::Timeout) {
+                        504
+                    } else {
+                        502
+                    },
+                );
                 last_connect_err = Some(e);
                 continue;
             }

@@ -130,16 +130,22 @@ where
             CertificateChoice::Abort => {
                 return Err(std::io::Error::other("aborted by the certificate phase"));
             }
-            CertificateChoice::Id(id) => Some(snap.certificates_by_id.get(&*id).cloned().ok_or_else(
-                || std::io::Error::other(format!("certificate phase: no certificate {id}")),
-            )?),
-            CertificateChoice::Sni(name) => Some(snap.certificates.find(&name).cloned().ok_or_else(
-                || std::io::Error::other(format!("certificate phase: no certificate for {name}")),
-            )?),
+            CertificateChoice::Id(id) => {
+                Some(snap.certificates_by_id.get(&*id).cloned().ok_or_else(|| {
+                    std::io::Error::other(format!("certificate phase: no certificate {id}"))
+                })?)
+            }
+            CertificateChoice::Sni(name) => {
+                Some(snap.certificates.find(&name).cloned().ok_or_else(|| {
+                    std::io::Error::other(format!("certificate phase: no certificate for {name}"))
+                })?)
+            }
         };
         match pair {
             None => base,
-            Some(p) => Arc::new(server_config(Arc::new(Fixed(p)), http2).map_err(std::io::Error::other)?),
+            Some(p) => {
+                Arc::new(server_config(Arc::new(Fixed(p)), http2).map_err(std::io::Error::other)?)
+            }
         }
     };
     start.into_stream(cfg).await

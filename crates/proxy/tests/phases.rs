@@ -259,7 +259,11 @@ async fn log_phase_runs_after_the_streamed_body_with_kongs_fields() {
     let s = service("127.0.0.1", up.port(), json!({}));
     let r = route(Some(&s), json!({"paths": ["/s"]}));
     let lp = plugin("test-log", Some(&r), json!({"tag": "stream"}));
-    let d = dataset(vec![("services", s.clone()), ("routes", r.clone()), ("plugins", lp)]);
+    let d = dataset(vec![
+        ("services", s.clone()),
+        ("routes", r.clone()),
+        ("plugins", lp),
+    ]);
     let p = start_registry(&d).await;
 
     let started = std::time::SystemTime::now()
@@ -276,7 +280,10 @@ async fn log_phase_runs_after_the_streamed_body_with_kongs_fields() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-test-log"], "stream");
     // The head is here, the body is not: no log yet.
-    assert!(records("stream").is_empty(), "logged before the body was sent");
+    assert!(
+        records("stream").is_empty(),
+        "logged before the body was sent"
+    );
     let body = resp.bytes().await.unwrap();
     assert_eq!(body.len(), 3000);
 
@@ -315,7 +322,10 @@ async fn log_phase_runs_after_the_streamed_body_with_kongs_fields() {
     assert_eq!(v["client_ip"], "127.0.0.1");
     assert_eq!(v["source"], "upstream");
     let at = v["started_at"].as_u64().unwrap();
-    assert!(at + 5 >= started && at < started + 5000, "{at} vs {started}");
+    assert!(
+        at + 5 >= started && at < started + 5000,
+        "{at} vs {started}"
+    );
     assert!(v.get("consumer").is_none() && v.get("authenticated_entity").is_none());
     p.shutdown().await;
 }
@@ -540,8 +550,14 @@ async fn certificate_phase_picks_a_certificate_or_aborts() {
     let ca = pki::Ca::new("phases-ca");
     let by_sni = ca.server(&["named.test"]);
     let picked = ca.server(&["picked.test"]);
-    let c1 = row("certificates", json!({"cert": by_sni.pem, "key": by_sni.key}));
-    let c2 = row("certificates", json!({"cert": picked.pem, "key": picked.key}));
+    let c1 = row(
+        "certificates",
+        json!({"cert": by_sni.pem, "key": by_sni.key}),
+    );
+    let c2 = row(
+        "certificates",
+        json!({"cert": picked.pem, "key": picked.key}),
+    );
     let sni = row(
         "snis",
         json!({"name": "named.test", "certificate": {"id": c1["id"]}}),

@@ -126,7 +126,13 @@ fn a_kong_response_has_no_tries_and_proxy_latency_minus_one() {
     assert_eq!(v["source"], "kong");
     assert_eq!(v["latencies"]["proxy"], -1);
     assert_eq!(v["upstream_status"], "");
-    for absent in ["tries", "route", "consumer", "authenticated_entity", "service"] {
+    for absent in [
+        "tries",
+        "route",
+        "consumer",
+        "authenticated_entity",
+        "service",
+    ] {
         assert!(v.get(absent).is_none(), "{absent} present");
     }
     assert!(v["request"].get("tls").is_none());
