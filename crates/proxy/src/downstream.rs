@@ -98,6 +98,15 @@ pub fn head_size(first_line: usize, h: &HeaderMap) -> u64 {
     (first_line + 2 + fields + 2) as u64
 }
 
+/// The status line's length (`HTTP/1.1 200 OK`).
+fn status_line_len(status: u16) -> usize {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    13 + reason.len()
+}
+
 /// The request line's length (`GET /path HTTP/1.1`).
 pub fn request_line_len(method: &Method, uri: &str) -> usize {
     method.as_str().len() + 1 + uri.len() + 9
@@ -138,7 +147,7 @@ impl PendingLog {
             response: LogResponse {
                 status,
                 headers,
-                size: head_size(12 + 16, headers) + body_sent,
+                size: head_size(status_line_len(status), headers) + body_sent,
             },
             upstream_uri: &d.upstream_uri,
             upstream_status: d.upstream_status,
@@ -298,7 +307,11 @@ impl hyper::body::Body for PhaseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_none() && self.trailers.is_none()
+        match &self.inner {
+            None => self.trailers.is_none(),
+            // Filters may still add to an empty body at its end.
+            Some(b) => self.filters.is_empty() && b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

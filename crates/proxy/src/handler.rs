@@ -181,17 +181,19 @@ impl ConnInfo {
     }
 }
 
-/// nginx's `$host` (lower-cased, without the port) and the port the request came to.
+/// nginx's `$host` (lower-cased, without the port) and `$server_port`, as the log
+/// serializer builds `request.url` from them.
 pub(crate) fn request_host(head: &http::request::Parts, conn: &ConnInfo) -> (String, u16) {
     let raw = head
         .headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| head.uri.authority().map(|a| a.as_str()));
-    match raw.and_then(split_host_port) {
-        Some((h, p)) => (h.to_ascii_lowercase(), p.unwrap_or(conn.local.port())),
-        None => (conn.sni.clone().unwrap_or_default(), conn.local.port()),
-    }
+    let host = match raw.and_then(split_host_port) {
+        Some((h, _)) => h.to_ascii_lowercase(),
+        None => conn.sni.clone().unwrap_or_default(),
+    };
+    (host, conn.local.port())
 }
 
 /// The `Via` value Kong adds: upstream (`{ver} kong/{KONG_VERSION}`) or on
@@ -402,7 +404,7 @@ async fn proxy<'s>(
 
     // Host (nginx `$host`: lower-cased, without the port) and port. The
     // header value and the URI are cloned (reference counts), not copied:
-    // the request itself is taken apart and rebuilt below.
+    // plugins may change the head below.
     let host_value: Option<HeaderValue> = head
         .headers
         .get(HOST)

@@ -264,9 +264,11 @@ pub fn respond<'s>(
     }
     let (mut parts, body) = resp.into_parts();
     header_filter(&collected, &head.headers, &mut parts);
+    // A tunnel's 101 has no body to filter.
+    let tunnel = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     let filters: Vec<Filter> = collected
         .iter()
-        .filter(|i| i.spec.phases.body_filter)
+        .filter(|i| i.spec.phases.body_filter && !tunnel)
         .map(|i| Filter::new(Arc::clone(i)))
         .collect();
     let loggers: Vec<Arc<Instance>> = collected

@@ -603,3 +603,92 @@ async fn certificate_phase_picks_a_certificate_or_aborts() {
         .starts_with("https://named.test:"));
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn log_phase_sees_the_consumer_and_the_request_body() {
+    let up = echo_upstream().await;
+    let s = service("127.0.0.1", up.port(), json!({}));
+    let buffered = route(Some(&s), json!({"paths": ["/buf"]}));
+    let streamed = route(
+        Some(&s),
+        json!({"paths": ["/stream"], "request_buffering": false}),
+    );
+    let consumer = row(
+        "consumers",
+        json!({"username": "alice", "custom_id": "A-1"}),
+    );
+    let cred = row(
+        "keyauth_credentials",
+        json!({"key": "alice-key", "consumer": {"id": consumer["id"]}}),
+    );
+    let d = dataset(vec![
+        ("services", s),
+        ("routes", buffered.clone()),
+        ("routes", streamed.clone()),
+        ("consumers", consumer.clone()),
+        ("keyauth_credentials", cred.clone()),
+        ("plugins", plugin("key-auth", Some(&buffered), json!({}))),
+        (
+            "plugins",
+            plugin("test-log", Some(&buffered), json!({"tag": "auth"})),
+        ),
+        (
+            "plugins",
+            plugin("test-log", Some(&streamed), json!({"tag": "body"})),
+        ),
+    ]);
+    let p = start_registry(&d).await;
+
+    let resp = client()
+        .post(p.url("/buf"))
+        .header("apikey", "alice-key")
+        .body(vec![b'x'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let v = record("auth", 1).await;
+    assert_eq!(
+        v["consumer"],
+        json!({"id": consumer["id"], "username": "alice", "custom_id": "A-1"})
+    );
+    assert_eq!(
+        v["authenticated_entity"],
+        json!({"id": cred["id"], "consumer_id": consumer["id"]})
+    );
+    let size = v["request"]["size"].as_u64().unwrap();
+    assert!(size > 5000 && size < 5400, "request size {size}");
+
+    // Refused by key-auth: still logged, without a consumer.
+    let resp = client().get(p.url("/buf")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    resp.bytes().await.unwrap();
+    let v = record("auth", 2).await;
+    assert_eq!(v["response"]["status"], 401);
+    assert!(v.get("consumer").is_none());
+
+    // A streamed request body is counted as it goes upstream.
+    let mut c = tokio::net::TcpStream::connect(p.addrs[0]).await.unwrap();
+    let mut req =
+        b"POST /stream HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        req.extend_from_slice(b"3e8\r\n");
+        req.extend_from_slice(&[b'y'; 1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let v = record("body", 1).await;
+    let size = v["request"]["size"].as_u64().unwrap();
+    assert!(size > 4000 && size < 4400, "request size {size}");
+    p.shutdown().await;
+}
