@@ -638,8 +638,8 @@ async fn proxy<'s>(
         uri.push('?');
     }
 
-    if plan.logging {
-        plan.upstream_uri = uri.clone();
+    if let Some(log) = plan.log.as_mut() {
+        log.upstream_uri = uri.clone();
     }
     let head: &http::request::Parts = head;
     // The client's headers stay as they came (error pages, plugins'
@@ -756,7 +756,7 @@ async fn proxy<'s>(
         None => !body_is_empty(client_headers, &body),
     };
     // The log phase reports the request body's size: counted only when it runs.
-    let counted = (plan.logging && has_body && pre_read.is_none()).then(Default::default);
+    let counted = (plan.log.is_some() && has_body && pre_read.is_none()).then(Default::default);
     let mut limited = Some(LimitedBody {
         inner: body,
         left: if max > 0 { max } else { u64::MAX },
@@ -793,8 +793,8 @@ async fn proxy<'s>(
     // never for non-idempotent methods (nginx ≥ 1.9.13).
     let replayable = !has_body || buffered.is_some();
     let idempotent = !matches!(head.method.as_str(), "POST" | "LOCK" | "PATCH");
-    if plan.logging {
-        plan.request_body = match (&buffered, counted) {
+    if let Some(log) = plan.log.as_mut() {
+        log.request_body = match (&buffered, counted) {
             (Some(b), _) => BodyBytes::Known(b.len() as u64),
             (None, Some(c)) => BodyBytes::Counted(c),
             (None, None) => BodyBytes::None,
@@ -810,7 +810,9 @@ async fn proxy<'s>(
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
     plan.proxied = true;
-    plan.kong_latency = Some(proxy_latency as u64);
+    if let Some(log) = plan.log.as_mut() {
+        log.kong_latency = Some(proxy_latency as u64);
+    }
     let mut sent_at = Instant::now();
     let mut pending: Option<Request<Body>> = None;
     let mut last_send_err: Option<u16> = None;
@@ -826,7 +828,7 @@ async fn proxy<'s>(
             });
         }
         tries += 1;
-        let try_start = plan.logging.then(Instant::now);
+        let try_start = plan.log.is_some().then(Instant::now);
         // pick a target
         let (target_host, target_port): (Cow<'_, str>, u16) = match &upstream_entity {
             Some(u) => match u.pick() {
@@ -848,7 +850,9 @@ async fn proxy<'s>(
         {
             Some(a) => {
                 if let Some(t) = try_start {
-                    plan.tries.push(new_try(a, t));
+                    if let Some(log) = plan.log.as_mut() {
+                        log.tries.push(new_try(a, t));
+                    }
                 }
                 a
             }
@@ -1050,8 +1054,10 @@ async fn proxy<'s>(
 
     // Tunnel
     let upstream_status = resp.status().as_u16();
-    plan.upstream_status = Some(upstream_status);
-    plan.upstream_latency = Some(upstream_latency as u64);
+    if let Some(log) = plan.log.as_mut() {
+        log.upstream_status = Some(upstream_status);
+        log.upstream_latency = Some(upstream_latency as u64);
+    }
     if let (Some(client_up), true) = (
         client_upgrade,
         resp.status() == StatusCode::SWITCHING_PROTOCOLS,
@@ -1176,7 +1182,7 @@ fn new_try(addr: SocketAddr, start: Instant) -> tollgate_plugins::log::Try {
 
 /// The last try failed with `code` (Kong's `state = "failed"`).
 fn try_failed(plan: &mut Plan<'_>, code: u16) {
-    if let Some(t) = plan.tries.last_mut() {
+    if let Some(t) = plan.log.as_mut().and_then(|l| l.tries.last_mut()) {
         t.failed = Some(code);
     }
 }

@@ -30,18 +30,23 @@ use tollgate_plugins::log::Try;
 pub use tollgate_plugins::Collected;
 use tollgate_plugins::{Exit, ExitBody, Instance, RequestCx, ResponseCx};
 
-/// What the request path learned that the response phases need. Empty (and free) for a
+/// What the request path learned that the response phases need. Small and free for a
 /// request that no plugin sees.
 #[derive(Default)]
 pub struct Plan<'s> {
     /// What access collected; `None` when access did not run (the globals then run).
     pub collected: Option<Collected<'s>>,
     pub route: Option<&'s RouteInfo>,
-    /// A collected plugin has a log phase: the fields below are filled in.
-    pub logging: bool,
-    pub auth: Option<Authenticated>,
     /// The request went to the upstream (Kong's `KONG_PROXIED`).
     pub proxied: bool,
+    /// Present when a collected plugin has a log phase: what only the log reports.
+    pub log: Option<Box<LogPlan>>,
+}
+
+/// What the request path records for the log phase only.
+#[derive(Default)]
+pub struct LogPlan {
+    pub auth: Option<Authenticated>,
     pub upstream_uri: String,
     pub upstream_status: Option<u16>,
     pub tries: Vec<Try>,
@@ -136,9 +141,9 @@ where
         .with_body(read);
     let flow = chain.access(&mut rcx, collected);
     if collected.any(|p| p.log) {
-        plan.logging = true;
+        let log = plan.log.get_or_insert_with(Default::default);
         if let Some(c) = rcx.consumer() {
-            plan.auth = Some(Authenticated {
+            log.auth = Some(Authenticated {
                 consumer_id: c.id.clone(),
                 username: c.username.clone(),
                 custom_id: c.custom_id.clone(),
@@ -247,7 +252,25 @@ pub struct Facts<'a> {
 
 /// The response phases on a response about to be sent: header_filter now, body_filter
 /// and log as the body goes out.
+#[inline]
 pub fn respond<'s>(
+    f: &Facts<'_>,
+    snap: &'s Snapshot,
+    head: &Parts,
+    plan: Plan<'s>,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let quiet = match &plan.collected {
+        Some(c) => c.is_empty() && c.response_headers.is_empty(),
+        None => !snap.plugins.has_global_downstream(),
+    };
+    if quiet {
+        return resp;
+    }
+    run_response_phases(f, snap, head, plan, resp)
+}
+
+fn run_response_phases<'s>(
     f: &Facts<'_>,
     snap: &'s Snapshot,
     head: &Parts,
@@ -256,12 +279,8 @@ pub fn respond<'s>(
 ) -> Response<Body> {
     let collected = match plan.collected.take() {
         Some(c) => c,
-        None if !snap.plugins.has_global_downstream() => return resp,
         None => Collected::globals(&snap.plugins),
     };
-    if collected.is_empty() && collected.response_headers.is_empty() {
-        return resp;
-    }
     let (mut parts, body) = resp.into_parts();
     header_filter(&collected, &head.headers, &mut parts);
     // A tunnel's 101 has no body to filter.
@@ -308,6 +327,7 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
     let line = crate::downstream::request_line_len(&head.method, &request_uri);
     let now = Instant::now();
     let service = plan.route.and_then(|r| r.service.as_ref());
+    let log = plan.log.map(|l| *l).unwrap_or_default();
     LogData {
         request_id: f.request_id.to_owned(),
         method: head.method.clone(),
@@ -317,16 +337,16 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
         host,
         port,
         request_headers: head.headers.clone(),
-        request_body: plan.request_body,
+        request_body: log.request_body,
         tls: conn.tls_info,
         route_id: plan.route.map(|r| r.id.as_str().into()),
         service_id: service.map(|s| s.id.as_str().into()),
         route: plan.route.map(|r| r.row.clone()),
         service: service.map(|s| s.row.clone()),
-        auth: plan.auth,
-        upstream_uri: plan.upstream_uri,
-        upstream_status: plan.upstream_status,
-        tries: plan.tries,
+        auth: log.auth,
+        upstream_uri: log.upstream_uri,
+        upstream_status: log.upstream_status,
+        tries: log.tries,
         client_ip: crate::headers::real_ip(
             conn.peer.ip(),
             &head.headers,
@@ -336,10 +356,10 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
         ),
         proxied: plan.proxied,
         start: f.start,
-        kong_latency: plan
+        kong_latency: log
             .kong_latency
             .unwrap_or_else(|| now.saturating_duration_since(f.start).as_millis() as u64),
-        upstream_latency: plan.upstream_latency,
+        upstream_latency: log.upstream_latency,
         head_at: now,
     }
 }
