@@ -1,7 +1,9 @@
 //! What a plugin implements ([`Plugin`]), what it is given ([`RequestCx`], [`ResponseCx`],
-//! [`LogCx`]) and what it answers ([`Flow`], [`Exit`]).
+//! [`BodyCx`], [`LogCx`], [`CertificateCx`]) and what it answers ([`Flow`], [`Exit`]).
 
+pub use crate::body_filter::BodyCx;
 use crate::consumers::{Consumer, ConsumerIndex};
+pub use crate::log::LogCx;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use std::borrow::Cow;
@@ -36,25 +38,35 @@ impl std::fmt::Debug for PluginSpec {
     }
 }
 
-/// Which phases a plugin has.
+/// Which phases a plugin has. Build it from [`Phases::NONE`] (`Phases { log: true,
+/// ..Phases::NONE }`) so that adding a phase does not touch every plugin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Phases {
+    /// Global instances only, during the TLS handshake.
+    pub certificate: bool,
     pub rewrite: bool,
     pub access: bool,
     pub header_filter: bool,
+    pub body_filter: bool,
     pub log: bool,
 }
 
 impl Phases {
-    pub const ACCESS: Phases = Phases {
+    pub const NONE: Phases = Phases {
+        certificate: false,
         rewrite: false,
-        access: true,
+        access: false,
         header_filter: false,
+        body_filter: false,
         log: false,
+    };
+    pub const ACCESS: Phases = Phases {
+        access: true,
+        ..Phases::NONE
     };
     /// Phases that run after the access phase, for the plugins it collected.
     pub fn downstream(&self) -> bool {
-        self.header_filter || self.log
+        self.header_filter || self.body_filter || self.log
     }
 }
 
@@ -75,8 +87,21 @@ pub trait Plugin: Send + Sync + 'static {
     fn header_filter(&self, _cx: &mut ResponseCx<'_>) -> Result<(), PluginError> {
         Ok(())
     }
-    /// Kong's log phase. Never affects the response.
+    /// Kong's body_filter phase: once per response body chunk, then once more with
+    /// [`BodyCx::is_eof`]. A plugin may change the chunk, or hold the chunks back and
+    /// replace the whole body ([`BodyCx::raw_body`], [`BodyCx::set_raw_body`]). Its
+    /// presence drops the response's `Content-Length`.
+    fn body_filter(&self, _cx: &mut BodyCx<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
+    /// Kong's log phase, after the response body went out (or the client went away).
+    /// Never affects the response; runs off the request's task.
     fn log(&self, _cx: &LogCx<'_>) {}
+    /// Kong's certificate phase (global instances only), during the TLS handshake, after
+    /// Kong picked a certificate by SNI: may pick another one or abort the handshake.
+    fn certificate(&self, _cx: &mut CertificateCx<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
     /// Whether the access phase needs the request body (read once, before it runs).
     fn reads_body(&self) -> bool {
         false
@@ -369,10 +394,51 @@ pub struct ResponseCx<'a> {
     pub request_headers: &'a http::HeaderMap,
 }
 
-/// What the log phase sees.
-pub struct LogCx<'a> {
-    pub status: u16,
-    pub request_id: &'a str,
-    pub route_id: Option<&'a str>,
-    pub service_id: Option<&'a str>,
+/// What the certificate phase sees (`ngx.ssl`): the handshake's SNI and client, and
+/// the certificate to serve.
+pub struct CertificateCx<'a> {
+    pub sni: Option<&'a str>,
+    pub client_ip: IpAddr,
+    choice: CertificateChoice,
+}
+
+/// The certificate a certificate phase asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CertificateChoice {
+    /// What Kong picked (`snis` by SNI, else the default certificate).
+    #[default]
+    Kong,
+    /// A `certificates` row by id.
+    Id(Box<str>),
+    /// The certificate of an `snis` name (exact or wildcard, as Kong matches it).
+    Sni(Box<str>),
+    /// Abort the handshake (`ngx.exit(ngx.ERROR)`).
+    Abort,
+}
+
+impl<'a> CertificateCx<'a> {
+    pub fn new(sni: Option<&'a str>, client_ip: IpAddr) -> Self {
+        CertificateCx {
+            sni,
+            client_ip,
+            choice: CertificateChoice::Kong,
+        }
+    }
+    /// Serve the `certificates` row `id` (an unknown id aborts the handshake).
+    pub fn use_certificate(&mut self, id: &str) {
+        self.choice = CertificateChoice::Id(id.into());
+    }
+    /// Serve the certificate Kong would serve for `sni` (none aborts the handshake).
+    pub fn use_sni(&mut self, sni: &str) {
+        self.choice = CertificateChoice::Sni(sni.into());
+    }
+    pub fn abort(&mut self) {
+        self.choice = CertificateChoice::Abort;
+    }
+    pub fn choice(&self) -> &CertificateChoice {
+        &self.choice
+    }
+    pub fn into_choice(self) -> CertificateChoice {
+        self.choice
+    }
 }

@@ -12,7 +12,9 @@
 //! priority order, with the consumer authenticated *so far* — as Kong does, so plugins
 //! below the auth plugins see the consumer and those above do not.
 
-use crate::api::{Exit, Flow, Phases, Plugin, PluginSpec, RequestCx};
+use crate::api::{
+    CertificateChoice, CertificateCx, Exit, Flow, Phases, Plugin, PluginSpec, RequestCx,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -48,6 +50,9 @@ impl std::fmt::Debug for Instance {
 struct Broken(String);
 
 impl Plugin for Broken {
+    fn certificate(&self, _: &mut crate::api::CertificateCx<'_>) -> Result<(), crate::PluginError> {
+        Err(crate::PluginError::new(self.0.clone()))
+    }
     fn rewrite(&self, _: &mut RequestCx<'_>) -> Result<Flow, crate::PluginError> {
         Err(crate::PluginError::new(self.0.clone()))
     }
@@ -202,19 +207,32 @@ impl std::fmt::Debug for Chain {
 /// phases run (the `Vec` it derefs to), and the headers plugins set for the response.
 #[derive(Default)]
 pub struct Collected<'s> {
-    instances: Vec<&'s Instance>,
+    instances: Vec<&'s Arc<Instance>>,
     /// `kong.response.set_header` calls made during access, applied to the response head.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-impl Collected<'_> {
+impl<'s> Collected<'s> {
     pub fn new() -> Self {
         Collected::default()
+    }
+    /// What runs when the access phase did not (no route matched, a redirect, a rewrite
+    /// exit): the global instances (Kong's `get_collected_iterator` falling back to the
+    /// global iterator).
+    pub fn globals(plugins: &'s Plugins) -> Self {
+        Collected {
+            instances: plugins.global_downstream.iter().collect(),
+            response_headers: Vec::new(),
+        }
+    }
+    /// Whether an instance has this phase.
+    pub fn any(&self, phase: impl Fn(&Phases) -> bool) -> bool {
+        self.instances.iter().any(|i| phase(&i.spec.phases))
     }
 }
 
 impl<'s> std::ops::Deref for Collected<'s> {
-    type Target = Vec<&'s Instance>;
+    type Target = Vec<&'s Arc<Instance>>;
     fn deref(&self) -> &Self::Target {
         &self.instances
     }
@@ -303,6 +321,10 @@ pub struct Plugins {
     combos: Vec<Combos>,
     /// Global instances with a rewrite phase, highest priority first.
     global_rewrite: Box<[Arc<Instance>]>,
+    /// Global instances with a header_filter, body_filter or log phase.
+    global_downstream: Box<[Arc<Instance>]>,
+    /// Global instances with a certificate phase.
+    global_certificate: Box<[Arc<Instance>]>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -411,14 +433,21 @@ impl Plugins {
         let mut combos: Vec<Combos> = by_name.into_values().collect();
         // Kong sorts by priority, highest first; ties keep a stable (name) order.
         combos.sort_by_key(|c| std::cmp::Reverse(c.spec.priority));
-        let global_rewrite = combos
-            .iter()
-            .filter(|c| c.spec.phases.rewrite)
-            .filter_map(|c| c.get(None, None).cloned())
-            .collect();
+        let globals = |phase: fn(&Phases) -> bool| -> Box<[Arc<Instance>]> {
+            combos
+                .iter()
+                .filter(|c| phase(&c.spec.phases))
+                .filter_map(|c| c.get(None, None).cloned())
+                .collect()
+        };
+        let global_rewrite = globals(|p| p.rewrite);
+        let global_downstream = globals(Phases::downstream);
+        let global_certificate = globals(|p| p.certificate);
         Plugins {
             combos,
             global_rewrite,
+            global_downstream,
+            global_certificate,
         }
     }
 
@@ -490,6 +519,38 @@ impl Plugins {
     /// Whether any global plugin has a rewrite phase.
     pub fn has_rewrite(&self) -> bool {
         !self.global_rewrite.is_empty()
+    }
+
+    /// Whether any global plugin has a header_filter, body_filter or log phase.
+    pub fn has_global_downstream(&self) -> bool {
+        !self.global_downstream.is_empty()
+    }
+
+    /// Whether any global plugin has a certificate phase.
+    pub fn has_certificate(&self) -> bool {
+        !self.global_certificate.is_empty()
+    }
+
+    /// Runs the certificate phase of global plugins, highest priority first; a failing
+    /// plugin aborts the handshake (it cannot answer with an error page).
+    pub fn certificate(&self, cx: &mut CertificateCx<'_>) {
+        for inst in self.global_certificate.iter() {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inst.plugin.certificate(cx)
+            }));
+            let err = match r {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("plugin panicked".to_owned()),
+            };
+            if let Some(e) = err {
+                tracing::error!(plugin = inst.spec.name, id = %inst.id, "certificate phase failed: {e}");
+                cx.abort();
+            }
+            if *cx.choice() == CertificateChoice::Abort {
+                return;
+            }
+        }
     }
 }
 

@@ -32,10 +32,9 @@ pub static SPEC: PluginSpec = PluginSpec {
     no_route: false,
     no_service: false,
     phases: Phases {
-        rewrite: false,
         access: true,
         header_filter: true,
-        log: false,
+        ..Phases::NONE
     },
     schema,
     compile,

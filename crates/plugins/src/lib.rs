@@ -1,7 +1,8 @@
 //! tollgate-plugins: the plugin framework and the bundled plugins.
 //!
-//! * [`Plugin`]: the phases a plugin implements (rewrite, access, header_filter, log),
-//!   synchronous because every lookup is in the snapshot.
+//! * [`Plugin`]: the phases a plugin implements (certificate, rewrite, access,
+//!   header_filter, body_filter, log), synchronous because every lookup is in the
+//!   snapshot.
 //! * [`PluginSpec`]: one registration per plugin (name, Kong's PRIORITY, schema, compile),
 //!   listed once in [`BUNDLED`]. The schema drives Admin API validation and
 //!   `/schemas/plugins/{name}` through the model's [`PluginCatalog`].
@@ -15,8 +16,10 @@
 mod api;
 mod auth;
 mod body;
+mod body_filter;
 pub mod chain;
 pub mod consumers;
+pub mod log;
 
 pub mod acl;
 pub mod basic_auth;
@@ -32,8 +35,8 @@ pub mod request_size_limiting;
 pub mod request_termination;
 
 pub use api::{
-    Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
-    PluginSpec, RequestCx, ResponseCx,
+    BodyCx, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow, InstanceScope,
+    LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};

@@ -12,11 +12,13 @@
 
 use crate::head::{Framer, Reject, Step};
 use futures_util::task::AtomicWaker;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Name of the header of synthetic requests.
@@ -111,6 +113,38 @@ pub struct Guarded<I> {
     failed: bool,
     passthrough: bool,
     signal: Arc<UpgradeSignal>,
+    /// nginx `client_header_timeout`, from the first bytes of a head (the idle time
+    /// before them is hyper's, `keepalive_timeout`).
+    head_timer: HeadTimer,
+}
+
+/// The timeout of a head in progress, armed only when a head has to wait for more
+/// bytes: a head that arrives in one read costs nothing.
+struct HeadTimer {
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl HeadTimer {
+    /// A head is waiting for bytes: `Ready` once it has waited `timeout` in all.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + timeout;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.sleep {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl<I> Guarded<I> {
@@ -126,7 +160,19 @@ impl<I> Guarded<I> {
             failed: false,
             passthrough: false,
             signal,
+            head_timer: HeadTimer {
+                timeout: None,
+                sleep: None,
+                armed: false,
+            },
         }
+    }
+
+    /// Closes the connection when a head takes longer than `d` from its first bytes
+    /// (nginx `client_header_timeout`).
+    pub fn with_header_timeout(mut self, d: Duration) -> Guarded<I> {
+        self.head_timer.timeout = Some(d);
+        self
     }
 
     pub fn get_ref(&self) -> &I {
@@ -229,6 +275,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
                 let (n, blocked) = this.run(&data, cx);
                 this.pending = data;
                 this.ready = n;
+                if n > 0 {
+                    // a head went through whole
+                    this.head_timer.armed = false;
+                }
                 if blocked && n == 0 {
                     return Poll::Pending;
                 }
@@ -239,7 +289,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
                 let mut tmp = [0u8; 8192];
                 let mut rb = ReadBuf::new(&mut tmp);
                 match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if this.framer.in_head() && this.head_timer.poll_expired(cx).is_ready() {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "client header timed out",
+                            )));
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) => {
                         if rb.filled().is_empty() {
@@ -260,7 +318,17 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
             // the new bytes in place.
             let start = buf.filled().len();
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A new connection waits for its first request under the header
+                    // timeout too (nginx), not the keep-alive one.
+                    if this.framer.at_start() && this.head_timer.poll_expired(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client header timed out",
+                        )));
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }

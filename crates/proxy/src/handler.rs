@@ -1,8 +1,9 @@
 //! The request path: route, Kong's checks, forward, respond.
 
+use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
-use crate::phases::{self, Flow, PhaseCx};
+use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
 use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
@@ -16,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -156,6 +157,8 @@ pub struct ConnInfo {
     /// The peer's IP as a header value (`X-Real-IP`, `X-Forwarded-For`):
     /// formatted once per connection rather than per request.
     pub peer_ip_value: HeaderValue,
+    /// TLS version and cipher, OpenSSL's names (the log phase's `request.tls`).
+    pub tls_info: Option<(&'static str, &'static str)>,
 }
 
 impl ConnInfo {
@@ -168,8 +171,29 @@ impl ConnInfo {
             tls,
             sni,
             peer_ip_value,
+            tls_info: None,
         }
     }
+
+    pub fn with_tls_info(mut self, info: Option<(&'static str, &'static str)>) -> ConnInfo {
+        self.tls_info = info;
+        self
+    }
+}
+
+/// nginx's `$host` (lower-cased, without the port) and `$server_port`, as the log
+/// serializer builds `request.url` from them.
+pub(crate) fn request_host(head: &http::request::Parts, conn: &ConnInfo) -> (String, u16) {
+    let raw = head
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()));
+    let host = match raw.and_then(split_host_port) {
+        Some((h, _)) => h.to_ascii_lowercase(),
+        None => conn.sni.clone().unwrap_or_default(),
+    };
+    (host, conn.local.port())
 }
 
 /// The `Via` value Kong adds: upstream (`{ver} kong/{KONG_VERSION}`) or on
@@ -294,8 +318,17 @@ pub async fn handle(
         return Ok(reject_response(&cx, r, req.headers()));
     }
     let snap = shared.snapshot.load_full();
-    let resp = proxy(&cx, &snap, &conn, req).await;
-    Ok(resp)
+    // The head stays here, for the response phases; the body goes on.
+    let (mut head, body) = req.into_parts();
+    let mut plan = Plan::default();
+    let resp = proxy(&cx, &snap, &conn, &mut head, body, &mut plan).await;
+    let facts = phases::Facts {
+        request_id: &cx.request_id,
+        start: cx.start,
+        conn: &conn,
+        settings: &shared.settings,
+    };
+    Ok(phases::respond(&facts, &snap, &head, plan, resp))
 }
 
 /// The answer to a head refused by [`crate::head`] (nginx's error page
@@ -357,25 +390,27 @@ fn header_str<'h>(h: &'h HeaderMap, n: &HeaderName) -> Option<&'h str> {
     h.get(n).and_then(|v| v.to_str().ok())
 }
 
-async fn proxy(
+async fn proxy<'s>(
     cx: &Ctx<'_>,
-    snap: &Snapshot,
+    snap: &'s Snapshot,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    head: &mut http::request::Parts,
+    mut body: Incoming,
+    plan: &mut Plan<'s>,
 ) -> Response<Body> {
     let settings = &cx.shared.settings;
     let scheme = if conn.tls { "https" } else { "http" };
-    let is_h2 = req.version() == Version::HTTP_2;
+    let is_h2 = head.version == Version::HTTP_2;
 
     // Host (nginx `$host`: lower-cased, without the port) and port. The
     // header value and the URI are cloned (reference counts), not copied:
-    // the request itself is taken apart and rebuilt below.
-    let host_value: Option<HeaderValue> = req
-        .headers()
+    // plugins may change the head below.
+    let host_value: Option<HeaderValue> = head
+        .headers
         .get(HOST)
         .filter(|v| v.to_str().is_ok())
         .cloned();
-    let client_uri = req.uri().clone();
+    let client_uri = head.uri.clone();
     let raw_host: Option<&str> = host_value
         .as_ref()
         .and_then(|v| v.to_str().ok())
@@ -394,24 +429,22 @@ async fn proxy(
     let norm = tollgate_router::normalize_path(raw_path);
 
     {
-        let (mut parts, body) = req.into_parts();
         let pcx = PhaseCx {
             request_id: &cx.request_id,
             route_id: None,
             service_id: None,
         };
-        if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), &mut parts) {
+        if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), head) {
             return cx.kong_response(r);
         }
-        req = Request::from_parts(parts, body);
     }
 
     let m = {
-        let h = req.headers();
+        let h = &head.headers;
         let lookup = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
         let info = RequestInfo {
             scheme,
-            method: req.method().as_str(),
+            method: head.method.as_str(),
             host: &host,
             port,
             path: &norm,
@@ -423,14 +456,15 @@ async fn proxy(
             .map(|m| (m.route_index, m.prefix_len, m.protocols))
     };
     let Some((route_index, prefix_len, protocols)) = m else {
-        return cx.error(404, errors::NO_ROUTE, req.headers(), Negotiation::Accept);
+        return cx.error(404, errors::NO_ROUTE, &head.headers, Negotiation::Accept);
     };
-    let route: &RouteInfo = &snap.routes[route_index];
+    let route: &'s RouteInfo = &snap.routes[route_index];
+    plan.route = Some(route);
 
     // X-Forwarded-* (incoming values kept only from trusted peers).
     let peer_ip = conn.peer.ip();
     let trusted = settings.is_trusted(peer_ip);
-    let h = req.headers();
+    let h = &head.headers;
     // Owned copies only for a trusted peer's incoming values (the request is
     // taken apart below); otherwise borrowed, the port kept as a number.
     let (fwd_proto, fwd_host, fwd_port, fwd_path, fwd_prefix): Forwarded<'_> = if trusted {
@@ -521,10 +555,10 @@ async fn proxy(
     }
 
     // Plugins' access phase (before Kong's "no Service" check, as in Kong.Access).
-    let mut collected = phases::Collected::new();
+    // From here on the response phases are the collected plugins' (maybe none).
+    plan.collected = Some(phases::Collected::new());
     let mut pre_read: Option<Bytes> = None;
     if !route.plugins.is_empty() {
-        let (mut parts, mut body) = req.into_parts();
         let pcx = PhaseCx {
             request_id: &cx.request_id,
             route_id: Some(&route.id),
@@ -534,35 +568,33 @@ async fn proxy(
         // Plugins see nginx's `$remote_addr`: the realip-processed client address.
         let ip = headers::real_ip(
             peer_ip,
-            &parts.headers,
+            &head.headers,
             &settings.trusted_ips,
             &settings.real_ip_header,
             settings.real_ip_recursive,
         );
-        let c = &mut collected;
-        match phases::access(&pcx, snap, route, ip, &mut parts, &mut body, max, c).await {
+        match phases::access(&pcx, snap, route, ip, head, &mut body, max, plan).await {
             phases::Access::Continue(b) => pre_read = b,
             phases::Access::Respond(r) => return cx.kong_response(r),
         }
-        req = Request::from_parts(parts, body);
         // Plugins may have edited the query (hide_credentials).
-        query = req.uri().query().map(|q| Cow::Owned(q.to_owned()));
+        query = head.uri.query().map(|q| Cow::Owned(q.to_owned()));
     }
 
     let Some(service) = route.service.clone() else {
-        return cx.error(503, errors::NO_SERVICE, req.headers(), Negotiation::Accept);
+        return cx.error(503, errors::NO_SERVICE, &head.headers, Negotiation::Accept);
     };
 
     // client_max_body_size
     let max = settings.client_max_body_size;
     if max > 0 {
         let cl =
-            header_str(req.headers(), &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+            header_str(&head.headers, &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
         if cl.is_some_and(|n| n > max) {
             return cx.error(
                 413,
                 &errors::handler_message(413),
-                req.headers(),
+                &head.headers,
                 Negotiation::Handler,
             );
         }
@@ -570,15 +602,18 @@ async fn proxy(
 
     // Upgrade (WebSocket) tunnel?
     let upgrade_to: Option<HeaderValue> =
-        if !is_h2 && headers::connection_has(req.headers(), "upgrade") {
-            req.headers()
+        if !is_h2 && headers::connection_has(&head.headers, "upgrade") {
+            head.headers
                 .get(UPGRADE)
                 .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
                 .cloned()
         } else {
             None
         };
-    let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    // (what `hyper::upgrade::on` takes out of the request)
+    let client_upgrade = upgrade_to
+        .as_ref()
+        .and_then(|_| head.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
     // Upstream URI.
     let mut uri = upstream_path(
@@ -594,8 +629,8 @@ async fn proxy(
     if let Some(q) = &query {
         uri.push('?');
         uri.push_str(q);
-    } else if req
-        .uri()
+    } else if head
+        .uri
         .path_and_query()
         .is_some_and(|pq| pq.as_str().ends_with('?'))
     {
@@ -603,23 +638,26 @@ async fn proxy(
         uri.push('?');
     }
 
-    let (parts, body) = req.into_parts();
+    if let Some(log) = plan.log.as_mut() {
+        log.upstream_uri = uri.clone();
+    }
+    let head: &http::request::Parts = head;
     // The client's headers stay as they came (error pages, plugins'
     // header_filter); the upstream copy is built from them per attempt, so a
     // request that goes out at the first try costs one copy of the map.
-    let client_headers = parts.headers;
-    let te_trailers = headers::wants_trailers(&client_headers);
+    let client_headers = &head.headers;
+    let te_trailers = headers::wants_trailers(client_headers);
 
     // realip
     let remote_addr = headers::real_ip(
         peer_ip,
-        &client_headers,
+        client_headers,
         &settings.trusted_ips,
         &settings.real_ip_header,
         settings.real_ip_recursive,
     );
     let h2_up = service.is_grpc();
-    let http_version = match parts.version {
+    let http_version = match head.version {
         Version::HTTP_2 => "2",
         Version::HTTP_10 => "1.0",
         _ => "1.1",
@@ -677,7 +715,7 @@ async fn proxy(
                 &format!("{v}, {http_version} kong/{KONG_VERSION}"),
             ),
             None => {
-                uh.insert(VIA, via_value(parts.version, false));
+                uh.insert(VIA, via_value(head.version, false));
             }
         }
         if settings.request_id_upstream {
@@ -715,13 +753,16 @@ async fn proxy(
     let flags = Arc::new(BodyFlags::default());
     let has_body = match &pre_read {
         Some(b) => !b.is_empty(),
-        None => !body_is_empty(&client_headers, &body),
+        None => !body_is_empty(client_headers, &body),
     };
+    // The log phase reports the request body's size: counted only when it runs.
+    let counted = (plan.log.is_some() && has_body && pre_read.is_none()).then(Default::default);
     let mut limited = Some(LimitedBody {
         inner: body,
         left: if max > 0 { max } else { u64::MAX },
         flags: flags.clone(),
         idle: IdleTimer::new(settings.client_body_timeout),
+        counted: counted.clone(),
     });
     // request_buffering (nginx `proxy_request_buffering`): read the whole
     // body before choosing an upstream, so that it can be sent again on a
@@ -736,7 +777,7 @@ async fn proxy(
                 Ok(c) => Some(c.to_bytes()),
                 Err(_) => {
                     let code = flags.client_status().unwrap_or(400);
-                    return client_body_error(cx, code, &client_headers);
+                    return client_body_error(cx, code, client_headers);
                 }
             },
         }
@@ -751,7 +792,14 @@ async fn proxy(
     // (partly) out is sent again only if that body can be replayed, and
     // never for non-idempotent methods (nginx ≥ 1.9.13).
     let replayable = !has_body || buffered.is_some();
-    let idempotent = !matches!(parts.method.as_str(), "POST" | "LOCK" | "PATCH");
+    let idempotent = !matches!(head.method.as_str(), "POST" | "LOCK" | "PATCH");
+    if let Some(log) = plan.log.as_mut() {
+        log.request_body = match (&buffered, counted) {
+            (Some(b), _) => BodyBytes::Known(b.len() as u64),
+            (None, Some(c)) => BodyBytes::Counted(c),
+            (None, None) => BodyBytes::None,
+        };
+    }
 
     // Balancer: targets to try.
     let mut tries: u32 = 0;
@@ -759,6 +807,12 @@ async fn proxy(
     let mut dns_cache: Option<Vec<SocketAddr>> = None;
     let upstream_entity = snap.upstreams.get(&service.host).cloned();
     let proxy_latency = ms_since(cx.start);
+    // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
+    // to reach it.
+    plan.proxied = true;
+    if let Some(log) = plan.log.as_mut() {
+        log.kong_latency = Some(proxy_latency as u64);
+    }
     let mut sent_at = Instant::now();
     let mut pending: Option<Request<Body>> = None;
     let mut last_send_err: Option<u16> = None;
@@ -774,12 +828,13 @@ async fn proxy(
             });
         }
         tries += 1;
+        let try_start = plan.log.is_some().then(Instant::now);
         // pick a target
         let (target_host, target_port): (Cow<'_, str>, u16) = match &upstream_entity {
             Some(u) => match u.pick() {
                 Some((h, p)) => (Cow::Owned(h), p),
                 None => {
-                    return cx.error(503, errors::NO_PEER, &client_headers, Negotiation::Accept);
+                    return cx.error(503, errors::NO_PEER, client_headers, Negotiation::Accept);
                 }
             },
             None => (Cow::Borrowed(&service.host), service.port),
@@ -793,12 +848,19 @@ async fn proxy(
         )
         .await
         {
-            Some(a) => a,
+            Some(a) => {
+                if let Some(t) = try_start {
+                    if let Some(log) = plan.log.as_mut() {
+                        log.tries.push(new_try(a, t));
+                    }
+                }
+                a
+            }
             None => {
                 return cx.error(
                     503,
                     errors::NAME_RESOLUTION_FAILED,
-                    &client_headers,
+                    client_headers,
                     Negotiation::Accept,
                 );
             }
@@ -853,6 +915,14 @@ async fn proxy(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(target = %addr, "upstream connect failed: {e}");
+                try_failed(
+                    plan,
+                    if matches!(e, ConnectError::Timeout) {
+                        504
+                    } else {
+                        502
+                    },
+                );
                 last_connect_err = Some(e);
                 continue;
             }
@@ -861,7 +931,7 @@ async fn proxy(
             // not sent: its headers are built already
             Some(r) => r,
             None => {
-                let mut b = Request::builder().method(parts.method.clone());
+                let mut b = Request::builder().method(head.method.clone());
                 if h2_up {
                     let sch = if service.is_tls() { "https" } else { "http" };
                     b = b
@@ -885,7 +955,7 @@ async fn proxy(
                     return cx.error(
                         500,
                         &errors::handler_message(500),
-                        &client_headers,
+                        client_headers,
                         Negotiation::Handler,
                     );
                 };
@@ -931,6 +1001,7 @@ async fn proxy(
         {
             Watched::TimedOut(phase) => {
                 tracing::debug!("upstream {phase} timed out");
+                try_failed(plan, 504);
                 if can_retry {
                     last_send_err = Some(504);
                     continue;
@@ -944,6 +1015,7 @@ async fn proxy(
             }
             Watched::Sent(Err(SendError::NotSent(r, e))) => {
                 tracing::debug!("upstream request not sent: {e}");
+                try_failed(plan, 502);
                 pending = Some(*r);
                 if reused {
                     // a stale keep-alive connection does not count as a try
@@ -953,10 +1025,11 @@ async fn proxy(
             }
             Watched::Sent(Err(SendError::Failed(e))) => {
                 if let Some(code) = flags.client_status() {
-                    return client_body_error(cx, code, &client_headers);
+                    return client_body_error(cx, code, client_headers);
                 }
                 tracing::debug!("upstream request failed: {e}");
                 let code = if is_timeout(&e) { 504 } else { 502 };
+                try_failed(plan, code);
                 if can_retry {
                     last_send_err = Some(code);
                     continue;
@@ -973,7 +1046,7 @@ async fn proxy(
             return cx.error(
                 code,
                 &errors::handler_message(code),
-                &client_headers,
+                client_headers,
                 Negotiation::Handler,
             );
         }
@@ -981,6 +1054,10 @@ async fn proxy(
 
     // Tunnel
     let upstream_status = resp.status().as_u16();
+    if let Some(log) = plan.log.as_mut() {
+        log.upstream_status = Some(upstream_status);
+        log.upstream_latency = Some(upstream_latency as u64);
+    }
     if let (Some(client_up), true) = (
         client_upgrade,
         resp.status() == StatusCode::SWITCHING_PROTOCOLS,
@@ -1066,13 +1143,6 @@ async fn proxy(
             rh.insert(&X_KONG_REQUEST_ID, v);
         }
     }
-    let pcx = PhaseCx {
-        request_id: &cx.request_id,
-        route_id: Some(&route.id),
-        service_id: Some(&service.id),
-    };
-    phases::header_filter(&pcx, &collected, &client_headers, &mut rparts);
-    phases::log(&pcx, &collected, rparts.status.as_u16());
 
     let small = rparts
         .headers
@@ -1093,6 +1163,28 @@ async fn proxy(
         ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
     };
     Response::from_parts(rparts, body)
+}
+
+/// A balancer try, for the log phase.
+fn new_try(addr: SocketAddr, start: Instant) -> tollgate_plugins::log::Try {
+    let (ms, ns) = crate::downstream::epoch_of(start);
+    let latency = start.elapsed();
+    tollgate_plugins::log::Try {
+        ip: addr.ip(),
+        port: addr.port(),
+        balancer_start: ms,
+        balancer_start_ns: ns,
+        balancer_latency: latency.as_millis() as u64,
+        balancer_latency_ns: latency.as_nanos(),
+        failed: None,
+    }
+}
+
+/// The last try failed with `code` (Kong's `state = "failed"`).
+fn try_failed(plan: &mut Plan<'_>, code: u16) {
+    if let Some(t) = plan.log.as_mut().and_then(|l| l.tries.last_mut()) {
+        t.failed = Some(code);
+    }
 }
 
 fn client_body_error(cx: &Ctx<'_>, code: u16, h: &HeaderMap) -> Response<Body> {
@@ -1191,6 +1283,8 @@ struct LimitedBody {
     /// Time spent while the upstream is not taking data (we do not poll)
     /// does not count.
     idle: IdleTimer,
+    /// Bytes read, when the log phase wants them.
+    counted: Option<Arc<AtomicU64>>,
 }
 
 /// A timeout between two reads of a body, started only when a read has to
@@ -1256,6 +1350,9 @@ impl hyper::body::Body for LimitedBody {
                         return Poll::Ready(Some(Err("request body too large".into())));
                     }
                     self.left -= n;
+                    if let Some(c) = &self.counted {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(f)))
             }

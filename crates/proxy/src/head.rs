@@ -580,6 +580,16 @@ impl Framer {
         }
     }
 
+    /// Whether no request has come on the connection yet.
+    pub fn at_start(&self) -> bool {
+        self.first && self.in_head()
+    }
+
+    /// Whether a request head is being read (not a body, not a tunnel).
+    pub fn in_head(&self) -> bool {
+        matches!(self.state, FState::Head(_))
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -8,8 +8,10 @@
 //!   on `ssl` listeners), routes with `tollgate-router` and forwards through the
 //!   upstream connection pool ([`upstream`]).
 //! * [`errors`]: Kong's exact client-visible error bodies.
-//! * [`phases`]: the place where the plugin phase runner will plug in.
+//! * [`phases`]: the plugin phase runner; [`downstream`]: the body_filter and log
+//!   phases as the response body goes out.
 
+pub mod downstream;
 pub mod errors;
 pub mod fuzzing;
 pub mod guard;

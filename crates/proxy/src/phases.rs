@@ -5,22 +5,55 @@
 //! * [`access`]: after routing, before the upstream request is built; runs the matched
 //!   route's chain (consumer-scoped configurations resolved as plugins authenticate) and
 //!   may answer instead of proxying.
-//! * [`header_filter`]: on the upstream response head, for the plugins access collected.
-//! * [`log`]: after the response.
+//! * [`respond`]: on every response, the upstream's or Kong's own: header_filter on the
+//!   head, then body_filter and log through [`crate::downstream`], for the plugins
+//!   access collected — or, when access did not run (no route matched, a redirect, a
+//!   rewrite exit), for the global plugins, as Kong's `get_collected_iterator` does.
 //!
 //! A route without plugins costs a length check per phase: no allocation, no lock, no
 //! future beyond the handler's own.
 
+use crate::downstream::{Authenticated, BodyBytes, Filter, LogData, PendingLog, PhaseBody};
 use crate::errors::{self, Negotiation};
+use crate::handler::{ConnInfo, Settings};
 use crate::snapshot::{RouteInfo, Snapshot};
 use crate::{full_body, Body};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
+use http_body_util::BodyExt;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_plugins::log::Try;
 pub use tollgate_plugins::Collected;
-use tollgate_plugins::{Exit, ExitBody, LogCx, RequestCx, ResponseCx};
+use tollgate_plugins::{Exit, ExitBody, Instance, RequestCx, ResponseCx};
+
+/// What the request path learned that the response phases need. Small and free for a
+/// request that no plugin sees.
+#[derive(Default)]
+pub struct Plan<'s> {
+    /// What access collected; `None` when access did not run (the globals then run).
+    pub collected: Option<Collected<'s>>,
+    pub route: Option<&'s RouteInfo>,
+    /// The request went to the upstream (Kong's `KONG_PROXIED`).
+    pub proxied: bool,
+    /// Present when a collected plugin has a log phase: what only the log reports.
+    pub log: Option<Box<LogPlan>>,
+}
+
+/// What the request path records for the log phase only.
+#[derive(Default)]
+pub struct LogPlan {
+    pub auth: Option<Authenticated>,
+    pub upstream_uri: String,
+    pub upstream_status: Option<u16>,
+    pub tries: Vec<Try>,
+    pub kong_latency: Option<u64>,
+    pub upstream_latency: Option<u64>,
+    pub request_body: BodyBytes,
+}
 
 /// Outcome of a phase that may short-circuit.
 pub enum Flow {
@@ -73,7 +106,7 @@ pub async fn access<'s, B>(
     req: &mut Parts,
     body: &mut B,
     max_body: u64,
-    collected: &mut Collected<'s>,
+    plan: &mut Plan<'s>,
 ) -> Access
 where
     B: hyper::body::Body + Unpin,
@@ -82,6 +115,7 @@ where
     if chain.is_empty() {
         return Access::Continue(None);
     }
+    let collected = plan.collected.get_or_insert_with(Collected::new);
     let read = if chain.reads_body() {
         match read_body(body, max_body).await {
             Ok(b) => b,
@@ -105,19 +139,22 @@ where
     let mut rcx = RequestCx::new(req, client_ip, &consumers)
         .with_route(cx.route_id, cx.service_id)
         .with_body(read);
-    match chain.access(&mut rcx, collected) {
-        tollgate_plugins::Flow::Continue => Access::Continue(rcx.into_body()),
-        tollgate_plugins::Flow::Exit(e) => {
-            let h = rcx.req.headers.clone();
-            let mut r = exit_response(cx, e, &h);
-            // Kong runs the collected plugins' response phases on an exit too.
-            if !collected.is_empty() {
-                let (mut parts, b) = r.into_parts();
-                header_filter(cx, collected, &h, &mut parts);
-                r = Response::from_parts(parts, b);
-            }
-            Access::Respond(r)
+    let flow = chain.access(&mut rcx, collected);
+    if collected.any(|p| p.log) {
+        let log = plan.log.get_or_insert_with(Default::default);
+        if let Some(c) = rcx.consumer() {
+            log.auth = Some(Authenticated {
+                consumer_id: c.id.clone(),
+                username: c.username.clone(),
+                custom_id: c.custom_id.clone(),
+                credential_id: rcx.credential().map(|c| c.id.into()),
+            });
         }
+    }
+    match flow {
+        tollgate_plugins::Flow::Continue => Access::Continue(rcx.into_body()),
+        // The collected plugins' response phases run on it in `respond`.
+        tollgate_plugins::Flow::Exit(e) => Access::Respond(exit_response(cx, e, &rcx.req.headers)),
     }
 }
 
@@ -185,9 +222,7 @@ fn body_response(status: u16, ct: Option<HeaderValue>, body: Bytes) -> Response<
 }
 
 /// Kong's header_filter phase.
-#[inline]
-pub fn header_filter(
-    _cx: &PhaseCx<'_>,
+fn header_filter(
     collected: &Collected<'_>,
     request_headers: &HeaderMap,
     resp: &mut http::response::Parts,
@@ -207,19 +242,124 @@ pub fn header_filter(
     }
 }
 
-/// Kong's log phase (never blocks the response).
+/// What [`respond`] needs to know about the request besides the plan.
+pub struct Facts<'a> {
+    pub request_id: &'a str,
+    pub start: Instant,
+    pub conn: &'a ConnInfo,
+    pub settings: &'a Settings,
+}
+
+/// The response phases on a response about to be sent: header_filter now, body_filter
+/// and log as the body goes out.
 #[inline]
-pub fn log(cx: &PhaseCx<'_>, collected: &Collected<'_>, status: u16) {
-    if collected.is_empty() {
-        return;
-    }
-    let lcx = LogCx {
-        status,
-        request_id: cx.request_id,
-        route_id: cx.route_id,
-        service_id: cx.service_id,
+pub fn respond<'s>(
+    f: &Facts<'_>,
+    snap: &'s Snapshot,
+    head: &Parts,
+    plan: Plan<'s>,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let quiet = match &plan.collected {
+        Some(c) => c.is_empty() && c.response_headers.is_empty(),
+        None => !snap.plugins.has_global_downstream(),
     };
-    for inst in collected.iter().filter(|i| i.spec.phases.log) {
-        inst.plugin.log(&lcx);
+    if quiet {
+        return resp;
+    }
+    run_response_phases(f, snap, head, plan, resp)
+}
+
+fn run_response_phases<'s>(
+    f: &Facts<'_>,
+    snap: &'s Snapshot,
+    head: &Parts,
+    mut plan: Plan<'s>,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let collected = match plan.collected.take() {
+        Some(c) => c,
+        None => Collected::globals(&snap.plugins),
+    };
+    let (mut parts, body) = resp.into_parts();
+    header_filter(&collected, &head.headers, &mut parts);
+    // A tunnel's 101 has no body to filter.
+    let tunnel = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let filters: Vec<Filter> = collected
+        .iter()
+        .filter(|i| i.spec.phases.body_filter && !tunnel)
+        .map(|i| Filter::new(Arc::clone(i)))
+        .collect();
+    let loggers: Vec<Arc<Instance>> = collected
+        .iter()
+        .filter(|i| i.spec.phases.log)
+        .map(|i| Arc::clone(i))
+        .collect();
+    if filters.is_empty() && loggers.is_empty() {
+        return Response::from_parts(parts, body);
+    }
+    if !filters.is_empty() {
+        // The filters may change the length: chunked (HTTP/1.1) or DATA frames (h2).
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    let log = if loggers.is_empty() {
+        None
+    } else {
+        Some(Box::new(PendingLog {
+            loggers,
+            data: log_data(f, head, plan),
+        }))
+    };
+    let status = parts.status.as_u16();
+    let body = PhaseBody::new(body, status, parts.headers.clone(), filters, log);
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// The request's side of the log, captured when the response head is ready.
+fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
+    let s = f.settings;
+    let conn = f.conn;
+    let (host, port) = crate::handler::request_host(head, conn);
+    let request_uri = head
+        .uri
+        .path_and_query()
+        .map_or_else(|| head.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let line = crate::downstream::request_line_len(&head.method, &request_uri);
+    let now = Instant::now();
+    let service = plan.route.and_then(|r| r.service.as_ref());
+    let log = plan.log.map(|l| *l).unwrap_or_default();
+    LogData {
+        request_id: f.request_id.to_owned(),
+        method: head.method.clone(),
+        request_head_size: crate::downstream::head_size(line, &head.headers),
+        request_uri,
+        scheme: if conn.tls { "https" } else { "http" },
+        host,
+        port,
+        request_headers: head.headers.clone(),
+        request_body: log.request_body,
+        tls: conn.tls_info,
+        route_id: plan.route.map(|r| r.id.as_str().into()),
+        service_id: service.map(|s| s.id.as_str().into()),
+        route: plan.route.map(|r| r.row.clone()),
+        service: service.map(|s| s.row.clone()),
+        auth: log.auth,
+        upstream_uri: log.upstream_uri,
+        upstream_status: log.upstream_status,
+        tries: log.tries,
+        client_ip: crate::headers::real_ip(
+            conn.peer.ip(),
+            &head.headers,
+            &s.trusted_ips,
+            &s.real_ip_header,
+            s.real_ip_recursive,
+        ),
+        proxied: plan.proxied,
+        start: f.start,
+        kong_latency: log
+            .kong_latency
+            .unwrap_or_else(|| now.saturating_duration_since(f.start).as_millis() as u64),
+        upstream_latency: log.upstream_latency,
+        head_at: now,
     }
 }

@@ -20,8 +20,14 @@ use tollgate_config::{Config, Listen};
 
 /// Default time allowed for in-flight requests after shutdown starts.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
-/// Time allowed to receive a request head (and to finish a TLS handshake).
+/// Time allowed to receive a request head (and to finish a TLS handshake): nginx's
+/// `client_header_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle keep-alive connection stays open: nginx's `keepalive_timeout`
+/// (Kong's template does not set it, so nginx's default applies; Kong's
+/// `nginx_http_keepalive_timeout` / `nginx_proxy_keepalive_timeout` set it). It also
+/// governs idle HTTP/2 connections (nginx ≥ 1.19.7).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Largest request head accepted (nginx: 4 × 8k `large_client_header_buffers`);
 /// see [`crate::head`] for the exact rules.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -41,6 +47,7 @@ pub struct Proxy {
     bound: Vec<Bound>,
     grace_period: Duration,
     header_read_timeout: Duration,
+    keepalive_timeout: Duration,
     limits: Limits,
 }
 
@@ -110,6 +117,14 @@ impl Proxy {
                 ],
             )
             .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+            keepalive_timeout: handler::nginx_time(
+                config,
+                &[
+                    "nginx_proxy_keepalive_timeout",
+                    "nginx_http_keepalive_timeout",
+                ],
+            )
+            .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             limits: limits_from_config(config),
         })
     }
@@ -124,6 +139,12 @@ impl Proxy {
     /// request, so it is the keep-alive timeout as well.
     pub fn set_header_read_timeout(&mut self, d: Duration) {
         self.header_read_timeout = d;
+    }
+
+    /// How long an idle keep-alive (or HTTP/2) connection stays open; zero disables
+    /// keep-alive (nginx `keepalive_timeout 0`).
+    pub fn set_keepalive_timeout(&mut self, d: Duration) {
+        self.keepalive_timeout = d;
     }
 
     /// Longest pause between two reads of a request body (nginx
@@ -221,6 +242,7 @@ impl Proxy {
                 http2: b.listen.http2,
                 tls,
                 header_read_timeout: self.header_read_timeout,
+                keepalive_timeout: self.keepalive_timeout,
                 limits: self.limits.clone(),
             });
             let drain = drain.clone();
@@ -307,10 +329,21 @@ struct ListenerCx {
     http2: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: Duration,
+    keepalive_timeout: Duration,
     limits: Limits,
 }
 
 impl ListenerCx {
+    /// hyper's head timer runs while a connection waits for its next request, so it
+    /// is the keep-alive timeout; the head itself is timed by [`Guarded`].
+    fn idle_timeout(&self) -> Duration {
+        if self.keepalive_timeout.is_zero() {
+            self.header_read_timeout
+        } else {
+            self.keepalive_timeout
+        }
+    }
+
     /// hyper's own limits sit above ours, so that ours decide.
     fn hyper_buf(&self) -> usize {
         (self.limits.max_head + 16 * 1024).max(8192)
@@ -319,8 +352,8 @@ impl ListenerCx {
     fn h1_builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(!self.keepalive_timeout.is_zero())
+            .header_read_timeout(self.idle_timeout())
             .max_buf_size(self.hyper_buf())
             .max_headers(self.limits.max_headers + 1);
         b
@@ -330,8 +363,8 @@ impl ListenerCx {
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
             .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(!self.keepalive_timeout.is_zero())
+            .header_read_timeout(self.idle_timeout())
             .max_buf_size(self.hyper_buf())
             .max_headers(self.limits.max_headers + 1);
         b.http2()
@@ -365,22 +398,35 @@ impl ListenerCx {
                     stream,
                     Framer::new(self.limits.clone(), self.http2),
                     signal.clone(),
-                );
+                )
+                .with_header_timeout(self.header_read_timeout);
                 self.run(TokioIo::new(io), info, proto, Some(signal), drain)
                     .await;
             }
             Some(acceptor) => {
-                let tls =
-                    match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream))
+                // Kong's certificate phase, only when a global plugin has it.
+                let handshake = async {
+                    if self.shared.snapshot.load().plugins.has_certificate() {
+                        tls::accept_with_certificate_phase(
+                            stream,
+                            peer.ip(),
+                            &self.shared.snapshot,
+                            acceptor.config().clone(),
+                            self.http2,
+                        )
                         .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                    } else {
+                        acceptor.accept(stream).await
+                    }
+                };
+                let tls = match tokio::time::timeout(self.header_read_timeout, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
                 let (_, sess) = tls.get_ref();
                 let sni = sess.server_name().map(str::to_owned);
                 let proto = if sess.alpn_protocol() == Some(b"h2") {
@@ -388,13 +434,16 @@ impl ListenerCx {
                 } else {
                     Proto::H1
                 };
-                let info = Arc::new(ConnInfo::new(peer, local, true, sni));
+                let info = Arc::new(
+                    ConnInfo::new(peer, local, true, sni).with_tls_info(tls::tls_info(sess)),
+                );
                 if matches!(proto, Proto::Auto) {
                     self.run(TokioIo::new(tls), info, proto, None, drain).await;
                 } else {
                     let signal = Arc::new(UpgradeSignal::default());
                     let io =
-                        Guarded::new(tls, Framer::new(self.limits.clone(), false), signal.clone());
+                        Guarded::new(tls, Framer::new(self.limits.clone(), false), signal.clone())
+                            .with_header_timeout(self.header_read_timeout);
                     self.run(TokioIo::new(io), info, proto, Some(signal), drain)
                         .await;
                 }
@@ -413,15 +462,21 @@ impl ListenerCx {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let shared = self.shared.clone();
+        // HTTP/2 connections have no head timer: their idleness is watched here.
+        let activity = (matches!(proto, Proto::Auto) && !self.keepalive_timeout.is_zero())
+            .then(|| Arc::new(Activity::default()));
+        let act = activity.clone();
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let shared = shared.clone();
             let info = info.clone();
+            let busy = act.clone().map(Busy::new);
             // the framer waits for the outcome of an upgrade request
             let signal = signal
                 .clone()
                 .filter(|_| guard::is_upgrade_request(&req))
                 .map(|s| (s, req.method().clone()));
             async move {
+                let _busy = busy;
                 let stats = shared.stats.clone();
                 stats.connections_writing.fetch_add(1, Relaxed);
                 let r = handler::handle(shared, info, req).await;
@@ -452,15 +507,64 @@ impl ListenerCx {
                 let builder = self.builder();
                 let conn = builder.serve_connection_with_upgrades(io, svc);
                 tokio::pin!(conn);
+                let idle = idle(activity, self.keepalive_timeout);
                 tokio::select! {
                     r = conn.as_mut() => if let Err(e) = r { tracing::debug!("connection error: {e}") },
                     _ = stop.changed() => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
+                    _ = idle => {
+                        // nginx `keepalive_timeout` on an idle HTTP/2 connection: GOAWAY.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
                 }
             }
         }
+    }
+}
+
+/// Requests of one connection: how many began, how many are being handled.
+#[derive(Default)]
+struct Activity {
+    started: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// One request being handled (until its response head is ready; a streaming body
+/// after that does not keep the connection busy, but graceful shutdown lets it end).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: Arc<Activity>) -> Busy {
+        a.started.fetch_add(1, Relaxed);
+        a.in_flight.fetch_add(1, Relaxed);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Resolves once the connection has had no request for `timeout`, checked every
+/// `timeout` (so between one and two timeouts after the last one): no clock is read
+/// per request.
+async fn idle(activity: Option<Arc<Activity>>, timeout: Duration) {
+    let Some(a) = activity else {
+        return std::future::pending().await;
+    };
+    let mut seen = a.started.load(Relaxed);
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = a.started.load(Relaxed);
+        if now == seen && a.in_flight.load(Relaxed) == 0 {
+            return;
+        }
+        seen = now;
     }
 }
 

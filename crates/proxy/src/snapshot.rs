@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_plugins::{Chain, ConsumerIndex, Plugins};
+use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
 use tollgate_router::{PathHandling, RouteSpec, Router};
 
 /// An entity row (same type as `tollgate_model::Row`).
@@ -42,6 +42,8 @@ pub struct ServiceInfo {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Identifies `tls` in pool keys (verify flag, CA ids, client certificate).
     pub tls_profile: String,
+    /// The row, for the log phase (`kong.log.serialize().service`).
+    pub row: Arc<Row>,
 }
 
 impl ServiceInfo {
@@ -69,6 +71,8 @@ pub struct RouteInfo {
     pub response_buffering: bool,
     /// The plugins that may run on this route, resolved once per snapshot.
     pub plugins: Chain,
+    /// The row, for the log phase (`kong.log.serialize().route`).
+    pub row: Arc<Row>,
 }
 
 /// A load-balancing upstream: round-robin over its targets with weight > 0.
@@ -199,6 +203,16 @@ impl Snapshot {
 
     /// Compiles a dataset, sharing an index of consumers kept up to date separately.
     pub fn build_with(data: &Dataset, consumers: SharedConsumers) -> Result<Snapshot, String> {
+        Snapshot::build_with_registry(data, consumers, tollgate_plugins::spec)
+    }
+
+    /// [`Snapshot::build_with`] with another plugin registry (tests register their own
+    /// plugins next to the bundled ones).
+    pub fn build_with_registry(
+        data: &Dataset,
+        consumers: SharedConsumers,
+        registry: impl Fn(&str) -> Option<&'static PluginSpec>,
+    ) -> Result<Snapshot, String> {
         let rows = |name: &str| data.get(name).map(Vec::as_slice).unwrap_or(&[]);
 
         // certificates
@@ -300,6 +314,7 @@ impl Snapshot {
                 tls_profile,
                 protocol,
                 id: id.clone(),
+                row: Arc::new(row.clone()),
             };
             services.insert(id, Arc::new(info));
         }
@@ -338,7 +353,7 @@ impl Snapshot {
             );
         }
 
-        let plugins = Plugins::build(data);
+        let plugins = Plugins::build_with(data, registry);
 
         // routes
         let mut specs = Vec::new();
@@ -398,6 +413,7 @@ impl Snapshot {
                 request_buffering: b(row, "request_buffering", true),
                 response_buffering: b(row, "response_buffering", true),
                 plugins: chain,
+                row: Arc::new(row.clone()),
             });
         }
         let router = Router::build(&specs).map_err(|e| e.to_string())?;

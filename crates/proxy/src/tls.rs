@@ -92,9 +92,92 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// One certificate, whatever the SNI (what a certificate phase picked).
+#[derive(Debug)]
+struct Fixed(Arc<CertPair>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.choose(hello.signature_schemes()))
+    }
+}
+
+/// A TLS handshake with Kong's certificate phase (kong/init.lua `Kong.ssl_certificate`):
+/// Kong's own pick by SNI first, then the global plugins', which may pick another
+/// certificate (by id or by SNI) or abort. Used only when a global plugin has the phase:
+/// it reads the ClientHello before choosing the config, and builds a config for the
+/// connection when a plugin picked a certificate.
+pub async fn accept_with_certificate_phase<IO>(
+    stream: IO,
+    client_ip: std::net::IpAddr,
+    snapshot: &SharedSnapshot,
+    base: Arc<rustls::ServerConfig>,
+    http2: bool,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tollgate_plugins::{CertificateChoice, CertificateCx};
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let cfg = {
+        let hello = start.client_hello();
+        let snap = snapshot.load();
+        let mut cx = CertificateCx::new(hello.server_name(), client_ip);
+        snap.plugins.certificate(&mut cx);
+        let pair = match cx.into_choice() {
+            CertificateChoice::Kong => None,
+            CertificateChoice::Abort => {
+                return Err(std::io::Error::other("aborted by the certificate phase"));
+            }
+            CertificateChoice::Id(id) => {
+                Some(snap.certificates_by_id.get(&*id).cloned().ok_or_else(|| {
+                    std::io::Error::other(format!("certificate phase: no certificate {id}"))
+                })?)
+            }
+            CertificateChoice::Sni(name) => {
+                Some(snap.certificates.find(&name).cloned().ok_or_else(|| {
+                    std::io::Error::other(format!("certificate phase: no certificate for {name}"))
+                })?)
+            }
+        };
+        match pair {
+            None => base,
+            Some(p) => {
+                Arc::new(server_config(Arc::new(Fixed(p)), http2).map_err(std::io::Error::other)?)
+            }
+        }
+    };
+    start.into_stream(cfg).await
+}
+
+/// The TLS version and cipher of a connection, in OpenSSL's names (nginx's
+/// `$ssl_protocol`, `$ssl_cipher`).
+pub fn tls_info(conn: &rustls::ServerConnection) -> Option<(&'static str, &'static str)> {
+    use rustls::CipherSuite as C;
+    let version = match conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => return None,
+    };
+    let cipher = match conn.negotiated_cipher_suite()?.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => other.as_str().unwrap_or("UNKNOWN"),
+    };
+    Some((version, cipher))
+}
+
 /// The server config of a TLS listener (`http2` adds `h2` to ALPN).
 pub fn server_config(
-    resolver: Arc<SniResolver>,
+    resolver: Arc<dyn ResolvesServerCert>,
     http2: bool,
 ) -> Result<rustls::ServerConfig, String> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())

@@ -1,5 +1,5 @@
 //! Listen flags (`backlog`, `reuseport`), slow-client timeouts (request
-//! body, keep-alive) and hop-by-hop header rules.
+//! body, head, keep-alive, idle HTTP/2) and hop-by-hop header rules.
 
 mod common;
 
@@ -174,8 +174,11 @@ async fn client_body_timeout_answers_408() {
 
 #[tokio::test]
 async fn idle_keepalive_connection_is_closed() {
+    // The keep-alive timeout, not the (longer) header timeout, closes an idle
+    // connection.
     let p = start_with(&Dataset::new(), config(&[]), |p| {
-        p.set_header_read_timeout(Duration::from_millis(300))
+        p.set_keepalive_timeout(Duration::from_millis(300));
+        p.set_header_read_timeout(Duration::from_secs(20));
     })
     .await;
     let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
@@ -194,6 +197,93 @@ async fn idle_keepalive_connection_is_closed() {
         .unwrap();
     assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
     assert!(idle.elapsed() >= Duration::from_millis(250));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn keepalive_timeout_comes_from_the_injected_nginx_key() {
+    let cfg = config(&[("nginx_http_keepalive_timeout", "300ms")]);
+    let p = start_with(&Dataset::new(), cfg, |_| {}).await;
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("the configured keep-alive timeout did not apply")
+        .unwrap();
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_head_is_timed_from_its_first_bytes_not_by_keepalive() {
+    // A head in progress is under the header timeout, however long the
+    // keep-alive timeout is.
+    let p = start_with(&Dataset::new(), config(&[]), |p| {
+        p.set_keepalive_timeout(Duration::from_secs(20));
+        p.set_header_read_timeout(Duration::from_millis(300));
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
+    // idle longer than the header timeout: still open
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"),
+        "the idle connection was closed by the header timeout"
+    );
+    // a head that stops half way is cut after the header timeout
+    s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("slow head not cut")
+        .ok();
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_http2_connection_is_closed() {
+    let p = start_with(&Dataset::new(), config(&[]), |p| {
+        p.set_keepalive_timeout(Duration::from_millis(200));
+    })
+    .await;
+    let tcp = TcpStream::connect(p.addrs[1]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/", p.addrs[1]))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    drop(resp);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("idle HTTP/2 connection not closed")
+        .unwrap()
+        .ok();
+    assert!(t.elapsed() >= Duration::from_millis(150));
     p.shutdown().await;
 }
 
