@@ -8,6 +8,8 @@
 
 mod memory;
 mod paging;
+pub mod postgres;
+mod rules;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
