@@ -1,1 +1,36 @@
-//! placeholder
+//! The PostgreSQL store: the same tables, checks, errors and change events as the
+//! embedded SQLite store, shared by any number of nodes.
+//!
+//! Consistency: every write is one transaction that takes a cluster-wide advisory lock,
+//! checks its constraints (Kong's errors, [`crate::rules`]), writes, and appends its row
+//! changes to `cluster_events` with a `NOTIFY` — so writes are serialisable across nodes
+//! and every node's snapshot follows them in commit order ([`events`]). Admin reads go to
+//! the primary (read-your-writes); the snapshot builder's bulk reads (`load`, `scan`) go to
+//! the `pg_ro_*` replica when one is set, which may lag the events by its replication
+//! delay (Kong makes the same trade).
+
+mod events;
+mod options;
+mod schema;
+mod store;
+#[doc(hidden)]
+pub mod test_server;
+
+pub use options::{PgOptions, PgSettings};
+pub use store::PostgresStore;
+
+use tollgate_model::Error;
+
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    if e.is_closed() || e.as_db_error().is_none() {
+        return Error::database(format!("postgres: the database is unreachable ({e})"));
+    }
+    Error::database(format!("postgres: {e}"))
+}
+
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    Error::database(format!("postgres: the database is unreachable ({e})"))
+}
+
+#[cfg(test)]
+mod tests;

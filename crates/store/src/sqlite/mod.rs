@@ -7,13 +7,13 @@
 mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
+use crate::rules::{self, fk_col, now, parse_row, take_ttl, unique_col, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
     PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
-use crate::rules::{self, fk_col, now, parse_row, take_ttl, unique_col, with_ttl};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -198,7 +198,10 @@ fn check_constraints(tx: &Connection, schema: &'static EntitySchema, row: &Row) 
         }
         let found: Option<i64> = tx
             .prepare_cached(&sql)
-            .and_then(|mut st| st.query_row(params_from_iter(args), |r| r.get(0)).optional())
+            .and_then(|mut st| {
+                st.query_row(params_from_iter(args), |r| r.get(0))
+                    .optional()
+            })
             .map_err(db_err)?;
         c.outcome(found.is_some())?;
     }
@@ -270,7 +273,10 @@ fn delete_tx(
     touched: &mut Touched,
 ) -> Result<()> {
     for rel in rules::children_of(schema) {
-        let sql = format!("SELECT id FROM \"{}\" WHERE {} = ?1", rel.child.name, rel.column);
+        let sql = format!(
+            "SELECT id FROM \"{}\" WHERE {} = ?1",
+            rel.child.name, rel.column
+        );
         let ids: Vec<String> = {
             let mut st = tx.prepare(&sql).map_err(db_err)?;
             let rows = st.query_map(params![id], |r| r.get(0)).map_err(db_err)?;
