@@ -120,12 +120,17 @@ async fn open(
         })?;
         return Ok((Arc::new(MemoryStore::from_set(parsed.set)), parsed.hash));
     }
-    let store = node::open_store(config)?;
-    let status = store.migrations_status().await?;
+    let store = node::open_store(config).await?;
+    let status = store
+        .migrations_status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start: the database is not available: {e}"))?;
     if !status.bootstrapped() || !status.pending.is_empty() {
-        // The embedded store belongs to this node alone, so it migrates itself; shared
-        // databases need `--run-migrations` or `tollgate migrations up`.
-        if config.database == Database::Sqlite || run_migrations {
+        // The embedded store belongs to this node alone, so it migrates itself. A shared
+        // database is bootstrapped by whichever node finds it empty (under the database's
+        // migrations lock, so nodes may start together); upgrading one that holds data
+        // needs `--run-migrations` or `tollgate migrations up`.
+        if config.database == Database::Sqlite || run_migrations || !status.bootstrapped() {
             node::ensure_migrated(store.as_ref()).await?;
         } else {
             anyhow::bail!("the database needs migrations; run 'tollgate migrations up' or start with --run-migrations");
