@@ -6,6 +6,7 @@ mod declarative;
 mod plugin_support;
 mod plugins;
 mod plugins_more;
+mod postgres;
 mod proxy;
 mod rate_limiting;
 mod support;

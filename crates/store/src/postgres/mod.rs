@@ -23,13 +23,13 @@ use tollgate_model::Error;
 
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     if e.is_closed() || e.as_db_error().is_none() {
-        return Error::database(format!("postgres: the database is unreachable ({e})"));
+        return Error::database_unreachable(format!("postgres: the database is unreachable ({e})"));
     }
     Error::database(format!("postgres: {e}"))
 }
 
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
-    Error::database(format!("postgres: the database is unreachable ({e})"))
+    Error::database_unreachable(format!("postgres: the database is unreachable ({e})"))
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl PostgresStore {
         let t = self.settings.primary.timeout;
         match tokio::time::timeout(t, f).await {
             Ok(r) => r,
-            Err(_) => Err(Error::database(format!(
+            Err(_) => Err(Error::database_unreachable(format!(
                 "postgres: no answer from {} within pg_timeout ({} ms)",
                 self.settings.primary.describe(),
                 t.as_millis()
@@ -113,7 +113,12 @@ impl PostgresStore {
     }
 
     async fn conn(&self) -> Result<Object> {
-        self.pool.get().await.map_err(pool_err)
+        self.pool.get().await.map_err(|e| {
+            Error::database_unreachable(format!(
+                "postgres: the database is unreachable at {} ({e})",
+                self.settings.primary.describe()
+            ))
+        })
     }
 
     /// Runs one write transaction: `f` does the work and records what it touched; the
