@@ -328,3 +328,81 @@ fn a_node_without_its_database_refuses_to_start_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_db_snapshot_a_node_starts_while_the_database_is_down() {
+    let server = TestServer::private();
+    let db = server.fresh_database().await;
+    let extra = [
+        ("TOLLGATE_DB_SNAPSHOT", "on"),
+        ("TOLLGATE_DB_UPDATE_FREQUENCY", "0.5"),
+    ];
+    let mut env = pg_env(&server, &db);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut g = Gateway::start_with(&env).await;
+    let (upstream, _h) = echo_upstream().await;
+    let (s, _) = g
+        .post("/services", json!({"name": "echo", "url": upstream}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services/echo/routes", json!({"paths": ["/saved"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    until_status(&g, "/saved", StatusCode::OK, Duration::from_secs(3)).await;
+    // The saved file catches up within its one-second coalescing window.
+    let file = g.prefix.join("db_snapshot.json");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("/saved")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "snapshot not saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    g.stop();
+    server.stop();
+
+    // Same prefix, database down: it starts from the file and proxies.
+    let prefix = g.prefix.clone();
+    let g2 = Gateway::launch_unready(prefix, &env).await;
+    until_status(&g2, "/saved", StatusCode::OK, Duration::from_secs(10)).await;
+    let (_, st) = g2.get("/status").await;
+    assert_eq!(st["database"]["reachable"], false);
+    let r = g2
+        .client
+        .get(format!("{}/status/ready", g2.status))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The database returns: the node resyncs (a route added meanwhile by another writer
+    // shows up) and becomes ready.
+    server.start();
+    let writer = Gateway::start_with(&env).await;
+    let (s, _) = writer
+        .post("/services/echo/routes", json!({"paths": ["/later"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    until_status(&g2, "/later", StatusCode::OK, Duration::from_secs(10)).await;
+    let t0 = Instant::now();
+    loop {
+        let r = g2
+            .client
+            .get(format!("{}/status/ready", g2.status))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not ready after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(g);
+}

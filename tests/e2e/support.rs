@@ -110,6 +110,30 @@ impl Gateway {
         panic!("gateway could not bind free ports in 5 tries")
     }
 
+    /// Starts on an existing prefix and waits only until the proxy accepts connections
+    /// (for nodes that serve while not ready, e.g. from a saved configuration).
+    pub async fn launch_unready(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let mut g = Gateway::spawn(prefix, env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = g.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    panic!("gateway exited:\n{}", g.stderr());
+                }
+            }
+            if g.client
+                .get(format!("{}/status", g.status))
+                .send()
+                .await
+                .is_ok()
+            {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "gateway not up:\n{}", g.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn spawn(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
         let (a, p, s) = (free_port(), free_port(), free_port());
         let log = std::fs::File::create(prefix.join("test-stderr.log")).unwrap();

@@ -127,7 +127,10 @@ impl Feed {
     pub async fn head(pool: &deadpool_postgres::Pool) -> Result<i64> {
         let c = pool.get().await.map_err(super::pool_err)?;
         let r = c
-            .query_one("SELECT COALESCE(MAX(id), 0) FROM cluster_events", &[])
+            .query_one(
+                "SELECT GREATEST(COALESCE(MAX(id), 0), (SELECT purged FROM cluster_events_floor)) FROM cluster_events",
+                &[],
+            )
             .await
             .map_err(super::db_err)?;
         Ok(r.get(0))
@@ -136,13 +139,12 @@ impl Feed {
     /// Replays everything after `last`.
     async fn catch_up(&self) -> Result<()> {
         let Some(mut last) = self.last() else {
-            // Never read before: whatever was loaded may be older than the head (nothing to
-            // reload when no write ever happened, e.g. right after bootstrapping).
+            // Never read before (the database was down when this node connected): what it
+            // serves may be older than anything, reload it all. (Migrating sets the
+            // position, so a node that bootstraps an empty database does not get here.)
             let head = Self::head(&self.pool).await?;
             self.set_last(head);
-            if head > 0 {
-                self.deliver(ChangeEvent::Reset);
-            }
+            self.deliver(ChangeEvent::Reset);
             return Ok(());
         };
         let c = self.pool.get().await.map_err(super::pool_err)?;
