@@ -11,7 +11,7 @@ use crate::{
     PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
 };
 use async_trait::async_trait;
-use deadpool_postgres::{Object, Pool, Transaction};
+use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -133,20 +133,18 @@ impl PostgresStore {
         self.timed(async {
             let mut c = self.conn().await?;
             let tx = c.transaction().await.map_err(db_err)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-                .await
-                .map_err(db_err)?;
+            exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
             let mut touched = Touched::default();
             let out = f(&tx, &mut touched).await?;
             if touched.reset || !touched.rows.is_empty() {
                 let data = events::encode(&touched.rows, touched.reset);
                 let node = &self.settings.node_id;
-                tx.execute(
+                exec(
+                    &tx,
                     &format!("WITH e AS (INSERT INTO cluster_events (node_id, data) VALUES ($1, $2) RETURNING id) SELECT pg_notify('{}', id::text) FROM e", events::CHANNEL),
                     &[node, &data],
                 )
-                .await
-                .map_err(db_err)?;
+                .await?;
             }
             tx.commit().await.map_err(db_err)?;
             // This node replays its own write like any other (one order for all).
@@ -157,6 +155,31 @@ impl PostgresStore {
     }
 }
 
+/// Statements go through each connection's prepared-statement cache: one round trip per
+/// query instead of two (parse, then execute).
+async fn exec<C: GenericClient>(c: &C, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+    let st = c.prepare_cached(sql).await.map_err(db_err)?;
+    c.execute(&st, params).await.map_err(db_err)
+}
+
+async fn rows<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db_err)?;
+    c.query(&st, params).await.map_err(db_err)
+}
+
+async fn opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Option<tokio_postgres::Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db_err)?;
+    c.query_opt(&st, params).await.map_err(db_err)
+}
+
 fn boxed<'t, T>(
     f: impl Future<Output = Result<T>> + Send + 't,
 ) -> futures_util::future::BoxFuture<'t, Result<T>> {
@@ -164,8 +187,8 @@ fn boxed<'t, T>(
 }
 
 /// The stored row `id` (an expired one only with `expired`).
-async fn select_raw(
-    c: &tokio_postgres::Client,
+async fn select_raw<C: GenericClient>(
+    c: &C,
     schema: &EntitySchema,
     id: &str,
     expired: bool,
@@ -175,7 +198,7 @@ async fn select_raw(
         schema.name
     );
     let at = if expired { i64::MIN } else { now() };
-    let r = c.query_opt(&sql, &[&id, &at]).await.map_err(db_err)?;
+    let r = opt(c, &sql, &[&id, &at]).await?;
     Ok(r.map(|r| RawRow {
         id: id.into(),
         text: r.get::<_, String>(0).into_boxed_str(),
@@ -184,7 +207,7 @@ async fn select_raw(
 }
 
 async fn check_constraints(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     schema: &'static EntitySchema,
     row: &Row,
 ) -> Result<()> {
@@ -193,11 +216,10 @@ async fn check_constraints(
         let found = match &c.exclude {
             Some(x) => {
                 sql.push_str(" AND id <> $2");
-                tx.query_opt(&sql, &[&c.value, x]).await
+                opt(tx, &sql, &[&c.value, x]).await
             }
-            None => tx.query_opt(&sql, &[&c.value]).await,
-        }
-        .map_err(db_err)?
+            None => opt(tx, &sql, &[&c.value]).await,
+        }?
         .is_some();
         c.outcome(found)?;
     }
@@ -206,7 +228,7 @@ async fn check_constraints(
 
 /// Writes the row and its tags (insert or replace by id); returns it as stored.
 async fn put_row(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     schema: &'static EntitySchema,
     row: &Row,
     expires: Option<i64>,
@@ -220,7 +242,8 @@ async fn put_row(
         .collect();
     let mut params: Vec<Param> = vec![&id, &text, &expires];
     params.extend(extra_vals.iter().map(|v| v as Param));
-    if let Err(e) = tx.execute(&sql, &params).await {
+    let st = tx.prepare_cached(&sql).await.map_err(db_err)?;
+    if let Err(e) = tx.execute(&st, &params).await {
         // A unique index caught what the explicit checks did not (bulk imports skip
         // them): name the violated constraint in Kong's terms.
         if let Some(err) = unique_index_error(&e, schema, row) {
@@ -228,21 +251,21 @@ async fn put_row(
         }
         return Err(db_err(e));
     }
-    tx.execute(
+    exec(
+        tx,
         "DELETE FROM tags WHERE entity_name = $1 AND entity_id = $2",
         &[&schema.name, &id],
     )
-    .await
-    .map_err(db_err)?;
+    .await?;
     if let Some(Value::Array(tags)) = row.get("tags") {
         let tags: Vec<&str> = tags.iter().filter_map(Value::as_str).collect();
         if !tags.is_empty() {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO tags (entity_name, entity_id, tag) SELECT $1, $2, t FROM unnest($3::text[]) AS t ON CONFLICT DO NOTHING",
                 &[&schema.name, &id, &tags],
             )
-            .await
-            .map_err(db_err)?;
+            .await?;
         }
     }
     Ok(RawRow {
@@ -275,7 +298,7 @@ fn unique_index_error(
 /// Deletes `id` of `schema`, cascading to children declared `cascade` and refusing when a
 /// non-cascading child still points to it.
 fn delete_tx<'t>(
-    tx: &'t tokio_postgres::Transaction<'t>,
+    tx: &'t Transaction<'t>,
     schema: &'static EntitySchema,
     id: String,
     touched: &'t mut Touched,
@@ -286,10 +309,8 @@ fn delete_tx<'t>(
                 "SELECT id FROM \"{}\" WHERE {} = $1 ORDER BY id",
                 rel.child.name, rel.column
             );
-            let ids: Vec<String> = tx
-                .query(&sql, &[&id])
-                .await
-                .map_err(db_err)?
+            let ids: Vec<String> = rows(tx, &sql, &[&id])
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
@@ -304,19 +325,17 @@ fn delete_tx<'t>(
             }
         }
         if schema.name == "ca_certificates" {
-            let n: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM services WHERE (data::jsonb -> 'ca_certificates') ? $1",
-                    &[&id],
-                )
-                .await
-                .map_err(db_err)?
-                .get(0);
-            if n > 0 {
+            let used = opt(
+                tx,
+                "SELECT 1 FROM services WHERE (data::jsonb -> 'ca_certificates') ? $1 LIMIT 1",
+                &[&id],
+            )
+            .await?;
+            if used.is_some() {
                 return Err(rules::ca_certificate_in_use());
             }
         }
-        if let Some(old) = select_raw(tx.client(), schema, &id, true).await? {
+        if let Some(old) = select_raw(tx, schema, &id, true).await? {
             touched.rows.push(RowChange {
                 entity: schema.name,
                 id: id.as_str().into(),
@@ -325,25 +344,25 @@ fn delete_tx<'t>(
                 old: Some(old),
             });
         }
-        tx.execute(
+        exec(
+            tx,
             &format!("DELETE FROM \"{}\" WHERE id = $1", schema.name),
             &[&id],
         )
-        .await
-        .map_err(db_err)?;
-        tx.execute(
+        .await?;
+        exec(
+            tx,
             "DELETE FROM tags WHERE entity_name = $1 AND entity_id = $2",
             &[&schema.name, &id],
         )
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(())
     })
 }
 
 /// Writes a whole configuration, then checks foreign keys set-wise (they may point into
 /// the file or into what the database already had).
-async fn upsert_all(tx: &tokio_postgres::Transaction<'_>, data: &EntitySet) -> Result<()> {
+async fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
     for schema in rules::import_order() {
         for text in data.rows(schema.name) {
             let mut row = text.to_row();
@@ -375,7 +394,7 @@ async fn upsert_all(tx: &tokio_postgres::Transaction<'_>, data: &EntitySet) -> R
 }
 
 /// Executed migrations (none when the schema table does not exist yet).
-async fn executed(c: &tokio_postgres::Client) -> Result<Vec<String>> {
+async fn executed<C: GenericClient>(c: &C) -> Result<Vec<String>> {
     let exists: bool = c
         .query_one("SELECT to_regclass('schema_meta') IS NOT NULL", &[])
         .await
@@ -406,13 +425,13 @@ impl PostgresStore {
                 let old = match how {
                     Write::Insert => {
                         let sql = format!("SELECT 1 FROM \"{}\" WHERE id = $1", schema.name);
-                        if tx.query_opt(&sql, &[&id]).await.map_err(db_err)?.is_some() {
+                        if opt(tx, &sql, &[&id]).await?.is_some() {
                             return Err(Error::primary_key_violation(&id));
                         }
                         None
                     }
                     Write::Upsert => {
-                        let old = select_raw(tx.client(), schema, &id, true).await?;
+                        let old = select_raw(tx, schema, &id, true).await?;
                         if let Some(old) = old
                             .as_ref()
                             .filter(|o| o.expires_at.is_none_or(|t| t > now()))
@@ -424,7 +443,7 @@ impl PostgresStore {
                         old
                     }
                     Write::Update => {
-                        let Some(old) = select_raw(tx.client(), schema, &id, false).await? else {
+                        let Some(old) = select_raw(tx, schema, &id, false).await? else {
                             return Err(Error::not_found(json!({ "id": id })));
                         };
                         Some(old)
@@ -463,7 +482,7 @@ impl PostgresStore {
             tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_meta (name TEXT PRIMARY KEY, executed_at BIGINT NOT NULL)")
                 .await
                 .map_err(db_err)?;
-            let done = executed(tx.client()).await?;
+            let done = executed(&tx).await?;
             let mut ran = Vec::new();
             for m in MIGRATIONS {
                 if done.iter().any(|d| d == m) {
@@ -513,7 +532,7 @@ impl PostgresStore {
                 s.name
             );
             let mut v = Vec::new();
-            for r in c.query(&sql, &[&at]).await.map_err(db_err)? {
+            for r in rows(&c, &sql, &[&at]).await? {
                 v.push(with_ttl(s, parse_row(r.get(0))?, r.get(1)));
             }
             out.insert(s.name.to_string(), v);
@@ -570,7 +589,7 @@ impl Store for PostgresStore {
         );
         self.timed(async {
             let c = self.conn().await?;
-            let r = c.query_opt(&sql, &[&value, &now()]).await.map_err(db_err)?;
+            let r = opt(&c, &sql, &[&value, &now()]).await?;
             r.map(|r| parse_row(r.get(0)).map(|row| with_ttl(schema, row, r.get(1))))
                 .transpose()
         })
@@ -618,7 +637,7 @@ impl Store for PostgresStore {
         self.timed(async {
             let c = self.conn().await?;
             let params: Vec<Param> = args.iter().map(|a| a.as_ref() as Param).collect();
-            let rows = c.query(&sql, &params).await.map_err(db_err)?;
+            let rows = rows(&c, &sql, &params).await?;
             let more = rows.len() > q.size;
             let mut out = Vec::with_capacity(rows.len().min(q.size));
             for r in rows.iter().take(q.size) {
@@ -696,10 +715,8 @@ impl Store for PostgresStore {
         self.timed(async {
             let c = self.conn().await?;
             let params: Vec<Param> = args.iter().map(|a| a as Param).collect();
-            let mut out: Vec<(String, String, String)> = c
-                .query(&sql, &params)
-                .await
-                .map_err(db_err)?
+            let mut out: Vec<(String, String, String)> = rows(&c, &sql, &params)
+                .await?
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
@@ -739,10 +756,7 @@ impl Store for PostgresStore {
         let after = after.unwrap_or("").to_string();
         self.timed(async {
             let c = self.ro.get().await.map_err(pool_err)?;
-            let rows = c
-                .query(&sql, &[&after, &(limit as i64)])
-                .await
-                .map_err(db_err)?;
+            let rows = rows(&c, &sql, &[&after, &(limit as i64)]).await?;
             let at = now();
             let next = if rows.len() < limit {
                 None
@@ -812,7 +826,11 @@ impl Store for PostgresStore {
             tx.batch_execute(&schema::drop_all())
                 .await
                 .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(db_err)?;
+            // Cached statements name the dropped tables.
+            self.pool.manager().statement_caches.clear();
+            self.ro.manager().statement_caches.clear();
+            Ok(())
         })
         .await
     }
