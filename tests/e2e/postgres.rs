@@ -406,3 +406,141 @@ async fn with_db_snapshot_a_node_starts_while_the_database_is_down() {
     }
     drop(g);
 }
+
+/// Runs `tollgate migrations …` against database `db`; (exit status, stdout + stderr).
+fn migrations(server: &TestServer, db: &str, args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("migrations")
+        .args(args)
+        .envs(pg_env(server, db))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_commands_on_postgres() {
+    let server = TestServer::shared();
+    let db = server.fresh_database().await;
+    let (ok, out) = migrations(server, &db, &["status"]);
+    assert!(ok, "{out}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["database"], "postgres");
+    assert_eq!(st["bootstrapped"], false);
+    let (ok, out) = migrations(server, &db, &["up"]);
+    assert!(!ok && out.contains("needs bootstrapping"), "{out}");
+
+    // Concurrent bootstraps: one runs the migrations, the others find them done.
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let (server, db) = (server.clone(), db.clone());
+            std::thread::spawn(move || migrations(&server, &db, &["bootstrap"]))
+        })
+        .collect();
+    let outs: Vec<(bool, String)> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(outs.iter().all(|(ok, _)| *ok), "{outs:?}");
+    let ran = outs
+        .iter()
+        .filter(|(_, o)| o.contains("migrating 000_base done"))
+        .count();
+    assert_eq!(ran, 1, "{outs:?}");
+
+    let (ok, out) = migrations(server, &db, &["list"]);
+    assert!(
+        ok && out.contains("core: 000_base") && out.contains("Database is up-to-date"),
+        "{out}"
+    );
+    let (ok, out) = migrations(server, &db, &["up"]);
+    assert!(ok && out.contains("already up-to-date"), "{out}");
+    let (ok, out) = migrations(server, &db, &["finish"]);
+    assert!(ok, "{out}");
+    let (ok, out) = migrations(server, &db, &["reset"]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    let (ok, out) = migrations(server, &db, &["reset", "--yes"]);
+    assert!(ok, "{out}");
+    let (_, out) = migrations(server, &db, &["status"]);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["bootstrapped"], false);
+}
+
+#[test]
+fn scripts_cluster_starts_postgres_and_nodes_sharing_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node k uses base + 100k .. +2: a random base in a high range, retried on a clash.
+    let base = 20000 + (std::process::id() % 200) * 100;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
+    let run = |args: &[&str]| {
+        std::process::Command::new(script)
+            .args(args)
+            .env("TOLLGATE_BIN", crate::support::BIN)
+            .env("TOLLGATE_CLUSTER_DIR", dir.path().join("c"))
+            .env("TOLLGATE_CLUSTER_BASE", base.to_string())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["start", "2"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let cleanup = scopeguard(|| {
+        run(&["destroy"]);
+    });
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("node 2: proxy http://127.0.0.1:{}", base + 200)),
+        "{text}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let admin1 = format!("http://127.0.0.1:{}", base + 101);
+        let r = client
+            .post(format!("{admin1}/services"))
+            .json(&json!({"name": "s", "url": "http://127.0.0.1:9"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = client
+            .post(format!("{admin1}/services/s/routes"))
+            .json(&json!({"paths": ["/c"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        // Node 2 routes it (to a closed port: 502, where an unknown path is 404).
+        let t0 = Instant::now();
+        loop {
+            let s = client
+                .get(format!("http://127.0.0.1:{}/c", base + 200))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if s == StatusCode::BAD_GATEWAY {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "{s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    drop(cleanup);
+}
+
+/// Runs `f` when dropped (cleanup that also happens when an assertion fails).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
