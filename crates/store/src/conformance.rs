@@ -63,6 +63,11 @@ macro_rules! conformance_tests {
             let (_guard, s) = $open.await;
             $crate::conformance::writes_emit_row_events_in_commit_order_with_cascades(&s).await;
         }
+        #[tokio::test]
+        async fn import_is_all_or_nothing() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::import_is_all_or_nothing(&s).await;
+        }
     };
 }
 
@@ -320,4 +325,54 @@ pub(crate) async fn writes_emit_row_events_in_commit_order_with_cascades(s: &dyn
 
     s.replace_all(crate::EntitySet::default()).await.unwrap();
     assert_eq!(*next_event(&mut ev).await, ChangeEvent::Reset);
+}
+
+pub(crate) async fn import_is_all_or_nothing(s: &dyn Store) {
+    use crate::{Dataset, EntitySet};
+    let mut good = Dataset::new();
+    good.insert(
+        "services".into(),
+        (0..150)
+            .map(|i| {
+                row(
+                    "services",
+                    json!({"name": format!("s{i}"), "host": "a.com"}),
+                )
+            })
+            .collect(),
+    );
+    s.import(EntitySet::from_dataset(&good)).await.unwrap();
+    // A name clash deep inside a large import (past the first pipelined batch).
+    let mut bad = Dataset::new();
+    let mut rows: Vec<Row> = (0..100)
+        .map(|i| {
+            row(
+                "services",
+                json!({"name": format!("n{i}"), "host": "b.com"}),
+            )
+        })
+        .collect();
+    rows.push(row("services", json!({"name": "s7", "host": "c.com"})));
+    bad.insert("services".into(), rows);
+    let e = s.import(EntitySet::from_dataset(&bad)).await.unwrap_err();
+    assert_eq!(e.to_json()["code"], 5, "{e:?}");
+    assert_eq!(e.message(), "UNIQUE violation detected on '{name=\"s7\"}'");
+    // A route pointing nowhere.
+    let mut dangling = Dataset::new();
+    dangling.insert(
+        "routes".into(),
+        vec![row(
+            "routes",
+            json!({"paths": ["/"], "service": {"id": "6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a"}}),
+        )],
+    );
+    let e = s
+        .import(EntitySet::from_dataset(&dangling))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_json()["code"], 4, "{e:?}");
+    let all = s.load_all().await.unwrap();
+    assert_eq!(all["services"].len(), 150);
+    assert!(all["services"].iter().all(|r| r["host"] == "a.com"));
+    assert!(all["routes"].is_empty());
 }

@@ -25,7 +25,10 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     if e.is_closed() || e.as_db_error().is_none() {
         return Error::database_unreachable(format!("postgres: the database is unreachable ({e})"));
     }
-    Error::database(format!("postgres: {e}"))
+    match e.as_db_error() {
+        Some(db) => Error::database(format!("postgres: {} ({})", db.message(), db.code().code())),
+        None => Error::database(format!("postgres: {e}")),
+    }
 }
 
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {

@@ -21,6 +21,12 @@ use tollgate_model::{entities, EntitySchema, Error, Result, Row};
 
 type Param<'a> = &'a (dyn ToSql + Sync);
 
+/// How long a whole-configuration write (db_import, `POST /config`) may take.
+const WHOLE_CONFIGURATION: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Rows of an import in flight at once on its connection (pipelined: PostgreSQL runs them
+/// in order, the client does not wait for each answer before sending the next).
+const IMPORT_PIPELINE: usize = 64;
+
 pub struct PostgresStore {
     pool: Pool,
     /// Bulk reads of the snapshot builder (`pg_ro_*`); the primary when unset.
@@ -101,11 +107,24 @@ impl PostgresStore {
     /// Bounds every operation by `pg_timeout` so an unresponsive database fails a call
     /// instead of hanging it.
     async fn timed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        let t = self.settings.primary.timeout;
+        self.timed_for(self.settings.primary.timeout, f).await
+    }
+
+    /// Bulk reads (a whole entity for the snapshot, an export) legitimately take longer
+    /// than one query: ten times `pg_timeout`, at least a minute.
+    fn bulk_timeout(&self) -> std::time::Duration {
+        (self.settings.primary.timeout * 10).max(std::time::Duration::from_secs(60))
+    }
+
+    async fn timed_for<T>(
+        &self,
+        t: std::time::Duration,
+        f: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(t, f).await {
             Ok(r) => r,
             Err(_) => Err(Error::database_unreachable(format!(
-                "postgres: no answer from {} within pg_timeout ({} ms)",
+                "postgres: no answer from {} within {} ms",
                 self.settings.primary.describe(),
                 t.as_millis()
             ))),
@@ -130,7 +149,19 @@ impl PostgresStore {
             &'t mut Touched,
         ) -> futures_util::future::BoxFuture<'t, Result<T>>,
     ) -> Result<T> {
-        self.timed(async {
+        self.write_within(self.settings.primary.timeout, f).await
+    }
+
+    /// [`Self::write`] with its own deadline (whole-configuration writes take longer).
+    async fn write_within<T>(
+        &self,
+        deadline: std::time::Duration,
+        f: impl for<'t> FnOnce(
+            &'t Transaction<'t>,
+            &'t mut Touched,
+        ) -> futures_util::future::BoxFuture<'t, Result<T>>,
+    ) -> Result<T> {
+        self.timed_for(deadline, async {
             let mut c = self.conn().await?;
             let tx = c.transaction().await.map_err(db_err)?;
             exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
@@ -364,10 +395,33 @@ fn delete_tx<'t>(
 /// the file or into what the database already had).
 async fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
     for schema in rules::import_order() {
-        for text in data.rows(schema.name) {
-            let mut row = text.to_row();
-            let exp = take_ttl(schema, &mut row);
-            put_row(tx, schema, &row, exp).await?;
+        for texts in data.rows(schema.name).chunks(IMPORT_PIPELINE) {
+            let chunk: Vec<(Row, Option<i64>)> = texts
+                .iter()
+                .map(|text| {
+                    let mut row = text.to_row();
+                    let exp = take_ttl(schema, &mut row);
+                    (row, exp)
+                })
+                .collect();
+            let done = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(row, exp)| put_row(tx, schema, row, *exp)),
+            )
+            .await;
+            // Rows' statements interleave, so once one fails the others fail too
+            // ("transaction aborted"): report the constraint error, in input order.
+            let errors: Vec<Error> = done.into_iter().filter_map(|r| r.err()).collect();
+            if let Some(i) = errors
+                .iter()
+                .position(|e| e.code() != tollgate_model::ErrorCode::DatabaseError)
+            {
+                return Err(errors[i].clone());
+            }
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
         }
     }
     for schema in entities::ALL.iter() {
@@ -660,7 +714,7 @@ impl Store for PostgresStore {
     }
 
     async fn replace_all(&self, data: EntitySet) -> Result<()> {
-        self.write(move |tx, touched| {
+        self.write_within(WHOLE_CONFIGURATION, move |tx, touched| {
             boxed(async move {
                 touched.reset = true;
                 let mut sql = String::new();
@@ -676,7 +730,7 @@ impl Store for PostgresStore {
     }
 
     async fn import(&self, data: EntitySet) -> Result<()> {
-        self.write(move |tx, touched| {
+        self.write_within(WHOLE_CONFIGURATION, move |tx, touched| {
             boxed(async move {
                 touched.reset = true;
                 upsert_all(tx, &data).await
@@ -737,13 +791,15 @@ impl Store for PostgresStore {
 
     async fn load(&self, names: &[&str]) -> Result<Dataset> {
         let wanted = rules::schemas(names)?;
-        self.timed(self.load_on(&self.ro, wanted)).await
+        self.timed_for(self.bulk_timeout(), self.load_on(&self.ro, wanted))
+            .await
     }
 
     async fn load_all(&self) -> Result<Dataset> {
         // db_export and `GET /config` are Admin reads: from the primary.
         let wanted: Vec<&'static EntitySchema> = entities::ALL.iter().collect();
-        self.timed(self.load_on(&self.pool, wanted)).await
+        self.timed_for(self.bulk_timeout(), self.load_on(&self.pool, wanted))
+            .await
     }
 
     async fn scan(&self, entity: &str, after: Option<&str>, limit: usize) -> Result<ScanPage> {
