@@ -32,7 +32,27 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
 }
 
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
-    Error::database_unreachable(format!("postgres: the database is unreachable ({e})"))
+    pool_error(e, "")
+}
+
+/// A failure to get a connection: the server refused it (authentication, unknown
+/// database: a configuration error) or could not be reached.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError, server: &str) -> Error {
+    let at = if server.is_empty() {
+        String::new()
+    } else {
+        format!(" at {server}")
+    };
+    if let deadpool_postgres::PoolError::Backend(b) = &e {
+        if let Some(db) = b.as_db_error() {
+            return Error::database(format!(
+                "postgres: the server{at} refused the connection: {} ({})",
+                db.message(),
+                db.code().code()
+            ));
+        }
+    }
+    Error::database_unreachable(format!("postgres: the database is unreachable{at} ({e})"))
 }
 
 #[cfg(test)]

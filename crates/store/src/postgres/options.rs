@@ -84,7 +84,11 @@ impl PgOptions {
             c.password(p);
         }
         if let Some(s) = &self.schema {
-            c.options(format!("-c search_path={},public", quote_ident(s)));
+            // Startup options split on spaces; a backslash keeps one in the value.
+            let path = format!("{},public", quote_ident(s))
+                .replace('\\', "\\\\")
+                .replace(' ', "\\ ");
+            c.options(format!("-c search_path={path}"));
         }
         c.ssl_mode(if self.ssl {
             tokio_postgres::config::SslMode::Require

@@ -132,12 +132,10 @@ impl PostgresStore {
     }
 
     async fn conn(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| {
-            Error::database_unreachable(format!(
-                "postgres: the database is unreachable at {} ({e})",
-                self.settings.primary.describe()
-            ))
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| super::pool_error(e, &self.settings.primary.describe()))
     }
 
     /// Runs one write transaction: `f` does the work and records what it touched; the

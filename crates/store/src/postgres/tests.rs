@@ -97,3 +97,36 @@ async fn writes_reach_other_stores_and_polling_covers_lost_notifications() {
         .unwrap();
     assert!(matches!(&*e, ChangeEvent::Rows(r) if r[0].op == crate::ChangeOp::Delete));
 }
+
+#[tokio::test]
+async fn pg_schema_and_a_read_only_pool() {
+    let name = TestServer::shared().fresh_database().await;
+    let mut settings = settings(&name, Duration::from_millis(200)).await;
+    settings.primary.schema = Some("Tollgate Data".into());
+    // The "replica" is the same server here: what matters is that bulk reads use it.
+    let mut ro = settings.primary.clone();
+    ro.pool_size = 2;
+    settings.read_only = Some(ro);
+    let s = PostgresStore::connect(settings).await.unwrap();
+    s.migrations_bootstrap().await.unwrap();
+    let svc = row("services", json!({"name": "in-schema", "host": "a.com"}));
+    s.insert(schema("services"), svc).await.unwrap();
+    let data = s.load(&["services"]).await.unwrap();
+    assert_eq!(data["services"][0]["name"], "in-schema");
+    // The tables live in the configured schema, not in public.
+    let (client, conn) = TestServer::shared()
+        .options(&name)
+        .pg_config("probe")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = client
+        .query_one(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'services'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "Tollgate Data");
+}
