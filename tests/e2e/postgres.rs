@@ -544,3 +544,74 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_ssl_encrypts_and_pg_ssl_verify_checks_the_server() {
+    let server = TestServer::private_tls();
+    let db = server.fresh_database().await;
+    let cert = server.certificate().display().to_string();
+    let base = pg_env(&server, &db);
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = base.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let as_refs = |env: &[(String, String)]| -> Vec<(String, String)> { env.to_vec() };
+
+    // pg_ssl = on, verification off (Kong's default): encrypted.
+    let env = as_refs(&with(&[("TOLLGATE_PG_SSL", "on")]));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let g = Gateway::start_with(&refs).await;
+    let (s, _) = g.post("/consumers", json!({"username": "tls"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let encrypted = server
+        .query_i64(&format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = '{db}' AND ssl"
+        ))
+        .await;
+    let plain = server
+        .query_i64(&format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = '{db}' AND NOT ssl"
+        ))
+        .await;
+    assert!(
+        encrypted >= 2 && plain == 0,
+        "{encrypted} encrypted, {plain} plain"
+    );
+    drop(g);
+
+    // Verified against the certificate named by lua_ssl_trusted_certificate.
+    let env = as_refs(&with(&[
+        ("TOLLGATE_PG_SSL", "on"),
+        ("TOLLGATE_PG_SSL_VERIFY", "on"),
+        ("TOLLGATE_LUA_SSL_TRUSTED_CERTIFICATE", &cert),
+    ]));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let g = Gateway::start_with(&refs).await;
+    let (s, body) = g.get("/consumers/tls").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    drop(g);
+
+    // Verification without a CA that signed it: refused, and the node says why.
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("start")
+        .envs(with(&[
+            ("TOLLGATE_PG_SSL", "on"),
+            ("TOLLGATE_PG_SSL_VERIFY", "on"),
+        ]))
+        .env(
+            "TOLLGATE_ADMIN_LISTEN",
+            format!("127.0.0.1:{}", crate::support::free_port()),
+        )
+        .env(
+            "TOLLGATE_PROXY_LISTEN",
+            format!("127.0.0.1:{}", crate::support::free_port()),
+        )
+        .env("TOLLGATE_STATUS_LISTEN", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -21,9 +21,28 @@ pub use store::PostgresStore;
 
 use tollgate_model::Error;
 
+/// An error with its causes (`a: b: c`): the driver's top-level message alone ("error
+/// performing TLS handshake") hides what to fix.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     if e.is_closed() || e.as_db_error().is_none() {
-        return Error::database_unreachable(format!("postgres: the database is unreachable ({e})"));
+        return Error::database_unreachable(format!(
+            "postgres: the database is unreachable ({})",
+            chain(&e)
+        ));
     }
     match e.as_db_error() {
         Some(db) => Error::database(format!("postgres: {} ({})", db.message(), db.code().code())),
@@ -52,7 +71,10 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError, server: &str) -> Error
             ));
         }
     }
-    Error::database_unreachable(format!("postgres: the database is unreachable{at} ({e})"))
+    Error::database_unreachable(format!(
+        "postgres: the database is unreachable{at} ({})",
+        chain(&e)
+    ))
 }
 
 #[cfg(test)]

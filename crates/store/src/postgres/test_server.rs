@@ -51,12 +51,28 @@ impl TestServer {
     /// A server of its own (for tests that stop and restart it), deleted when this process
     /// exits.
     pub fn private() -> TestServer {
+        Self::private_with(&[])
+    }
+
+    /// A server of its own that also serves TLS, with a certificate for 127.0.0.1 issued
+    /// by a private CA ([`TestServer::certificate`]).
+    pub fn private_tls() -> TestServer {
+        Self::private_with(&["--ssl"])
+    }
+
+    /// The CA certificate of a [`TestServer::private_tls`] server.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.as_ref().expect("a private server").join("ca.crt")
+    }
+
+    fn private_with(flags: &[&str]) -> TestServer {
         let dir = std::env::temp_dir().join(format!("tollgate-pg-{}", uuid_like()));
         let out = std::process::Command::new(script())
             .arg("start")
             .arg(&dir)
             .arg("--owner")
             .arg(std::process::id().to_string())
+            .args(flags)
             .output()
             .expect("cannot run scripts/pg");
         assert!(
@@ -94,6 +110,22 @@ impl TestServer {
         let name = format!("t_{}", uuid_like());
         self.execute(&format!("CREATE DATABASE {name}")).await;
         name
+    }
+
+    /// The first column of the first row of `sql` (a number) on the `postgres` database.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let (client, conn) = self
+            .options("postgres")
+            .pg_config("tollgate-test")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+        tokio::spawn(conn);
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 
     /// Runs one statement on the server's `postgres` database.
