@@ -427,6 +427,9 @@ fn spawn_consumer_updater(
     });
 }
 
+/// The least time between two snapshot rebuilds (see [`spawn_rebuilder`]).
+const REBUILD_SPACING: std::time::Duration = std::time::Duration::from_millis(25);
+
 fn spawn_rebuilder(
     store: Arc<dyn Store>,
     mut changes: watch::Receiver<Changes>,
@@ -435,7 +438,15 @@ fn spawn_rebuilder(
     healthy_db: Arc<AtomicBool>,
 ) {
     tokio::spawn(async move {
+        let mut last_rebuild: Option<std::time::Instant> = None;
         while changes.changed().await.is_ok() {
+            // A stream of writes (a busy cluster) would rebuild once per write: keep
+            // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
+            // delayed (the previous rebuild is long past).
+            if let Some(wait) = last_rebuild.and_then(|t| REBUILD_SPACING.checked_sub(t.elapsed()))
+            {
+                tokio::time::sleep(wait).await;
+            }
             let now = changes.borrow_and_update().clone();
             // Consumers and credentials follow the row events (spawn_consumer_updater).
             let proxy_changed = now.changed_since(&seen, SNAPSHOT_ENTITIES);
@@ -444,6 +455,7 @@ fn spawn_rebuilder(
                 continue;
             }
             let t0 = std::time::Instant::now();
+            last_rebuild = Some(t0);
             match store.load(SNAPSHOT_ENTITIES).await {
                 Ok(data) => {
                     healthy_db.store(true, Ordering::Relaxed);
