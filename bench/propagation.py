@@ -14,7 +14,7 @@
 
 Prints a Markdown table; --json FILE also writes the figures."""
 
-import argparse, http.client, json, os, re, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, re, shutil, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -237,6 +237,7 @@ def main():
             benchlib.stop(p)
         benchlib.stop(nginx)
         subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "destroy", os.path.join(tmp, "pg")])
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
