@@ -4,6 +4,7 @@ use crate::cli::Common;
 use std::sync::Arc;
 use tollgate_config::{Config, Database};
 use tollgate_model::PluginCatalog;
+use tollgate_store::postgres::{PgOptions, PgSettings, PostgresStore};
 use tollgate_store::{SqliteStore, Store};
 
 /// The Kong version the Admin API reports; tools (decK, Kong Manager) gate features on it.
@@ -43,8 +44,9 @@ pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }
 
-/// Opens the configured database (not for DB-less mode).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured database (not for DB-less mode). PostgreSQL connects lazily: a
+/// database that is down fails the first query, not this call.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.database {
         Database::Sqlite => {
             let s = SqliteStore::open(&config.sqlite_path).map_err(|e| {
@@ -55,14 +57,99 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             })?;
             Ok(Arc::new(s))
         }
-        Database::Postgres => anyhow::bail!(
-            "database = postgres is not available in this build yet; use database = sqlite (the default) or database = off"
-        ),
+        Database::Postgres => {
+            let settings = pg_settings(config)?;
+            let s = PostgresStore::connect(settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot use PostgreSQL: {e}"))?;
+            Ok(Arc::new(s))
+        }
         Database::Cassandra => anyhow::bail!(
             "database = cassandra is not available in this build yet; use database = sqlite (the default) or database = off"
         ),
         Database::Off => anyhow::bail!("this command needs a database, but database = off"),
     }
+}
+
+/// Kong's `pg_*` keys; `pg_ro_*` (a read replica, used when `pg_ro_host` is set) default
+/// to the `pg_*` values.
+pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
+    let trusted_cas = config
+        .lua_ssl_trusted_certificate
+        .iter()
+        .filter(|c| c.as_str() != "system")
+        .map(std::path::PathBuf::from)
+        .collect();
+    let primary = PgOptions {
+        host: config.pg_host.clone(),
+        port: config.pg_port,
+        user: config.pg_user.clone(),
+        password: config.pg_password.clone(),
+        database: config.pg_database.clone(),
+        schema: config.pg_schema.clone(),
+        timeout: config.pg_timeout,
+        ssl: config.pg_ssl,
+        ssl_verify: config.pg_ssl_verify,
+        trusted_cas,
+        pool_size: config.pg_pool_size as usize,
+    };
+    let raw = |k: &str| config.raw.get(k).map(String::as_str);
+    let read_only = match &config.pg_ro_host {
+        None => None,
+        Some(host) => {
+            let mut ro = primary.clone();
+            ro.host = host.clone();
+            ro.port = config.pg_ro_port.unwrap_or(primary.port);
+            if let Some(u) = &config.pg_ro_user {
+                ro.user = u.clone();
+            }
+            if let Some(p) = &config.pg_ro_password {
+                ro.password = Some(p.clone());
+            }
+            if let Some(d) = &config.pg_ro_database {
+                ro.database = d.clone();
+            }
+            if let Some(s) = raw("pg_ro_schema") {
+                ro.schema = Some(s.to_string());
+            }
+            if let Some(t) = raw("pg_ro_timeout") {
+                let ms: u64 = t.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid value for 'pg_ro_timeout': {t:?} (expected milliseconds)"
+                    )
+                })?;
+                ro.timeout = std::time::Duration::from_millis(ms);
+            }
+            if let Some(n) = raw("pg_ro_pool_size") {
+                ro.pool_size = n.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid value for 'pg_ro_pool_size': {n:?} (expected a number)"
+                    )
+                })?;
+            }
+            for (key, slot) in [
+                ("pg_ro_ssl", &mut ro.ssl),
+                ("pg_ro_ssl_verify", &mut ro.ssl_verify),
+            ] {
+                if let Some(v) = raw(key) {
+                    *slot = match v {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        other => anyhow::bail!(
+                            "invalid value for '{key}': {other:?} (expected on or off)"
+                        ),
+                    };
+                }
+            }
+            Some(ro)
+        }
+    };
+    Ok(PgSettings {
+        primary,
+        read_only,
+        update_frequency: config.db_update_frequency,
+        node_id: format!("{}:{}", hostname(), std::process::id()),
+    })
 }
 
 /// Runs pending migrations on the embedded store (a single node owns its file, so there is

@@ -87,7 +87,8 @@ pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
         Action::DbImport { file } => {
             let config = node::load_config(common, None)?;
             let catalog = node::catalog(&config)?;
-            let store = node::open_store(&config)?;
+            let rt = node::runtime()?;
+            let store = rt.block_on(node::open_store(&config))?;
             let t0 = Instant::now();
             let text = read(&file)?;
             eprintln!("parsing {} ({} bytes)...", file.display(), text.len());
@@ -106,7 +107,7 @@ pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
                 t0.elapsed().as_secs_f64(),
                 counts.join(", ")
             );
-            node::runtime()?.block_on(async {
+            rt.block_on(async {
                 node::ensure_migrated(store.as_ref()).await?;
                 store
                     .import(parsed.set)
@@ -123,8 +124,8 @@ pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
         }
         Action::DbExport { file } => {
             let config = node::load_config(common, None)?;
-            let store = node::open_store(&config)?;
             let data = node::runtime()?.block_on(async {
+                let store = node::open_store(&config).await?;
                 node::ensure_migrated(store.as_ref()).await?;
                 store.load_all().await.map_err(anyhow::Error::from)
             })?;

@@ -25,8 +25,8 @@ pub enum Action {
 
 pub fn run(common: &Common, action: Action) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
-    let store = node::open_store(&config)?;
     node::runtime()?.block_on(async move {
+        let store = node::open_store(&config).await?;
         match action {
             Action::Bootstrap => {
                 let status = store.migrations_status().await?;

@@ -3,6 +3,7 @@
 //! on stderr.
 
 mod config_cmd;
+mod db_snapshot;
 mod migrations;
 mod process;
 mod start;

@@ -1,6 +1,7 @@
 //! `tollgate start`: runs the gateway in the foreground until SIGTERM or SIGINT, then stops
 //! accepting, drains in-flight requests and exits 0.
 
+use super::db_snapshot;
 use super::process::{pid_path, running_pid};
 use super::Common;
 use crate::node;
@@ -92,11 +93,13 @@ fn prepare_prefix(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Opens the store: the database, or for `database = off` the declarative file in memory.
+/// The third value is where the first configuration comes from when it is not the store:
+/// the saved snapshot of an unreachable database (`db_snapshot`).
 async fn open(
     config: &Config,
     catalog: &tollgate_model::PluginCatalog,
     run_migrations: bool,
-) -> anyhow::Result<(Arc<dyn Store>, String)> {
+) -> anyhow::Result<(Arc<dyn Store>, String, Option<Arc<dyn Store>>)> {
     if config.database == Database::Off {
         let text = match (
             &config.declarative_config,
@@ -109,7 +112,7 @@ async fn open(
             (None, None) => None,
         };
         let Some(text) = text else {
-            return Ok((Arc::new(MemoryStore::default()), String::new()));
+            return Ok((Arc::new(MemoryStore::default()), String::new(), None));
         };
         let parsed = declarative::parse(&text, catalog).map_err(|e| {
             let mut msg = e.message().to_string();
@@ -118,20 +121,40 @@ async fn open(
             }
             anyhow::anyhow!("invalid declarative configuration: {msg}")
         })?;
-        return Ok((Arc::new(MemoryStore::from_set(parsed.set)), parsed.hash));
+        return Ok((
+            Arc::new(MemoryStore::from_set(parsed.set)),
+            parsed.hash,
+            None,
+        ));
     }
-    let store = node::open_store(config)?;
-    let status = store.migrations_status().await?;
+    let store = node::open_store(config).await?;
+    let status = match store.migrations_status().await {
+        Ok(s) => s,
+        Err(e) if config.database != Database::Sqlite && config.db_snapshot => {
+            let path = db_snapshot::path(config);
+            if !path.exists() {
+                anyhow::bail!("cannot start: the database is not available ({e}) and there is no saved configuration at {} yet", path.display());
+            }
+            let saved = db_snapshot::read(&path)?;
+            tracing::warn!(error = %e, path = %path.display(), "the database is not available; starting from the saved configuration (Admin API writes fail until it is back)");
+            return Ok((store, String::new(), Some(Arc::new(saved))));
+        }
+        Err(e) => anyhow::bail!(
+            "cannot start: the database is not available: {e} (with db_snapshot = on a node starts from its last saved configuration instead)"
+        ),
+    };
     if !status.bootstrapped() || !status.pending.is_empty() {
-        // The embedded store belongs to this node alone, so it migrates itself; shared
-        // databases need `--run-migrations` or `tollgate migrations up`.
-        if config.database == Database::Sqlite || run_migrations {
+        // The embedded store belongs to this node alone, so it migrates itself. A shared
+        // database is bootstrapped by whichever node finds it empty (under the database's
+        // migrations lock, so nodes may start together); upgrading one that holds data
+        // needs `--run-migrations` or `tollgate migrations up`.
+        if config.database == Database::Sqlite || run_migrations || !status.bootstrapped() {
             node::ensure_migrated(store.as_ref()).await?;
         } else {
             anyhow::bail!("the database needs migrations; run 'tollgate migrations up' or start with --run-migrations");
         }
     }
-    Ok((store, String::new()))
+    Ok((store, String::new(), None))
 }
 
 async fn bind_all(
@@ -208,7 +231,8 @@ fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::Gui
 
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
-    let (store, initial_hash) = open(&config, &catalog, run_migrations).await?;
+    let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
+    let source: &dyn Store = saved.as_deref().unwrap_or(store.as_ref());
 
     // The first snapshot is built before any listener opens, so the node never serves a
     // half-loaded configuration.
@@ -216,15 +240,20 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let mut changes = store.changes();
     let seen = changes.borrow_and_update().clone();
     let events = store.events();
-    let data = store.load(SNAPSHOT_ENTITIES).await?;
+    let data = source.load(SNAPSHOT_ENTITIES).await?;
     let consumers: SharedConsumers = Arc::new(arc_swap::ArcSwap::from_pointee(
-        load_consumers(store.as_ref()).await?,
+        load_consumers(source).await?,
     ));
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
         Snapshot::build_with(&data, consumers.clone())
             .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
     ));
-    let healthy_db = Arc::new(AtomicBool::new(true));
+    // Started from the saved configuration: not healthy until the database answers (the
+    // store then announces a reset and everything reloads from it).
+    let healthy_db = Arc::new(AtomicBool::new(saved.is_none()));
+    if config.db_snapshot && config.database != Database::Sqlite {
+        db_snapshot::spawn_writer(store.clone(), db_snapshot::path(&config));
+    }
     spawn_consumer_updater(store.clone(), events, consumers.clone(), healthy_db.clone());
     spawn_rebuilder(
         store.clone(),
@@ -457,6 +486,9 @@ fn spawn_consumer_updater(
     });
 }
 
+/// The least time between two snapshot rebuilds (see [`spawn_rebuilder`]).
+const REBUILD_SPACING: std::time::Duration = std::time::Duration::from_millis(25);
+
 fn spawn_rebuilder(
     store: Arc<dyn Store>,
     mut changes: watch::Receiver<Changes>,
@@ -465,7 +497,15 @@ fn spawn_rebuilder(
     healthy_db: Arc<AtomicBool>,
 ) {
     tokio::spawn(async move {
+        let mut last_rebuild: Option<std::time::Instant> = None;
         while changes.changed().await.is_ok() {
+            // A stream of writes (a busy cluster) would rebuild once per write: keep
+            // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
+            // delayed (the previous rebuild is long past).
+            if let Some(wait) = last_rebuild.and_then(|t| REBUILD_SPACING.checked_sub(t.elapsed()))
+            {
+                tokio::time::sleep(wait).await;
+            }
             let now = changes.borrow_and_update().clone();
             // Consumers and credentials follow the row events (spawn_consumer_updater).
             let proxy_changed = now.changed_since(&seen, SNAPSHOT_ENTITIES);
@@ -474,6 +514,7 @@ fn spawn_rebuilder(
                 continue;
             }
             let t0 = std::time::Instant::now();
+            last_rebuild = Some(t0);
             match store.load(SNAPSHOT_ENTITIES).await {
                 Ok(data) => {
                     healthy_db.store(true, Ordering::Relaxed);

@@ -1,18 +1,17 @@
-//! The Admin API: every endpoint family and every error code, against the real binary.
+//! The Admin API: every endpoint family and every error code, against the real binary,
+//! once on each database (the embedded SQLite store and PostgreSQL).
 
-use crate::support::Gateway;
+use crate::support::{Db, Gateway};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn root_status_endpoints_and_openapi() {
-    let g = Gateway::start().await;
+async fn root_status_endpoints_and_openapi(g: Gateway) {
     let (s, root) = g.get("/").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(root["tagline"], "Welcome to kong");
     assert!(root["version"].as_str().unwrap().starts_with("3."));
     assert_eq!(root["edition"], "community");
-    assert_eq!(root["configuration"]["database"], "sqlite");
+    assert_eq!(root["configuration"]["database"], g.database);
     assert_eq!(root["configuration"]["portal"], false);
     assert!(root["plugins"]["available_on_server"].is_object());
 
@@ -64,9 +63,7 @@ async fn root_status_endpoints_and_openapi() {
     assert_eq!(nf, json!({"message": "Not found"}));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn services_crud_defaults_and_errors() {
-    let g = Gateway::start().await;
+async fn services_crud_defaults_and_errors(g: Gateway) {
     let (s, svc) = g
         .post(
             "/services",
@@ -169,9 +166,7 @@ async fn services_crud_defaults_and_errors() {
     assert_eq!(g.get("/services/fresh").await.0, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn routes_nested_foreign_keys_and_restrict() {
-    let g = Gateway::start().await;
+async fn routes_nested_foreign_keys_and_restrict(g: Gateway) {
     let (_, svc) = g
         .post("/services", json!({"name": "s1", "host": "up.internal"}))
         .await;
@@ -239,9 +234,7 @@ async fn routes_nested_foreign_keys_and_restrict() {
     assert_eq!(g.delete("/services/s1").await, StatusCode::NO_CONTENT);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn forms_multipart_and_bad_bodies() {
-    let g = Gateway::start().await;
+async fn forms_multipart_and_bad_bodies(g: Gateway) {
     let (s, svc) = g
         .form(
             Method::POST,
@@ -324,9 +317,7 @@ async fn forms_multipart_and_bad_bodies() {
     assert_eq!(e["message"], "Method not allowed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pagination_and_tags() {
-    let g = Gateway::start().await;
+async fn pagination_and_tags(g: Gateway) {
     for i in 0..25 {
         let tags = if i % 2 == 0 {
             json!(["even", "all"])
@@ -404,9 +395,7 @@ async fn pagination_and_tags() {
     assert!(t["next"].as_str().unwrap().starts_with("/tags?offset="));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn consumers_credentials_and_cascades() {
-    let g = Gateway::start().await;
+async fn consumers_credentials_and_cascades(g: Gateway) {
     let (s, e) = g.post("/consumers", json!({})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(e["message"], "schema violation (at least one of these fields must be non-empty: 'custom_id', 'username')");
@@ -539,9 +528,7 @@ fn cert_pair(name: &str) -> (String, String) {
     (c.cert.pem(), c.key_pair.serialize_pem())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn certificates_snis_upstreams_targets_schemas_plugins() {
-    let g = Gateway::start().await;
+async fn certificates_snis_upstreams_targets_schemas_plugins(g: Gateway) {
     let (cert, key) = cert_pair("api.example.com");
     let (s, c) = g
         .post(
@@ -677,10 +664,8 @@ async fn certificates_snis_upstreams_targets_schemas_plugins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn foreign_references_by_unique_field() {
+async fn foreign_references_by_unique_field(g: Gateway) {
     // Kong resolves `"service": {"name": …}` (and `service.name=` in forms) to the id.
-    let g = Gateway::start().await;
     let (_, svc) = g
         .post("/services", json!({"name": "billing", "host": "b.example"}))
         .await;
@@ -743,3 +728,38 @@ async fn foreign_references_by_unique_field() {
         .await;
     assert_eq!((s, &e["code"]), (StatusCode::BAD_REQUEST, &json!(13)));
 }
+
+/// Runs each Admin API test on a fresh gateway of each database.
+macro_rules! on_each_database {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(Gateway::start_on(Db::Sqlite, &[]).await).await
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(Gateway::start_on(Db::Postgres, &[]).await).await
+                }
+            )*
+        }
+    };
+}
+
+on_each_database!(
+    root_status_endpoints_and_openapi,
+    services_crud_defaults_and_errors,
+    routes_nested_foreign_keys_and_restrict,
+    forms_multipart_and_bad_bodies,
+    pagination_and_tags,
+    consumers_credentials_and_cascades,
+    certificates_snis_upstreams_targets_schemas_plugins,
+    foreign_references_by_unique_field,
+);

@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+pub use tollgate_store::postgres::test_server::TestServer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
@@ -18,7 +19,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Which database a test gateway uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// The embedded store in the gateway's prefix (the default).
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (`TOLLGATE_TEST_PG`, or one started
+    /// through scripts/pg).
+    Postgres,
+}
+
+/// The environment that points a gateway at PostgreSQL database `name` on `server`.
+pub fn pg_env(server: &TestServer, name: &str) -> Vec<(String, String)> {
+    vec![
+        ("TOLLGATE_DATABASE".into(), "postgres".into()),
+        ("TOLLGATE_PG_HOST".into(), server.host.clone()),
+        ("TOLLGATE_PG_PORT".into(), server.port.to_string()),
+        ("TOLLGATE_PG_USER".into(), server.user.clone()),
+        ("TOLLGATE_PG_DATABASE".into(), name.to_string()),
+    ]
+}
+
 pub struct Gateway {
+    /// `sqlite` or `postgres`, as the Admin API reports it.
+    pub database: &'static str,
     child: Option<Child>,
     pub prefix: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -43,6 +67,22 @@ pub fn command(prefix: &Path) -> Command {
 impl Gateway {
     pub async fn start() -> Gateway {
         Gateway::start_with(&[]).await
+    }
+
+    /// Starts on a fresh database of the given kind.
+    pub async fn start_on(db: Db, env: &[(&str, &str)]) -> Gateway {
+        match db {
+            Db::Sqlite => Gateway::start_with(env).await,
+            Db::Postgres => {
+                let server = TestServer::shared();
+                let name = server.fresh_database().await;
+                let mut all = pg_env(server, &name);
+                all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                let all: Vec<(&str, &str)> =
+                    all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                Gateway::start_with(&all).await
+            }
+        }
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> Gateway {
@@ -70,6 +110,30 @@ impl Gateway {
         panic!("gateway could not bind free ports in 5 tries")
     }
 
+    /// Starts on an existing prefix and waits only until the proxy accepts connections
+    /// (for nodes that serve while not ready, e.g. from a saved configuration).
+    pub async fn launch_unready(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let mut g = Gateway::spawn(prefix, env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = g.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    panic!("gateway exited:\n{}", g.stderr());
+                }
+            }
+            if g.client
+                .get(format!("{}/status", g.status))
+                .send()
+                .await
+                .is_ok()
+            {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "gateway not up:\n{}", g.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn spawn(prefix: PathBuf, env: &[(&str, &str)]) -> Gateway {
         let (a, p, s) = (free_port(), free_port(), free_port());
         let log = std::fs::File::create(prefix.join("test-stderr.log")).unwrap();
@@ -85,7 +149,11 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn tollgate");
+        let postgres = env
+            .iter()
+            .any(|(k, v)| *k == "TOLLGATE_DATABASE" && *v == "postgres");
         Gateway {
+            database: if postgres { "postgres" } else { "sqlite" },
             child: Some(child),
             prefix,
             _dir: None,

@@ -42,6 +42,13 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            ApiError::Model(e) if e.is_database_unreachable() => {
+                tracing::error!(error = %e, "admin API: database unreachable");
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "message": "The database is unreachable: this node keeps proxying with its last configuration, but cannot read or change the configuration until the database is back" }),
+                )
+            }
             ApiError::Model(e) if e.code() == ErrorCode::DatabaseError => {
                 // The cause is for the operator's log, never for the client.
                 tracing::error!(error = %e, "admin API: database error");

@@ -79,6 +79,7 @@ pub const TOLLGATE_KEYS: &[&str] = &[
     "admin_audit_log",
     "admin_ssl_client_ca",
     "admin_gui_dir",
+    "db_snapshot",
 ];
 
 /// Built-in defaults where Tollgate differs from Kong (`prefix` and
@@ -516,6 +517,10 @@ pub struct Config {
     pub cassandra_repl_factor: u32,
     /// `cassandra_timeout` (milliseconds in kong.conf).
     pub cassandra_timeout: Duration,
+    /// `db_snapshot` (Tollgate): with a shared database, keep the last configuration read
+    /// from it in `<prefix>/db_snapshot.json` and start from that file when the database
+    /// is unreachable at start.
+    pub db_snapshot: bool,
     /// `db_update_frequency` (seconds in kong.conf).
     pub db_update_frequency: Duration,
     /// `db_update_propagation` (seconds).
@@ -1280,6 +1285,7 @@ fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
         ),
         cassandra_repl_factor: cx.int("cassandra_repl_factor", 1, u32max) as u32,
         cassandra_timeout: cx.val("cassandra_timeout", values::parse_millis),
+        db_snapshot: cx.boolean("db_snapshot"),
         db_update_frequency: cx.val("db_update_frequency", values::parse_seconds),
         db_update_propagation: cx.val("db_update_propagation", values::parse_seconds),
         db_cache_ttl: cx.val("db_cache_ttl", values::parse_seconds),

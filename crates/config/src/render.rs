@@ -215,6 +215,7 @@ pub(crate) const TYPED_KEYS: &[(&str, &str)] = &[
     ("admin_ssl_client_ca", "CA (path or PEM) verifying Admin API client certificates for admin_auth = mtls (Tollgate)."),
     ("database", "sqlite, postgres, cassandra or off (DB-less). Tollgate's default is sqlite."),
     ("sqlite_path", "SQLite database file, relative to the prefix. Default: <prefix>/tollgate.db (Tollgate)."),
+    ("db_snapshot", "on: keep the last configuration read from a shared database in <prefix>/db_snapshot.json and start from it when the database is unreachable (Tollgate). Default: off."),
     ("declarative_config", "Declarative configuration file for database = off."),
     ("declarative_config_string", "Declarative configuration as a string for database = off."),
     ("pg_host", "PostgreSQL host."),

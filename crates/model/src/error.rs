@@ -65,6 +65,8 @@ impl ErrorCode {
     }
 }
 
+const UNREACHABLE: &str = "database unreachable";
+
 /// A Kong-style error. Pointer-sized so `Result<T, Error>` stays small on hot paths.
 #[derive(Clone, PartialEq)]
 pub struct Error(Box<Inner>);
@@ -269,6 +271,18 @@ impl Error {
     /// "An unexpected error occurred".
     pub fn database(msg: impl Into<String>) -> Self {
         Error::new(ErrorCode::DatabaseError, msg, None)
+    }
+
+    /// A database error because the database cannot be reached (down, partitioned, not
+    /// answering in time), as opposed to one it reported.
+    pub fn database_unreachable(msg: impl Into<String>) -> Self {
+        let mut e = Error::new(ErrorCode::DatabaseError, msg, None);
+        e.0.name = Some(UNREACHABLE.into());
+        e
+    }
+
+    pub fn is_database_unreachable(&self) -> bool {
+        self.0.code == ErrorCode::DatabaseError && self.0.name.as_deref() == Some(UNREACHABLE)
     }
 
     /// A write refused because this node has no database (`database = off`).

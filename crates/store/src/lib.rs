@@ -6,8 +6,12 @@
 //! foreign-key and cascade rules are checked inside the write transaction, which yields
 //! Kong's exact errors instead of parsing driver messages.
 
+#[cfg(test)]
+mod conformance;
 mod memory;
 mod paging;
+pub mod postgres;
+mod rules;
 pub mod sqlite;
 
 pub use memory::MemoryStore;

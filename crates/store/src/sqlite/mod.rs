@@ -7,13 +7,13 @@
 mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
+use crate::rules::{self, fk_col, now, parse_row, take_ttl, unique_col, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
     PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
-use schema::{cache_key_of, fk_col, unique_col, unique_text};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -153,24 +153,6 @@ impl SqliteStore {
     }
 }
 
-fn now() -> i64 {
-    tollgate_model::schema::now_secs() as i64
-}
-
-fn parse_row(text: &str) -> Result<Row> {
-    serde_json::from_str(text).map_err(|e| Error::database(format!("corrupt row: {e}")))
-}
-
-/// Applies `ttl` bookkeeping: a stored expiry becomes the remaining seconds in `ttl`.
-fn with_ttl(schema: &EntitySchema, mut row: Row, expires: Option<i64>) -> Row {
-    if schema.ttl {
-        if let Some(exp) = expires {
-            row.insert("ttl".into(), json!((exp - now()).max(0)));
-        }
-    }
-    row
-}
-
 /// The stored row `id` (an expired one only with `expired`).
 fn select_raw_tx(
     tx: &Connection,
@@ -204,69 +186,24 @@ fn select_tx(tx: &Connection, schema: &EntitySchema, id: &str) -> Result<Option<
         .transpose()
 }
 
-/// Checks unique fields, the cache key and foreign keys of `row` (excluding the row
-/// itself) and returns Kong's error for the first violation.
-fn check_constraints(tx: &Connection, schema: &EntitySchema, row: &Row) -> Result<()> {
-    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
-    for f in schema.unique_fields() {
-        let Some(text) = unique_text(row.get(f.name)) else {
-            continue;
-        };
-        let sql = format!(
-            "SELECT id FROM \"{}\" WHERE {} = ?1 AND id <> ?2",
-            schema.name,
-            unique_col(f.name)
-        );
-        let hit: Option<String> = tx
-            .query_row(&sql, params![text, id], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
-        if hit.is_some() {
-            return Err(Error::unique_violation(&[(f.name, row[f.name].clone())]));
+/// Runs the constraint checks of `row` (see [`rules::checks`]) and returns Kong's error
+/// for the first violation.
+fn check_constraints(tx: &Connection, schema: &'static EntitySchema, row: &Row) -> Result<()> {
+    for c in rules::checks(schema, row) {
+        let mut sql = format!("SELECT 1 FROM \"{}\" WHERE {} = ?1", c.table, c.column);
+        let mut args = vec![c.value.clone()];
+        if let Some(x) = &c.exclude {
+            sql.push_str(" AND id <> ?2");
+            args.push(x.clone());
         }
-    }
-    if let Some(ck) = &schema.cache_key {
-        let key = cache_key_of(schema, row);
-        let sql = format!(
-            "SELECT id FROM \"{}\" WHERE cache_key = ?1 AND id <> ?2",
-            schema.name
-        );
-        let hit: Option<String> = tx
-            .query_row(&sql, params![key, id], |r| r.get(0))
-            .optional()
+        let found: Option<i64> = tx
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                st.query_row(params_from_iter(args), |r| r.get(0))
+                    .optional()
+            })
             .map_err(db_err)?;
-        if hit.is_some() {
-            let fields: Vec<(&str, Value)> = ck
-                .fields
-                .iter()
-                .map(|f| (*f, row.get(*f).cloned().unwrap_or(Value::Null)))
-                .collect();
-            return Err(Error::unique_violation(&fields));
-        }
-    }
-    for f in schema.foreign_fields() {
-        let Some(parent) = f.foreign_entity() else {
-            continue;
-        };
-        let Some(fk) = row
-            .get(f.name)
-            .and_then(|v| v.get("id"))
-            .and_then(Value::as_str)
-        else {
-            continue;
-        };
-        let sql = format!("SELECT 1 FROM \"{parent}\" WHERE id = ?1");
-        let ok: Option<i64> = tx
-            .query_row(&sql, params![fk], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
-        if ok.is_none() {
-            return Err(Error::foreign_key_violation(
-                f.name,
-                json!({ "id": fk }),
-                parent,
-            ));
-        }
+        c.outcome(found.is_some())?;
     }
     Ok(())
 }
@@ -274,7 +211,7 @@ fn check_constraints(tx: &Connection, schema: &EntitySchema, row: &Row) -> Resul
 /// Writes the row and its tags (insert or replace by id); returns it as stored.
 fn put_row(
     tx: &Connection,
-    schema: &EntitySchema,
+    schema: &'static EntitySchema,
     row: &Row,
     expires: Option<i64>,
 ) -> Result<RawRow> {
@@ -327,17 +264,6 @@ fn put_row(
     })
 }
 
-/// Takes `ttl` (seconds) off the row and turns it into an absolute expiry.
-fn take_ttl(schema: &EntitySchema, row: &mut Row) -> Option<i64> {
-    if !schema.ttl {
-        return None;
-    }
-    match row.remove("ttl") {
-        Some(Value::Number(n)) => n.as_i64().filter(|t| *t > 0).map(|t| now() + t),
-        _ => None,
-    }
-}
-
 /// Deletes `id` of `schema`, cascading to children declared `cascade` and refusing when a
 /// non-cascading child still points to it.
 fn delete_tx(
@@ -346,35 +272,27 @@ fn delete_tx(
     id: &str,
     touched: &mut Touched,
 ) -> Result<()> {
-    for child in entities::ALL.iter() {
-        for f in child.foreign_fields() {
-            if f.foreign_entity() != Some(schema.name) {
-                continue;
-            }
-            let sql = format!(
-                "SELECT id FROM \"{}\" WHERE {} = ?1",
-                child.name,
-                fk_col(f.name)
-            );
-            let ids: Vec<String> = {
-                let mut st = tx.prepare(&sql).map_err(db_err)?;
-                let rows = st.query_map(params![id], |r| r.get(0)).map_err(db_err)?;
-                rows.collect::<std::result::Result<_, _>>()
-                    .map_err(db_err)?
-            };
-            if ids.is_empty() {
-                continue;
-            }
-            if !f.on_delete_cascade {
-                return Err(Error::foreign_key_restricted(schema.name, child.name));
-            }
-            for cid in ids {
-                delete_tx(tx, child, &cid, touched)?;
-            }
+    for rel in rules::children_of(schema) {
+        let sql = format!(
+            "SELECT id FROM \"{}\" WHERE {} = ?1",
+            rel.child.name, rel.column
+        );
+        let ids: Vec<String> = {
+            let mut st = tx.prepare(&sql).map_err(db_err)?;
+            let rows = st.query_map(params![id], |r| r.get(0)).map_err(db_err)?;
+            rows.collect::<std::result::Result<_, _>>()
+                .map_err(db_err)?
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        if !rel.cascade {
+            return Err(rules::restricted(schema, rel.child));
+        }
+        for cid in ids {
+            delete_tx(tx, rel.child, &cid, touched)?;
         }
     }
-    // Services list their CA certificates by id in an array; Kong refuses to delete a
-    // CA certificate that is still in use.
     if schema.name == "ca_certificates" {
         let n: i64 = tx
             .query_row(
@@ -384,7 +302,7 @@ fn delete_tx(
             )
             .map_err(db_err)?;
         if n > 0 {
-            return Err(Error::foreign_key_restricted("ca_certificates", "services"));
+            return Err(rules::ca_certificate_in_use());
         }
     }
     touched.push(schema.name);
@@ -516,9 +434,7 @@ fn run_pending(tx: &Transaction<'_>) -> Result<Vec<String>> {
 }
 
 fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
-    let mut order: Vec<&'static EntitySchema> = entities::ALL.iter().collect();
-    order.sort_by_key(|s| s.import_order);
-    for schema in order {
+    for schema in rules::import_order() {
         for text in data.rows(schema.name) {
             {
                 let mut row = text.to_row();

@@ -1,80 +1,13 @@
 //! SQL derived from the entity schemas: one table per entity holding the JSON row plus
 //! the columns its constraints need.
 
-use serde_json::Value;
+use crate::rules::{self, extra_columns, fk_col, unique_col};
 use tollgate_model::{entities, EntitySchema, Row};
 
-pub(crate) fn unique_col(field: &str) -> String {
-    format!("\"u_{field}\"")
-}
-
-pub(crate) fn fk_col(field: &str) -> String {
-    format!("\"fk_{field}\"")
-}
-
-/// The text a unique column holds for a value (`None` for null: SQLite allows many).
-pub(crate) fn unique_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// Kong's cache key: the key fields' values (foreign keys by id) joined with `:`.
-pub(crate) fn cache_key_of(schema: &EntitySchema, row: &Row) -> Option<String> {
-    let ck = schema.cache_key.as_ref()?;
-    let parts: Vec<String> = ck
-        .fields
-        .iter()
-        .map(|f| match row.get(*f) {
-            Some(Value::Object(m)) => m
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        })
-        .collect();
-    Some(parts.join(":"))
-}
-
-/// The extra columns of a table, in a fixed order.
-fn extra_columns(schema: &EntitySchema) -> Vec<String> {
-    let mut cols = Vec::new();
-    if schema.cache_key.is_some() {
-        cols.push("cache_key".to_string());
-    }
-    for f in schema.unique_fields() {
-        cols.push(unique_col(f.name));
-    }
-    for f in schema.foreign_fields() {
-        cols.push(fk_col(f.name));
-    }
-    cols
-}
-
 pub(crate) fn column_value(schema: &EntitySchema, col: &str, row: &Row) -> rusqlite::types::Value {
-    use rusqlite::types::Value as V;
-    let text = |s: Option<String>| s.map(V::Text).unwrap_or(V::Null);
-    if col == "cache_key" {
-        return text(cache_key_of(schema, row));
-    }
-    let name = col.trim_matches('"');
-    if let Some(f) = name.strip_prefix("u_") {
-        return text(unique_text(row.get(f)));
-    }
-    if let Some(f) = name.strip_prefix("fk_") {
-        return text(
-            row.get(f)
-                .and_then(|v| v.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        );
-    }
-    V::Null
+    rules::column_text(schema, col, row)
+        .map(rusqlite::types::Value::Text)
+        .unwrap_or(rusqlite::types::Value::Null)
 }
 
 /// `INSERT … ON CONFLICT(id) DO UPDATE` for a schema, and its extra columns in order.

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""PostgreSQL cluster benchmarks (issue 8): three gateway nodes on one private PostgreSQL
+(scripts/pg), all on loopback.
+
+1. Propagation: a route created through node 1's Admin API, timed until it serves on
+   nodes 2 and 3 (polled over keep-alive connections); p50/p99/max over --writes writes.
+2. Admin API creates per second on PostgreSQL (consumers, one client, keep-alive).
+3. Proxy throughput on node 1 (wrk) alone, then while --rate writes per second (route
+   creates and deletes through nodes 2 and 3, each one a snapshot rebuild on node 1)
+   stream through the cluster; rounds alternate.
+
+    python3 bench/propagation.py --bin target/release/tollgate
+    python3 bench/propagation.py --bin target/debug/tollgate --smoke
+
+Prints a Markdown table; --json FILE also writes the figures."""
+
+import argparse, http.client, json, os, re, shutil, subprocess, sys, tempfile, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection, reopened on failure."""
+
+    def __init__(self, port):
+        self.port = port
+        self.c = None
+
+    def request(self, method, path, body=None):
+        for attempt in range(2):
+            try:
+                if self.c is None:
+                    self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                headers = {"content-type": "application/json"} if body is not None else {}
+                self.c.request(method, path, body=json.dumps(body) if body is not None else None,
+                               headers=headers)
+                r = self.c.getresponse()
+                data = r.read()
+                return r.status, data
+            except (OSError, http.client.HTTPException):
+                self.c = None
+                if attempt:
+                    raise
+
+
+def start_pg(tmp):
+    out = subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "start",
+                          os.path.join(tmp, "pg"), "--owner", str(os.getpid())],
+                         check=True, capture_output=True, text=True)
+    url = out.stdout.strip()
+    port = int(re.search(r":(\d+)/", url).group(1))
+    subprocess.run(["psql", url, "-qc", "CREATE DATABASE bench"], check=True)
+    return port
+
+
+def start_node(binary, tmp, k, pg_port, frequency):
+    prefix = os.path.join(tmp, f"node{k}")
+    os.makedirs(prefix, exist_ok=True)
+    ports = [benchlib.free_port() for _ in range(3)]
+    env = {k2: v for k2, v in os.environ.items() if not k2.startswith(("KONG_", "TOLLGATE_"))}
+    env.update({
+        "TOLLGATE_PREFIX": prefix,
+        "TOLLGATE_DATABASE": "postgres",
+        "TOLLGATE_PG_HOST": "127.0.0.1",
+        "TOLLGATE_PG_PORT": str(pg_port),
+        "TOLLGATE_PG_USER": "postgres",
+        "TOLLGATE_PG_DATABASE": "bench",
+        "TOLLGATE_DB_UPDATE_FREQUENCY": str(frequency),
+        "TOLLGATE_PROXY_LISTEN": f"127.0.0.1:{ports[0]}",
+        "TOLLGATE_ADMIN_LISTEN": f"127.0.0.1:{ports[1]}",
+        "TOLLGATE_STATUS_LISTEN": f"127.0.0.1:{ports[2]}",
+        "TOLLGATE_LOG_LEVEL": "warn",
+        "TOLLGATE_NGINX_WORKER_PROCESSES": "1",
+    })
+    log = open(os.path.join(prefix, "out.log"), "w")
+    p = subprocess.Popen([binary, "start"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return p, {"proxy": ports[0], "admin": ports[1], "status": ports[2]}
+
+
+def wait_ready(nodes):
+    deadline = time.time() + 60
+    for p, ports in nodes:
+        while True:
+            try:
+                s, _ = Conn(ports["status"]).request("GET", "/status/ready")
+                if s == 200:
+                    break
+            except OSError:
+                pass
+            if p.poll() is not None or time.time() > deadline:
+                benchlib.die(f"node on {ports} did not start")
+            time.sleep(0.05)
+
+
+def propagation(nodes, writes):
+    admin = Conn(nodes[0][1]["admin"])
+    pollers = [Conn(n[1]["proxy"]) for n in nodes[1:]]
+    times = []
+    for i in range(writes):
+        path = f"/prop{i}"
+        t0 = time.perf_counter()
+        s, body = admin.request("POST", "/services/up/routes", {"paths": [path]})
+        if s != 201:
+            benchlib.die(f"route create: {s} {body[:200]}")
+        pending = set(range(len(pollers)))
+        while pending:
+            for j in list(pending):
+                s, _ = pollers[j].request("GET", path)
+                if s == 200:
+                    pending.discard(j)
+            if time.perf_counter() - t0 > 10:
+                benchlib.die(f"{path} did not propagate in 10 s")
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def admin_creates(node, n):
+    admin = Conn(node[1]["admin"])
+    t0 = time.perf_counter()
+    for i in range(n):
+        s, body = admin.request("POST", "/consumers", {"username": f"bench-{i}"})
+        if s != 201:
+            benchlib.die(f"consumer create: {s} {body[:200]}")
+    return n / (time.perf_counter() - t0)
+
+
+def wrk(port, seconds):
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/prop0"],
+                         check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, int(errors.group(1)) if errors else 0
+
+
+def writer(node, rate, stop, count, tag):
+    admin = Conn(node[1]["admin"])
+    interval = 1.0 / rate
+    nxt = time.perf_counter()
+    i = 0
+    while not stop.is_set():
+        name = f"churn{tag}-{i % 50}"
+        if i // 50 % 2 == 0:
+            admin.request("POST", "/services/up/routes", {"name": name, "paths": [f"/{name}"]})
+        else:
+            admin.request("DELETE", f"/routes/{name}")
+        count[0] += 1
+        i += 1
+        nxt += interval
+        delay = nxt - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=benchlib.default_bin())
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--writes", type=int, default=200)
+    ap.add_argument("--creates", type=int, default=2000)
+    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if not a.bin:
+        benchlib.die("no binary: pass --bin")
+    if a.smoke:
+        a.writes, a.creates, a.seconds, a.rounds = 10, 50, 1, 1
+    benchlib.need_tools(["wrk", "nginx", "psql"])
+    tmp = tempfile.mkdtemp(prefix="tollgate-prop-")
+    os.chmod(tmp, 0o755)  # the PostgreSQL server runs as the postgres user
+    up_port = benchlib.free_port()
+    nginx, _ = benchlib.start_nginx(tmp, "upstream", benchlib.upstream_conf(tmp, up_port, "/dev/null"),
+                                    0, up_port)
+    pg_port = start_pg(tmp)
+    nodes = []
+    try:
+        # Started together on the empty database: one bootstraps, the others wait for it.
+        nodes = [start_node(a.bin, tmp, k, pg_port, 5) for k in range(3)]
+        wait_ready(nodes)
+        s, body = Conn(nodes[0][1]["admin"]).request(
+            "POST", "/services", {"name": "up", "url": f"http://127.0.0.1:{up_port}"})
+        if s != 201:
+            benchlib.die(f"service create: {s} {body[:200]}")
+        times = propagation(nodes, a.writes)
+        creates = admin_creates(nodes[0], a.creates)
+        base, loaded, errors, written = [], [], 0, 0
+        for _ in range(a.rounds):
+            rps, e = wrk(nodes[0][1]["proxy"], a.seconds)
+            base.append(rps)
+            errors += e
+            # Two writers (one request at a time each) so the rate holds on a busy machine.
+            stop, count = threading.Event(), [0]
+            threads = [threading.Thread(target=writer, args=(nodes[1 + w], a.rate / 2, stop, count, w))
+                       for w in range(2)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            rps, e = wrk(nodes[0][1]["proxy"], a.seconds)
+            stop.set()
+            for t in threads:
+                t.join()
+            loaded.append(rps)
+            errors += e
+            written += count[0] / (time.perf_counter() - t0)
+        res = {
+            "propagation_ms": {"p50": pct(times, 50), "p99": pct(times, 99), "max": max(times),
+                               "writes": len(times)},
+            "admin_creates_per_s": creates,
+            "proxy_rps_idle": sorted(base)[len(base) // 2],
+            "proxy_rps_with_writes": sorted(loaded)[len(loaded) // 2],
+            "writes_per_s_achieved": written / a.rounds,
+            "proxy_non_2xx": errors,
+        }
+        res["proxy_change_pct"] = 100 * (res["proxy_rps_with_writes"] / res["proxy_rps_idle"] - 1)
+        print("| figure | value |\n|---|---|")
+        p = res["propagation_ms"]
+        print(f"| propagation, node 1 write → serving on nodes 2 and 3 ({p['writes']} writes) | "
+              f"p50 {p['p50']:.1f} ms, p99 {p['p99']:.1f} ms, max {p['max']:.1f} ms |")
+        print(f"| Admin API creates/s on PostgreSQL (consumers, 1 client) | {creates:.0f} |")
+        print(f"| proxy req/s on node 1, no writes (median of {a.rounds}) | {res['proxy_rps_idle']:.0f} |")
+        print(f"| proxy req/s on node 1 with {res['writes_per_s_achieved']:.0f} writes/s through nodes 2 and 3 | "
+              f"{res['proxy_rps_with_writes']:.0f} ({res['proxy_change_pct']:+.1f}%) |")
+        print(f"| non-2xx proxied responses | {errors} |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+    finally:
+        for p, _ in nodes:
+            benchlib.stop(p)
+        benchlib.stop(nginx)
+        subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "destroy", os.path.join(tmp, "pg")])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+//! Behaviour every database backend must share, run against each (SQLite in
+//! `sqlite/tests.rs`, PostgreSQL in `postgres/tests.rs`): the same calls must give the
+//! same rows, errors and change events.
+
+use crate::rules::now;
+use crate::{ChangeEvent, ChangeEvents, ChangeOp, PageQuery, Row, Store, TagFilter};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tollgate_model::schema::{Context, Operation};
+use tollgate_model::{entities, EntitySchema};
+
+pub(crate) fn schema(name: &str) -> &'static EntitySchema {
+    entities::by_name(name).unwrap()
+}
+
+pub(crate) fn row(name: &str, v: Value) -> Row {
+    let Value::Object(m) = v else { panic!() };
+    schema(name)
+        .process(m, &Context::new(Operation::Insert))
+        .unwrap()
+}
+
+/// The next event, waiting for backends that deliver after the commit.
+async fn next_event(ev: &mut ChangeEvents) -> Arc<ChangeEvent> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), ev.recv())
+        .await
+        .expect("no change event within 10 s")
+        .expect("event channel")
+}
+
+/// Runs every shared test against the store `open` returns.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! conformance_tests {
+    ($open:expr) => {
+        #[tokio::test]
+        async fn insert_select_unique_and_primary_key() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::insert_select_unique_and_primary_key(&s).await;
+        }
+        #[tokio::test]
+        async fn foreign_keys_cascade_and_restrict() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::foreign_keys_cascade_and_restrict(&s).await;
+        }
+        #[tokio::test]
+        async fn paging_tags_and_cache_keys() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::paging_tags_and_cache_keys(&s).await;
+        }
+        #[tokio::test]
+        async fn ttl_credentials_expire() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::ttl_credentials_expire(&s).await;
+        }
+        #[tokio::test]
+        async fn scan_pages_rows_as_stored_text() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::scan_pages_rows_as_stored_text(&s).await;
+        }
+        #[tokio::test]
+        async fn writes_emit_row_events_in_commit_order_with_cascades() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::writes_emit_row_events_in_commit_order_with_cascades(&s).await;
+        }
+        #[tokio::test]
+        async fn import_is_all_or_nothing() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::import_is_all_or_nothing(&s).await;
+        }
+    };
+}
+
+pub(crate) async fn insert_select_unique_and_primary_key(s: &dyn Store) {
+    let svc = row("services", json!({"name": "a", "host": "example.com"}));
+    let id = svc["id"].as_str().unwrap().to_string();
+    s.insert(schema("services"), svc.clone()).await.unwrap();
+    assert_eq!(
+        s.select(schema("services"), &id).await.unwrap().unwrap()["host"],
+        "example.com"
+    );
+    assert_eq!(
+        s.select_by_field(schema("services"), "name", "a")
+            .await
+            .unwrap()
+            .unwrap()["id"],
+        id
+    );
+
+    let e = s.insert(schema("services"), svc).await.unwrap_err();
+    assert_eq!(e.to_json()["code"], 3);
+    let e = s
+        .insert(
+            schema("services"),
+            row("services", json!({"name": "a", "host": "b.com"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "UNIQUE violation detected on '{name=\"a\"}'");
+    assert_eq!(e.http_status(), 409);
+}
+
+pub(crate) async fn foreign_keys_cascade_and_restrict(s: &dyn Store) {
+    let svc = row("services", json!({"host": "example.com"}));
+    let sid = svc["id"].as_str().unwrap().to_string();
+    let missing = row(
+        "routes",
+        json!({"paths": ["/"], "service": {"id": "6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a"}}),
+    );
+    let e = s.insert(schema("routes"), missing).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "the foreign key '{id=\"6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a\"}' does not reference an existing 'services' entity."
+    );
+    s.insert(schema("services"), svc).await.unwrap();
+    let r = row("routes", json!({"paths": ["/"], "service": {"id": sid}}));
+    s.insert(schema("routes"), r).await.unwrap();
+    // A service with routes cannot go (Kong restricts), its plugins would cascade.
+    let e = s.delete(schema("services"), &sid).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "an existing 'routes' entity references this 'services' entity"
+    );
+
+    let c = row("consumers", json!({"username": "bob"}));
+    let cid = c["id"].as_str().unwrap().to_string();
+    s.insert(schema("consumers"), c).await.unwrap();
+    s.insert(
+        schema("keyauth_credentials"),
+        row(
+            "keyauth_credentials",
+            json!({"consumer": {"id": cid}, "key": "k1"}),
+        ),
+    )
+    .await
+    .unwrap();
+    s.delete(schema("consumers"), &cid).await.unwrap();
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "k1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub(crate) async fn paging_tags_and_cache_keys(s: &dyn Store) {
+    for i in 0..25 {
+        let tags = if i % 2 == 0 {
+            json!(["even", "all"])
+        } else {
+            json!(["odd", "all"])
+        };
+        s.insert(
+            schema("consumers"),
+            row(
+                "consumers",
+                json!({"username": format!("u{i}"), "tags": tags}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let mut q = PageQuery {
+        size: 10,
+        ..Default::default()
+    };
+    let mut seen = 0;
+    loop {
+        let p = s.page(schema("consumers"), &q).await.unwrap();
+        seen += p.rows.len();
+        match p.next_offset {
+            Some(o) => q.offset = Some(o),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 25);
+    let q = PageQuery {
+        size: 100,
+        tags: Some(TagFilter::All(vec!["even".into(), "all".into()])),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.page(schema("consumers"), &q).await.unwrap().rows.len(),
+        13
+    );
+    let q = PageQuery {
+        size: 100,
+        tags: Some(TagFilter::Any(vec!["even".into(), "odd".into()])),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.page(schema("consumers"), &q).await.unwrap().rows.len(),
+        25
+    );
+
+    let c = s
+        .select_by_field(schema("consumers"), "username", "u1")
+        .await
+        .unwrap()
+        .unwrap();
+    let cid = c["id"].clone();
+    s.insert(
+        schema("acls"),
+        row("acls", json!({"consumer": {"id": cid}, "group": "g"})),
+    )
+    .await
+    .unwrap();
+    let e = s
+        .insert(
+            schema("acls"),
+            row("acls", json!({"consumer": {"id": cid}, "group": "g"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_json()["code"], 5);
+}
+
+pub(crate) async fn ttl_credentials_expire(s: &dyn Store) {
+    let c = row("consumers", json!({"username": "bob"}));
+    let cid = c["id"].clone();
+    s.insert(schema("consumers"), c).await.unwrap();
+    let mut k = row(
+        "keyauth_credentials",
+        json!({"consumer": {"id": cid}, "key": "short"}),
+    );
+    k.insert("ttl".into(), json!(1));
+    let out = s.insert(schema("keyauth_credentials"), k).await.unwrap();
+    assert!(out["ttl"].as_i64().unwrap() <= 1);
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "short")
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(s
+        .select_by_field(schema("keyauth_credentials"), "key", "short")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub(crate) async fn scan_pages_rows_as_stored_text(s: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = row("consumers", json!({ "username": format!("u{i}") }));
+        ids.push(c["id"].as_str().unwrap().to_string());
+        s.insert(schema("consumers"), c).await.unwrap();
+    }
+    ids.sort();
+    let first = s.scan("consumers", None, 3).await.unwrap();
+    assert_eq!(first.rows.len(), 3);
+    let rest = s.scan("consumers", first.next.as_deref(), 3).await.unwrap();
+    assert_eq!(rest.rows.len(), 2);
+    assert!(rest.next.is_none());
+    let mut got: Vec<&str> = first
+        .rows
+        .iter()
+        .chain(&rest.rows)
+        .map(|r| &*r.id)
+        .collect();
+    got.sort();
+    assert_eq!(got, ids);
+    let first = first.rows;
+    let parsed: Row = serde_json::from_str(&first[0].text).unwrap();
+    assert_eq!(parsed["id"].as_str(), Some(&*first[0].id));
+    assert!(first[0].expires_at.is_none());
+    assert!(s.scan("nope", None, 1).await.is_err());
+}
+
+pub(crate) async fn writes_emit_row_events_in_commit_order_with_cascades(s: &dyn Store) {
+    let mut ev = s.events();
+    let c = row("consumers", json!({"username": "alice"}));
+    let cid = c["id"].as_str().unwrap().to_string();
+    s.insert(schema("consumers"), c).await.unwrap();
+    let mut k = row(
+        "keyauth_credentials",
+        json!({"key": "k1", "consumer": {"id": cid}}),
+    );
+    k.insert("ttl".into(), json!(100));
+    let kid = k["id"].as_str().unwrap().to_string();
+    s.insert(schema("keyauth_credentials"), k.clone())
+        .await
+        .unwrap();
+    let mut k2 = k.clone();
+    k2.insert("key".into(), json!("k2"));
+    s.update(schema("keyauth_credentials"), k2).await.unwrap();
+    s.delete(schema("consumers"), &cid).await.unwrap();
+
+    let rows = |e: Arc<ChangeEvent>| match &*e {
+        ChangeEvent::Rows(r) => r.clone(),
+        ChangeEvent::Reset => panic!("unexpected reset"),
+    };
+    let created = rows(next_event(&mut ev).await);
+    assert_eq!(created.len(), 1);
+    assert_eq!((created[0].entity, &*created[0].id), ("consumers", &*cid));
+    assert_eq!(created[0].op, ChangeOp::Upsert);
+    assert!(created[0].old.is_none());
+
+    let cred = rows(next_event(&mut ev).await);
+    let new = cred[0].new.as_ref().unwrap();
+    assert!(new.text.contains("\"k1\""));
+    assert!(new.expires_at.unwrap() > now(), "absolute expiry");
+
+    let updated = rows(next_event(&mut ev).await);
+    assert!(updated[0].old.as_ref().unwrap().text.contains("\"k1\""));
+    assert!(updated[0].new.as_ref().unwrap().text.contains("\"k2\""));
+
+    // The cascade: the credential goes first, then its consumer, in one commit.
+    let deleted = rows(next_event(&mut ev).await);
+    let what: Vec<(&str, &str, ChangeOp)> =
+        deleted.iter().map(|r| (r.entity, &*r.id, r.op)).collect();
+    assert_eq!(
+        what,
+        [
+            ("keyauth_credentials", &*kid, ChangeOp::Delete),
+            ("consumers", &*cid, ChangeOp::Delete)
+        ]
+    );
+    assert!(deleted[0].old.as_ref().unwrap().text.contains("\"k2\""));
+    assert!(deleted.iter().all(|r| r.new.is_none()));
+
+    // Deleting a missing row commits nothing to announce.
+    s.delete(schema("consumers"), &cid).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(ev.try_recv().is_err());
+
+    s.replace_all(crate::EntitySet::default()).await.unwrap();
+    assert_eq!(*next_event(&mut ev).await, ChangeEvent::Reset);
+}
+
+pub(crate) async fn import_is_all_or_nothing(s: &dyn Store) {
+    use crate::{Dataset, EntitySet};
+    let mut good = Dataset::new();
+    good.insert(
+        "services".into(),
+        (0..150)
+            .map(|i| {
+                row(
+                    "services",
+                    json!({"name": format!("s{i}"), "host": "a.com"}),
+                )
+            })
+            .collect(),
+    );
+    s.import(EntitySet::from_dataset(&good)).await.unwrap();
+    // A name clash deep inside a large import (past the first pipelined batch).
+    let mut bad = Dataset::new();
+    let mut rows: Vec<Row> = (0..100)
+        .map(|i| {
+            row(
+                "services",
+                json!({"name": format!("n{i}"), "host": "b.com"}),
+            )
+        })
+        .collect();
+    rows.push(row("services", json!({"name": "s7", "host": "c.com"})));
+    bad.insert("services".into(), rows);
+    let e = s.import(EntitySet::from_dataset(&bad)).await.unwrap_err();
+    assert_eq!(e.to_json()["code"], 5, "{e:?}");
+    assert_eq!(e.message(), "UNIQUE violation detected on '{name=\"s7\"}'");
+    // A route pointing nowhere.
+    let mut dangling = Dataset::new();
+    dangling.insert(
+        "routes".into(),
+        vec![row(
+            "routes",
+            json!({"paths": ["/"], "service": {"id": "6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a"}}),
+        )],
+    );
+    let e = s
+        .import(EntitySet::from_dataset(&dangling))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_json()["code"], 4, "{e:?}");
+    let all = s.load_all().await.unwrap();
+    assert_eq!(all["services"].len(), 150);
+    assert!(all["services"].iter().all(|r| r["host"] == "a.com"));
+    assert!(all["routes"].is_empty());
+}

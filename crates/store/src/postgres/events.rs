@@ -1,0 +1,309 @@
+//! Propagation between nodes: every write transaction appends one row to
+//! `cluster_events` and `NOTIFY`s `tollgate_events` before it commits; every node replays
+//! the rows it has not seen yet as the same [`ChangeEvent`]s the embedded store emits.
+//!
+//! Consistency: writes are serialised cluster-wide by an advisory lock
+//! ([`super::schema::WRITE_LOCK`]), so event ids grow in commit order and a node that has
+//! replayed id N has replayed every earlier write (each node applies all writes in one
+//! global order, no gaps). The notification is only a wake-up: it makes propagation take
+//! one round trip; when it is lost (LISTEN connection dropped, partition) the poll every
+//! `db_update_frequency` reads the same rows, so a change is late, never lost. Events
+//! older than [`RETENTION`] are purged; a node that fell further behind than that (its
+//! last id is below the purge floor) reloads everything instead (`ChangeEvent::Reset`),
+//! as it does when the database comes back after it could not be read.
+
+use super::options::PgOptions;
+use crate::{ChangeEvent, ChangeOp, Changes, RawRow, RowChange};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use tollgate_model::{entities, Error, Result};
+
+/// The notification channel.
+pub(crate) const CHANNEL: &str = "tollgate_events";
+/// How long replayable events are kept.
+pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
+/// Rows read per poll query.
+const BATCH: i64 = 512;
+
+/// The stored form of one commit (the `data` column).
+pub(crate) fn encode(rows: &[RowChange], reset: bool) -> String {
+    if reset {
+        return json!({ "reset": true }).to_string();
+    }
+    let raw = |r: &Option<RawRow>| {
+        r.as_ref()
+            .map(|r| json!({ "text": &*r.text, "expires_at": r.expires_at }))
+    };
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "entity": r.entity,
+                "id": &*r.id,
+                "op": if r.op == ChangeOp::Delete { "delete" } else { "upsert" },
+                "new": raw(&r.new),
+                "old": raw(&r.old),
+            })
+        })
+        .collect();
+    json!({ "rows": rows }).to_string()
+}
+
+fn decode(data: &str) -> Result<ChangeEvent> {
+    let bad = |what: &str| Error::database(format!("unreadable cluster event: {what}"));
+    let v: Value = serde_json::from_str(data).map_err(|e| bad(&e.to_string()))?;
+    if v.get("reset").and_then(Value::as_bool) == Some(true) {
+        return Ok(ChangeEvent::Reset);
+    }
+    let raw = |v: &Value, id: &str| -> Option<RawRow> {
+        let text = v.get("text")?.as_str()?;
+        Some(RawRow {
+            id: id.into(),
+            text: text.into(),
+            expires_at: v.get("expires_at").and_then(Value::as_i64),
+        })
+    };
+    let mut out = Vec::new();
+    for r in v
+        .get("rows")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no rows"))?
+    {
+        let name = r.get("entity").and_then(Value::as_str).unwrap_or_default();
+        let entity = entities::by_name(name).ok_or_else(|| bad(name))?.name;
+        let id = r
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no id"))?;
+        out.push(RowChange {
+            entity,
+            id: id.into(),
+            op: if r.get("op").and_then(Value::as_str) == Some("delete") {
+                ChangeOp::Delete
+            } else {
+                ChangeOp::Upsert
+            },
+            new: r.get("new").and_then(|v| raw(v, id)),
+            old: r.get("old").and_then(|v| raw(v, id)),
+        });
+    }
+    Ok(ChangeEvent::Rows(out))
+}
+
+/// Where this node's replay stands and where it delivers.
+pub(crate) struct Feed {
+    pub pool: deadpool_postgres::Pool,
+    pub events: broadcast::Sender<Arc<ChangeEvent>>,
+    pub version: Arc<watch::Sender<Changes>>,
+    pub wake: Arc<Notify>,
+    pub frequency: Duration,
+    /// The last replayed id; `None` until the table could be read once. Shared with the
+    /// store, which sets it right after migrating an empty database.
+    pub last: Arc<std::sync::Mutex<Option<i64>>>,
+}
+
+impl Feed {
+    fn last(&self) -> Option<i64> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_last(&self, id: i64) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+
+    fn deliver(&self, e: ChangeEvent) {
+        let touched: Vec<&'static str> = match &e {
+            ChangeEvent::Reset => entities::ALL.iter().map(|s| s.name).collect(),
+            ChangeEvent::Rows(rows) => rows.iter().map(|r| r.entity).collect(),
+        };
+        let _ = self.events.send(Arc::new(e));
+        self.version.send_modify(|c| c.bump(&touched));
+    }
+
+    /// The newest event id (where a node that just loaded everything starts).
+    pub async fn head(pool: &deadpool_postgres::Pool) -> Result<i64> {
+        let c = pool.get().await.map_err(super::pool_err)?;
+        let r = c
+            .query_one(
+                "SELECT GREATEST(COALESCE(MAX(id), 0), (SELECT purged FROM cluster_events_floor)) FROM cluster_events",
+                &[],
+            )
+            .await
+            .map_err(super::db_err)?;
+        Ok(r.get(0))
+    }
+
+    /// Replays everything after `last`.
+    async fn catch_up(&self) -> Result<()> {
+        let Some(mut last) = self.last() else {
+            // Never read before (the database was down when this node connected): what it
+            // serves may be older than anything, reload it all. (Migrating sets the
+            // position, so a node that bootstraps an empty database does not get here.)
+            let head = Self::head(&self.pool).await?;
+            self.set_last(head);
+            self.deliver(ChangeEvent::Reset);
+            return Ok(());
+        };
+        let c = self.pool.get().await.map_err(super::pool_err)?;
+        let floor: i64 = c
+            .query_one("SELECT purged FROM cluster_events_floor", &[])
+            .await
+            .map_err(super::db_err)?
+            .get(0);
+        if floor > last {
+            tracing::warn!(
+                last,
+                floor,
+                "missed events were purged; reloading everything"
+            );
+            let head = Self::head(&self.pool).await?;
+            self.set_last(head);
+            self.deliver(ChangeEvent::Reset);
+            return Ok(());
+        }
+        loop {
+            let rows = c
+                .query(
+                    "SELECT id, data FROM cluster_events WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&last, &BATCH],
+                )
+                .await
+                .map_err(super::db_err)?;
+            for r in &rows {
+                let id: i64 = r.get(0);
+                let data: &str = r.get(1);
+                match decode(data) {
+                    Ok(e) => self.deliver(e),
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "reloading everything");
+                        self.deliver(ChangeEvent::Reset);
+                    }
+                }
+                last = id;
+                self.set_last(id);
+            }
+            if (rows.len() as i64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops events older than [`RETENTION`], raising the floor past them.
+    async fn purge(&self) -> Result<()> {
+        let mut c = self.pool.get().await.map_err(super::pool_err)?;
+        let tx = c.transaction().await.map_err(super::db_err)?;
+        tx.execute(
+            "WITH gone AS (DELETE FROM cluster_events WHERE at < now() - make_interval(secs => $1) RETURNING id) \
+             UPDATE cluster_events_floor SET purged = GREATEST(purged, (SELECT COALESCE(MAX(id), 0) FROM gone))",
+            &[&(RETENTION.as_secs_f64())],
+        )
+        .await
+        .map_err(super::db_err)?;
+        tx.commit().await.map_err(super::db_err)
+    }
+
+    /// Replays on every notification and every `frequency`; after a failure, reloads
+    /// everything once the database answers again.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut failing = false;
+        let mut last_purge = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.frequency) => {}
+                _ = stop.changed() => return,
+            }
+            match self.catch_up().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("database reachable again; reloading the configuration");
+                    self.deliver(ChangeEvent::Reset);
+                }
+                Ok(()) => {}
+                // Before the first successful read there is nothing to resync (the first
+                // read decides whether to reload), e.g. while the schema is being created.
+                Err(_) if self.last().is_none() => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "cannot read cluster events; serving the last configuration");
+                    }
+                    failing = true;
+                }
+            }
+            if !failing && last_purge.elapsed() > Duration::from_secs(60) {
+                last_purge = tokio::time::Instant::now();
+                if let Err(e) = self.purge().await {
+                    tracing::warn!(error = %e, "cannot purge old cluster events");
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one connection LISTENing and wakes the feed on each notification, reconnecting
+/// (and catching up) after it drops.
+pub(crate) async fn listen(opts: PgOptions, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let connected = match opts.tls() {
+            Ok(Some(tls)) => listen_once(&opts, tls, wake.clone()).await,
+            Ok(None) => listen_once(&opts, tokio_postgres::NoTls, wake.clone()).await,
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok((client, ended)) => {
+                tracing::debug!("listening for cluster events");
+                // Whatever was written while not listening.
+                wake.notify_one();
+                tokio::select! {
+                    _ = ended => tracing::warn!("the cluster-events LISTEN connection was lost; polling until it is back"),
+                    _ = stop.changed() => return,
+                }
+                drop(client);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot LISTEN for cluster events"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn listen_once<T>(
+    opts: &PgOptions,
+    tls: T,
+    wake: Arc<Notify>,
+) -> Result<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>)>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut conn) = opts
+        .pg_config("tollgate-listen")
+        .connect(tls)
+        .await
+        .map_err(super::db_err)?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "LISTEN connection ended");
+                    break;
+                }
+            }
+        }
+        let _ = done.send(());
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(super::db_err)?;
+    Ok((client, ended))
+}

@@ -1,0 +1,215 @@
+//! Connection settings (Kong's `pg_*` keys) and the pools built from them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_model::{Error, Result};
+
+/// One server's settings: the primary (`pg_*`) or the read-only replica (`pg_ro_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    /// `pg_schema`: created by the migrations and put first on every connection's
+    /// `search_path`; `None` uses the server's default (`public`).
+    pub schema: Option<String>,
+    /// `pg_timeout`: connecting, waiting for a pooled connection, and each statement.
+    pub timeout: Duration,
+    /// `pg_ssl`: require TLS.
+    pub ssl: bool,
+    /// `pg_ssl_verify`: verify the server certificate and name against `trusted_cas`
+    /// (`lua_ssl_trusted_certificate`; the bundled web roots when it is empty).
+    pub ssl_verify: bool,
+    pub trusted_cas: Vec<PathBuf>,
+    /// `pg_pool_size`: connections kept per node.
+    pub pool_size: usize,
+}
+
+impl Default for PgOptions {
+    /// Kong's defaults.
+    fn default() -> Self {
+        PgOptions {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "kong".into(),
+            password: None,
+            database: "kong".into(),
+            schema: None,
+            timeout: Duration::from_secs(5),
+            ssl: false,
+            ssl_verify: false,
+            trusted_cas: Vec::new(),
+            pool_size: 10,
+        }
+    }
+}
+
+/// Everything the PostgreSQL store needs.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    pub primary: PgOptions,
+    /// `pg_ro_*`: the snapshot builder's bulk reads go here when set.
+    pub read_only: Option<PgOptions>,
+    /// `db_update_frequency`: how often `cluster_events` is polled when no notification
+    /// arrived (the fallback for a lost LISTEN connection).
+    pub update_frequency: Duration,
+    /// This node's id, recorded on the events it writes (for diagnosis only).
+    pub node_id: String,
+}
+
+impl PgOptions {
+    pub fn describe(&self) -> String {
+        format!(
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+
+    pub(crate) fn pg_config(&self, application: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.database)
+            .application_name(application)
+            .connect_timeout(self.timeout)
+            // A database that vanishes without closing the socket is noticed by the
+            // kernel instead of hanging a connection forever.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        if let Some(s) = &self.schema {
+            // Startup options split on spaces; a backslash keeps one in the value.
+            let path = format!("{},public", quote_ident(s))
+                .replace('\\', "\\\\")
+                .replace(' ', "\\ ");
+            c.options(format!("-c search_path={path}"));
+        }
+        c.ssl_mode(if self.ssl {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
+        c
+    }
+
+    /// The TLS connector for `pg_ssl = on` (`None`: plain TCP).
+    pub(crate) fn tls(&self) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>> {
+        if !self.ssl {
+            return Ok(None);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::database(format!("postgres TLS: {e}")))?;
+        let config = if self.ssl_verify {
+            let mut roots = rustls::RootCertStore::empty();
+            if self.trusted_cas.is_empty() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            for path in &self.trusted_cas {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::database(format!(
+                        "cannot read the trusted certificate {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| {
+                        Error::database(format!("invalid PEM in {}: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        Error::database(format!("invalid certificate in {}: {e}", path.display()))
+                    })?;
+                }
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            // pg_ssl_verify = off (Kong's default): encrypted, server not authenticated.
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth()
+        };
+        Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
+    }
+
+    /// A pool of `pool_size` connections.
+    pub(crate) fn pool(&self, application: &str) -> Result<deadpool_postgres::Pool> {
+        let cfg = self.pg_config(application);
+        let mc = deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match self.tls()? {
+            Some(tls) => deadpool_postgres::Manager::from_config(cfg, tls, mc),
+            None => deadpool_postgres::Manager::from_config(cfg, tokio_postgres::NoTls, mc),
+        };
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(self.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(self.timeout))
+            .create_timeout(Some(self.timeout))
+            .recycle_timeout(Some(self.timeout))
+            .build()
+            .map_err(|e| Error::database(format!("postgres pool: {e}")))
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Accepts any server certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,106 @@
+//! PostgreSQL DDL derived from the entity schemas (the same tables and columns as the
+//! SQLite store), and the migrations run under a database-wide lock.
+
+use crate::rules::{extra_columns, fk_col, unique_col};
+use tollgate_model::{entities, EntitySchema};
+
+/// `pg_advisory_xact_lock` key of the migrations ("tollgate" in ASCII, truncated).
+pub(crate) const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
+/// `pg_advisory_xact_lock` key every write transaction takes: writes commit one at a time
+/// across the cluster, so `cluster_events` ids grow in commit order (a poller that has seen
+/// id N has seen every event before it) and constraint checks see every earlier commit.
+pub(crate) const WRITE_LOCK: i64 = 0x746f_6c6c_6777_7274;
+
+/// `INSERT … ON CONFLICT (id) DO UPDATE` for a schema, and its extra columns in order.
+pub(crate) fn upsert_sql(schema: &EntitySchema) -> (String, Vec<String>) {
+    let extra = extra_columns(schema);
+    let mut cols = vec!["id".to_string(), "data".to_string(), "ttl".to_string()];
+    cols.extend(extra.iter().cloned());
+    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    let sets: Vec<String> = cols[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    (
+        format!(
+            "INSERT INTO \"{}\" ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+            schema.name,
+            cols.join(", "),
+            marks.join(", "),
+            sets.join(", ")
+        ),
+        extra,
+    )
+}
+
+/// Text columns compare bytewise (`COLLATE "C"`) so ids, pages and tags sort exactly as
+/// in SQLite whatever the database's locale.
+fn create_table(schema: &EntitySchema) -> String {
+    let mut cols = vec![
+        "id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL".to_string(),
+        "data TEXT NOT NULL".to_string(),
+        "ttl BIGINT".to_string(),
+    ];
+    if schema.cache_key.is_some() {
+        cols.push("cache_key TEXT UNIQUE".into());
+    }
+    for f in schema.unique_fields() {
+        cols.push(format!("{} TEXT UNIQUE", unique_col(f.name)));
+    }
+    for f in schema.foreign_fields() {
+        cols.push(format!("{} TEXT COLLATE \"C\"", fk_col(f.name)));
+    }
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({});\n",
+        schema.name,
+        cols.join(", ")
+    );
+    for f in schema.foreign_fields() {
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS \"{0}_fk_{1}\" ON \"{0}\" ({2});\n",
+            schema.name,
+            f.name,
+            fk_col(f.name)
+        ));
+    }
+    sql
+}
+
+/// The DDL of one named migration ([`crate::MIGRATIONS`]).
+pub(crate) fn migration_sql(name: &str) -> Option<String> {
+    match name {
+        "000_base" => {
+            let mut sql = String::new();
+            for s in entities::ALL.iter() {
+                sql.push_str(&create_table(s));
+            }
+            sql.push_str(
+                "CREATE TABLE IF NOT EXISTS tags (entity_name TEXT COLLATE \"C\" NOT NULL, entity_id TEXT COLLATE \"C\" NOT NULL, tag TEXT COLLATE \"C\" NOT NULL, PRIMARY KEY (entity_name, entity_id, tag));\n",
+            );
+            // One row per committed write: what the other nodes replay (see events.rs).
+            sql.push_str(
+                "CREATE TABLE IF NOT EXISTS cluster_events (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now(), node_id TEXT NOT NULL, data TEXT NOT NULL);\n\
+                 CREATE INDEX IF NOT EXISTS cluster_events_at ON cluster_events (at);\n\
+                 CREATE TABLE IF NOT EXISTS cluster_events_floor (one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), purged BIGINT NOT NULL);\n\
+                 INSERT INTO cluster_events_floor (purged) VALUES (0) ON CONFLICT DO NOTHING;\n",
+            );
+            Some(sql)
+        }
+        "001_tags_index" => {
+            Some("CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into())
+        }
+        _ => None,
+    }
+}
+
+/// What `migrations reset` drops.
+pub(crate) fn drop_all() -> String {
+    let mut sql = String::new();
+    for s in entities::ALL.iter() {
+        sql.push_str(&format!("DROP TABLE IF EXISTS \"{}\" CASCADE;\n", s.name));
+    }
+    sql.push_str(
+        "DROP TABLE IF EXISTS tags, cluster_events, cluster_events_floor, schema_meta CASCADE;\n",
+    );
+    sql
+}

@@ -1,0 +1,132 @@
+//! The PostgreSQL store against a real server: the shared backend behaviour
+//! (`conformance.rs`), migrations under concurrency and propagation between stores.
+
+use super::test_server::TestServer;
+use super::{PgSettings, PostgresStore};
+use crate::conformance::{row, schema};
+use crate::{ChangeEvent, Store, MIGRATIONS};
+use serde_json::json;
+use std::time::Duration;
+
+struct Db {
+    name: String,
+}
+
+async fn settings(db: &str, frequency: Duration) -> PgSettings {
+    PgSettings {
+        primary: TestServer::shared().options(db),
+        read_only: None,
+        update_frequency: frequency,
+        node_id: format!("test-{db}"),
+    }
+}
+
+async fn open() -> (Db, PostgresStore) {
+    let name = TestServer::shared().fresh_database().await;
+    let s = PostgresStore::connect(settings(&name, Duration::from_millis(200)).await)
+        .await
+        .unwrap();
+    assert_eq!(s.migrations_bootstrap().await.unwrap(), MIGRATIONS.to_vec());
+    (Db { name }, s)
+}
+
+crate::conformance_tests!(open());
+
+#[tokio::test]
+async fn concurrent_bootstraps_make_one_schema() {
+    let name = TestServer::shared().fresh_database().await;
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        stores.push(
+            PostgresStore::connect(settings(&name, Duration::from_secs(5)).await)
+                .await
+                .unwrap(),
+        );
+    }
+    let runs =
+        futures_util::future::join_all(stores.iter().map(|s| s.migrations_bootstrap())).await;
+    let ran: Vec<Vec<String>> = runs.into_iter().map(|r| r.unwrap()).collect();
+    // Exactly one ran the migrations; the others waited for it and found nothing to do.
+    assert_eq!(ran.iter().filter(|r| !r.is_empty()).count(), 1, "{ran:?}");
+    assert!(ran.contains(&MIGRATIONS.iter().map(|m| m.to_string()).collect()));
+    let st = stores[0].migrations_status().await.unwrap();
+    assert!(st.pending.is_empty() && st.bootstrapped());
+    stores[0].migrations_reset().await.unwrap();
+    assert!(!stores[0].migrations_status().await.unwrap().bootstrapped());
+}
+
+#[tokio::test]
+async fn writes_reach_other_stores_and_polling_covers_lost_notifications() {
+    let (db, a) = open().await;
+    // b polls rarely: what it sees within a second came through LISTEN/NOTIFY.
+    let b = PostgresStore::connect(settings(&db.name, Duration::from_secs(30)).await)
+        .await
+        .unwrap();
+    let mut ev = b.events();
+    // Let b's LISTEN connection come up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = row("consumers", json!({"username": "carol"}));
+    let cid = c["id"].as_str().unwrap().to_string();
+    a.insert(schema("consumers"), c).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), ev.recv())
+        .await
+        .expect("notified")
+        .unwrap();
+    match &*e {
+        ChangeEvent::Rows(r) => assert_eq!((r[0].entity, &*r[0].id), ("consumers", &*cid)),
+        ChangeEvent::Reset => panic!("reset"),
+    }
+    assert_eq!(b.changes().borrow().get("consumers"), 1);
+
+    // c never gets a notification it can use (its LISTEN connection is killed repeatedly);
+    // polling every 200 ms still delivers.
+    let c_store = PostgresStore::connect(settings(&db.name, Duration::from_millis(200)).await)
+        .await
+        .unwrap();
+    let mut ev = c_store.events();
+    TestServer::shared()
+        .execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'tollgate-listen'",
+            db.name
+        ))
+        .await;
+    a.delete(schema("consumers"), &cid).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(3), ev.recv())
+        .await
+        .expect("polled")
+        .unwrap();
+    assert!(matches!(&*e, ChangeEvent::Rows(r) if r[0].op == crate::ChangeOp::Delete));
+}
+
+#[tokio::test]
+async fn pg_schema_and_a_read_only_pool() {
+    let name = TestServer::shared().fresh_database().await;
+    let mut settings = settings(&name, Duration::from_millis(200)).await;
+    settings.primary.schema = Some("Tollgate Data".into());
+    // The "replica" is the same server here: what matters is that bulk reads use it.
+    let mut ro = settings.primary.clone();
+    ro.pool_size = 2;
+    settings.read_only = Some(ro);
+    let s = PostgresStore::connect(settings).await.unwrap();
+    s.migrations_bootstrap().await.unwrap();
+    let svc = row("services", json!({"name": "in-schema", "host": "a.com"}));
+    s.insert(schema("services"), svc).await.unwrap();
+    let data = s.load(&["services"]).await.unwrap();
+    assert_eq!(data["services"][0]["name"], "in-schema");
+    // The tables live in the configured schema, not in public.
+    let (client, conn) = TestServer::shared()
+        .options(&name)
+        .pg_config("probe")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = client
+        .query_one(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'services'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "Tollgate Data");
+}
