@@ -476,25 +476,13 @@ impl Plugin for Jwt {
         if !self.run_on_preflight && cx.req.method == http::Method::OPTIONS {
             return Ok(Flow::Continue);
         }
-        match &self.anonymous {
-            Some(anon) => {
-                if cx.credential().is_some() {
-                    return Ok(Flow::Continue);
-                }
-                if self.authenticate(cx).is_err() {
-                    auth::set_anonymous(cx, anon)?;
-                }
-                Ok(Flow::Continue)
-            }
-            None => Ok(match self.authenticate(cx) {
-                Ok(()) => Flow::Continue,
-                Err(f) => Flow::Exit(Exit {
-                    status: 401,
-                    body: ExitBody::Json(f.body),
-                    headers: vec![(WWW_AUTHENTICATE, f.www)],
-                }),
-            }),
-        }
+        auth::access(cx, self.anonymous.as_deref(), |cx| {
+            self.authenticate(cx).map_err(|f| Exit {
+                status: 401,
+                body: ExitBody::Json(f.body),
+                headers: vec![(WWW_AUTHENTICATE, f.www)],
+            })
+        })
     }
 }
 
