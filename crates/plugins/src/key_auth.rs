@@ -248,9 +248,9 @@ impl KeyAuth {
         cx.authenticate(
             consumer,
             Some(Credential {
-                id: &cred.id,
+                id: cred.id(),
                 consumer_id: &consumer.id,
-                identifier: &cred.id,
+                identifier: cred.id(),
             }),
         );
         None
