@@ -6,6 +6,7 @@ mod declarative;
 mod plugin_support;
 mod plugins;
 mod plugins_more;
+mod plugins_traffic;
 mod proxy;
 mod rate_limiting;
 mod support;

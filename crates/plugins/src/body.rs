@@ -118,6 +118,17 @@ pub(crate) fn remove(content_type: &str, body: &[u8], name: &str) -> Option<Byte
     }
 }
 
+/// A multipart/form-data body's fields, in order (`kong.request.get_body()`'s table).
+pub(crate) fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
+    let Some(b) = boundary(content_type) else {
+        return Vec::new();
+    };
+    multipart_parts(body, &b)
+        .into_iter()
+        .map(|p| (p.name, String::from_utf8_lossy(&body[p.value]).into_owned()))
+        .collect()
+}
+
 fn boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;

@@ -32,6 +32,7 @@ pub mod request_size_limiting;
 pub mod request_termination;
 
 pub use api::{
+    Captures, Row as EntityRow,
     Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
     PluginSpec, RequestCx, ResponseCx,
 };
@@ -42,6 +43,20 @@ use tollgate_model::{PluginCatalog, PluginDef};
 
 /// The version bundled plugins report (Kong's `kong_meta.version`).
 pub const VERSION: &str = "3.9.1";
+
+/// This node as plugins see it (`kong.node.get_id()`, `kong.node.get_hostname()`).
+static NODE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Records the node's id and hostname once, at start (later calls are ignored).
+pub fn set_node(node_id: &str, hostname: &str) {
+    let _ = NODE.set((node_id.to_owned(), hostname.to_owned()));
+}
+
+/// `(node_id, hostname)`; empty before [`set_node`] (unit tests).
+pub(crate) fn node() -> (&'static str, &'static str) {
+    NODE.get()
+        .map_or(("", ""), |(id, host)| (id.as_str(), host.as_str()))
+}
 
 /// Every plugin compiled into this build.
 pub static BUNDLED: &[&PluginSpec] = &[

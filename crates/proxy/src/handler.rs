@@ -399,6 +399,7 @@ async fn proxy(
             request_id: &cx.request_id,
             route_id: None,
             service_id: None,
+            captures: None,
         };
         if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), &mut parts) {
             return cx.kong_response(r);
@@ -420,9 +421,9 @@ async fn proxy(
         };
         snap.router
             .find(&info)
-            .map(|m| (m.route_index, m.prefix_len, m.protocols))
+            .map(|m| (m.route_index, m.prefix_len, m.protocols, m.captures))
     };
-    let Some((route_index, prefix_len, protocols)) = m else {
+    let Some((route_index, prefix_len, protocols, captures)) = m else {
         return cx.error(404, errors::NO_ROUTE, req.headers(), Negotiation::Accept);
     };
     let route: &RouteInfo = &snap.routes[route_index];
@@ -529,6 +530,7 @@ async fn proxy(
             request_id: &cx.request_id,
             route_id: Some(&route.id),
             service_id: route.service.as_ref().map(|s| s.id.as_str()),
+            captures: Some(&captures),
         };
         let max = settings.client_max_body_size;
         // Plugins see nginx's `$remote_addr`: the realip-processed client address.
@@ -1070,6 +1072,7 @@ async fn proxy(
         request_id: &cx.request_id,
         route_id: Some(&route.id),
         service_id: Some(&service.id),
+        captures: None,
     };
     phases::header_filter(&pcx, &collected, &client_headers, &mut rparts);
     phases::log(&pcx, &collected, rparts.status.as_u16());

@@ -33,6 +33,8 @@ pub struct PhaseCx<'a> {
     pub request_id: &'a str,
     pub route_id: Option<&'a str>,
     pub service_id: Option<&'a str>,
+    /// The router's regex path captures (access phase only).
+    pub captures: Option<&'a tollgate_plugins::Captures>,
 }
 
 /// Kong's rewrite phase (global plugins only).
@@ -104,6 +106,7 @@ where
     let consumers = snap.consumers.load();
     let mut rcx = RequestCx::new(req, client_ip, &consumers)
         .with_route(cx.route_id, cx.service_id)
+        .with_captures(cx.captures)
         .with_body(read);
     match chain.access(&mut rcx, collected) {
         tollgate_plugins::Flow::Continue => Access::Continue(rcx.into_body()),
