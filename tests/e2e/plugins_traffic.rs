@@ -1,7 +1,7 @@
 //! Traffic plugins end to end: request-termination's echo, correlation-id and
 //! request-transformer through the real binary, configured over the Admin API.
 
-use crate::plugin_support::{echo, ok, send, until};
+use crate::plugin_support::{echo, get, ok, routes, send, until};
 use crate::support::Gateway;
 use reqwest::Method;
 use serde_json::json;
@@ -17,7 +17,12 @@ async fn request_termination_echo_matches_kong() {
         json!({"name": "cap", "paths": [r"~/cap/(?<ver>v\d+)/(\d+)$"], "tags": ["t1"]}),
     )
     .await;
-    ok(&g, "/services/s/routes", json!({"name": "plain", "paths": ["/plain"]})).await;
+    ok(
+        &g,
+        "/services/s/routes",
+        json!({"name": "plain", "paths": ["/plain"]}),
+    )
+    .await;
     ok(
         &g,
         "/services/s/plugins",
@@ -96,4 +101,103 @@ async fn request_termination_echo_matches_kong() {
     )
     .await;
     assert_eq!(r.body["request"]["body"], json!({"f": "v1"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn correlation_id_for_upstream_and_client() {
+    let up = echo().await;
+    let g = Gateway::start().await;
+    routes(
+        &g,
+        &up,
+        &[
+            ("quiet", "/quiet"),
+            ("echoed", "/echoed"),
+            ("auth", "/auth"),
+        ],
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/quiet/plugins",
+        json!({"name": "correlation-id"}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/echoed/plugins",
+        json!({"name": "correlation-id", "config": {"header_name": "X-Trace", "generator": "uuid", "echo_downstream": true}}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/auth/plugins",
+        json!({"name": "correlation-id", "config": {"echo_downstream": true}}),
+    )
+    .await;
+    ok(&g, "/routes/auth/plugins", json!({"name": "key-auth"})).await;
+
+    // Defaults: Kong-Request-ID from uuid#counter, upstream only.
+    let r = until(&g, "/quiet", &[], 200).await;
+    let id = r
+        .up("kong-request-id")
+        .expect("set for the upstream")
+        .to_owned();
+    let (worker, n) = id.split_once('#').unwrap();
+    assert_eq!(worker.len(), 36, "{id}");
+    assert!(!r.headers.contains_key("kong-request-id"), "not echoed");
+    let r = get(&g, "/quiet", &[]).await;
+    let id2 = r.up("kong-request-id").unwrap();
+    let (worker2, n2) = id2.split_once('#').unwrap();
+    assert_eq!(worker, worker2);
+    assert!(n2.parse::<u64>().unwrap() > n.parse::<u64>().unwrap());
+    // The client's own id goes through untouched.
+    let r = get(&g, "/quiet", &[("kong-request-id", "client-1")]).await;
+    assert_eq!(r.up("kong-request-id"), Some("client-1"));
+
+    // echo_downstream: the client gets what the upstream got.
+    let r = until(&g, "/echoed", &[], 200).await;
+    let sent = r.up("x-trace").unwrap().to_owned();
+    assert_eq!(sent.len(), 36, "a uuid: {sent}");
+    assert_eq!(r.headers["x-trace"], sent.as_str());
+    let r = get(&g, "/echoed", &[("x-trace", "abc")]).await;
+    assert_eq!(
+        (r.up("x-trace"), r.headers["x-trace"].to_str().unwrap()),
+        (Some("abc"), "abc")
+    );
+
+    // A later plugin's exit (key-auth's 401) still carries the id.
+    let r = until(&g, "/auth", &[], 401).await;
+    let echoed = r.headers["kong-request-id"].to_str().unwrap();
+    assert!(echoed.contains('#'), "{echoed}");
+
+    // Schema violations name the field.
+    for (config, field, msg) in [
+        (
+            json!({"generator": "random"}),
+            "generator",
+            "expected one of: uuid, uuid#counter, tracker",
+        ),
+        (
+            json!({"generator": "tracker"}),
+            "generator",
+            "the 'tracker' generator is not supported",
+        ),
+        (
+            json!({"echo_downstream": "yes"}),
+            "echo_downstream",
+            "expected a boolean",
+        ),
+    ] {
+        let (s, v) = g
+            .post(
+                "/plugins",
+                json!({"name": "correlation-id", "config": config}),
+            )
+            .await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["name"], "schema violation");
+        let m = v["fields"]["config"][field].as_str().unwrap_or_default();
+        assert!(m.contains(msg), "{config}: {v}");
+    }
 }

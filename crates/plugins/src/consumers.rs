@@ -394,12 +394,12 @@ keyed_by_str!(Keyed<C: Credential>, |v| v.0.lookup_key());
 /// A consumer keyed by id.
 #[derive(Clone, Debug)]
 struct ById(Arc<Consumer>);
-keyed_by_str!(ById<>, |v| &v.0.id);
+keyed_by_str!(ById, |v| &v.0.id);
 
 /// A consumer keyed by username (only consumers that have one are in the set).
 #[derive(Clone, Debug)]
 struct ByUsername(Arc<Consumer>);
-keyed_by_str!(ByUsername<>, |v| v.0.username.as_deref().unwrap_or_default());
+keyed_by_str!(ByUsername, |v| v.0.username.as_deref().unwrap_or_default());
 
 /// How many shards each map gets for about `rows` entries: a few hundred entries each,
 /// so a copy-on-write of one shard stays in the microseconds.

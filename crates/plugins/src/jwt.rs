@@ -891,7 +891,15 @@ pub(crate) mod tests {
             out.stdout
         };
         let k = key.to_str().unwrap();
-        run(&["ecparam", "-name", "secp521r1", "-genkey", "-noout", "-out", k]);
+        run(&[
+            "ecparam",
+            "-name",
+            "secp521r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            k,
+        ]);
         let public = run(&["ec", "-in", k, "-pubout"]);
         (key, String::from_utf8(public).unwrap())
     }
@@ -912,7 +920,11 @@ pub(crate) mod tests {
         assert!(out.status.success(), "{out:?}");
         let der = out.stdout;
         // SEQUENCE { INTEGER r, INTEGER s }; the length may take one extra byte.
-        let mut at = if der[1] & 0x80 != 0 { 2 + (der[1] & 0x7f) as usize } else { 2 };
+        let mut at = if der[1] & 0x80 != 0 {
+            2 + (der[1] & 0x7f) as usize
+        } else {
+            2
+        };
         let mut raw = Vec::new();
         for _ in 0..2 {
             assert_eq!(der[at], 2, "INTEGER");

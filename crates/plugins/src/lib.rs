@@ -21,6 +21,7 @@ pub mod consumers;
 pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
+pub mod correlation_id;
 pub mod cors;
 pub mod hmac_auth;
 pub mod ip_restriction;
@@ -32,9 +33,8 @@ pub mod request_size_limiting;
 pub mod request_termination;
 
 pub use api::{
-    Captures, Row as EntityRow,
-    Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
-    PluginSpec, RequestCx, ResponseCx,
+    Captures, Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
+    PluginSpec, RequestCx, ResponseCx, Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -71,6 +71,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &jwt::SPEC,
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
+    &correlation_id::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -137,6 +138,7 @@ mod tests {
             ("jwt", 1450),
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
+            ("correlation-id", 100001),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
