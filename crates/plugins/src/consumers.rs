@@ -365,41 +365,45 @@ impl<T: Borrow<str> + Hash + Eq + Clone> Sharded<T> {
 /// Implements `Hash`/`Eq`/`Borrow<str>` for a set element by the text it is looked up
 /// by, so that `set.get(key: &str)` finds it (`Borrow` requires the same hash as `str`).
 macro_rules! keyed_by_str {
-    ($t:ident<$($g:ident: $b:path),*>, |$v:ident| $key:expr) => {
-        impl<$($g: $b),*> Borrow<str> for $t<$($g),*> {
+    ($t:ty, [$($g:tt)*], |$v:ident| $key:expr) => {
+        impl<$($g)*> Borrow<str> for $t {
             fn borrow(&self) -> &str {
                 let $v = self;
                 $key
             }
         }
-        impl<$($g: $b),*> Hash for $t<$($g),*> {
+        impl<$($g)*> Hash for $t {
             fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
                 Borrow::<str>::borrow(self).hash(h)
             }
         }
-        impl<$($g: $b),*> PartialEq for $t<$($g),*> {
+        impl<$($g)*> PartialEq for $t {
             fn eq(&self, o: &Self) -> bool {
                 Borrow::<str>::borrow(self) == Borrow::<str>::borrow(o)
             }
         }
-        impl<$($g: $b),*> Eq for $t<$($g),*> {}
+        impl<$($g)*> Eq for $t {}
     };
 }
 
 /// A credential as a set element, keyed by [`Credential::lookup_key`].
 #[derive(Clone, Debug)]
 struct Keyed<C>(C);
-keyed_by_str!(Keyed<C: Credential>, |v| v.0.lookup_key());
+keyed_by_str!(Keyed<C>, [C: Credential], |v| v.0.lookup_key());
 
 /// A consumer keyed by id.
 #[derive(Clone, Debug)]
 struct ById(Arc<Consumer>);
-keyed_by_str!(ById, |v| &v.0.id);
+keyed_by_str!(ById, [], |v| &v.0.id);
 
 /// A consumer keyed by username (only consumers that have one are in the set).
 #[derive(Clone, Debug)]
 struct ByUsername(Arc<Consumer>);
-keyed_by_str!(ByUsername, |v| v.0.username.as_deref().unwrap_or_default());
+keyed_by_str!(ByUsername, [], |v| v
+    .0
+    .username
+    .as_deref()
+    .unwrap_or_default());
 
 /// How many shards each map gets for about `rows` entries: a few hundred entries each,
 /// so a copy-on-write of one shard stays in the microseconds.
