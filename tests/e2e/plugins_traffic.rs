@@ -201,3 +201,199 @@ async fn correlation_id_for_upstream_and_client() {
         assert!(m.contains(msg), "{config}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_transformer_edits_headers_query_and_bodies() {
+    let up = echo().await;
+    let g = Gateway::start().await;
+    ok(&g, "/services", json!({"name": "s", "url": up})).await;
+    let route =
+        |name: &str, path: &str| json!({"name": name, "paths": [path], "strip_path": false});
+    ok(&g, "/services/s/routes", route("rt", r"~/rt/(?<user>\w+)$")).await;
+    ok(&g, "/services/s/routes", route("get", "/get")).await;
+    ok(&g, "/services/s/routes", route("form", "/form")).await;
+    ok(&g, "/services/s/routes", route("mp", "/mp")).await;
+    ok(
+        &g,
+        "/routes/rt/plugins",
+        json!({"name": "request-transformer", "config": {
+            "remove": {"headers": ["x-remove"], "querystring": ["drop"], "body": ["secret"]},
+            "rename": {"headers": ["x-old:x-new"], "querystring": ["old:new"], "body": ["a:b"]},
+            "replace": {"headers": ["x-rep:replaced-$(query_params.q)"], "querystring": ["q:Q"], "body": ["c:C"]},
+            "add": {
+                "headers": ["x-user:$(uri_captures.user)", "x-agent:$(headers.user_agent or 'none')", "x-rep:not-added"],
+                "querystring": ["added:$(uri_captures[1])"],
+                "body": ["new:$(headers['x-old'])"]
+            },
+            "append": {"headers": ["x-multi:two"], "querystring": ["q:again"], "body": ["list:x"]}
+        }}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/get/plugins",
+        json!({"name": "request-transformer", "config": {"http_method": "GET"}}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/form/plugins",
+        json!({"name": "request-transformer", "config": {"remove": {"body": ["x"]}, "add": {"body": ["z:3 4"]}}}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/mp/plugins",
+        json!({"name": "request-transformer", "config": {"rename": {"body": ["f:g"]}, "add": {"body": ["h:added"]}, "remove": {"body": ["gone"]}}}),
+    )
+    .await;
+    until(&g, "/mp", &[], 200).await;
+
+    let r = send(
+        &g,
+        Method::POST,
+        "/rt/alice?q=1&drop=1&old=o",
+        &[
+            ("content-type", "application/json"),
+            ("x-remove", "1"),
+            ("x-old", "v"),
+            ("x-rep", "r"),
+            ("x-multi", "one"),
+            ("user-agent", "ua"),
+        ],
+        Some(r#"{"secret":1,"a":"A","c":"c","list":"l","keep":true}"#.into()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Query: removed, renamed, replaced then appended, added; encoded sorted as Kong.
+    assert_eq!(r.body["uri"], "/rt/alice?added=alice&new=o&q=Q&q=again");
+    assert_eq!(r.up("x-remove"), None);
+    assert_eq!((r.up("x-old"), r.up("x-new")), (None, Some("v")));
+    assert_eq!(
+        r.up("x-rep"),
+        Some("replaced-1"),
+        "replace, and add skips present"
+    );
+    assert_eq!(r.up("x-user"), Some("alice"));
+    assert_eq!(r.up("x-agent"), Some("ua"));
+    // Two `x-multi` lines reach the upstream; the echo keeps the last.
+    assert_eq!(r.up("x-multi"), Some("two"));
+    let body: serde_json::Value = serde_json::from_str(r.body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"b": "A", "c": "C", "keep": true, "list": ["l", "x"], "new": "v"})
+    );
+    assert_eq!(
+        r.up("content-length").unwrap(),
+        r.body["body_len"].to_string()
+    );
+
+    // http_method GET: a form body's arguments join the query string.
+    let r = send(
+        &g,
+        Method::POST,
+        "/get?a=0",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some("a=1&b=2".into()),
+    )
+    .await;
+    assert_eq!(r.body["method"], "GET");
+    assert_eq!(r.body["uri"], "/get?a=0&a=1&b=2");
+
+    // Form body: removed and added, re-encoded.
+    let r = send(
+        &g,
+        Method::POST,
+        "/form",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some("x=1&y=2".into()),
+    )
+    .await;
+    assert_eq!(r.body["body"], "y=2&z=3%204");
+    // Another content type is left alone.
+    let r = send(
+        &g,
+        Method::POST,
+        "/form",
+        &[("content-type", "text/plain")],
+        Some("x=1".into()),
+    )
+    .await;
+    assert_eq!(r.body["body"], "x=1");
+
+    // Multipart: renamed part, removed part, added part, same boundary.
+    let mp = "--B\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv1\r\n--B\r\nContent-Disposition: form-data; name=\"gone\"\r\n\r\nx\r\n--B\r\nContent-Disposition: form-data; name=\"keep\"\r\nContent-Type: text/plain\r\n\r\nk\r\n--B--\r\n";
+    let r = send(
+        &g,
+        Method::POST,
+        "/mp",
+        &[("content-type", "multipart/form-data; boundary=B")],
+        Some(mp.into()),
+    )
+    .await;
+    assert_eq!(
+        r.body["body"],
+        "--B\r\nContent-Disposition: form-data; name=\"keep\"\r\nContent-Type: text/plain\r\n\r\nk\r\n--B\r\nContent-Disposition: form-data; name=\"g\"\r\n\r\nv1\r\n--B\r\nContent-Disposition: form-data; name=\"h\"\r\n\r\nadded\r\n--B--"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_transformer_schema_violations_name_the_field() {
+    let g = Gateway::start().await;
+    for (config, path, msg) in [
+        (
+            json!({"add": {"querystring": ["novalue"]}}),
+            &["add", "querystring"][..],
+            "key 'novalue' has no value",
+        ),
+        (
+            json!({"add": {"headers": ["bad header:x"]}}),
+            &["add", "headers"][..],
+            "'bad header' is not a valid header",
+        ),
+        (
+            json!({"rename": {"headers": ["x-a:bad header"]}}),
+            &["rename", "headers"][..],
+            "'bad header' is not a valid header",
+        ),
+        (
+            json!({"append": {"headers": ["no-colon"]}}),
+            &["append", "headers"][..],
+            "invalid value",
+        ),
+        (
+            json!({"http_method": "get"}),
+            &["http_method"][..],
+            "invalid value",
+        ),
+        (
+            json!({"add": {"body": ["k:$(os.exit())"]}}),
+            &["add", "body"][..],
+            "unsupported template expression",
+        ),
+        (
+            json!({"replace": {"headers": ["Host:x"]}}),
+            &["replace", "headers"][..],
+            "'host' header is not supported",
+        ),
+        (
+            json!({"replace": {"uri": "/x"}}),
+            &[][..],
+            "replace.uri is not supported",
+        ),
+    ] {
+        let (s, v) = g
+            .post(
+                "/plugins",
+                json!({"name": "request-transformer", "config": config}),
+            )
+            .await;
+        assert_eq!(s, 400, "{config}: {v}");
+        assert_eq!(v["name"], "schema violation", "{v}");
+        let mut at = &v["fields"]["config"];
+        for p in path {
+            at = &at[*p];
+        }
+        assert!(at.to_string().contains(msg), "{config}: {v}");
+    }
+}

@@ -129,7 +129,7 @@ pub(crate) fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, 
         .collect()
 }
 
-fn boundary(content_type: &str) -> Option<String> {
+pub(crate) fn boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -138,10 +138,12 @@ fn boundary(content_type: &str) -> Option<String> {
     })
 }
 
-struct Part {
-    name: String,
+pub(crate) struct Part {
+    pub name: String,
+    /// The part's header lines, without the blank line after them.
+    pub head: std::ops::Range<usize>,
     /// The part's content.
-    value: std::ops::Range<usize>,
+    pub value: std::ops::Range<usize>,
     /// From its `--boundary` line up to the next one.
     whole: std::ops::Range<usize>,
 }
@@ -156,7 +158,7 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
+pub(crate) fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
     let delim = format!("--{boundary}");
     let delim = delim.as_bytes();
     let mut out = Vec::new();
@@ -189,8 +191,14 @@ fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
             })
         });
         if let Some(name) = name {
+            let head_from = if body[head_start..].starts_with(b"\r\n") {
+                head_start + 2
+            } else {
+                head_start
+            };
             out.push(Part {
                 name,
+                head: head_from.min(head_end)..head_end,
                 value: content_start..content_end,
                 whole: start..next,
             });

@@ -17,6 +17,7 @@ mod auth;
 mod body;
 pub mod chain;
 pub mod consumers;
+mod template;
 
 pub mod acl;
 pub mod basic_auth;
@@ -31,6 +32,7 @@ pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod request_transformer;
 
 pub use api::{
     Captures, Credential, Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError,
@@ -72,6 +74,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
     &correlation_id::SPEC,
+    &request_transformer::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -139,6 +142,7 @@ mod tests {
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
             ("correlation-id", 100001),
+            ("request-transformer", 801),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
