@@ -903,7 +903,7 @@ mod tests {
         assert!(ix.apply("keyauth_credentials", "ka", Some(&ka), None));
         assert!(ix.apply("keyauth_credentials", "kz", None, Some((&kz, None))));
         assert!(ix.apply("keyauth_credentials", "ka", Some(&ka), None));
-        assert_eq!(&*ix.keyauth("k-alice", 0).unwrap().0.id(), "kz");
+        assert_eq!(ix.keyauth("k-alice", 0).unwrap().0.id(), "kz");
     }
 
     #[test]
@@ -928,7 +928,7 @@ mod tests {
             )],
         );
         let rebuilt = ConsumerIndex::build(&d);
-        assert_eq!(&*rebuilt.keyauth("k-alice", 0).unwrap().0.id(), "ka");
+        assert_eq!(rebuilt.keyauth("k-alice", 0).unwrap().0.id(), "ka");
     }
 
     #[test]

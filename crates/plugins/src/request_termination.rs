@@ -257,7 +257,7 @@ impl RequestTermination {
             }
             Some(b) if ct.starts_with("multipart/form-data") => {
                 let mut m = Map::new();
-                for (k, v) in crate::body::multipart_fields(&ct_raw, b) {
+                for (k, v) in crate::body::multipart_fields(ct_raw, b) {
                     m.insert(k, Value::String(v));
                 }
                 Value::Object(m)
