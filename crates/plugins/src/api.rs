@@ -85,6 +85,11 @@ pub trait Plugin: Send + Sync + 'static {
     fn reads_body(&self) -> bool {
         false
     }
+    /// Whether the access phase reads the matched route's and service's rows
+    /// ([`RequestCx::route_row`]); the snapshot keeps them only when some plugin does.
+    fn reads_router_rows(&self) -> bool {
+        false
+    }
     /// Called once after compiling, with the `plugins` row the instance came from (Kong's
     /// `conf.__plugin_id`, `conf.route_id`, `conf.service_id`).
     fn bind(&mut self, _scope: &InstanceScope<'_>) {}

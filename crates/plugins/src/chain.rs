@@ -312,7 +312,7 @@ pub struct Plugins {
     /// Global instances with a rewrite phase, highest priority first.
     global_rewrite: Box<[Arc<Instance>]>,
     /// Route and service rows by id (without their nulls, as Kong's DAO returns them),
-    /// shared by the chains; kept only when some plugin is configured.
+    /// shared by the chains; kept only when some plugin reads them.
     rows: HashMap<Box<str>, Arc<Row>>,
 }
 
@@ -428,7 +428,16 @@ impl Plugins {
             .filter_map(|c| c.get(None, None).cloned())
             .collect();
         let mut rows = HashMap::new();
-        if !combos.is_empty() {
+        let reads_rows = combos.iter().any(|c| {
+            c.plain.values().any(|i| i.plugin.reads_router_rows())
+                || c.consumer.as_ref().is_some_and(|cc| {
+                    cc.by_consumer
+                        .values()
+                        .flatten()
+                        .any(|i| i.plugin.reads_router_rows())
+                })
+        });
+        if reads_rows {
             for entity in ["routes", "services"] {
                 for row in data.get(entity).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Some(id) = row.get("id").and_then(|v| v.as_str()) {

@@ -319,6 +319,10 @@ impl Plugin for RequestTermination {
     fn reads_body(&self) -> bool {
         self.echo
     }
+
+    fn reads_router_rows(&self) -> bool {
+        self.echo
+    }
 }
 
 #[cfg(test)]
