@@ -667,3 +667,95 @@ impl Plugin for RequestTransformer {
                 .is_some_and(|m| matches!(m.as_str(), "GET" | "HEAD" | "TRACE"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fixture, parts, run_access, run_access_body};
+
+    fn plugin(config: Value) -> Box<dyn Plugin> {
+        compile(&Value::Object(crate::testing::defaults(&SPEC, config))).unwrap()
+    }
+
+    #[test]
+    fn query_follows_kongs_table_rules() {
+        let ix = fixture();
+        let p = plugin(json!({
+            "rename": {"querystring": ["a:b"]},
+            "replace": {"querystring": ["missing:x"]},
+            "add": {"querystring": ["flag:nope", "c:3"]},
+            "append": {"querystring": ["flag:1", "d:x y"]},
+        }));
+        // `flag` is a bare argument (Lua `true`): add leaves it, append replaces it.
+        let (_, _, uri) = run_access(&*p, &ix, parts("GET", "/p?a=1&b=0&flag", &[]), None);
+        assert_eq!(uri, "/p?b=1&c=3&d=x%20y&flag=1");
+        // Nothing configured for the query: untouched, order kept.
+        let p = plugin(json!({"add": {"headers": ["x-a:1"]}}));
+        let (_, h, uri) = run_access(&*p, &ix, parts("GET", "/p?z=1&a=2", &[]), None);
+        assert_eq!(uri, "/p?z=1&a=2");
+        assert_eq!(h["x-a"], "1");
+    }
+
+    #[test]
+    fn json_body_uses_lua_truthiness() {
+        let ix = fixture();
+        let p = plugin(json!({
+            "add": {"body": ["f:added", "n:added"]},
+            "replace": {"body": ["f:replaced", "z:replaced"]},
+            "append": {"body": ["num:x", "obj:x"]},
+        }));
+        let ct = [("content-type", "application/json")];
+        let (_, h, b) = run_access_body(
+            &*p,
+            &ix,
+            parts("POST", "/", &ct),
+            br#"{"f":false,"z":0,"num":1,"obj":{"k":1}}"#,
+        );
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        // false is "absent" to `if not parameters[name]`, 0 is not.
+        assert_eq!(v["f"], "added");
+        assert_eq!(v["z"], "replaced");
+        assert_eq!(v["n"], "added");
+        assert_eq!(v["num"], json!(["x"]));
+        assert_eq!(v["obj"], json!({"k": 1, "1": "x"}));
+        assert_eq!(h["content-length"], b.len().to_string().as_str());
+        // A body that is not JSON is left alone; an empty one starts from {}.
+        let (_, _, b) = run_access_body(&*p, &ix, parts("POST", "/", &ct), b"{broken");
+        assert_eq!(&b[..], b"{broken");
+        let (_, _, b) = run_access_body(&*p, &ix, parts("POST", "/", &ct), b"");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["f"], "added");
+    }
+
+    #[test]
+    fn headers_rename_replace_and_host() {
+        let ix = fixture();
+        let p = plugin(json!({
+            "remove": {"headers": ["host"]},
+            "rename": {"headers": ["x-a:x-b", "X-Case:x-case"]},
+            "add": {"headers": ["host:evil", "x-empty:$(headers.none)"]},
+        }));
+        let (_, h, _) = run_access(
+            &*p,
+            &ix,
+            parts(
+                "GET",
+                "/",
+                &[
+                    ("host", "h"),
+                    ("x-a", "1"),
+                    ("x-a", "2"),
+                    ("x-b", "old"),
+                    ("x-case", "c"),
+                ],
+            ),
+            None,
+        );
+        assert_eq!(h["host"], "h", "host is not the plugin's");
+        let b: Vec<_> = h.get_all("x-b").iter().collect();
+        assert_eq!(b, ["1", "2"]);
+        assert!(!h.contains_key("x-a"));
+        assert_eq!(h["x-case"], "c");
+        assert_eq!(h["x-empty"], "", "nil renders as ''");
+    }
+}
