@@ -271,6 +271,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         node_id: uuid_v4(),
         configuration: config.to_kong_json(),
     };
+    tollgate_plugins::set_node(&node.node_id, &node.hostname);
     let mut admin = AdminState::new(store.clone(), catalog.clone(), node);
     if let Ok(mut h) = admin.config_hash.write() {
         *h = initial_hash;

@@ -10,6 +10,7 @@ mod phases;
 mod plugin_support;
 mod plugins;
 mod plugins_more;
+mod plugins_traffic;
 mod postgres;
 mod proxy;
 mod rate_limiting;

@@ -530,3 +530,104 @@ async fn schemas_and_bad_configs_of_the_new_plugins() {
         .await;
     assert_eq!(s, 400);
 }
+
+/// Runs the `openssl` CLI; its stdout.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl CLI");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+/// An ES512 token signed by `openssl dgst -sha512` with `key` (a PEM path), its DER
+/// signature turned into JWS's raw 132-byte `r || s`.
+fn es512(key: &std::path::Path, claims: Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"alg":"ES512","typ":"JWT"}"#, true),
+        b64(claims.to_string().as_bytes(), true)
+    );
+    let data = key.with_extension("data");
+    std::fs::write(&data, &signed).unwrap();
+    let der = openssl(&[
+        "dgst",
+        "-sha512",
+        "-sign",
+        key.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    let mut at = if der[1] & 0x80 != 0 {
+        2 + (der[1] & 0x7f) as usize
+    } else {
+        2
+    };
+    let mut raw = Vec::new();
+    for _ in 0..2 {
+        let len = der[at + 1] as usize;
+        let int = &der[at + 2..at + 2 + len];
+        let int = &int[int.iter().take_while(|&&b| b == 0).count()..];
+        raw.extend(std::iter::repeat_n(0u8, 66 - int.len()));
+        raw.extend_from_slice(int);
+        at += 2 + len;
+    }
+    format!("{signed}.{}", b64(&raw, true))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt_es512_with_an_openssl_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("p521.pem");
+    let k = key.to_str().unwrap();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "secp521r1",
+        "-genkey",
+        "-noout",
+        "-out",
+        k,
+    ]);
+    let public = String::from_utf8(openssl(&["ec", "-in", k, "-pubout"])).unwrap();
+
+    let up = echo().await;
+    let g = Gateway::start().await;
+    routes(&g, &up, &[("jwt", "/jwt")]).await;
+    let bob = ok(&g, "/consumers", json!({"username": "bob"})).await;
+    let cred = ok(
+        &g,
+        "/consumers/bob/jwt",
+        json!({"key": "bob-iss", "algorithm": "ES512", "rsa_public_key": public}),
+    )
+    .await;
+    assert_eq!(cred["algorithm"], "ES512");
+    ok(&g, "/routes/jwt/plugins", json!({"name": "jwt"})).await;
+    until(&g, "/jwt", &[], 401).await;
+
+    let token = es512(&key, json!({"iss": "bob-iss"}));
+    let r = get(&g, "/jwt", &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.up("x-consumer-id"), bob["id"].as_str());
+    assert_eq!(r.up("x-credential-identifier"), Some("bob-iss"));
+
+    // Malformed signatures are a 401, never a 500.
+    let (signed, sig) = token.rsplit_once('.').unwrap();
+    let mut bad: Vec<String> = vec![
+        format!("{signed}.{}", &sig[..sig.len() - 8]),
+        format!("{signed}.{}", b64(&[0u8; 132], true)),
+        format!("{signed}.{}", b64(&[0xffu8; 133], true)),
+        format!("{signed}.AA"),
+        format!("{signed}."),
+    ];
+    let mut flipped = sig.as_bytes().to_vec();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    bad.push(format!("{signed}.{}", String::from_utf8(flipped).unwrap()));
+    let other = es512(&key, json!({"iss": "bob-iss", "admin": true}));
+    bad.push(format!("{}.{sig}", other.rsplit_once('.').unwrap().0));
+    for t in bad {
+        let r = get(&g, "/jwt", &[("authorization", &format!("Bearer {t}"))]).await;
+        assert_eq!(r.status, 401, "{t}: {:?}", r.body);
+        assert_eq!(r.message(), "Invalid signature", "{t}");
+    }
+}

@@ -9,6 +9,10 @@ use http::header::{HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use tollgate_model::PluginDef;
+pub use tollgate_router::Captures;
+
+/// An entity row as the snapshot holds it (`kong.router.get_route()`).
+pub type Row = serde_json::Map<String, serde_json::Value>;
 
 /// One bundled plugin: its registration, in the manner of Kong's `handler.lua` +
 /// `schema.lua`. Listed once in [`crate::BUNDLED`].
@@ -104,6 +108,11 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// Whether the access phase needs the request body (read once, before it runs).
     fn reads_body(&self) -> bool {
+        false
+    }
+    /// Whether the access phase reads the matched route's and service's rows
+    /// ([`RequestCx::route_row`]); the snapshot keeps them only when some plugin does.
+    fn reads_router_rows(&self) -> bool {
         false
     }
     /// Called once after compiling, with the `plugins` row the instance came from (Kong's
@@ -232,6 +241,11 @@ pub struct RequestCx<'a> {
     now: u64,
     /// Headers set for the response during access (`kong.response.set_header`).
     response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The router's regex path captures (`kong.request.get_uri_captures()`).
+    captures: Option<&'a Captures>,
+    /// The matched route and service rows, set by the chain that runs the request.
+    route_row: Option<&'a Row>,
+    service_row: Option<&'a Row>,
 }
 
 impl<'a> RequestCx<'a> {
@@ -253,7 +267,31 @@ impl<'a> RequestCx<'a> {
             body_replaced: false,
             now: 0,
             response_headers: Vec::new(),
+            captures: None,
+            route_row: None,
+            service_row: None,
         }
+    }
+
+    /// The router's regex path captures for the matched route.
+    pub fn with_captures(mut self, captures: Option<&'a Captures>) -> Self {
+        self.captures = captures;
+        self
+    }
+    /// `kong.request.get_uri_captures()`; `None` when the route path had no group.
+    pub fn uri_captures(&self) -> Option<&'a Captures> {
+        self.captures.filter(|c| !c.is_empty())
+    }
+    /// `kong.router.get_route()` / `kong.router.get_service()`: the matched rows.
+    pub fn route_row(&self) -> Option<&'a Row> {
+        self.route_row
+    }
+    pub fn service_row(&self) -> Option<&'a Row> {
+        self.service_row
+    }
+    pub(crate) fn set_rows(&mut self, route: Option<&'a Row>, service: Option<&'a Row>) {
+        self.route_row = route;
+        self.service_row = service;
     }
 
     pub fn with_route(mut self, route_id: Option<&'a str>, service_id: Option<&'a str>) -> Self {

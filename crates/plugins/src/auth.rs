@@ -1,6 +1,6 @@
 //! What the authentication plugins share.
 
-use crate::api::{PluginError, RequestCx};
+use crate::api::{Exit, Flow, PluginError, RequestCx};
 
 /// Kong's `validate_header_name` (`kong/tools/http.lua`), used by `typedefs.header_name`.
 pub(crate) fn validate_header_name(name: &str) -> Result<(), String> {
@@ -16,6 +16,33 @@ pub(crate) fn validate_header_name(name: &str) -> Result<(), String> {
         Err(format!(
             "bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
         ))
+    }
+}
+
+/// The access skeleton every Kong auth plugin shares. Without `anonymous`, a failed
+/// `authenticate` answers the client. With it, the plugins combine as a logical OR: a
+/// request another auth plugin already authenticated is left alone (Kong's
+/// `if conf.anonymous and kong.client.get_credential() then return end`), and a failure
+/// authenticates as the anonymous consumer (`X-Anonymous-Consumer: true`) instead.
+pub(crate) fn access<'a>(
+    cx: &mut RequestCx<'a>,
+    anonymous: Option<&str>,
+    authenticate: impl FnOnce(&mut RequestCx<'a>) -> Result<(), Exit>,
+) -> Result<Flow, PluginError> {
+    match anonymous {
+        Some(anon) => {
+            if cx.credential().is_some() {
+                return Ok(Flow::Continue);
+            }
+            if authenticate(cx).is_err() {
+                set_anonymous(cx, anon)?;
+            }
+            Ok(Flow::Continue)
+        }
+        None => Ok(match authenticate(cx) {
+            Ok(()) => Flow::Continue,
+            Err(exit) => Flow::Exit(exit),
+        }),
     }
 }
 

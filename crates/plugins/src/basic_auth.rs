@@ -193,18 +193,8 @@ impl BasicAuth {
 
 impl Plugin for BasicAuth {
     fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
-        if let Some(anon) = &self.anonymous {
-            if cx.credential().is_some() {
-                return Ok(Flow::Continue);
-            }
-            if self.authenticate(cx).is_some() {
-                auth::set_anonymous(cx, anon)?;
-            }
-            return Ok(Flow::Continue);
-        }
-        Ok(match self.authenticate(cx) {
-            Some(exit) => Flow::Exit(exit),
-            None => Flow::Continue,
+        auth::access(cx, self.anonymous.as_deref(), |cx| {
+            self.authenticate(cx).map_or(Ok(()), Err)
         })
     }
 }

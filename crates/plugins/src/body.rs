@@ -118,7 +118,18 @@ pub(crate) fn remove(content_type: &str, body: &[u8], name: &str) -> Option<Byte
     }
 }
 
-fn boundary(content_type: &str) -> Option<String> {
+/// A multipart/form-data body's fields, in order (`kong.request.get_body()`'s table).
+pub(crate) fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
+    let Some(b) = boundary(content_type) else {
+        return Vec::new();
+    };
+    multipart_parts(body, &b)
+        .into_iter()
+        .map(|p| (p.name, String::from_utf8_lossy(&body[p.value]).into_owned()))
+        .collect()
+}
+
+pub(crate) fn boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -127,10 +138,12 @@ fn boundary(content_type: &str) -> Option<String> {
     })
 }
 
-struct Part {
-    name: String,
+pub(crate) struct Part {
+    pub name: String,
+    /// The part's header lines, without the blank line after them.
+    pub head: std::ops::Range<usize>,
     /// The part's content.
-    value: std::ops::Range<usize>,
+    pub value: std::ops::Range<usize>,
     /// From its `--boundary` line up to the next one.
     whole: std::ops::Range<usize>,
 }
@@ -145,7 +158,7 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
+pub(crate) fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
     let delim = format!("--{boundary}");
     let delim = delim.as_bytes();
     let mut out = Vec::new();
@@ -178,8 +191,14 @@ fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
             })
         });
         if let Some(name) = name {
+            let head_from = if body[head_start..].starts_with(b"\r\n") {
+                head_start + 2
+            } else {
+                head_start
+            };
             out.push(Part {
                 name,
+                head: head_from.min(head_end)..head_end,
                 value: content_start..content_end,
                 whole: start..next,
             });

@@ -193,6 +193,9 @@ pub struct Slot {
 pub struct Chain {
     slots: Box<[Slot]>,
     reads_body: bool,
+    /// The route's and service's rows (`kong.router.get_route()` / `get_service()`).
+    route_row: Option<Arc<Row>>,
+    service_row: Option<Arc<Row>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -259,7 +262,12 @@ impl Chain {
     /// Runs the access phase: each plugin resolved with the consumer authenticated so far,
     /// in priority order. After an exit the remaining plugins are still collected for the
     /// response phases, but their access does not run (Kong's `delayed_response`).
-    pub fn access<'s>(&'s self, cx: &mut RequestCx<'_>, collected: &mut Collected<'s>) -> Flow {
+    pub fn access<'s: 'c, 'c>(
+        &'s self,
+        cx: &mut RequestCx<'c>,
+        collected: &mut Collected<'s>,
+    ) -> Flow {
+        cx.set_rows(self.route_row.as_deref(), self.service_row.as_deref());
         let mut exit: Option<Exit> = None;
         for slot in self.slots.iter() {
             let inst = match (&slot.consumer, cx.consumer(), slot.spec.no_consumer) {
@@ -325,6 +333,9 @@ pub struct Plugins {
     global_downstream: Box<[Arc<Instance>]>,
     /// Global instances with a certificate phase.
     global_certificate: Box<[Arc<Instance>]>,
+    /// Route and service rows by id (without their nulls, as Kong's DAO returns them),
+    /// shared by the chains; kept only when some plugin reads them.
+    rows: HashMap<Box<str>, Arc<Row>>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -443,11 +454,36 @@ impl Plugins {
         let global_rewrite = globals(|p| p.rewrite);
         let global_downstream = globals(Phases::downstream);
         let global_certificate = globals(|p| p.certificate);
+        let mut rows = HashMap::new();
+        let reads_rows = combos.iter().any(|c| {
+            c.plain.values().any(|i| i.plugin.reads_router_rows())
+                || c.consumer.as_ref().is_some_and(|cc| {
+                    cc.by_consumer
+                        .values()
+                        .flatten()
+                        .any(|i| i.plugin.reads_router_rows())
+                })
+        });
+        if reads_rows {
+            for entity in ["routes", "services"] {
+                for row in data.get(entity).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Some(id) = row.get("id").and_then(|v| v.as_str()) {
+                        let r: Row = row
+                            .iter()
+                            .filter(|(_, v)| !v.is_null())
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        rows.insert(id.into(), Arc::new(r));
+                    }
+                }
+            }
+        }
         Plugins {
             combos,
             global_rewrite,
             global_downstream,
             global_certificate,
+            rows,
         }
     }
 
@@ -484,9 +520,12 @@ impl Plugins {
                         .any(|i| i.plugin.reads_body())
                 })
         });
+        let row = |id: Option<&str>| id.and_then(|id| self.rows.get(id)).cloned();
         Chain {
             slots: slots.into_boxed_slice(),
             reads_body,
+            route_row: row(route),
+            service_row: row(service),
         }
     }
 

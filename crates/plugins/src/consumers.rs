@@ -24,7 +24,7 @@
 
 use serde::Deserialize;
 use std::borrow::{Borrow, Cow};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use tollgate_model::schema::is_uuid;
@@ -60,10 +60,26 @@ impl Consumer {
 
 #[derive(Clone, Debug)]
 pub struct KeyAuthCredential {
-    pub id: Box<str>,
+    /// The credential's id followed by its key: one allocation for both (a million keys
+    /// are a million of these).
+    text: Box<str>,
+    id_len: u32,
+    /// Unix seconds; 0 = no ttl.
+    expires_at: u64,
     consumer: Arc<str>,
+}
+
+impl KeyAuthCredential {
+    pub fn id(&self) -> &str {
+        &self.text[..self.id_len as usize]
+    }
+    pub fn key(&self) -> &str {
+        &self.text[self.id_len as usize..]
+    }
     /// Unix seconds; `None` = no ttl.
-    pub expires_at: Option<u64>,
+    pub fn expires_at(&self) -> Option<u64> {
+        (self.expires_at != 0).then_some(self.expires_at)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +202,8 @@ pub trait Credential: Clone {
     fn key<'v>(row: &'v RowView<'_>) -> Option<&'v str>;
     /// The record, given its consumer's id and its absolute expiry (Unix seconds).
     fn from_row(row: &RowView<'_>, consumer: Arc<str>, expires_at: Option<u64>) -> Option<Self>;
+    /// What [`Credential::key`] read, kept in the record (the set's key).
+    fn lookup_key(&self) -> &str;
     fn id(&self) -> &str;
     fn consumer_id(&self) -> &str;
 }
@@ -195,14 +213,20 @@ impl Credential for KeyAuthCredential {
         st(&row.key)
     }
     fn from_row(row: &RowView<'_>, consumer: Arc<str>, expires_at: Option<u64>) -> Option<Self> {
+        let (id, key) = (st(&row.id)?, st(&row.key)?);
         Some(KeyAuthCredential {
-            id: st(&row.id)?.into(),
+            text: [id, key].concat().into(),
+            id_len: u32::try_from(id.len()).ok()?,
+            // An expiry at 0 is long past: 1 keeps it expired without meaning "no ttl".
+            expires_at: expires_at.map_or(0, |t| t.max(1)),
             consumer,
-            expires_at,
         })
     }
+    fn lookup_key(&self) -> &str {
+        self.key()
+    }
     fn id(&self) -> &str {
-        &self.id
+        &self.text[..self.id_len as usize]
     }
     fn consumer_id(&self) -> &str {
         &self.consumer
@@ -220,6 +244,9 @@ impl Credential for BasicAuthCredential {
             consumer,
             password: st(&row.password)?.into(),
         })
+    }
+    fn lookup_key(&self) -> &str {
+        &self.username
     }
     fn id(&self) -> &str {
         &self.id
@@ -243,6 +270,9 @@ impl Credential for JwtSecret {
             consumer,
         })
     }
+    fn lookup_key(&self) -> &str {
+        &self.key
+    }
     fn id(&self) -> &str {
         &self.id
     }
@@ -263,6 +293,9 @@ impl Credential for HmacAuthCredential {
             consumer,
         })
     }
+    fn lookup_key(&self) -> &str {
+        &self.username
+    }
     fn id(&self) -> &str {
         &self.id
     }
@@ -271,29 +304,30 @@ impl Credential for HmacAuthCredential {
     }
 }
 
-/// A hash map split into a power-of-two number of shards, each shared copy-on-write:
+/// A hash set split into a power-of-two number of shards, each shared copy-on-write:
 /// a clone costs one reference count per shard, and a write to a clone copies only the
-/// shard it lands in.
+/// shard it lands in. Elements are looked up by the `str` they borrow as (see [`Keyed`],
+/// [`ById`], [`ByUsername`]), so a key is stored once, inside its element.
 #[derive(Clone, Debug)]
-struct Sharded<K, V> {
+struct Sharded<T> {
     /// Picks the shard; independent of the shards' own hashers so that the keys of one
     /// shard still spread over its buckets.
     pick: RandomState,
-    shards: Vec<Arc<HashMap<K, V>>>,
+    shards: Vec<Arc<HashSet<T>>>,
 }
 
-impl<K, V> Default for Sharded<K, V> {
+impl<T> Default for Sharded<T> {
     fn default() -> Self {
         Sharded::new(1)
     }
 }
 
-impl<K, V> Sharded<K, V> {
+impl<T> Sharded<T> {
     fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         Sharded {
             pick: RandomState::new(),
-            shards: (0..n).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..n).map(|_| Arc::new(HashSet::new())).collect(),
         }
     }
 
@@ -302,30 +336,74 @@ impl<K, V> Sharded<K, V> {
     }
 }
 
-impl<K: Borrow<str> + Hash + Eq + Clone, V: Clone> Sharded<K, V> {
+impl<T: Borrow<str> + Hash + Eq + Clone> Sharded<T> {
     fn at(&self, key: &str) -> usize {
         (self.pick.hash_one(key) as usize) & (self.shards.len() - 1)
     }
 
-    fn get(&self, key: &str) -> Option<&V> {
+    fn get(&self, key: &str) -> Option<&T> {
         self.shards[self.at(key)].get(key)
     }
 
-    fn shard_mut(&mut self, key: &str) -> &mut HashMap<K, V> {
+    fn shard_mut(&mut self, key: &str) -> &mut HashSet<T> {
         let i = self.at(key);
         Arc::make_mut(&mut self.shards[i])
     }
 
-    fn insert(&mut self, k: K, v: V) {
-        self.shard_mut(k.borrow()).insert(k, v);
+    /// Adds `v`, replacing the element with the same key.
+    fn insert(&mut self, v: T) {
+        self.shard_mut(v.borrow()).replace(v);
     }
 
-    fn remove(&mut self, key: &str) -> Option<V> {
+    fn remove(&mut self, key: &str) -> Option<T> {
         // Only copy the shard when there is something to remove.
         self.get(key)?;
-        self.shard_mut(key).remove(key)
+        self.shard_mut(key).take(key)
     }
 }
+
+/// Implements `Hash`/`Eq`/`Borrow<str>` for a set element by the text it is looked up
+/// by, so that `set.get(key: &str)` finds it (`Borrow` requires the same hash as `str`).
+macro_rules! keyed_by_str {
+    ($t:ty, [$($g:tt)*], |$v:ident| $key:expr) => {
+        impl<$($g)*> Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                let $v = self;
+                $key
+            }
+        }
+        impl<$($g)*> Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                Borrow::<str>::borrow(self).hash(h)
+            }
+        }
+        impl<$($g)*> PartialEq for $t {
+            fn eq(&self, o: &Self) -> bool {
+                Borrow::<str>::borrow(self) == Borrow::<str>::borrow(o)
+            }
+        }
+        impl<$($g)*> Eq for $t {}
+    };
+}
+
+/// A credential as a set element, keyed by [`Credential::lookup_key`].
+#[derive(Clone, Debug)]
+struct Keyed<C>(C);
+keyed_by_str!(Keyed<C>, [C: Credential], |v| v.0.lookup_key());
+
+/// A consumer keyed by id.
+#[derive(Clone, Debug)]
+struct ById(Arc<Consumer>);
+keyed_by_str!(ById, [], |v| &v.0.id);
+
+/// A consumer keyed by username (only consumers that have one are in the set).
+#[derive(Clone, Debug)]
+struct ByUsername(Arc<Consumer>);
+keyed_by_str!(ByUsername, [], |v| v
+    .0
+    .username
+    .as_deref()
+    .unwrap_or_default());
 
 /// How many shards each map gets for about `rows` entries: a few hundred entries each,
 /// so a copy-on-write of one shard stays in the microseconds.
@@ -335,12 +413,12 @@ fn shards_for(rows: usize) -> usize {
 
 #[derive(Clone, Debug, Default)]
 pub struct ConsumerIndex {
-    by_id: Sharded<Arc<str>, Arc<Consumer>>,
-    by_username: Sharded<Box<str>, Arc<Consumer>>,
-    keyauth: Sharded<Box<str>, KeyAuthCredential>,
-    basicauth: Sharded<Box<str>, BasicAuthCredential>,
-    jwt_secrets: Sharded<Box<str>, JwtSecret>,
-    hmacauth: Sharded<Box<str>, HmacAuthCredential>,
+    by_id: Sharded<ById>,
+    by_username: Sharded<ByUsername>,
+    keyauth: Sharded<Keyed<KeyAuthCredential>>,
+    basicauth: Sharded<Keyed<BasicAuthCredential>>,
+    jwt_secrets: Sharded<Keyed<JwtSecret>>,
+    hmacauth: Sharded<Keyed<HmacAuthCredential>>,
 }
 
 fn now_secs() -> u64 {
@@ -352,34 +430,34 @@ fn now_secs() -> u64 {
 
 /// Adds or drops the credential `row` in `map`.
 fn put_cred<C: Credential>(
-    map: &mut Sharded<Box<str>, C>,
-    by_id: &Sharded<Arc<str>, Arc<Consumer>>,
+    map: &mut Sharded<Keyed<C>>,
+    by_id: &Sharded<ById>,
     row: &RowView<'_>,
     expires_at: Option<u64>,
 ) -> bool {
-    let (Some(key), Some(c)) = (C::key(row), row.consumer_id()) else {
+    let (Some(_), Some(c)) = (C::key(row), row.consumer_id()) else {
         return false;
     };
     // Share the consumer's id text when the consumer is known.
     let consumer = by_id
         .get(c)
-        .map(|c| c.id.clone())
+        .map(|c| c.0.id.clone())
         .unwrap_or_else(|| c.into());
     match C::from_row(row, consumer, expires_at) {
         Some(cred) => {
-            map.insert(key.into(), cred);
+            map.insert(Keyed(cred));
             true
         }
         None => false,
     }
 }
 
-fn remove_cred<C: Credential>(map: &mut Sharded<Box<str>, C>, row: &RowView<'_>) -> bool {
+fn remove_cred<C: Credential>(map: &mut Sharded<Keyed<C>>, row: &RowView<'_>) -> bool {
     let (Some(key), Some(id)) = (C::key(row), st(&row.id)) else {
         return false;
     };
     // Another credential may hold the key by now (a replay of older events).
-    if map.get(key).is_some_and(|c| c.id() == id) {
+    if map.get(key).is_some_and(|c| c.0.id() == id) {
         map.remove(key);
     }
     true
@@ -387,10 +465,10 @@ fn remove_cred<C: Credential>(map: &mut Sharded<Box<str>, C>, row: &RowView<'_>)
 
 /// Which credential map an entity goes to.
 enum Creds<'i> {
-    KeyAuth(&'i mut Sharded<Box<str>, KeyAuthCredential>),
-    BasicAuth(&'i mut Sharded<Box<str>, BasicAuthCredential>),
-    Jwt(&'i mut Sharded<Box<str>, JwtSecret>),
-    Hmac(&'i mut Sharded<Box<str>, HmacAuthCredential>),
+    KeyAuth(&'i mut Sharded<Keyed<KeyAuthCredential>>),
+    BasicAuth(&'i mut Sharded<Keyed<BasicAuthCredential>>),
+    Jwt(&'i mut Sharded<Keyed<JwtSecret>>),
+    Hmac(&'i mut Sharded<Keyed<HmacAuthCredential>>),
 }
 
 impl ConsumerIndex {
@@ -533,19 +611,19 @@ impl ConsumerIndex {
     /// Stores `c` under its id and username.
     fn set_consumer(&mut self, c: Consumer) {
         let c = Arc::new(c);
-        if let Some(u) = &c.username {
-            self.by_username.insert(u.clone(), c.clone());
+        if c.username.is_some() {
+            self.by_username.insert(ByUsername(c.clone()));
         }
-        self.by_id.insert(c.id.clone(), c);
+        self.by_id.insert(ById(c));
     }
 
     fn put_consumer(&mut self, row: &RowView<'_>) -> bool {
         let Some(id) = st(&row.id) else { return false };
         let username = st(&row.username);
-        let (id, groups) = match self.by_id.get(id).cloned() {
+        let (id, groups) = match self.by_id.get(id).map(|c| c.0.clone()) {
             Some(old) => {
                 if let Some(u) = old.username.as_deref().filter(|u| Some(*u) != username) {
-                    if self.by_username.get(u).is_some_and(|c| c.id == old.id) {
+                    if self.by_username.get(u).is_some_and(|c| c.0.id == old.id) {
                         self.by_username.remove(u);
                     }
                 }
@@ -565,9 +643,9 @@ impl ConsumerIndex {
     /// Drops a consumer. Its credentials stop matching at once (they find no consumer);
     /// the store's cascade deletes remove them from the maps.
     fn remove_consumer(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id) {
+        if let Some(ById(old)) = self.by_id.remove(id) {
             if let Some(u) = old.username.as_deref() {
-                if self.by_username.get(u).is_some_and(|c| c.id == old.id) {
+                if self.by_username.get(u).is_some_and(|c| c.0.id == old.id) {
                     self.by_username.remove(u);
                 }
             }
@@ -580,7 +658,7 @@ impl ConsumerIndex {
             return false;
         };
         // An acl of an unknown consumer matches nothing, like any orphan.
-        let Some(old) = self.by_id.get(c).cloned() else {
+        let Some(old) = self.by_id.get(c).map(|c| c.0.clone()) else {
             return true;
         };
         let has = old.groups.iter().any(|x| &**x == g);
@@ -606,7 +684,7 @@ impl ConsumerIndex {
     }
 
     pub fn consumer_by_id(&self, id: &str) -> Option<&Consumer> {
-        self.by_id.get(id).map(|c| &**c)
+        self.by_id.get(id).map(|c| &*c.0)
     }
 
     /// `kong.client.load_consumer(value, true)`: by id when it is a UUID, else by username.
@@ -616,7 +694,7 @@ impl ConsumerIndex {
                 return Some(c);
             }
         }
-        self.by_username.get(v).map(|c| &**c)
+        self.by_username.get(v).map(|c| &*c.0)
     }
 
     fn with_consumer<'s, C: Credential>(&'s self, c: &'s C) -> Option<(&'s C, &'s Consumer)> {
@@ -625,25 +703,25 @@ impl ConsumerIndex {
 
     /// The key-auth credential for `key` with its consumer, unless it expired by `now`.
     pub fn keyauth(&self, key: &str, now: u64) -> Option<(&KeyAuthCredential, &Consumer)> {
-        let c = self.keyauth.get(key)?;
-        if c.expires_at.is_some_and(|t| t <= now) {
+        let c = &self.keyauth.get(key)?.0;
+        if c.expires_at().is_some_and(|t| t <= now) {
             return None;
         }
         self.with_consumer(c)
     }
 
     pub fn basicauth(&self, username: &str) -> Option<(&BasicAuthCredential, &Consumer)> {
-        self.with_consumer(self.basicauth.get(username)?)
+        self.with_consumer(&self.basicauth.get(username)?.0)
     }
 
     /// The jwt secret whose `key` is the token's key claim, with its consumer.
     pub fn jwt_secret(&self, key: &str) -> Option<(&JwtSecret, &Consumer)> {
-        self.with_consumer(self.jwt_secrets.get(key)?)
+        self.with_consumer(&self.jwt_secrets.get(key)?.0)
     }
 
     /// The hmac-auth credential for `username`, with its consumer.
     pub fn hmacauth(&self, username: &str) -> Option<(&HmacAuthCredential, &Consumer)> {
-        self.with_consumer(self.hmacauth.get(username)?)
+        self.with_consumer(&self.hmacauth.get(username)?.0)
     }
 }
 #[cfg(test)]
@@ -683,7 +761,7 @@ mod tests {
         let ix = ConsumerIndex::build(&d);
         let now = now_secs();
         let (cred, c) = ix.keyauth("secret", now).unwrap();
-        assert_eq!(&*cred.id, "k1");
+        assert_eq!(cred.id(), "k1");
         assert_eq!(c.username.as_deref(), Some("alice"));
         assert_eq!(c.groups.len(), 2);
         assert!(ix.keyauth("old", now).is_none(), "expired");
@@ -728,7 +806,7 @@ mod tests {
         let row = text(json!({"id": "kb", "key": key, "consumer": {"id": C1}}));
         assert!(row.contains("\\\""), "the text has escapes: {row}");
         assert!(ix.put_text("keyauth_credentials", &row, None));
-        assert_eq!(&*ix.keyauth(key, 0).unwrap().0.id, "kb");
+        assert_eq!(ix.keyauth(key, 0).unwrap().0.id(), "kb");
         let exp = now_secs() as i64 + 100;
         let row = text(json!({"id": "kc", "key": "ttl", "consumer": {"id": C1}}));
         assert!(ix.put_text("keyauth_credentials", &row, Some(exp)));
@@ -737,7 +815,7 @@ mod tests {
         assert!(!ix.put_text("keyauth_credentials", "{not json", None));
         assert!(!ix.put_text("services", &text(json!({"id": "s"})), None));
         let (c, consumer) = ix.keyauth("k-alice", 0).unwrap();
-        assert_eq!((&*c.id, &*consumer.id), ("ka", C1));
+        assert_eq!((c.id(), &*consumer.id), ("ka", C1));
         assert_eq!(&*consumer.groups, [Box::from("admin")]);
     }
 
@@ -825,7 +903,7 @@ mod tests {
         assert!(ix.apply("keyauth_credentials", "ka", Some(&ka), None));
         assert!(ix.apply("keyauth_credentials", "kz", None, Some((&kz, None))));
         assert!(ix.apply("keyauth_credentials", "ka", Some(&ka), None));
-        assert_eq!(&*ix.keyauth("k-alice", 0).unwrap().0.id, "kz");
+        assert_eq!(ix.keyauth("k-alice", 0).unwrap().0.id(), "kz");
     }
 
     #[test]
@@ -850,7 +928,7 @@ mod tests {
             )],
         );
         let rebuilt = ConsumerIndex::build(&d);
-        assert_eq!(&*rebuilt.keyauth("k-alice", 0).unwrap().0.id, "ka");
+        assert_eq!(rebuilt.keyauth("k-alice", 0).unwrap().0.id(), "ka");
     }
 
     #[test]

@@ -336,21 +336,7 @@ impl HmacAuth {
 
 impl Plugin for HmacAuth {
     fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
-        match &self.anonymous {
-            Some(anon) => {
-                if cx.credential().is_some() {
-                    return Ok(Flow::Continue);
-                }
-                if self.authenticate(cx).is_err() {
-                    auth::set_anonymous(cx, anon)?;
-                }
-                Ok(Flow::Continue)
-            }
-            None => Ok(match self.authenticate(cx) {
-                Ok(()) => Flow::Continue,
-                Err(e) => Flow::Exit(e),
-            }),
-        }
+        auth::access(cx, self.anonymous.as_deref(), |cx| self.authenticate(cx))
     }
 
     fn reads_body(&self) -> bool {

@@ -306,10 +306,28 @@ fn verify(alg: &str, signed: &[u8], sig: &[u8], key: &[u8]) -> bool {
         "ES256" => &signature::ECDSA_P256_SHA256_FIXED,
         "ES384" => &signature::ECDSA_P384_SHA384_FIXED,
         "EdDSA" => &signature::ED25519,
-        // ES512 (P-521) is not supported by ring.
+        // ring has no P-521.
+        "ES512" => return es512_verify(signed, sig, &raw),
         _ => return false,
     };
     UnparsedPublicKey::new(v, raw).verify(signed, sig).is_ok()
+}
+
+/// ES512: ECDSA P-521 with SHA-512 over the raw 132-byte `r || s` (RFC 7518 §3.4);
+/// `point` is the SEC1 public point. Any other size, or a point not on P-521, fails.
+fn es512_verify(signed: &[u8], sig: &[u8], point: &[u8]) -> bool {
+    use p521::ecdsa::signature::Verifier;
+    use p521::ecdsa::{Signature, VerifyingKey};
+    if sig.len() != 132 {
+        return false;
+    }
+    let (Ok(key), Ok(sig)) = (
+        VerifyingKey::from_sec1_bytes(point),
+        Signature::from_slice(sig),
+    ) else {
+        return false;
+    };
+    key.verify(signed, &sig).is_ok()
 }
 
 /// An authentication failure: Kong's `{status, message | errors, headers}`.
@@ -476,25 +494,13 @@ impl Plugin for Jwt {
         if !self.run_on_preflight && cx.req.method == http::Method::OPTIONS {
             return Ok(Flow::Continue);
         }
-        match &self.anonymous {
-            Some(anon) => {
-                if cx.credential().is_some() {
-                    return Ok(Flow::Continue);
-                }
-                if self.authenticate(cx).is_err() {
-                    auth::set_anonymous(cx, anon)?;
-                }
-                Ok(Flow::Continue)
-            }
-            None => Ok(match self.authenticate(cx) {
-                Ok(()) => Flow::Continue,
-                Err(f) => Flow::Exit(Exit {
-                    status: 401,
-                    body: ExitBody::Json(f.body),
-                    headers: vec![(WWW_AUTHENTICATE, f.www)],
-                }),
-            }),
-        }
+        auth::access(cx, self.anonymous.as_deref(), |cx| {
+            self.authenticate(cx).map_err(|f| Exit {
+                status: 401,
+                body: ExitBody::Json(f.body),
+                headers: vec![(WWW_AUTHENTICATE, f.www)],
+            })
+        })
     }
 }
 
@@ -870,6 +876,111 @@ pub(crate) mod tests {
             json_of(&bearer(&*p, &ix, short).0.unwrap_exit())["message"],
             ERR_INVALID_SIGNATURE
         );
+    }
+
+    /// An ES512 key made by the `openssl` CLI (an independent implementation): its
+    /// private key PEM path and SPKI public key PEM.
+    pub(crate) fn openssl_p521(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+        let key = dir.join("p521.pem");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl CLI");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+            out.stdout
+        };
+        let k = key.to_str().unwrap();
+        run(&[
+            "ecparam",
+            "-name",
+            "secp521r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            k,
+        ]);
+        let public = run(&["ec", "-in", k, "-pubout"]);
+        (key, String::from_utf8(public).unwrap())
+    }
+
+    /// An ES512 token signed by `openssl dgst -sha512`, its DER signature turned into
+    /// JWS's raw 132-byte `r || s`.
+    pub(crate) fn openssl_es512(key: &std::path::Path, claims: Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(json!({"typ": "JWT", "alg": "ES512"}).to_string());
+        let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{h}.{c}");
+        let data = key.with_extension(format!("{}.txt", std::process::id()));
+        std::fs::write(&data, &signed).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", "-sha512", "-sign", key.to_str().unwrap()])
+            .arg(&data)
+            .output()
+            .expect("openssl CLI");
+        assert!(out.status.success(), "{out:?}");
+        let der = out.stdout;
+        // SEQUENCE { INTEGER r, INTEGER s }; the length may take one extra byte.
+        let mut at = if der[1] & 0x80 != 0 {
+            2 + (der[1] & 0x7f) as usize
+        } else {
+            2
+        };
+        let mut raw = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(der[at], 2, "INTEGER");
+            let len = der[at + 1] as usize;
+            let int = &der[at + 2..at + 2 + len];
+            let int = &int[int.iter().take_while(|&&b| b == 0).count()..];
+            raw.extend(std::iter::repeat_n(0, 66 - int.len()));
+            raw.extend_from_slice(int);
+            at += 2 + len;
+        }
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    #[test]
+    fn es512_with_an_openssl_key() {
+        let dir = std::env::temp_dir().join(format!("tollgate-es512-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, public) = openssl_p521(&dir);
+        let (_, p256_pub) = ec_key("ES256");
+        let ix = index(json!([
+            {"id": "e5", "key": "es512", "algorithm": "ES512", "rsa_public_key": public, "consumer": {"id": BOB}},
+            {"id": "e6", "key": "wrongcurve", "algorithm": "ES512", "rsa_public_key": p256_pub, "consumer": {"id": BOB}},
+        ]));
+        let p = plugin(json!({}));
+        let t = openssl_es512(&key, json!({"iss": "es512"}));
+        let (f, h) = bearer(&*p, &ix, &t);
+        assert!(f.is_continue());
+        assert_eq!(h["x-credential-identifier"], "es512");
+        let invalid = |token: &str| {
+            let e = bearer(&*p, &ix, token).0.unwrap_exit();
+            assert_eq!(e.status, 401, "{token}");
+            assert_eq!(json_of(&e)["message"], ERR_INVALID_SIGNATURE, "{token}");
+        };
+        let (signed, sig) = t.rsplit_once('.').unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        // Tampered claims, a flipped bit, a truncated, a DER-sized, an all-zero and an
+        // oversized signature: all 401.
+        let evil = URL_SAFE_NO_PAD.encode(json!({"iss": "es512", "admin": true}).to_string());
+        let h64 = signed.split('.').next().unwrap();
+        invalid(&format!("{h64}.{evil}.{sig}"));
+        let mut flipped = raw.clone();
+        flipped[40] ^= 1;
+        for bad in [
+            flipped,
+            raw[..131].to_vec(),
+            raw[..70].to_vec(),
+            vec![0; 132],
+            vec![0xff; 132],
+            [raw.clone(), vec![0]].concat(),
+        ] {
+            invalid(&format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bad)));
+        }
+        // A P-256 key stored for ES512 verifies nothing.
+        let t = openssl_es512(&key, json!({"iss": "wrongcurve"}));
+        invalid(&t);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

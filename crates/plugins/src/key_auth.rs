@@ -248,9 +248,9 @@ impl KeyAuth {
         cx.authenticate(
             consumer,
             Some(Credential {
-                id: &cred.id,
+                id: cred.id(),
                 consumer_id: &consumer.id,
-                identifier: &cred.id,
+                identifier: cred.id(),
             }),
         );
         None
@@ -278,23 +278,9 @@ impl Plugin for KeyAuth {
         if !self.run_on_preflight && cx.req.method == http::Method::OPTIONS {
             return Ok(Flow::Continue);
         }
-        match &self.anonymous {
-            // Logical OR with other auth plugins: already authenticated, nothing to do;
-            // a failure maps to the anonymous consumer.
-            Some(anon) => {
-                if cx.credential().is_some() {
-                    return Ok(Flow::Continue);
-                }
-                if self.authenticate(cx).is_some() {
-                    auth::set_anonymous(cx, anon)?;
-                }
-                Ok(Flow::Continue)
-            }
-            None => Ok(match self.authenticate(cx) {
-                Some(exit) => Flow::Exit(exit),
-                None => Flow::Continue,
-            }),
-        }
+        auth::access(cx, self.anonymous.as_deref(), |cx| {
+            self.authenticate(cx).map_or(Ok(()), Err)
+        })
     }
 
     fn reads_body(&self) -> bool {

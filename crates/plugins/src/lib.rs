@@ -20,10 +20,12 @@ mod body_filter;
 pub mod chain;
 pub mod consumers;
 pub mod log;
+mod template;
 
 pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
+pub mod correlation_id;
 pub mod cors;
 pub mod hmac_auth;
 pub mod ip_restriction;
@@ -33,10 +35,12 @@ pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod request_transformer;
 
 pub use api::{
-    BodyCx, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow, InstanceScope,
-    LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
+    BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow,
+    InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
+    Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -45,6 +49,20 @@ use tollgate_model::{PluginCatalog, PluginDef};
 
 /// The version bundled plugins report (Kong's `kong_meta.version`).
 pub const VERSION: &str = "3.9.1";
+
+/// This node as plugins see it (`kong.node.get_id()`, `kong.node.get_hostname()`).
+static NODE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Records the node's id and hostname once, at start (later calls are ignored).
+pub fn set_node(node_id: &str, hostname: &str) {
+    let _ = NODE.set((node_id.to_owned(), hostname.to_owned()));
+}
+
+/// `(node_id, hostname)`; empty before [`set_node`] (unit tests).
+pub(crate) fn node() -> (&'static str, &'static str) {
+    NODE.get()
+        .map_or(("", ""), |(id, host)| (id.as_str(), host.as_str()))
+}
 
 /// Every plugin compiled into this build.
 pub static BUNDLED: &[&PluginSpec] = &[
@@ -59,6 +77,8 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &jwt::SPEC,
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
+    &correlation_id::SPEC,
+    &request_transformer::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -125,6 +145,8 @@ mod tests {
             ("jwt", 1450),
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
+            ("correlation-id", 100001),
+            ("request-transformer", 801),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }

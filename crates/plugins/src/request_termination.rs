@@ -198,6 +198,22 @@ fn header_table(h: &http::HeaderMap) -> Map<String, Value> {
     m
 }
 
+/// `kong.request.get_uri_captures()` as cjson encodes it: `unnamed` an array from
+/// group 1 (cjson drops the whole match at index 0), `named` an object.
+fn uri_captures(cx: &RequestCx<'_>) -> Value {
+    let (unnamed, named) = match cx.uri_captures() {
+        Some(c) => (
+            c.unnamed.iter().skip(1).map(|v| json!(v)).collect(),
+            c.named
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+        None => (Vec::new(), Map::new()),
+    };
+    json!({ "unnamed": unnamed, "named": named })
+}
+
 impl RequestTermination {
     fn triggered(&self, cx: &RequestCx<'_>) -> bool {
         let Some((name, header)) = &self.trigger else {
@@ -225,12 +241,12 @@ impl RequestTermination {
             _ => (host_header, None),
         };
         let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
-        let ct = req
+        let ct_raw = req
             .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+            .unwrap_or_default();
+        let ct = ct_raw.to_ascii_lowercase();
         let raw = cx.body().map(|b| String::from_utf8_lossy(b).into_owned());
         let body = match cx.body() {
             Some(b) if ct.starts_with("application/json") => {
@@ -239,11 +255,23 @@ impl RequestTermination {
             Some(b) if ct.starts_with("application/x-www-form-urlencoded") => {
                 Value::Object(query_table(Some(&String::from_utf8_lossy(b))))
             }
+            Some(b) if ct.starts_with("multipart/form-data") => {
+                let mut m = Map::new();
+                for (k, v) in crate::body::multipart_fields(ct_raw, b) {
+                    m.insert(k, Value::String(v));
+                }
+                Value::Object(m)
+            }
             _ => Value::Null,
         };
+        let (node_id, hostname) = crate::node();
         json!({
             "message": self.message,
-            "kong": {},
+            "kong": {
+                "node_id": node_id,
+                "worker_pid": std::process::id(),
+                "hostname": hostname,
+            },
             "request": {
                 "scheme": scheme,
                 "host": host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
@@ -254,9 +282,11 @@ impl RequestTermination {
                 "raw_body": raw.unwrap_or_default(),
                 "method": req.method.as_str(),
                 "path": req.uri.path(),
+                "uri_captures": uri_captures(cx),
             },
-            "matched_route": cx.route_id.map(|id| json!({"id": id})),
-            "matched_service": cx.service_id.map(|id| json!({"id": id})),
+            // Kong's `kong.router.get_route()` / `get_service()`: the whole rows.
+            "matched_route": cx.route_row(),
+            "matched_service": cx.service_row(),
         })
     }
 }
@@ -287,6 +317,10 @@ impl Plugin for RequestTermination {
     }
 
     fn reads_body(&self) -> bool {
+        self.echo
+    }
+
+    fn reads_router_rows(&self) -> bool {
         self.echo
     }
 }

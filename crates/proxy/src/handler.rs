@@ -433,6 +433,7 @@ async fn proxy<'s>(
             request_id: &cx.request_id,
             route_id: None,
             service_id: None,
+            captures: None,
         };
         if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), head) {
             return cx.kong_response(r);
@@ -453,9 +454,9 @@ async fn proxy<'s>(
         };
         snap.router
             .find(&info)
-            .map(|m| (m.route_index, m.prefix_len, m.protocols))
+            .map(|m| (m.route_index, m.prefix_len, m.protocols, m.captures))
     };
-    let Some((route_index, prefix_len, protocols)) = m else {
+    let Some((route_index, prefix_len, protocols, captures)) = m else {
         return cx.error(404, errors::NO_ROUTE, &head.headers, Negotiation::Accept);
     };
     let route: &'s RouteInfo = &snap.routes[route_index];
@@ -563,6 +564,7 @@ async fn proxy<'s>(
             request_id: &cx.request_id,
             route_id: Some(&route.id),
             service_id: route.service.as_ref().map(|s| s.id.as_str()),
+            captures: Some(&captures),
         };
         let max = settings.client_max_body_size;
         // Plugins see nginx's `$remote_addr`: the realip-processed client address.

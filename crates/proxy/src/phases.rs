@@ -66,6 +66,8 @@ pub struct PhaseCx<'a> {
     pub request_id: &'a str,
     pub route_id: Option<&'a str>,
     pub service_id: Option<&'a str>,
+    /// The router's regex path captures (access phase only).
+    pub captures: Option<&'a tollgate_plugins::Captures>,
 }
 
 /// Kong's rewrite phase (global plugins only).
@@ -138,6 +140,7 @@ where
     let consumers = snap.consumers.load();
     let mut rcx = RequestCx::new(req, client_ip, &consumers)
         .with_route(cx.route_id, cx.service_id)
+        .with_captures(cx.captures)
         .with_body(read);
     let flow = chain.access(&mut rcx, collected);
     if collected.any(|p| p.log) {
