@@ -92,8 +92,26 @@ pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
         ssl_verify: config.pg_ssl_verify,
         trusted_cas,
         pool_size: config.pg_pool_size as usize,
+        max_concurrent_queries: config.pg_max_concurrent_queries as usize,
+        semaphore_timeout: millis_key(config, "pg_semaphore_timeout")?
+            .unwrap_or(std::time::Duration::from_secs(60)),
     };
     let raw = |k: &str| config.raw.get(k).map(String::as_str);
+    // nginx cosocket pool knobs with no equivalent here: refused rather than ignored.
+    for key in [
+        "pg_keepalive_timeout",
+        "pg_backlog",
+        "pg_ro_keepalive_timeout",
+        "pg_ro_backlog",
+    ] {
+        if raw(key).is_some_and(|v| !v.trim().is_empty()) {
+            anyhow::bail!(
+                "'{key}' is not supported by Tollgate's PostgreSQL pool (idle connections are \
+                 kept until pg_timeout fails them, and waiting queries are bounded by \
+                 pg_semaphore_timeout): remove it from the configuration"
+            );
+        }
+    }
     let read_only = match &config.pg_ro_host {
         None => None,
         Some(host) => {
@@ -119,6 +137,16 @@ pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
                     )
                 })?;
                 ro.timeout = std::time::Duration::from_millis(ms);
+            }
+            if let Some(n) = raw("pg_ro_max_concurrent_queries").filter(|v| !v.is_empty()) {
+                ro.max_concurrent_queries = n.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid value for 'pg_ro_max_concurrent_queries': {n:?} (expected a number)"
+                    )
+                })?;
+            }
+            if let Some(t) = millis_key(config, "pg_ro_semaphore_timeout")? {
+                ro.semaphore_timeout = t;
             }
             if let Some(n) = raw("pg_ro_pool_size") {
                 ro.pool_size = n.parse().map_err(|_| {
@@ -152,6 +180,22 @@ pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
     })
 }
 
+/// A millisecond setting, `None` when unset or empty.
+fn millis_key(
+    config: &tollgate_config::Config,
+    key: &str,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    match config.raw.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|ms| Some(std::time::Duration::from_millis(ms)))
+            .map_err(|_| {
+                anyhow::anyhow!("invalid value for '{key}': {v:?} (expected milliseconds)")
+            }),
+    }
+}
+
 /// Runs pending migrations on the embedded store (a single node owns its file, so there is
 /// nobody to coordinate with).
 pub async fn ensure_migrated(store: &dyn Store) -> anyhow::Result<()> {
@@ -174,4 +218,49 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_config::LoadOptions;
+
+    fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<PgSettings> {
+        let mut opts = LoadOptions::isolated().set("database", "postgres");
+        for (k, v) in pairs {
+            opts = opts.set(*k, *v);
+        }
+        let loaded = Config::load(opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+        pg_settings(&loaded.config)
+    }
+
+    #[test]
+    fn concurrency_cap_and_semaphore_timeout_reach_the_pool() {
+        let s = settings(&[
+            ("pg_max_concurrent_queries", "3"),
+            ("pg_semaphore_timeout", "250"),
+        ])
+        .unwrap();
+        assert_eq!(s.primary.max_concurrent_queries, 3);
+        assert_eq!(
+            s.primary.semaphore_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.primary.max_concurrent_queries, 0);
+        assert_eq!(
+            s.primary.semaphore_timeout,
+            std::time::Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn pool_knobs_without_an_equivalent_are_refused() {
+        let e = settings(&[("pg_backlog", "10")]).unwrap_err().to_string();
+        assert!(e.contains("'pg_backlog' is not supported"), "{e}");
+        let e = settings(&[("pg_keepalive_timeout", "60000")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'pg_keepalive_timeout' is not supported"), "{e}");
+    }
 }

@@ -26,6 +26,12 @@ pub struct PgOptions {
     pub trusted_cas: Vec<PathBuf>,
     /// `pg_pool_size`: connections kept per node.
     pub pool_size: usize,
+    /// `pg_max_concurrent_queries` (0 = unlimited): every query holds a pooled connection,
+    /// so the pool is capped at this size, which bounds concurrent queries as Kong's
+    /// semaphore does.
+    pub max_concurrent_queries: usize,
+    /// `pg_semaphore_timeout`: how long a query waits for its turn under that cap.
+    pub semaphore_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -43,6 +49,8 @@ impl Default for PgOptions {
             ssl_verify: false,
             trusted_cas: Vec::new(),
             pool_size: 10,
+            max_concurrent_queries: 0,
+            semaphore_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,10 +157,14 @@ impl PgOptions {
             Some(tls) => deadpool_postgres::Manager::from_config(cfg, tls, mc),
             None => deadpool_postgres::Manager::from_config(cfg, tokio_postgres::NoTls, mc),
         };
+        let (size, wait) = match self.max_concurrent_queries {
+            0 => (self.pool_size, self.timeout),
+            n => (self.pool_size.min(n), self.semaphore_timeout),
+        };
         deadpool_postgres::Pool::builder(manager)
-            .max_size(self.pool_size.max(1))
+            .max_size(size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(self.timeout))
+            .wait_timeout(Some(wait))
             .create_timeout(Some(self.timeout))
             .recycle_timeout(Some(self.timeout))
             .build()
