@@ -29,6 +29,7 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
@@ -59,6 +60,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &jwt::SPEC,
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
+    &prometheus::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -125,6 +127,7 @@ mod tests {
             ("jwt", 1450),
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
+            ("prometheus", 13),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
