@@ -3,6 +3,7 @@
 //! on stderr.
 
 mod config_cmd;
+mod metrics;
 mod migrations;
 mod process;
 mod start;

@@ -7,6 +7,7 @@ mod phases;
 mod plugin_support;
 mod plugins;
 mod plugins_more;
+mod prometheus;
 mod proxy;
 mod rate_limiting;
 mod support;

@@ -80,7 +80,7 @@ pub(crate) async fn status(State(st): State<SharedState>) -> Response {
 }
 
 /// Resident memory from /proc (Linux); 0 elsewhere.
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {
@@ -90,6 +90,17 @@ fn rss_bytes() -> u64 {
         })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
+}
+
+/// `GET /metrics`: the prometheus exposition (Kong's `exporter.collect`).
+pub(crate) async fn metrics(State(st): State<SharedState>) -> Response {
+    let text = (st.metrics)().await;
+    let mut r = Response::new(axum::body::Body::from(text));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
 }
 
 pub(crate) async fn ready(State(st): State<SharedState>) -> Response {
@@ -116,6 +127,7 @@ pub(crate) fn all_paths() -> Vec<(String, Vec<&'static str>)> {
         ("/tags/{tags}", vec!["GET"]),
         ("/config", vec!["GET", "POST"]),
         ("/openapi.json", vec!["GET"]),
+        ("/metrics", vec!["GET"]),
     ] {
         paths.push((p.to_string(), m));
     }

@@ -11,6 +11,7 @@ mod openapi;
 mod schemas;
 
 pub use error::{ApiError, ApiResult};
+pub use info::rss_bytes;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -38,6 +39,12 @@ pub struct NodeInfo {
 /// Live counters the proxy keeps, rendered for `/status`'s `server` section.
 pub type ServerStatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
+/// Renders the Prometheus exposition served on `/metrics` (the prometheus plugin's
+/// `api.lua` / `status_api.lua`); gathers its gauges at call time.
+pub type MetricsFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
 pub struct AdminState {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<PluginCatalog>,
@@ -49,6 +56,8 @@ pub struct AdminState {
     pub max_body: usize,
     /// `Ok` when this node can serve traffic, else the reason (`/status/ready`).
     pub readiness: ReadinessFn,
+    /// `GET /metrics` on the Admin and status listeners.
+    pub metrics: MetricsFn,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -63,6 +72,7 @@ impl AdminState {
             server_status: Arc::new(|| serde_json::json!({})),
             max_body: 10 * 1024 * 1024,
             readiness: Arc::new(|| Ok(())),
+            metrics: Arc::new(|| Box::pin(async { String::new() })),
         }
     }
 }
@@ -89,6 +99,7 @@ pub fn router(state: SharedState) -> Router {
             get(declarative::get_config).post(declarative::post_config),
         )
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(info::metrics))
         .fallback(generic)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(kong_error_bodies))
@@ -131,6 +142,7 @@ pub fn status_router(state: SharedState) -> Router {
     Router::new()
         .route("/status", get(info::status))
         .route("/status/ready", get(info::ready))
+        .route("/metrics", get(info::metrics))
         .with_state(state)
 }
 

@@ -143,7 +143,7 @@ pub struct RouteSeries {
     /// The series with an empty consumer label (every request without `per_consumer`).
     plain: ConsumerSeries,
     /// By consumer username, sharded by its hash.
-    consumers: Box<[RwLock<HashMap<Box<str>, Arc<ConsumerSeries>>>]>,
+    consumers: Box<[RwLock<ConsumerMap>]>,
 }
 
 /// A consumer series as the log phase holds it: the empty label borrowed (no reference
@@ -182,6 +182,8 @@ pub struct CodeSeries {
 }
 
 const CONSUMER_SHARDS: usize = 16;
+
+type ConsumerMap = HashMap<Box<str>, Arc<ConsumerSeries>>;
 
 fn bucket_of(buckets: &[u64], v: u64) -> usize {
     buckets.partition_point(|b| *b < v)
@@ -302,7 +304,12 @@ impl ConsumerSeries {
                 .find(|c| c.code == code && c.from_service == from_service)
                 .cloned()
         };
-        if let Some(c) = self.codes.load().iter().find(|c| c.code == code && c.from_service == from_service) {
+        if let Some(c) = self
+            .codes
+            .load()
+            .iter()
+            .find(|c| c.code == code && c.from_service == from_service)
+        {
             c.n.add(0, 1);
             return;
         }
@@ -402,9 +409,10 @@ impl Registry {
         };
         {
             let map = self.routes.load();
-            let hit = map
-                .get(&h)
-                .and_then(|l| l.iter().find(|s| &*s.service == service && &*s.route == route));
+            let hit = map.get(&h).and_then(|l| {
+                l.iter()
+                    .find(|s| &*s.service == service && &*s.route == route)
+            });
             if let Some(s) = hit {
                 return Some(f(s));
             }

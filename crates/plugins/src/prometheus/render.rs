@@ -7,8 +7,7 @@
 //! (`metric_data(write_fn, not IS_PROMETHEUS_ENABLED)`).
 
 use super::registry::{
-    Registry, RouteSeries, KONG_AT, KONG_BUCKETS, REQUEST_AT, UPSTREAM_AT,
-    UPSTREAM_BUCKETS,
+    Registry, RouteSeries, KONG_AT, KONG_BUCKETS, REQUEST_AT, UPSTREAM_AT, UPSTREAM_BUCKETS,
 };
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -253,7 +252,11 @@ pub fn render(g: &Gauges<'_>, reg: &Registry) -> String {
     ] {
         out.push(
             "nginx_connections_total",
-            &[("node_id", node), ("subsystem", SUBSYSTEM), ("state", state)],
+            &[
+                ("node_id", node),
+                ("subsystem", SUBSYSTEM),
+                ("state", state),
+            ],
             v,
         );
     }
@@ -264,11 +267,7 @@ pub fn render(g: &Gauges<'_>, reg: &Registry) -> String {
     );
     out.push("nginx_timers", &[("state", "running")], g.timers_running);
     out.push("nginx_timers", &[("state", "pending")], g.timers_pending);
-    out.push(
-        "datastore_reachable",
-        &[],
-        u64::from(g.datastore_reachable),
-    );
+    out.push("datastore_reachable", &[], u64::from(g.datastore_reachable));
     out.push(
         "node_info",
         &[("node_id", node), ("version", crate::VERSION)],
@@ -294,7 +293,11 @@ pub fn render(g: &Gauges<'_>, reg: &Registry) -> String {
     let pid = g.pid.to_string();
     out.push(
         "memory_workers_lua_vms_bytes",
-        &[("node_id", node), ("pid", &pid), ("kong_subsystem", SUBSYSTEM)],
+        &[
+            ("node_id", node),
+            ("pid", &pid),
+            ("kong_subsystem", SUBSYSTEM),
+        ],
         g.worker_bytes,
     );
     let dict = [

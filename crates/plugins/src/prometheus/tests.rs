@@ -33,7 +33,9 @@ struct Req {
 fn req(status: u16, kong: u64, proxy: Option<u64>, request: u64) -> Req {
     Req {
         route: Some(row(json!({"id": "r-id", "name": "r1"}))),
-        service: Some(row(json!({"id": "s-id", "name": "s1", "host": "up.example"}))),
+        service: Some(row(
+            json!({"id": "s-id", "name": "s1", "host": "up.example"}),
+        )),
         status,
         latencies: Latencies {
             kong,
@@ -213,7 +215,9 @@ fn labels_fall_back_to_host_and_id_and_no_route_counts_nothing() {
     no_route.service = None;
     log(&p, &no_route);
     let text = scrape(reg, true);
-    assert!(text.contains(r#"kong_http_requests_total{service="up.example",route="r-id",code="200""#));
+    assert!(
+        text.contains(r#"kong_http_requests_total{service="up.example",route="r-id",code="200""#)
+    );
     assert!(!text.contains(r#"code="404""#));
     // The request without a route still switched upstream health on.
     assert!(reg.upstream_health_metrics());
