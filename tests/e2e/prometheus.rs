@@ -718,3 +718,24 @@ async fn each_flag_gates_its_series_and_no_plugin_means_gauges_only() {
     let e = scrape_until(&g, |e| !e.has("kong_upstream_target_health")).await;
     assert!(!e.has("kong_upstream_target_health"));
 }
+
+#[tokio::test]
+async fn metrics_exist_only_while_the_plugin_is_loaded() {
+    // Kong mounts /metrics with the plugin's api.lua / status_api.lua.
+    let g = Gateway::start_with(&[("TOLLGATE_PLUGINS", "key-auth")]).await;
+    for base in [&g.status, &g.admin] {
+        let r = g
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{base}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"message": "Not found"})
+        );
+    }
+    let (s, _) = g.post("/plugins", json!({"name": "prometheus"})).await;
+    assert_eq!(s, 400, "a plugin outside the plugins key is refused");
+}

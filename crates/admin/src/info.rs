@@ -4,7 +4,7 @@ use crate::error::{json_response, ApiResult};
 use crate::{crud, query_pairs, SharedState};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 use tollgate_model::entities;
@@ -92,8 +92,13 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /metrics`: the prometheus exposition (Kong's `exporter.collect`).
+/// `GET /metrics`: the prometheus exposition (Kong's `exporter.collect`). Kong mounts it
+/// with the plugin's `api.lua` / `status_api.lua`, so it exists only while the plugin is
+/// in the `plugins` key.
 pub(crate) async fn metrics(State(st): State<SharedState>) -> Response {
+    if !st.catalog.is_enabled("prometheus") {
+        return crate::ApiError::not_found().into_response();
+    }
     let text = (st.metrics)().await;
     let mut r = Response::new(axum::body::Body::from(text));
     r.headers_mut().insert(

@@ -7,6 +7,18 @@
 //!   changes; the log phase only does atomic adds on per-thread shards.
 //! * [`render`]: the text exposition at scrape time, with the gauges the caller
 //!   gathers ([`Gauges`]: connections, datastore, upstream targets, memory).
+//!
+//! Where this differs from Kong 3.9, and why:
+//! * `kong_memory_workers_lua_vms_bytes` reports the process's resident memory (there is
+//!   no Lua VM; one series, `pid` = this process).
+//! * `kong_memory_lua_shared_dict_{bytes,total_bytes}` report one dict,
+//!   `prometheus_metrics`: the registry's usage and its 5 MiB capacity.
+//! * `kong_upstream_target_health`: no health checks exist yet, so each target address is
+//!   `healthchecks_off`, or `dns_error` (empty address) when its name does not resolve;
+//!   targets with weight 0 are not reported.
+//! * `kong_nginx_timers` are 0 (background work runs as tokio tasks, not nginx timers).
+//! * Kong has no config-hash metric in traditional or DB-less mode (only a control plane's
+//!   `data_plane_config_hash`), so none is exported; `ai_metrics` is accepted and unused.
 
 pub mod registry;
 pub mod render;
