@@ -14,7 +14,7 @@
 use arc_swap::ArcSwap;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
@@ -348,8 +348,27 @@ impl CodeSeries {
     }
 }
 
-/// Series by hash of their (service, route) labels.
-type RouteMap = HashMap<u64, Box<[Arc<RouteSeries>]>>;
+/// Series by hash of their (service, route) labels: the key is a hash already, so the
+/// map uses it as is.
+type RouteMap = HashMap<u64, Box<[Arc<RouteSeries>]>, BuildHasherDefault<Identity>>;
+
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; fold anything else in case.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
 
 /// The process-wide metric state.
 pub struct Registry {
