@@ -292,9 +292,16 @@ def default_bin():
 
 
 def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None,
-                base_routes=True):
-    """Kong 3.0 declarative YAML with the same routes as peer_conf."""
-    out = ['_format_version: "3.0"\n', "services:\n"]
+                base_routes=True, prometheus=False):
+    """Kong 3.0 declarative YAML with the same routes as peer_conf (plus, with
+    `prometheus`, a global prometheus plugin counting statuses, latencies and bandwidth)."""
+    out = ['_format_version: "3.0"\n']
+    if prometheus:
+        out.append(
+            "plugins:\n- name: prometheus\n  config: {status_code_metrics: true, "
+            "latency_metrics: true, bandwidth_metrics: true, upstream_health_metrics: true}\n"
+        )
+    out.append("services:\n")
     if base_routes:
         plugins = ""
         if keyauth:

@@ -83,7 +83,7 @@ def run_one(args, tmp, which, n, up_port, rep=0):
         prefix = tempfile.mkdtemp(prefix="gw-", dir=tmp)
         cfg = os.path.join(prefix, "kong.yml")
         with open(cfg, "w") as f:
-            f.write(B.declarative(up_port))
+            f.write(B.declarative(up_port, prometheus=args.prometheus))
         port, admin, status = B.free_port(), B.free_port(), B.free_port()
         env = B.gateway_env(prefix, port, None, admin, status, cfg, None, None)
         log = open(os.path.join(prefix, "stderr.log"), "w")
@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=2,
                     help="measure each proxy this many times (to show the figure is stable)")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--prometheus", action="store_true",
+                    help="the gateway with a global prometheus plugin (the 'prometheus' scenario)")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     B.need_tools(["valgrind", "nginx", "taskset", "callgrind_annotate"])

@@ -71,14 +71,18 @@ end
 
 class Scenario:
     def __init__(self, name, desc, tool="wrk", path="/", tls=False, conns=32, method="GET",
-                 body=0, routes=0, ws=False, smoke=False, special=None, expect=b"ok"):
+                 body=0, routes=0, ws=False, smoke=False, special=None, expect=b"ok",
+                 prometheus=False):
         self.name, self.desc, self.tool, self.path, self.tls = name, desc, tool, path, tls
         self.conns, self.method, self.body, self.routes, self.ws = conns, method, body, routes, ws
         self.smoke, self.special, self.expect = smoke, special, expect
+        self.prometheus = prometheus
 
 
 SCENARIOS = [
     Scenario("plain", "HTTP/1.1, GET /, 1 route, 32 connections"),
+    Scenario("prometheus", "plain + a global prometheus plugin (status codes, latencies, "
+             "bandwidth, upstream health); compare with plain", prometheus=True),
     Scenario("tls-h1", "TLS 1.3 + HTTP/1.1 (wrk), keep-alive", tls=True),
     Scenario("tls-h2", "TLS 1.3 + HTTP/2 (h2load, 16 connections x 10 streams)",
              tool="h2load", tls=True, conns=16),
@@ -482,7 +486,7 @@ def scenario_load(env, sc, args):
             return skipped("Python package 'websockets' not installed (pip install websockets)")
     ws_port = env.start_ws_server() if sc.ws else None
     routes = sc.routes
-    cfg = B.declarative(env.up_port, ws_port=ws_port, routes=routes)
+    cfg = B.declarative(env.up_port, ws_port=ws_port, routes=routes, prometheus=sc.prometheus)
     gw, err = env.start_gateway(cfg)
     if gw is None:
         B.die(err)
@@ -490,10 +494,27 @@ def scenario_load(env, sc, args):
     try:
         res = run_pair(env, sc, gw, peer, args)
         res["routes"] = routes or None
+        if sc.prometheus:
+            res["metrics_counted"] = metrics_counted(gw)
     finally:
         B.stop(gw.proc)
         B.stop(peer.proc)
     return res
+
+
+def metrics_counted(gw):
+    """Requests the gateway's /metrics (status listener) counted: proof the plugin ran."""
+    status, body, _ = B.http_get(gw.status, "/metrics")
+    if status != 200:
+        B.die(f"/metrics answered {status}")
+    total = 0
+    for line in body.decode().splitlines():
+        if line.startswith("kong_http_requests_total{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    if total == 0:
+        B.die("the prometheus scenario counted no request on /metrics")
+    log(f"  /metrics: kong_http_requests_total = {total}")
+    return total
 
 
 def skipped(reason):

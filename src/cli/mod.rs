@@ -4,6 +4,7 @@
 
 mod config_cmd;
 mod db_snapshot;
+mod metrics;
 mod migrations;
 mod process;
 mod start;

@@ -276,6 +276,12 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     if let Ok(mut h) = admin.config_hash.write() {
         *h = initial_hash;
     }
+    admin.metrics = super::metrics::metrics_fn(
+        snapshot.clone(),
+        stats.clone(),
+        store.clone(),
+        admin.node.node_id.clone(),
+    );
     let st = stats.clone();
     admin.server_status = Arc::new(move || st.to_json());
     let ready = Arc::new(AtomicBool::new(false));

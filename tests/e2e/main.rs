@@ -12,6 +12,7 @@ mod plugins;
 mod plugins_more;
 mod plugins_traffic;
 mod postgres;
+mod prometheus;
 mod proxy;
 mod rate_limiting;
 mod support;

@@ -4,7 +4,7 @@ use crate::error::{json_response, ApiResult};
 use crate::{crud, query_pairs, SharedState};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 use tollgate_model::entities;
@@ -80,7 +80,7 @@ pub(crate) async fn status(State(st): State<SharedState>) -> Response {
 }
 
 /// Resident memory from /proc (Linux); 0 elsewhere.
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {
@@ -90,6 +90,22 @@ fn rss_bytes() -> u64 {
         })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
+}
+
+/// `GET /metrics`: the prometheus exposition (Kong's `exporter.collect`). Kong mounts it
+/// with the plugin's `api.lua` / `status_api.lua`, so it exists only while the plugin is
+/// in the `plugins` key.
+pub(crate) async fn metrics(State(st): State<SharedState>) -> Response {
+    if !st.catalog.is_enabled("prometheus") {
+        return crate::ApiError::not_found().into_response();
+    }
+    let text = (st.metrics)().await;
+    let mut r = Response::new(axum::body::Body::from(text));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
 }
 
 pub(crate) async fn ready(State(st): State<SharedState>) -> Response {
@@ -116,6 +132,7 @@ pub(crate) fn all_paths() -> Vec<(String, Vec<&'static str>)> {
         ("/tags/{tags}", vec!["GET"]),
         ("/config", vec!["GET", "POST"]),
         ("/openapi.json", vec!["GET"]),
+        ("/metrics", vec!["GET"]),
     ] {
         paths.push((p.to_string(), m));
     }

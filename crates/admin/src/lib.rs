@@ -14,6 +14,7 @@ mod openapi;
 mod schemas;
 
 pub use error::{ApiError, ApiResult};
+pub use info::rss_bytes;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -41,6 +42,12 @@ pub struct NodeInfo {
 /// Live counters the proxy keeps, rendered for `/status`'s `server` section.
 pub type ServerStatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
+/// Renders the Prometheus exposition served on `/metrics` (the prometheus plugin's
+/// `api.lua` / `status_api.lua`); gathers its gauges at call time.
+pub type MetricsFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
 pub struct AdminState {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<PluginCatalog>,
@@ -54,6 +61,8 @@ pub struct AdminState {
     pub readiness: ReadinessFn,
     /// Origins (scheme://authority) of `admin_gui_url`: CORS answers name one of these.
     pub gui_origins: Vec<String>,
+    /// `GET /metrics` on the Admin and status listeners.
+    pub metrics: MetricsFn,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -69,6 +78,7 @@ impl AdminState {
             max_body: 10 * 1024 * 1024,
             readiness: Arc::new(|| Ok(())),
             gui_origins: Vec::new(),
+            metrics: Arc::new(|| Box::pin(async { String::new() })),
         }
     }
 }
@@ -95,6 +105,7 @@ pub fn router(state: SharedState) -> Router {
             get(declarative::get_config).post(declarative::post_config),
         )
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(info::metrics))
         .fallback(generic)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(kong_error_bodies))
@@ -141,6 +152,7 @@ pub fn status_router(state: SharedState) -> Router {
     Router::new()
         .route("/status", get(info::status))
         .route("/status/ready", get(info::ready))
+        .route("/metrics", get(info::metrics))
         .with_state(state)
 }
 

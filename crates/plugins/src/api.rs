@@ -101,6 +101,12 @@ pub trait Plugin: Send + Sync + 'static {
     /// Kong's log phase, after the response body went out (or the client went away).
     /// Never affects the response; runs off the request's task.
     fn log(&self, _cx: &LogCx<'_>) {}
+    /// Whether [`Plugin::log`] is cheap and never blocks (a few atomic adds, no I/O), so
+    /// it may run where the response body ends instead of on a task of its own. The
+    /// runner spawns the task only when some logging plugin says no.
+    fn log_inline(&self) -> bool {
+        false
+    }
     /// Kong's certificate phase (global instances only), during the TLS handshake, after
     /// Kong picked a certificate by SNI: may pick another one or abort the handshake.
     fn certificate(&self, _cx: &mut CertificateCx<'_>) -> Result<(), PluginError> {

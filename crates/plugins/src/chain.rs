@@ -545,6 +545,12 @@ impl Plugins {
             .map(|i| &**i)
     }
 
+    /// Whether any enabled configuration of `name` exists (Kong's `configure` phase is
+    /// handed none otherwise).
+    pub fn has(&self, name: &str) -> bool {
+        self.combos.iter().any(|c| c.spec.name == name)
+    }
+
     /// Runs the rewrite phase of global plugins (before routing).
     pub fn rewrite(&self, cx: &mut RequestCx<'_>) -> Flow {
         for inst in self.global_rewrite.iter() {

@@ -31,6 +31,7 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
@@ -79,6 +80,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &rate_limiting::SPEC,
     &correlation_id::SPEC,
     &request_transformer::SPEC,
+    &prometheus::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -147,6 +149,7 @@ mod tests {
             ("rate-limiting", 910),
             ("correlation-id", 100001),
             ("request-transformer", 801),
+            ("prometheus", 13),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }

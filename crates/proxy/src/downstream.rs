@@ -329,6 +329,11 @@ impl Drop for PhaseBody {
         let status = self.status;
         let headers = std::mem::take(&mut self.headers);
         let sent = self.sent;
+        // Cheap loggers (prometheus' atomic adds) run here: a task costs more than they do.
+        if log.loggers.iter().all(|i| i.plugin.log_inline()) {
+            log.run(status, &headers, sent);
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move { log.run(status, &headers, sent) });
