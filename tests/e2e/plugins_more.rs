@@ -130,7 +130,9 @@ async fn request_termination_ip_restriction_and_size_limits() {
     assert_eq!(r.body["request"]["headers"]["x-debug"], "1");
     assert!(r.body["matched_route"]["id"].is_string());
 
-    let r = until(&g, "/ip", &[("x-forwarded-for", "10.1.2.3")], 200).await;
+    // An allowed address answers 200 with or without the plugin: wait for a denied one.
+    until(&g, "/ip", &[("x-forwarded-for", "10.6.6.6")], 403).await;
+    let r = get(&g, "/ip", &[("x-forwarded-for", "10.1.2.3")]).await;
     assert_eq!(r.status, 200);
     let r = get(&g, "/ip", &[("x-forwarded-for", "2001:db8::7")]).await;
     assert_eq!(r.status, 200);
