@@ -450,6 +450,15 @@ async fn wait_for_signal() {
         std::future::pending::<()>().await;
         return;
     };
+    // SIGUSR1, nginx's logrotate signal: file-log reopens its files.
+    if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening log files");
+                tollgate_plugins::log_plugins::reopen_files();
+            }
+        });
+    }
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},

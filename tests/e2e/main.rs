@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod declarative;
+mod logging;
 mod phases;
 mod plugin_support;
 mod plugins;
