@@ -96,7 +96,10 @@ pub struct FileLog {
 
 fn compile(config: &Value) -> Result<Box<dyn Plugin>, String> {
     let path = str_of(config, "path").ok_or("path is required")?.to_owned();
-    let reopen = config.get("reopen").and_then(Value::as_bool).unwrap_or(false);
+    let reopen = config
+        .get("reopen")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let name = format!("file-log:{path}");
     let queue = queue::queue(
         &name,
@@ -139,7 +142,11 @@ impl Sender for FileSender {
     async fn send(&mut self, c: &FileLogConf, batch: &[Bytes]) -> Result<(), String> {
         let gen = GENERATION.load(Ordering::Acquire);
         let mut held = self.file.take();
-        if c.reopen || held.as_ref().is_some_and(|(_, p, g)| *g != gen || *p != c.path) {
+        if c.reopen
+            || held
+                .as_ref()
+                .is_some_and(|(_, p, g)| *g != gen || *p != c.path)
+        {
             held = None;
         }
         let path = c.path.clone();

@@ -328,7 +328,10 @@ fn payload(array: bool, batch: &[Bytes]) -> Bytes {
 }
 
 impl HttpSender {
-    async fn connection(&mut self, c: &HttpLogConf) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+    async fn connection(
+        &mut self,
+        c: &HttpLogConf,
+    ) -> Result<&mut SendRequest<Full<Bytes>>, String> {
         let to = (c.host.clone(), c.port, c.tls);
         let reusable = self.conn.as_ref().is_some_and(|k| {
             k.to == to && !k.send.is_closed() && k.idle_since.elapsed() < c.keepalive
@@ -427,10 +430,113 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An https log receiver answering `status` to each request; sends what it got.
+    async fn https_receiver(status: u16) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let acceptor = super::super::tls::test_acceptor();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut tmp).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&tmp[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                            continue;
+                        };
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() < len {
+                            continue;
+                        }
+                        let _ = tx.send(text.clone());
+                        buf.clear();
+                        let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 4\r\n\r\nnope");
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn conf(port: u16) -> HttpLogConf {
+        HttpLogConf {
+            tls: true,
+            host: "127.0.0.1".into(),
+            port,
+            path: "/in".into(),
+            host_header: HeaderValue::from_str(&format!("127.0.0.1:{port}")).unwrap(),
+            method: Method::PATCH,
+            content_type: HeaderValue::from_static("application/json"),
+            timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(60),
+            authorization: None,
+            headers: vec![(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("1"),
+            )],
+            array: true,
+        }
+    }
+
+    #[test]
+    fn https_endpoint_kept_alive_and_status_checked() {
+        queue::RUNTIME.block_on(async {
+            let (port, mut rx) = https_receiver(200).await;
+            let c = conf(port);
+            let mut s = HttpSender::default();
+            let batch = [Bytes::from_static(b"{\"a\":1}")];
+            s.send(&c, &batch).await.unwrap();
+            let got = rx.recv().await.unwrap();
+            assert!(got.starts_with("PATCH /in HTTP/1.1\r\n"), "{got}");
+            assert!(got.contains("x-a: 1\r\n"), "{got}");
+            assert!(got.ends_with("\r\n\r\n[{\"a\":1}]"), "{got}");
+            s.send(&c, &batch).await.unwrap();
+            rx.recv().await.unwrap();
+
+            let (port, mut rx) = https_receiver(503).await;
+            let e = HttpSender::default()
+                .send(&conf(port), &batch)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e,
+                format!("request to 127.0.0.1:{port} returned status code 503 and body nope")
+            );
+            rx.recv().await.unwrap();
+        });
+    }
 
     #[test]
     fn array_payload_and_userinfo() {
-        let b = [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{\"b\":2}")];
+        let b = [
+            Bytes::from_static(b"{\"a\":1}"),
+            Bytes::from_static(b"{\"b\":2}"),
+        ];
         assert_eq!(&payload(true, &b)[..], b"[{\"a\":1},{\"b\":2}]");
         assert_eq!(&payload(false, &b[..1])[..], b"{\"a\":1}");
         assert_eq!(userinfo("http://u:p@h:1/x"), Some("u:p"));

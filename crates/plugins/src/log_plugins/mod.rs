@@ -15,8 +15,8 @@ pub mod http_log;
 pub mod queue;
 pub mod syslog;
 pub mod tcp_log;
-pub mod udp_log;
 mod tls;
+pub mod udp_log;
 
 pub use file_log::reopen_files;
 

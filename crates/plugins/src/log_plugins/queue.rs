@@ -89,7 +89,9 @@ impl QueueConf {
         let num = |k: &str, dflt: f64| -> Result<f64, String> {
             match q.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(dflt),
-                Some(v) => v.as_f64().ok_or_else(|| format!("queue.{k}: expected a number")),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("queue.{k}: expected a number")),
             }
         };
         Ok(QueueConf {
@@ -168,8 +170,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The queue `name` (created with `conf` if no live queue has that name), now sending
-/// with `handler_conf`.
+/// The queue `name` (created with `conf` if no live queue with these settings has that
+/// name), now sending with `handler_conf`.
 pub fn queue<S: Sender>(
     name: &str,
     tag: String,
@@ -182,7 +184,9 @@ pub fn queue<S: Sender>(
         .get(name)
         .and_then(|b| b.downcast_ref::<Weak<Shared<S>>>())
         .and_then(Weak::upgrade)
-        .filter(|s| s.running.load(Ordering::Acquire));
+        // Changed queue settings get a new queue; the old one drains for the instances
+        // still holding it (Kong keeps a queue's settings until it is emptied).
+        .filter(|s| s.running.load(Ordering::Acquire) && s.conf == conf);
     let shared = match live {
         Some(s) => {
             *lock(&s.handler_conf) = handler_conf;
@@ -232,8 +236,8 @@ impl<S: Sender> QueueHandle<S> {
     }
 
     /// Entries waiting.
-    pub fn len(&self) -> usize {
-        lock(&self.shared.buf).entries.len()
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting()
     }
 
     /// Queues an entry; never waits. A full queue drops its oldest entries to make room.
@@ -364,7 +368,11 @@ impl<S: Sender> Shared<S> {
         if b.dropping && !batch.is_empty() {
             b.dropping = false;
             drop(b);
-            tracing::info!("[{}] queue {}: queue resumed processing", lock(&self.tag), self.name);
+            tracing::info!(
+                "[{}] queue {}: queue resumed processing",
+                lock(&self.tag),
+                self.name
+            );
         }
         batch
     }

@@ -77,7 +77,9 @@ fn severity(name: &'static str) -> Field {
     Field::new(name, Type::String)
         .required()
         .default(json!("info"))
-        .one_of(&["debug", "info", "notice", "warning", "err", "crit", "alert", "emerg"])
+        .one_of(&[
+            "debug", "info", "notice", "warning", "err", "crit", "alert", "emerg",
+        ])
 }
 
 fn schema() -> PluginDef {
@@ -181,7 +183,8 @@ impl Plugin for Syslog {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut msg = format!("<{pri}>{} kong[{}]: ", timestamp(now), std::process::id()).into_bytes();
+        let mut msg =
+            format!("<{pri}>{} kong[{}]: ", timestamp(now), std::process::id()).into_bytes();
         serde_json::to_writer(&mut msg, &cx.serialize()).unwrap_or_default();
         let _ = self.queue.enqueue(Bytes::from(msg));
     }

@@ -119,7 +119,12 @@ impl TcpSender {
         }
         let s = super::tls::connect(tcp, host, c.tls_sni.as_deref())
             .await
-            .map_err(|e| format!("failed to perform TLS handshake to {}:{}: {e}", c.host, c.port))?;
+            .map_err(|e| {
+                format!(
+                    "failed to perform TLS handshake to {}:{}: {e}",
+                    c.host, c.port
+                )
+            })?;
         Ok(Box::pin(s))
     }
 
@@ -163,8 +168,78 @@ impl Sender for TcpSender {
             Ok(r) => r,
             Err(_) => {
                 self.conn = None;
-                Err(format!("failed to send data to {}:{}: timeout", c.host, c.port))
+                Err(format!(
+                    "failed to send data to {}:{}: timeout",
+                    c.host, c.port
+                ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// A TLS line receiver with a self-signed certificate: the SNI it saw and the lines.
+    async fn tls_receiver() -> (
+        u16,
+        tokio::sync::mpsc::UnboundedReceiver<(Option<String>, String)>,
+    ) {
+        let acceptor = super::super::tls::test_acceptor();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                    let mut lines = tokio::io::BufReader::new(tls).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let _ = tx.send((sni.clone(), line));
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    #[test]
+    fn tls_lines_with_and_without_sni() {
+        queue::RUNTIME.block_on(async {
+            let (port, mut rx) = tls_receiver().await;
+            let mut conf = TcpLogConf {
+                host: "127.0.0.1".into(),
+                port,
+                timeout: Duration::from_secs(5),
+                keepalive: Duration::from_secs(60),
+                tls: true,
+                tls_sni: Some("logs.example".into()),
+            };
+            let mut s = TcpSender::default();
+            let batch = [
+                Bytes::from_static(b"{\"a\":1}\n"),
+                Bytes::from_static(b"{\"b\":2}\n"),
+            ];
+            s.send(&conf, &batch).await.unwrap();
+            assert_eq!(
+                rx.recv().await.unwrap(),
+                (Some("logs.example".into()), "{\"a\":1}".into())
+            );
+            assert_eq!(rx.recv().await.unwrap().1, "{\"b\":2}");
+            // The kept-alive connection is used again.
+            s.send(&conf, &batch[..1]).await.unwrap();
+            assert_eq!(rx.recv().await.unwrap().1, "{\"a\":1}");
+            // Without tls_sni no SNI is sent (Kong's sslhandshake(false, nil, false)).
+            conf.tls_sni = None;
+            let mut s = TcpSender::default();
+            s.send(&conf, &batch[..1]).await.unwrap();
+            assert_eq!(rx.recv().await.unwrap(), (None, "{\"a\":1}".into()));
+        });
     }
 }

@@ -4,8 +4,8 @@ use crate::PluginSpec;
 use serde_json::{json, Map, Value};
 
 fn validate(spec: &PluginSpec, config: Value) -> Result<Map<String, Value>, String> {
-    let cat = tollgate_model::PluginCatalog::new(vec![(spec.schema)()], &["bundled".into()])
-        .unwrap();
+    let cat =
+        tollgate_model::PluginCatalog::new(vec![(spec.schema)()], &["bundled".into()]).unwrap();
     let mut row = Map::new();
     row.insert("name".into(), json!(spec.name));
     row.insert("config".into(), config);
@@ -18,7 +18,10 @@ fn validate(spec: &PluginSpec, config: Value) -> Result<Map<String, Value>, Stri
 #[test]
 fn lua_code_is_refused_everywhere() {
     for (spec, cfg) in [
-        (&super::http_log::SPEC, json!({"http_endpoint": "http://h/"})),
+        (
+            &super::http_log::SPEC,
+            json!({"http_endpoint": "http://h/"}),
+        ),
         (&super::file_log::SPEC, json!({"path": "/tmp/x.log"})),
         (&super::tcp_log::SPEC, json!({"host": "h", "port": 1})),
         (&super::udp_log::SPEC, json!({"host": "h", "port": 1})),
@@ -63,8 +66,11 @@ fn http_log_schema_follows_kong() {
         ("content-length", "cannot contain 'Content-Length' header"),
         ("Content-Type", "cannot contain 'Content-Type' header"),
     ] {
-        let e = validate(spec, json!({"http_endpoint": "http://h/", "headers": {h: "x"}}))
-            .unwrap_err();
+        let e = validate(
+            spec,
+            json!({"http_endpoint": "http://h/", "headers": {h: "x"}}),
+        )
+        .unwrap_err();
         assert!(e.contains(msg), "{e}");
     }
     let e = validate(
@@ -84,13 +90,19 @@ fn http_log_schema_follows_kong() {
         json!({"http_endpoint": "http://h/", "queue": {"initial_retry_delay": 0}}),
     )
     .unwrap_err();
-    assert!(e.contains("value should be between 0.001 and 1000000"), "{e}");
+    assert!(
+        e.contains("value should be between 0.001 and 1000000"),
+        "{e}"
+    );
 }
 
 #[test]
 fn file_log_and_syslog_schemas_follow_kong() {
     let f = &super::file_log::SPEC;
-    assert_eq!(validate(f, json!({"path": "/tmp/a.log"})).unwrap()["reopen"], false);
+    assert_eq!(
+        validate(f, json!({"path": "/tmp/a.log"})).unwrap()["reopen"],
+        false
+    );
     for bad in ["/tmp/a*b", " /tmp/a", "/tmp/a ", "/tmp/`x`"] {
         let e = validate(f, json!({"path": bad})).unwrap_err();
         assert!(e.contains("not a valid filename"), "{bad}: {e}");

@@ -88,3 +88,19 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| e.to_string())
 }
+
+/// A TLS acceptor with a self-signed certificate for `logs.example` (test receivers).
+#[cfg(test)]
+pub(crate) fn test_acceptor() -> tokio_rustls::TlsAcceptor {
+    let ck = rcgen::generate_simple_self_signed(vec!["logs.example".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}

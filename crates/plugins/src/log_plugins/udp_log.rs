@@ -38,7 +38,9 @@ fn schema() -> PluginDef {
             typedefs::port("port").required(),
             Field::new("timeout", Type::Number)
                 .default(json!(10000))
-                .describe("An optional timeout in milliseconds when sending data to the upstream server."),
+                .describe(
+                    "An optional timeout in milliseconds when sending data to the upstream server.",
+                ),
             custom_fields_by_lua(),
         ],
         config_checks: vec![EntityCheck::Custom(refuse_lua)],
@@ -100,13 +102,19 @@ impl Sender for UdpSender {
                 .map_err(|e| e.to_string())?
                 .next()
                 .ok_or("no address")?;
-            let local = if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let local = if peer.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let sock = tokio::net::UdpSocket::bind(local)
                 .await
                 .map_err(|e| e.to_string())?;
             sock.connect(peer).await.map_err(|e| e.to_string())?;
             for d in batch {
-                sock.send(d).await.map_err(|e| format!("could not send data: {e}"))?;
+                sock.send(d)
+                    .await
+                    .map_err(|e| format!("could not send data: {e}"))?;
             }
             Ok::<(), String>(())
         };

@@ -20,8 +20,7 @@ impl Sender for TestSender {
         if c.stall {
             std::future::pending::<()>().await;
         }
-        if c
-            .fail_first
+        if c.fail_first
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
         {
@@ -61,7 +60,11 @@ async fn batches_coalesce_up_to_max_batch_size() {
     assert_eq!(sizes, [3, 3, 1]);
     let batches = lock(&rec.batches);
     let first: Vec<&[u8]> = batches[0].iter().map(|b| &b[..]).collect();
-    assert_eq!(first, [&b"{\"n\":0}"[..], b"{\"n\":1}", b"{\"n\":2}"], "in order");
+    assert_eq!(
+        first,
+        [&b"{\"n\":0}"[..], b"{\"n\":1}", b"{\"n\":2}"],
+        "in order"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +111,7 @@ async fn a_stalled_sender_costs_at_most_max_entries() {
     let q = queue::<TestSender>("t-stall", "t".into(), conf, rec);
     for e in entries(1000) {
         q.enqueue(e).unwrap();
-        assert!(q.len() <= 10);
+        assert!(q.waiting() <= 10);
     }
     // One entry is in the stalled send; ten wait; the rest were dropped oldest first.
     let dropped = q.stats().dropped.load(Ordering::Relaxed);
@@ -126,7 +129,10 @@ async fn max_bytes_bounds_the_queue() {
         ..QueueConf::default()
     };
     let q = queue::<TestSender>("t-bytes", "t".into(), conf, rec);
-    assert!(q.enqueue(Bytes::from(vec![b'x'; 21])).is_err(), "larger than max_bytes");
+    assert!(
+        q.enqueue(Bytes::from(vec![b'x'; 21])).is_err(),
+        "larger than max_bytes"
+    );
     for _ in 0..10 {
         q.enqueue(Bytes::from(vec![b'x'; 8])).unwrap();
         assert!(lock(&q.shared.buf).bytes <= 20);
@@ -147,4 +153,19 @@ async fn instances_share_a_queue_by_name_and_it_ends_with_them() {
     // A new instance gets a new queue.
     let c = queue::<TestSender>("t-share", "c".into(), QueueConf::default(), rec);
     assert!(!Arc::ptr_eq(&c.shared, &shared));
+}
+
+#[tokio::test]
+async fn changed_settings_get_a_new_queue() {
+    let rec = Arc::new(Rec::default());
+    let a = queue::<TestSender>("t-conf", "a".into(), QueueConf::default(), rec.clone());
+    let b = queue::<TestSender>("t-conf", "b".into(), QueueConf::default(), rec.clone());
+    assert!(Arc::ptr_eq(&a.shared, &b.shared));
+    let bigger = QueueConf {
+        max_batch_size: 10,
+        ..QueueConf::default()
+    };
+    let c = queue::<TestSender>("t-conf", "c".into(), bigger, rec);
+    assert!(!Arc::ptr_eq(&a.shared, &c.shared));
+    assert_eq!(c.shared.conf.max_batch_size, 10);
 }
