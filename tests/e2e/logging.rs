@@ -470,6 +470,20 @@ async fn udp_log_sends_a_datagram_per_request() {
     let v: Value = serde_json::from_slice(&buf[..n]).expect("one JSON record, no newline");
     assert_eq!(v["request"]["uri"], "/x/u");
     assert_eq!(v["response"]["status"], 200);
+
+    // Lua is refused, not accepted and ignored.
+    let (s, e) = g
+        .post(
+            "/plugins",
+            json!({"name": "udp-log", "config": {"host": "127.0.0.1", "port": port,
+                "custom_fields_by_lua": {"f": "return 1"}}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(
+        e["fields"]["config"]["custom_fields_by_lua"],
+        "custom_fields_by_lua is not supported: Tollgate does not run Lua"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
