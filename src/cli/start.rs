@@ -258,6 +258,12 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "proxy task failed"),
         Ok(Ok(())) => {}
     }
+    // The log plugins' queues send what they hold (bounded; a dead endpoint gives up).
+    let unsent =
+        tollgate_plugins::log_plugins::queue::flush(std::time::Duration::from_secs(10)).await;
+    if unsent > 0 {
+        tracing::warn!(entries = unsent, "log entries not sent before exit");
+    }
     for t in tasks {
         let _ = t.await;
     }

@@ -236,6 +236,38 @@ async fn http_log_batches_and_retries() {
     assert!(g.stderr().contains("handler could not process entries"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn http_log_sends_what_it_holds_at_shutdown() {
+    let (logs, mut rx) = receiver(Mode::Ok).await;
+    let up = echo().await;
+    let mut g = Gateway::start().await;
+    ok(&g, "/services", json!({"name": "s", "url": up})).await;
+    ok(
+        &g,
+        "/services/s/plugins",
+        json!({"name": "http-log", "config": {"http_endpoint": logs,
+            "queue": {"max_batch_size": 100, "max_coalescing_delay": 3600}}}),
+    )
+    .await;
+    ok(
+        &g,
+        "/services/s/routes",
+        json!({"name": "r", "paths": ["/z"]}),
+    )
+    .await;
+    until(&g, "/z/0", &[], 200).await;
+    get(&g, "/z/1", &[]).await;
+    get(&g, "/z/2", &[]).await;
+    // An hour of coalescing: nothing is sent until the gateway stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.try_recv().is_err());
+    let t = Instant::now();
+    assert_eq!(g.stop(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let batch = next(&mut rx).await.body;
+    assert_eq!(batch.as_array().map(Vec::len), Some(3), "{batch}");
+}
+
 /// The 50th and 99th percentiles.
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,36 @@ use std::time::{Duration, Instant};
 const COALESCE_MIN_TIME: Duration = Duration::from_millis(50);
 /// Kong's `CAPACITY_WARNING_THRESHOLD`.
 const CAPACITY_WARNING_THRESHOLD: f64 = 0.8;
+/// Kong's `COALESCE_POLL_TIME`: how often a coalescing queue looks for the exit.
+const COALESCE_POLL_TIME: Duration = Duration::from_secs(1);
+
+/// Entries of every queue not yet sent or dropped (waiting or in a batch being sent).
+static PENDING: AtomicI64 = AtomicI64::new(0);
+/// Set by [`flush`]: queues stop coalescing and send what they have.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// At shutdown, after the last response: lets the queues send what they hold (Kong's
+/// queues do the same when the worker exits, coalescing no more). Waits at most
+/// `timeout`, and gives up sooner when nothing went out for a second (a dead endpoint).
+/// Returns how many entries were left unsent.
+pub async fn flush(timeout: Duration) -> u64 {
+    EXITING.store(true, Ordering::Release);
+    let start = Instant::now();
+    let (mut last, mut moved) = (PENDING.load(Ordering::Acquire), Instant::now());
+    loop {
+        let n = PENDING.load(Ordering::Acquire);
+        if n <= 0 {
+            return 0;
+        }
+        if n != last {
+            (last, moved) = (n, Instant::now());
+        }
+        if start.elapsed() >= timeout || moved.elapsed() >= Duration::from_secs(1) {
+            return n as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// The runtime every log sender runs on: apart from the proxy's, so a stalled log
 /// endpoint never takes a proxy thread, and queues outlive snapshots and requests.
@@ -251,6 +281,7 @@ impl<S: Sender> QueueHandle<S> {
                 s.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err("too many entries in flight".into());
             }
+            PENDING.fetch_add(1, Ordering::AcqRel);
             RUNTIME.spawn(send_alone(self.shared.clone(), entry));
             return Ok(());
         }
@@ -306,6 +337,7 @@ impl<S: Sender> QueueHandle<S> {
         b.bytes += entry.len();
         b.entries.push_back(entry);
         drop(b);
+        PENDING.fetch_add(1 - dropped as i64, Ordering::AcqRel);
         if dropped > 0 {
             s.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
@@ -413,7 +445,7 @@ async fn run<S: Sender>(s: Arc<Shared<S>>) {
         } else {
             // Coalesce: wait for a full batch until the delay (from the first entry) runs out.
             let mut have = 1;
-            while have < c.max_batch_size {
+            while have < c.max_batch_size && !EXITING.load(Ordering::Acquire) {
                 let left = coalesce.saturating_sub(first_at.elapsed());
                 if left < COALESCE_MIN_TIME {
                     break;
@@ -422,7 +454,8 @@ async fn run<S: Sender>(s: Arc<Shared<S>>) {
                     have = s.waiting().min(c.max_batch_size);
                     continue;
                 }
-                let _ = tokio::time::timeout(left, s.wake.notified()).await;
+                let wait = left.min(COALESCE_POLL_TIME);
+                let _ = tokio::time::timeout(wait, s.wake.notified()).await;
                 have = s.waiting().min(c.max_batch_size).max(1);
             }
             have
@@ -430,6 +463,7 @@ async fn run<S: Sender>(s: Arc<Shared<S>>) {
         let batch = s.take(n);
         if !batch.is_empty() {
             s.handle(&mut sender, &batch).await;
+            PENDING.fetch_sub(batch.len() as i64, Ordering::AcqRel);
         }
     }
 }
@@ -439,6 +473,7 @@ async fn send_alone<S: Sender>(s: Arc<Shared<S>>, entry: Bytes) {
     let mut sender = S::default();
     s.handle(&mut sender, std::slice::from_ref(&entry)).await;
     s.in_flight.fetch_sub(1, Ordering::AcqRel);
+    PENDING.fetch_sub(1, Ordering::AcqRel);
 }
 
 #[cfg(test)]
