@@ -50,9 +50,24 @@ pub(crate) fn refuse_lua(cfg: &Map<String, Value>) -> Result<(), (Option<&'stati
     }
 }
 
-/// The record as one line of JSON (`cjson.encode(kong.log.serialize())`).
+/// The record as JSON (`cjson.encode(kong.log.serialize())`), after `prefix` and
+/// followed by a newline when `newline`.
+pub(crate) fn record_with(cx: &LogCx<'_>, prefix: &[u8], newline: bool) -> Bytes {
+    // Most records are a little over 1 KiB: one allocation, usually no regrowth.
+    let mut out = Vec::with_capacity(2048);
+    out.extend_from_slice(prefix);
+    if serde_json::to_writer(&mut out, cx).is_err() {
+        return Bytes::new();
+    }
+    if newline {
+        out.push(b'\n');
+    }
+    Bytes::from(out)
+}
+
+/// The record as JSON.
 pub(crate) fn record(cx: &LogCx<'_>) -> Bytes {
-    Bytes::from(serde_json::to_vec(&cx.serialize()).unwrap_or_default())
+    record_with(cx, b"", false)
 }
 
 /// The `log_tag` Kong's queue writes in its messages.

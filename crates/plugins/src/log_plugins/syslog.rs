@@ -183,10 +183,10 @@ impl Plugin for Syslog {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut msg =
-            format!("<{pri}>{} kong[{}]: ", timestamp(now), std::process::id()).into_bytes();
-        serde_json::to_writer(&mut msg, &cx.serialize()).unwrap_or_default();
-        let _ = self.queue.enqueue(Bytes::from(msg));
+        let head = format!("<{pri}>{} kong[{}]: ", timestamp(now), std::process::id());
+        let _ = self
+            .queue
+            .enqueue(super::record_with(cx, head.as_bytes(), false));
     }
     fn bind(&mut self, scope: &InstanceScope<'_>) {
         self.queue.set_tag(super::tag(NAME, scope.id));

@@ -90,9 +90,7 @@ fn compile(config: &Value) -> Result<Box<dyn Plugin>, String> {
 
 impl Plugin for TcpLog {
     fn log(&self, cx: &LogCx<'_>) {
-        let mut line = serde_json::to_vec(&cx.serialize()).unwrap_or_default();
-        line.push(b'\n');
-        let _ = self.queue.enqueue(Bytes::from(line));
+        let _ = self.queue.enqueue(super::record_with(cx, b"", true));
     }
     fn bind(&mut self, scope: &InstanceScope<'_>) {
         self.queue.set_tag(super::tag(NAME, scope.id));
