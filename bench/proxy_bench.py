@@ -31,10 +31,12 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +94,9 @@ SCENARIOS = [
              special="keyauth"),
     Scenario("keyauth-acl", "key-auth + acl (allow one group) on the route, via Admin API",
              special="keyauth"),
+    Scenario("http-log-stalled", "http-log on the route to a log receiver that accepts and "
+             "never answers (queue.max_entries 10,000), via Admin API; compare p99 with plain",
+             special="httplog"),
     Scenario("consumers-1m", "1,000,000 consumers + key-auth credentials loaded by "
              "`config db_import` (SQLite), GET /", special="consumers"),
     Scenario("ws-echo", "WebSocket echo, 64-byte messages, 16 connections (Python client)",
@@ -624,6 +629,63 @@ def scenario_keyauth(env, sc, args):
             B.stop(peer.proc)
 
 
+def stalled_receiver():
+    """A log receiver that accepts connections and never reads or answers: http-log's
+    first request waits for its 10 s timeout, retries follow, and the queue fills.
+    Returns (port, list of accepted connections)."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # held open, never answered
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], accepted
+
+
+def scenario_httplog(env, sc, args):
+    """http-log added through the Admin API on a SQLite-backed gateway, pointed at a
+    receiver that stalls: logging must not slow the proxied responses (p99 against the
+    plain scenario's), and the queue stays bounded."""
+    port, accepted = stalled_receiver()
+    gw, figs = sqlite_gateway(env, args, tls=False)
+    if gw is None:
+        B.die(f"gateway on SQLite did not start: {figs.get('reason')}")
+    peer = None
+    try:
+        body = {"name": "http-log", "config": {
+            "http_endpoint": f"http://127.0.0.1:{port}/log", "queue": {"max_entries": 10000}}}
+        status, answer = B.admin_json(gw.admin, "POST", "/routes/root/plugins", body)
+        if status not in (200, 201):
+            msg = answer.get("message") if isinstance(answer, dict) else answer
+            return unavailable(f"POST /routes/root/plugins name=http-log -> {status} "
+                               f"{str(msg)[:200]}")
+        t0 = time.perf_counter()
+        while not accepted:
+            if time.perf_counter() - t0 > 15:
+                B.die("http-log accepted by the Admin API but no log request reached the "
+                      "receiver")
+            B.http_get(gw.port, "/")
+            time.sleep(0.05)
+        peer = env.start_peer()
+        res = run_pair(env, sc, gw, peer, args)
+        res["receiver_connections"] = len(accepted)
+        res["gateway_rss_mb_after"] = B.proc_status_mb(gw.pid, "VmRSS")
+        return res
+    finally:
+        B.stop(gw.proc)
+        if peer:
+            B.stop(peer.proc)
+
+
 def scenario_consumers(env, sc, args):
     """`consumers` consumers with key-auth credentials imported into SQLite by
     `tollgate config db_import`, then GET / proxied with them loaded (the nginx peer is
@@ -878,6 +940,8 @@ def main():
             log(f"== {name}: {sc.desc}  (load average {' '.join(la)})")
             if sc.special == "keyauth":
                 results[name] = scenario_keyauth(env, sc, args)
+            elif sc.special == "httplog":
+                results[name] = scenario_httplog(env, sc, args)
             elif sc.special == "consumers":
                 results[name] = scenario_consumers(env, sc, args)
             elif sc.special == "memory":

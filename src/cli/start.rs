@@ -353,6 +353,12 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "proxy task failed"),
         Ok(Ok(())) => {}
     }
+    // The log plugins' queues send what they hold (bounded; a dead endpoint gives up).
+    let unsent =
+        tollgate_plugins::log_plugins::queue::flush(std::time::Duration::from_secs(10)).await;
+    if unsent > 0 {
+        tracing::warn!(entries = unsent, "log entries not sent before exit");
+    }
     for t in tasks {
         let _ = t.await;
     }
@@ -557,6 +563,15 @@ async fn wait_for_signal() {
         std::future::pending::<()>().await;
         return;
     };
+    // SIGUSR1, nginx's logrotate signal: file-log reopens its files.
+    if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening log files");
+                tollgate_plugins::log_plugins::reopen_files();
+            }
+        });
+    }
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},

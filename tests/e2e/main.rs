@@ -6,6 +6,7 @@ mod deck;
 mod declarative;
 mod kong_clients;
 mod kong_manager;
+mod logging;
 mod phases;
 mod plugin_support;
 mod plugins;

@@ -167,6 +167,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id (to signal it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.prefix.join("test-stderr.log")).unwrap_or_default()
     }

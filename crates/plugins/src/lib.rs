@@ -20,6 +20,7 @@ mod body_filter;
 pub mod chain;
 pub mod consumers;
 pub mod log;
+pub mod log_plugins;
 mod template;
 
 pub mod acl;
@@ -81,6 +82,11 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &correlation_id::SPEC,
     &request_transformer::SPEC,
     &prometheus::SPEC,
+    &log_plugins::http_log::SPEC,
+    &log_plugins::file_log::SPEC,
+    &log_plugins::tcp_log::SPEC,
+    &log_plugins::udp_log::SPEC,
+    &log_plugins::syslog::SPEC,
 ];
 
 /// The registration of a bundled plugin.
@@ -150,6 +156,11 @@ mod tests {
             ("correlation-id", 100001),
             ("request-transformer", 801),
             ("prometheus", 13),
+            ("http-log", 12),
+            ("file-log", 9),
+            ("udp-log", 8),
+            ("tcp-log", 7),
+            ("syslog", 4),
         ] {
             assert_eq!(spec(name).unwrap().priority, prio);
         }
@@ -161,6 +172,9 @@ mod tests {
             let cfg = match s.name {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
                 "rate-limiting" => serde_json::json!({"minute": 5}),
+                "http-log" => serde_json::json!({"http_endpoint": "http://127.0.0.1:9/"}),
+                "file-log" => serde_json::json!({"path": "/dev/null"}),
+                "tcp-log" | "udp-log" => serde_json::json!({"host": "127.0.0.1", "port": 9}),
                 _ => serde_json::json!({}),
             };
             let c = testing::defaults(s, cfg);

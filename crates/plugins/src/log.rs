@@ -3,7 +3,8 @@
 
 use crate::chain::Row;
 use http::HeaderMap;
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 /// The request as it came in.
@@ -96,25 +97,39 @@ pub struct LogCx<'a> {
 }
 
 /// Headers as `kong.request.get_headers()` / `ngx.resp.get_headers()` give them:
-/// lower-case names, repeated ones as arrays.
-fn headers_json(h: &HeaderMap, redact: bool) -> Value {
-    let mut m = Map::new();
-    for name in h.keys() {
-        let vals: Vec<Value> = h
-            .get_all(name)
-            .iter()
-            .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let v = if redact && (name == "authorization" || name == "proxy-authorization") {
-            Value::String("REDACTED".into())
-        } else if vals.len() == 1 {
-            vals.into_iter().next().unwrap_or_default()
-        } else {
-            Value::Array(vals)
-        };
-        m.insert(name.as_str().to_owned(), v);
+/// lower-case names, repeated ones as arrays; `redact` hides the credentials.
+struct Headers<'a>(&'a HeaderMap, bool);
+
+/// A header value as text (invalid UTF-8 replaced).
+struct Lossy<'a>(&'a [u8]);
+
+impl Serialize for Lossy<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(self.0))
     }
-    Value::Object(m)
+}
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = self.0;
+        let mut m = s.serialize_map(Some(h.keys_len()))?;
+        for name in h.keys() {
+            if self.1 && (name == "authorization" || name == "proxy-authorization") {
+                m.serialize_entry(name.as_str(), "REDACTED")?;
+                continue;
+            }
+            let all = h.get_all(name);
+            let mut it = all.iter();
+            match (it.next(), it.next()) {
+                (Some(v), None) => m.serialize_entry(name.as_str(), &Lossy(v.as_bytes()))?,
+                _ => {
+                    let vals: Vec<Lossy<'_>> = all.iter().map(|v| Lossy(v.as_bytes())).collect();
+                    m.serialize_entry(name.as_str(), &vals)?
+                }
+            }
+        }
+        m.end()
+    }
 }
 
 /// `kong.request.get_query()`: decoded arguments; a bare name is `true`, a repeated one
@@ -153,101 +168,173 @@ fn query_json(uri: &str) -> Value {
 
 /// An entity row without its null fields, as Kong's DAO hands rows to the request
 /// (nulls are dropped when rows are read without `nulls = true`).
-fn row_json(row: &Row) -> Value {
-    Value::Object(
-        row.iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
+struct NonNull<'a>(&'a Row);
+
+impl Serialize for NonNull<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().filter(|(_, v)| !v.is_null()) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
-impl LogCx<'_> {
-    /// Kong 3.9's `kong.log.serialize()` for the http subsystem. Fields Kong leaves nil
-    /// are absent. Kong's `workspace`/`workspace_name` are not reported: there are no
-    /// workspaces here.
-    pub fn serialize(&self) -> Value {
-        let r = &self.request;
-        let mut request = json!({
-            "id": self.request_id,
-            "uri": r.uri,
-            "url": format!("{}://{}:{}{}", r.scheme, r.host, r.port, r.uri),
-            "querystring": query_json(r.uri),
-            "method": r.method,
-            "headers": headers_json(r.headers, true),
-            "size": r.size,
-        });
+/// Anything `Display` as a JSON string, written without an intermediate `String`.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A map of a few fixed entries (`json!`'s shape without building a `Value`).
+macro_rules! object {
+    ($s:expr, { $($k:literal : $v:expr),* $(,)? }) => {{
+        let mut m = $s.serialize_map(None)?;
+        $( m.serialize_entry($k, &$v)?; )*
+        m.end()
+    }};
+}
+
+struct RequestJson<'a>(&'a LogCx<'a>);
+
+impl Serialize for RequestJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let cx = self.0;
+        let r = &cx.request;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", cx.request_id)?;
+        m.serialize_entry("uri", r.uri)?;
+        m.serialize_entry(
+            "url",
+            &Text(format_args!(
+                "{}://{}:{}{}",
+                r.scheme, r.host, r.port, r.uri
+            )),
+        )?;
+        m.serialize_entry("querystring", &query_json(r.uri))?;
+        m.serialize_entry("method", r.method)?;
+        m.serialize_entry("headers", &Headers(r.headers, true))?;
+        m.serialize_entry("size", &r.size)?;
         if let Some((version, cipher)) = r.tls {
             // `$ssl_client_verify` is NONE: no client certificate is requested.
-            request["tls"] = json!({"version": version, "cipher": cipher, "client_verify": "NONE"});
+            m.serialize_entry("tls", &Tls(version, cipher))?;
         }
-        let mut root = json!({
-            "request": request,
-            "upstream_uri": self.upstream_uri,
-            "upstream_status": self.upstream_status.map_or(String::new(), |s| s.to_string()),
-            "response": {
-                "status": self.response.status,
-                "headers": headers_json(self.response.headers, false),
-                "size": self.response.size,
-            },
-            "latencies": {
-                "kong": self.latencies.kong,
-                "proxy": self.latencies.proxy.map_or(-1, |p| p as i64),
-                "request": self.latencies.request,
-                "receive": self.latencies.receive,
-            },
-            "client_ip": self.client_ip.to_string(),
-            "started_at": self.started_at,
-            "source": if self.proxied { "upstream" } else { "kong" },
-        });
-        let m = root.as_object_mut().expect("an object");
+        m.end()
+    }
+}
+
+struct Tls<'a>(&'a str, &'a str);
+
+impl Serialize for Tls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        object!(s, {"version": self.0, "cipher": self.1, "client_verify": "NONE"})
+    }
+}
+
+struct ResponseJson<'a>(&'a LogResponse<'a>);
+
+impl Serialize for ResponseJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        object!(s, {"status": r.status, "headers": Headers(r.headers, false), "size": r.size})
+    }
+}
+
+impl Serialize for Latencies {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        object!(s, {
+            "kong": self.kong,
+            "proxy": self.proxy.map_or(-1, |p| p as i64),
+            "request": self.request,
+            "receive": self.receive,
+        })
+    }
+}
+
+impl Serialize for Try {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("ip", &Text(self.ip))?;
+        m.serialize_entry("port", &self.port)?;
+        m.serialize_entry("balancer_start", &self.balancer_start)?;
+        m.serialize_entry("balancer_start_ns", &(self.balancer_start_ns as u64))?;
+        m.serialize_entry("balancer_latency", &self.balancer_latency)?;
+        m.serialize_entry("balancer_latency_ns", &(self.balancer_latency_ns as u64))?;
+        if let Some(code) = self.failed {
+            m.serialize_entry("state", "failed")?;
+            m.serialize_entry("code", &code)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for LogConsumer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", self.id)?;
+        if let Some(u) = self.username {
+            m.serialize_entry("username", u)?;
+        }
+        if let Some(ci) = self.custom_id {
+            m.serialize_entry("custom_id", ci)?;
+        }
+        m.end()
+    }
+}
+
+/// Kong 3.9's `kong.log.serialize()` for the http subsystem, written straight to JSON
+/// (the log plugins serialize one per request: no `Value` tree in between). Fields Kong
+/// leaves nil are absent. Kong's `workspace`/`workspace_name` are not reported: there
+/// are no workspaces here.
+impl Serialize for LogCx<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("request", &RequestJson(self))?;
+        m.serialize_entry("upstream_uri", self.upstream_uri)?;
+        match self.upstream_status {
+            Some(st) => m.serialize_entry("upstream_status", &Text(st))?,
+            None => m.serialize_entry("upstream_status", "")?,
+        }
+        m.serialize_entry("response", &ResponseJson(&self.response))?;
+        m.serialize_entry("latencies", &self.latencies)?;
+        m.serialize_entry("client_ip", &Text(self.client_ip))?;
+        m.serialize_entry("started_at", &self.started_at)?;
+        m.serialize_entry("source", if self.proxied { "upstream" } else { "kong" })?;
         if self.proxied {
-            let tries: Vec<Value> = self
-                .tries
-                .iter()
-                .map(|t| {
-                    let mut v = json!({
-                        "ip": t.ip.to_string(),
-                        "port": t.port,
-                        "balancer_start": t.balancer_start,
-                        "balancer_start_ns": t.balancer_start_ns as u64,
-                        "balancer_latency": t.balancer_latency,
-                        "balancer_latency_ns": t.balancer_latency_ns as u64,
-                    });
-                    if let Some(code) = t.failed {
-                        v["state"] = json!("failed");
-                        v["code"] = json!(code);
-                    }
-                    v
-                })
-                .collect();
-            m.insert("tries".into(), Value::Array(tries));
+            m.serialize_entry("tries", self.tries)?;
         }
         if let Some(id) = self.credential_id {
             let consumer_id = self.consumer.map(|c| c.id);
-            m.insert(
-                "authenticated_entity".into(),
-                json!({"id": id, "consumer_id": consumer_id}),
-            );
+            m.serialize_entry("authenticated_entity", &AuthEntity(id, consumer_id))?;
         }
         if let Some(route) = self.route {
-            m.insert("route".into(), row_json(route));
+            m.serialize_entry("route", &NonNull(route))?;
         }
         if let Some(service) = self.service {
-            m.insert("service".into(), row_json(service));
+            m.serialize_entry("service", &NonNull(service))?;
         }
-        if let Some(c) = self.consumer {
-            let mut v = Map::new();
-            v.insert("id".into(), json!(c.id));
-            if let Some(u) = c.username {
-                v.insert("username".into(), json!(u));
-            }
-            if let Some(ci) = c.custom_id {
-                v.insert("custom_id".into(), json!(ci));
-            }
-            m.insert("consumer".into(), Value::Object(v));
+        if let Some(c) = &self.consumer {
+            m.serialize_entry("consumer", c)?;
         }
-        root
+        m.end()
+    }
+}
+
+struct AuthEntity<'a>(&'a str, Option<&'a str>);
+
+impl Serialize for AuthEntity<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        object!(s, {"id": self.0, "consumer_id": self.1})
+    }
+}
+
+impl LogCx<'_> {
+    /// `kong.log.serialize()` as a JSON value (see the `Serialize` impl).
+    pub fn serialize(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The serializer's shape against Kong 3.9's `kong.log.serialize()`.
 
 use super::*;
+use serde_json::json;
 
 fn cx<'a>(
     req_h: &'a HeaderMap,
