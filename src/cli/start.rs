@@ -209,6 +209,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             Ok(())
         }
     });
+    admin.upstream_health = Some(Arc::new(crate::node::BalancerHealth(snapshot.clone())));
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);

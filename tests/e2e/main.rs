@@ -10,3 +10,4 @@ mod plugins_more;
 mod proxy;
 mod rate_limiting;
 mod support;
+mod upstreams;

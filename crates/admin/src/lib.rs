@@ -9,6 +9,7 @@ pub mod fuzzing;
 mod info;
 mod openapi;
 mod schemas;
+pub mod upstream_health;
 
 pub use error::{ApiError, ApiResult};
 
@@ -49,6 +50,8 @@ pub struct AdminState {
     pub max_body: usize,
     /// `Ok` when this node can serve traffic, else the reason (`/status/ready`).
     pub readiness: ReadinessFn,
+    /// The proxy's balancer health (`/upstreams/{u}/health`); `None`: no proxy here.
+    pub upstream_health: Option<Arc<dyn upstream_health::UpstreamHealth>>,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -63,6 +66,7 @@ impl AdminState {
             server_status: Arc::new(|| serde_json::json!({})),
             max_body: 10 * 1024 * 1024,
             readiness: Arc::new(|| Ok(())),
+            upstream_health: None,
         }
     }
 }
@@ -167,6 +171,9 @@ async fn generic(
             .and_then(|v| v.to_str().ok()),
         body: &body,
     };
+    if let Some(r) = upstream_health::dispatch(&st, &req).await {
+        return r;
+    }
     match crud::dispatch(&st, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

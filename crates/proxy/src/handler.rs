@@ -1,5 +1,8 @@
 //! The request path: route, Kong's checks, forward, respond.
 
+use crate::balancer::hash::HashInput;
+use crate::balancer::state::Outcome;
+use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
 use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
@@ -453,9 +456,9 @@ async fn proxy<'s>(
         };
         snap.router
             .find(&info)
-            .map(|m| (m.route_index, m.prefix_len, m.protocols))
+            .map(|m| (m.route_index, m.prefix_len, m.protocols, m.captures))
     };
-    let Some((route_index, prefix_len, protocols)) = m else {
+    let Some((route_index, prefix_len, protocols, captures)) = m else {
         return cx.error(404, errors::NO_ROUTE, &head.headers, Negotiation::Accept);
     };
     let route: &'s RouteInfo = &snap.routes[route_index];
@@ -805,7 +808,23 @@ async fn proxy<'s>(
     let mut tries: u32 = 0;
     let mut last_connect_err: Option<ConnectError> = None;
     let mut dns_cache: Option<Vec<SocketAddr>> = None;
-    let upstream_entity = snap.upstreams.get(&service.host).cloned();
+    let upstream_entity: Option<&Arc<Balancer>> = snap.upstreams.get(&service.host);
+    // Consistent hashing: the value is hashed once, on the first try (Kong).
+    let (hash, hash_cookie) = match upstream_entity {
+        Some(b) if b.algorithm == Algorithm::ConsistentHashing => b.hash.value(&HashInput {
+            consumer: plan.auth.as_ref().map(|a| &*a.consumer_id),
+            ip: remote_addr,
+            headers: client_headers,
+            path: &norm,
+            query: query.as_deref(),
+            captures: &captures,
+        }),
+        _ => (None, None),
+    };
+    // Targets this request failed on: retries move to the next one.
+    let mut tried: u64 = 0;
+    let mut picked: Option<(&BTarget, usize)> = None;
+    let mut in_flight: Option<InFlight<'_>> = None;
     let proxy_latency = ms_since(cx.start);
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
@@ -828,14 +847,33 @@ async fn proxy<'s>(
         tries += 1;
         let try_start = plan.logging.then(Instant::now);
         // pick a target
-        let (target_host, target_port): (Cow<'_, str>, u16) = match &upstream_entity {
-            Some(u) => match u.pick() {
-                Some((h, p)) => (Cow::Owned(h), p),
-                None => {
+        let (target_host, target_port): (Cow<'_, str>, u16) = match upstream_entity {
+            Some(u) => match u.pick(hash, tried) {
+                Some(i) => {
+                    let t = &u.targets[i];
+                    mark_tried(&mut tried, i);
+                    picked = Some((t, i));
+                    in_flight = Some(InFlight::new(t));
+                    (Cow::Borrowed(t.host.as_str()), t.port)
+                }
+                None if tries == 1 => {
                     return cx.error(503, errors::NO_PEER, client_headers, Negotiation::Accept);
+                }
+                // Every target went unhealthy while retrying: the last failure stands.
+                None => {
+                    break Err(last_send_err.unwrap_or(match last_connect_err.take() {
+                        Some(ConnectError::Timeout) => 504,
+                        _ => 502,
+                    }));
                 }
             },
             None => (Cow::Borrowed(&service.host), service.port),
+        };
+        // Passive health check report on the target picked for this try.
+        let report = |o: Outcome| {
+            if let (Some(u), Some((_, i))) = (upstream_entity, picked) {
+                u.report_passive(i, o);
+            }
         };
         let addr = match resolve(
             &target_host,
@@ -911,6 +949,11 @@ async fn proxy<'s>(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(target = %addr, "upstream connect failed: {e}");
+                report(if matches!(e, ConnectError::Timeout) {
+                    Outcome::Timeout
+                } else {
+                    Outcome::TcpFailure
+                });
                 try_failed(
                     plan,
                     if matches!(e, ConnectError::Timeout) {
@@ -997,6 +1040,7 @@ async fn proxy<'s>(
         {
             Watched::TimedOut(phase) => {
                 tracing::debug!("upstream {phase} timed out");
+                report(Outcome::Timeout);
                 try_failed(plan, 504);
                 if can_retry {
                     last_send_err = Some(504);
@@ -1005,6 +1049,10 @@ async fn proxy<'s>(
                 break Err(504);
             }
             Watched::Sent(Ok(resp)) => {
+                if let (Some(u), Some((t, i))) = (upstream_entity, picked) {
+                    u.report_status(i, resp.status().as_u16());
+                    t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                }
                 // The connection goes back to the pool when the response body ends.
                 let keep = upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS;
                 break Ok((resp, keep.then_some(c)));
@@ -1025,6 +1073,11 @@ async fn proxy<'s>(
                 }
                 tracing::debug!("upstream request failed: {e}");
                 let code = if is_timeout(&e) { 504 } else { 502 };
+                report(if code == 504 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::TcpFailure
+                });
                 try_failed(plan, code);
                 if can_retry {
                     last_send_err = Some(code);
@@ -1034,6 +1087,7 @@ async fn proxy<'s>(
             }
         }
     };
+    drop(in_flight);
     let upstream_latency = ms_since(sent_at);
 
     let (mut resp, up_conn) = match result {
@@ -1095,6 +1149,9 @@ async fn proxy<'s>(
         rparts.headers.remove(&headers::TRAILER);
     }
     let rh = &mut rparts.headers;
+    if let Some(c) = hash_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+        rh.append(http::header::SET_COOKIE, c);
+    }
     if settings.upstream_status {
         rh.insert(&X_KONG_UPSTREAM_STATUS, HeaderValue::from(upstream_status));
     }
@@ -1157,6 +1214,23 @@ async fn proxy<'s>(
         ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
     };
     Response::from_parts(rparts, body)
+}
+
+/// A request in flight to a target (least-connections), counted until the
+/// response head arrives or the try fails.
+struct InFlight<'a>(&'a BTarget);
+
+impl<'a> InFlight<'a> {
+    fn new(t: &'a BTarget) -> Self {
+        t.state.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.state.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A balancer try, for the log phase.

@@ -11,6 +11,7 @@
 //! * [`phases`]: the plugin phase runner; [`downstream`]: the body_filter and log
 //!   phases as the response body goes out.
 
+pub mod balancer;
 pub mod downstream;
 pub mod errors;
 pub mod fuzzing;

@@ -137,6 +137,9 @@ where
     let flow = chain.access(&mut rcx, collected);
     if collected.any(|p| p.log) {
         plan.logging = true;
+    }
+    // (also read by consistent hashing on `consumer`)
+    {
         if let Some(c) = rcx.consumer() {
             plan.auth = Some(Authenticated {
                 consumer_id: c.id.clone(),
