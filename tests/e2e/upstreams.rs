@@ -5,7 +5,7 @@ use crate::support::Gateway;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,8 @@ struct Backend {
     name: &'static str,
     port: u16,
     status: Arc<AtomicU16>,
+    /// Milliseconds to wait before answering.
+    delay: Arc<AtomicU64>,
     hits: Arc<AtomicUsize>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -30,6 +32,7 @@ impl Backend {
             name,
             port,
             status: Arc::new(AtomicU16::new(200)),
+            delay: Arc::new(AtomicU64::new(0)),
             hits: Arc::new(AtomicUsize::new(0)),
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
@@ -38,9 +41,10 @@ impl Backend {
     }
 
     fn serve(&self, l: tokio::net::TcpListener) {
-        let (name, status, hits, tasks) = (
+        let (name, status, delay, hits, tasks) = (
             self.name,
             self.status.clone(),
+            self.delay.clone(),
             self.hits.clone(),
             self.tasks.clone(),
         );
@@ -50,7 +54,7 @@ impl Backend {
                 let Ok((mut s, _)) = l.accept().await else {
                     return;
                 };
-                let (status, hits) = (status.clone(), hits.clone());
+                let (status, hits, delay) = (status.clone(), hits.clone(), delay.clone());
                 let conn = tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut tmp = [0u8; 4096];
@@ -68,6 +72,10 @@ impl Backend {
                                 hits.fetch_add(1, Ordering::SeqCst);
                             }
                             let code = status.load(Ordering::SeqCst);
+                            let ms = delay.load(Ordering::SeqCst);
+                            if ms > 0 && !head.starts_with("GET /status ") {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
                             let close = head.contains("HTTP/1.0");
                             let resp = format!(
                                 "HTTP/1.1 {code} X\r\ncontent-length: {}\r\n{}\r\n{name}",
@@ -500,4 +508,50 @@ async fn consistent_hashing_is_sticky_and_remaps_minimally() {
         seen.insert(r.text().await.unwrap());
     }
     assert_eq!(seen.len(), 1, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn least_connections_avoids_a_busy_target() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.delay.store(400, Ordering::SeqCst);
+    let g = Gateway::start().await;
+    setup(
+        &g,
+        "lc",
+        json!({"algorithm": "least-connections"}),
+        &[(&a, 100), (&b, 100)],
+    )
+    .await;
+    let before = a.hits();
+    // one long request holds a; meanwhile everything goes to b
+    let mut reqs = Vec::new();
+    for _ in 0..20 {
+        let (c, url) = (g.client.clone(), format!("{}/lc", g.proxy));
+        reqs.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().text().await.unwrap()
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for r in reqs {
+        *got.entry(r.await.unwrap()).or_default() += 1;
+    }
+    assert!(a.hits() - before <= 1, "{got:?}");
+    assert!(got.get("b").copied().unwrap_or(0) >= 19, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_prefers_the_fast_target() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.delay.store(60, Ordering::SeqCst);
+    let g = Gateway::start().await;
+    setup(
+        &g,
+        "lat",
+        json!({"algorithm": "latency"}),
+        &[(&a, 100), (&b, 100)],
+    )
+    .await;
+    let got = spread(&g, "/lat", 40).await;
+    assert!(got.get("b").copied().unwrap_or(0) >= 37, "{got:?}");
 }

@@ -45,7 +45,20 @@ pub struct TargetState {
     pub active: AtomicU32,
     /// EWMA of the upstream latency in microseconds, as f64 bits (latency).
     ewma: AtomicU64,
+    /// When `ewma` was last updated (ms since [`EPOCH`]).
+    ewma_at: AtomicU64,
 }
+
+/// Time base for `ewma_at`.
+static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// Kong's latency balancer decays a target's average with a 10 s time
+/// constant, so a target that was slow once gets tried again later.
+const DECAY_MS: f64 = 10_000.0;
 
 impl Default for TargetState {
     fn default() -> Self {
@@ -54,6 +67,7 @@ impl Default for TargetState {
             counters: Mutex::new(Counters::default()),
             active: AtomicU32::new(0),
             ewma: AtomicU64::new(0f64.to_bits()),
+            ewma_at: AtomicU64::new(0),
         }
     }
 }
@@ -120,19 +134,30 @@ impl TargetState {
         None
     }
 
-    /// Kong's latency balancer: an exponentially weighted moving average.
+    /// Kong's latency balancer: an exponentially weighted moving average,
+    /// weighted by the time since the previous sample.
     pub fn record_latency(&self, micros: u64) {
+        let now = now_ms();
         let old = f64::from_bits(self.ewma.load(Ordering::Relaxed));
         let new = if old == 0.0 {
             micros as f64
         } else {
-            old * 0.8 + micros as f64 * 0.2
+            let dt = now.saturating_sub(self.ewma_at.load(Ordering::Relaxed)) as f64;
+            let w = (-dt / DECAY_MS).exp();
+            old * w + micros as f64 * (1.0 - w)
         };
         self.ewma.store(new.to_bits(), Ordering::Relaxed);
+        self.ewma_at.store(now, Ordering::Relaxed);
     }
 
+    /// The average, decayed toward 0 while the target gets no traffic.
     pub fn ewma(&self) -> f64 {
-        f64::from_bits(self.ewma.load(Ordering::Relaxed))
+        let v = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        if v == 0.0 {
+            return 0.0;
+        }
+        let dt = now_ms().saturating_sub(self.ewma_at.load(Ordering::Relaxed)) as f64;
+        v * (-dt / DECAY_MS).exp()
     }
 }
 
