@@ -158,6 +158,11 @@ async fn bind_all(
 
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
+    if let Some(v) = config.dns.get("dns_resolver") {
+        let servers =
+            tollgate_proxy::balancer::dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?;
+        tollgate_proxy::balancer::dns::configure(servers);
+    }
     let (store, initial_hash) = open(&config, &catalog, run_migrations).await?;
 
     // The first snapshot is built before any listener opens, so the node never serves a

@@ -26,7 +26,11 @@ struct Backend {
 
 impl Backend {
     async fn start(name: &'static str) -> Backend {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::start_at(name, "127.0.0.1:0").await
+    }
+
+    async fn start_at(name: &'static str, addr: &str) -> Backend {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = l.local_addr().unwrap().port();
         let b = Backend {
             name,
@@ -313,8 +317,9 @@ async fn retries_move_on_and_the_passive_breaker_opens() {
 
     // back up: passive checks alone never bring it back; the Admin API does
     c.restart().await;
+    let before = c.hits();
     spread(&g, "/pass", 9).await;
-    assert_eq!(c.hits(), 0);
+    assert_eq!(c.hits(), before);
     let (s, _) = g
         .put(
             &format!("/upstreams/pass/targets/{}/healthy", c.target()),
@@ -554,4 +559,193 @@ async fn latency_prefers_the_fast_target() {
     .await;
     let got = spread(&g, "/lat", 40).await;
     assert!(got.get("b").copied().unwrap_or(0) >= 37, "{got:?}");
+}
+
+/// A DNS server on loopback UDP answering A and SRV questions from a table
+/// the test changes; other types get an empty answer, unknown names NXDOMAIN.
+#[derive(Clone, Default)]
+struct Zone(Arc<Mutex<HashMap<String, Vec<Rr>>>>);
+
+#[derive(Clone)]
+enum Rr {
+    A(std::net::Ipv4Addr, u32),
+    Srv(u16, String, u32),
+}
+
+impl Zone {
+    fn set(&self, name: &str, rrs: Vec<Rr>) {
+        self.0.lock().unwrap().insert(name.to_owned(), rrs);
+    }
+
+    async fn serve(&self) -> (std::net::SocketAddr, JoinHandle<()>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let zone = self.clone();
+        let h = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                if let Some(resp) = zone.answer(&buf[..n]) {
+                    let _ = sock.send_to(&resp, peer).await;
+                }
+            }
+        });
+        (addr, h)
+    }
+
+    fn answer(&self, q: &[u8]) -> Option<Vec<u8>> {
+        // question: labels from byte 12, then type and class
+        let mut i = 12;
+        let mut labels = Vec::new();
+        while *q.get(i)? != 0 {
+            let l = q[i] as usize;
+            labels.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + l)?).to_lowercase());
+            i += 1 + l;
+        }
+        let qend = i + 5;
+        let qtype = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
+        let name = labels.join(".");
+        let zone = self.0.lock().unwrap();
+        let rrs = zone.get(&name);
+        let answers: Vec<&Rr> = rrs
+            .map(|v| {
+                v.iter()
+                    .filter(|r| matches!((r, qtype), (Rr::A(..), 1) | (Rr::Srv(..), 33)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        out.extend_from_slice(&q[0..2]);
+        out.extend_from_slice(&[0x81, if rrs.is_some() { 0x80 } else { 0x83 }]);
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(q.get(12..qend)?);
+        for r in answers {
+            out.extend_from_slice(&[0xc0, 12]);
+            let (ty, ttl, data) = match r {
+                Rr::A(ip, ttl) => (1u16, *ttl, ip.octets().to_vec()),
+                Rr::Srv(port, target, ttl) => {
+                    let mut d = vec![0, 10, 0, 10];
+                    d.extend_from_slice(&port.to_be_bytes());
+                    for l in target.split('.') {
+                        d.push(l.len() as u8);
+                        d.extend_from_slice(l.as_bytes());
+                    }
+                    d.push(0);
+                    (33, *ttl, d)
+                }
+            };
+            out.extend_from_slice(&ty.to_be_bytes());
+            out.extend_from_slice(&[0, 1]);
+            out.extend_from_slice(&ttl.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&data);
+        }
+        Some(out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_names_resolve_through_the_configured_dns_server() {
+    let zone = Zone::default();
+    let (dns, _dh) = zone.serve().await;
+    let a = Backend::start("a").await;
+    // the same port on another loopback address, for the record to move to
+    let y = Backend::start_at("y", &format!("127.0.0.2:{}", a.port)).await;
+    zone.set("app.test", vec![Rr::A("127.0.0.1".parse().unwrap(), 2)]);
+    let (echo, _eh) = crate::support::echo_upstream().await;
+    let echo_port: u16 = echo.rsplit(':').next().unwrap().parse().unwrap();
+    zone.set(
+        "srv.test",
+        vec![Rr::Srv(echo_port, "node1.test".into(), 30)],
+    );
+    zone.set("node1.test", vec![Rr::A("127.0.0.1".parse().unwrap(), 30)]);
+
+    let g = Gateway::start_with(&[("KONG_DNS_RESOLVER", &dns.to_string())]).await;
+    let (s, b) = g.post("/upstreams", json!({"name": "named"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = g
+        .post(
+            "/upstreams/named/targets",
+            json!({"target": format!("app.test:{}", a.port)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, _) = g
+        .post("/services", json!({"name": "named", "host": "named"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services/named/routes", json!({"paths": ["/named"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = g.proxy_until("/named", None, |s| s == StatusCode::OK).await;
+    assert_eq!(r.text().await.unwrap(), "a");
+    let (_, h) = g.get("/upstreams/named/health").await;
+    assert_eq!(
+        h["data"][0]["data"]["addresses"][0]["ip"], "127.0.0.1",
+        "{h}"
+    );
+
+    // the record moves: the old answer holds for its TTL, then the new one
+    zone.set("app.test", vec![Rr::A("127.0.0.2".parse().unwrap(), 2)]);
+    assert_eq!(spread(&g, "/named", 1).await.get("a"), Some(&1));
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        if spread(&g, "/named", 1).await.contains_key("y") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TTL never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(y.hits() >= 1);
+
+    // SRV: the record's port, and with use_srv_name its name as Host
+    let (s, _) = g
+        .post("/upstreams", json!({"name": "srv", "use_srv_name": true}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/upstreams/srv/targets", json!({"target": "srv.test"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services", json!({"name": "srv", "host": "srv"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services/srv/routes", json!({"paths": ["/srv"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = g.proxy_until("/srv", None, |s| s == StatusCode::OK).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["host"], format!("node1.test:{echo_port}"));
+
+    // a name that does not resolve: DNS_ERROR, and no peer
+    let (s, _) = g.post("/upstreams", json!({"name": "gone"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post(
+            "/upstreams/gone/targets",
+            json!({"target": "missing.test:80"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services", json!({"name": "gone", "host": "gone"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services/gone/routes", json!({"paths": ["/gone"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = g
+        .proxy_until("/gone", None, |s| s == StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "failure to get a peer from the ring-balancer");
+    assert_eq!(health(&g, "gone").await["missing.test:80"], "DNS_ERROR");
 }

@@ -137,7 +137,11 @@ async fn health(st: &AdminState, u: &str, query: &[(String, String)]) -> ApiResu
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let addrs: Vec<&AddressHealth> = info.iter().filter(|a| a.target == name).collect();
+            // (an unresolved name has no addresses in Kong's balancer)
+            let addrs: Vec<&AddressHealth> = info
+                .iter()
+                .filter(|a| a.target == name && a.health != "DNS_ERROR")
+                .collect();
             // kong/db/dao/targets.lua page_for_upstream_with_health
             let health = if addrs.is_empty() {
                 "DNS_ERROR"

@@ -825,6 +825,7 @@ async fn proxy<'s>(
     let mut tried: u64 = 0;
     let mut picked: Option<(&BTarget, usize)> = None;
     let mut in_flight: Option<InFlight<'_>> = None;
+    let mut dns_skips = 0;
     let proxy_latency = ms_since(cx.start);
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
@@ -847,7 +848,7 @@ async fn proxy<'s>(
         tries += 1;
         let try_start = plan.logging.then(Instant::now);
         // pick a target
-        let (target_host, target_port): (Cow<'_, str>, u16) = match upstream_entity {
+        let (target_host, mut target_port): (Cow<'_, str>, u16) = match upstream_entity {
             Some(u) => match u.pick(hash, tried) {
                 Some(i) => {
                     let t = &u.targets[i];
@@ -875,15 +876,47 @@ async fn proxy<'s>(
                 u.report_passive(i, o);
             }
         };
-        let addr = match resolve(
-            &target_host,
-            target_port,
-            upstream_entity.is_none(),
-            &mut dns_cache,
-            tries,
-        )
-        .await
-        {
+        let mut target_host = target_host;
+        let resolved = match (upstream_entity, picked) {
+            // A target named by a host name: Kong's resolver (SRV, A, TTLs).
+            (Some(u), Some((t, _))) if t.ip.is_none() => {
+                match crate::balancer::dns::resolve(&t.host, t.port).await {
+                    Ok(r) => {
+                        t.state.dns_error.store(false, Ordering::Relaxed);
+                        r.pick().map(|(a, srv)| {
+                            if let (true, Some(n)) = (u.use_srv_name, srv) {
+                                target_host = Cow::Owned(n.clone());
+                            }
+                            // (an SRV record's port; Kong's Host carries it)
+                            target_port = a.port();
+                            *a
+                        })
+                    }
+                    Err(e) => {
+                        tracing::debug!(target = %t.target, "target name resolution failed: {e}");
+                        t.state.dns_error.store(true, Ordering::Relaxed);
+                        // another target may resolve: not a try
+                        if dns_skips < u.targets.len() {
+                            dns_skips += 1;
+                            tries -= 1;
+                            continue;
+                        }
+                        None
+                    }
+                }
+            }
+            _ => {
+                resolve(
+                    &target_host,
+                    target_port,
+                    upstream_entity.is_none(),
+                    &mut dns_cache,
+                    tries,
+                )
+                .await
+            }
+        };
+        let addr = match resolved {
             Some(a) => {
                 if let Some(t) = try_start {
                     plan.tries.push(new_try(a, t));
@@ -891,12 +924,14 @@ async fn proxy<'s>(
                 a
             }
             None => {
-                return cx.error(
-                    503,
-                    errors::NAME_RESOLUTION_FAILED,
-                    client_headers,
-                    Negotiation::Accept,
-                );
+                // Kong leaves a target whose name does not resolve out of the
+                // balancer: no peer, rather than a resolution failure.
+                let msg = if picked.is_some() {
+                    errors::NO_PEER
+                } else {
+                    errors::NAME_RESOLUTION_FAILED
+                };
+                return cx.error(503, msg, client_headers, Negotiation::Accept);
             }
         };
         let host_header: Cow<'_, str> = match preserved_host {

@@ -7,6 +7,7 @@
 //! scan of the targets' atomics (least-connections, latency). Unhealthy
 //! targets, and targets this request already tried, are skipped.
 
+pub mod dns;
 pub mod hash;
 pub mod health;
 pub mod state;
@@ -73,6 +74,8 @@ pub struct Balancer {
     pub id: String,
     pub name: String,
     pub host_header: Option<String>,
+    /// Send the SRV record's target name (not the target's) as Host and SNI.
+    pub use_srv_name: bool,
     pub client_certificate: Option<String>,
     pub algorithm: Algorithm,
     /// Every target, weight 0 included (they are never picked).
@@ -238,6 +241,10 @@ impl Balancer {
             state: state::upstream_state(&id),
             hash: hash::HashCfg::from_row(row),
             host_header: s("host_header"),
+            use_srv_name: row
+                .get("use_srv_name")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             client_certificate: match row.get("client_certificate") {
                 Some(serde_json::Value::Object(m)) => {
                     m.get("id").and_then(|v| v.as_str()).map(str::to_owned)
@@ -436,22 +443,35 @@ impl Balancer {
     /// The health of every target address (Kong's `get_upstream_health`:
     /// `HEALTHCHECKS_OFF` without health checks or with weight 0).
     pub fn health_states(&self) -> Vec<AddressHealth> {
-        self.targets
-            .iter()
-            .map(|t| AddressHealth {
+        let mut out = Vec::new();
+        for t in &self.targets {
+            let health = if t.state.dns_error.load(Ordering::Relaxed) {
+                Health::DnsError
+            } else if !self.checks_enabled || t.weight == 0 {
+                Health::HealthchecksOff
+            } else if t.state.is_healthy() {
+                Health::Healthy
+            } else {
+                Health::Unhealthy
+            };
+            let one = |ip: String, port: u16| AddressHealth {
                 target: t.target.clone(),
-                ip: t.host.clone(),
-                port: t.port,
+                ip,
+                port,
                 weight: t.weight,
-                health: if !self.checks_enabled || t.weight == 0 {
-                    Health::HealthchecksOff
-                } else if t.state.is_healthy() {
-                    Health::Healthy
-                } else {
-                    Health::Unhealthy
-                },
-            })
-            .collect()
+                health,
+            };
+            // A name lists the addresses it last resolved to.
+            match (t.ip, dns::cached(&t.host, t.port)) {
+                (None, Some(r)) if health != Health::DnsError => out.extend(
+                    r.addrs
+                        .iter()
+                        .map(|(a, _)| one(a.ip().to_string(), a.port())),
+                ),
+                _ => out.push(one(t.host.clone(), t.port)),
+            }
+        }
+        out
     }
 
     /// Sets targets' health by hand (`POST …/healthy|unhealthy`): `target`

@@ -40,6 +40,8 @@ pub struct Thresholds {
 #[derive(Debug)]
 pub struct TargetState {
     healthy: AtomicBool,
+    /// The target's name did not resolve the last time it was tried.
+    pub dns_error: AtomicBool,
     counters: Mutex<Counters>,
     /// Requests in flight (least-connections).
     pub active: AtomicU32,
@@ -64,6 +66,7 @@ impl Default for TargetState {
     fn default() -> Self {
         TargetState {
             healthy: AtomicBool::new(true),
+            dns_error: AtomicBool::new(false),
             counters: Mutex::new(Counters::default()),
             active: AtomicU32::new(0),
             ewma: AtomicU64::new(0f64.to_bits()),
