@@ -244,6 +244,13 @@ impl Snapshot {
             }
         }
 
+        // An upstream's client certificate serves the services whose host names
+        // it when they have none of their own (kong/runloop/upstream_ssl.lua).
+        let upstream_cc: HashMap<String, String> = rows("upstreams")
+            .iter()
+            .filter_map(|r| Some((s(r, "name")?, fk(r, "client_certificate")?)))
+            .collect();
+
         // services
         let mut services = HashMap::new();
         for row in rows("services") {
@@ -263,7 +270,8 @@ impl Snapshot {
                         .collect()
                 })
                 .unwrap_or_default();
-            let client_cert = fk(row, "client_certificate");
+            let client_cert = fk(row, "client_certificate")
+                .or_else(|| s(row, "host").and_then(|h| upstream_cc.get(&h).cloned()));
             let is_tls = matches!(protocol.as_str(), "https" | "grpcs" | "tls");
             let (tls, tls_profile) = if is_tls {
                 let cas: Vec<&str> = ca_ids

@@ -200,3 +200,32 @@ async fn client_certificate_for_mutual_tls() {
     .await;
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upstreams_client_certificate_serves_services_without_one() {
+    let server_ca = Ca::new("Upstream CA");
+    let client_ca = Ca::new("Client CA");
+    let up = tls_echo_upstream(&server_ca.server(&["127.0.0.1"]), Some(&client_ca)).await;
+    let good = client_ca.client("tollgate");
+    let cert = row("certificates", json!({"cert": good.pem, "key": good.key}));
+    let upstream = row(
+        "upstreams",
+        json!({"name": "mtls-up", "client_certificate": {"id": cert["id"]}}),
+    );
+    let target = row(
+        "targets",
+        json!({"target": format!("127.0.0.1:{}", up.port()), "upstream": {"id": upstream["id"]}}),
+    );
+    let svc = https_service("mtls-up", 443, json!({}));
+    let d = dataset(vec![
+        ("certificates", cert),
+        ("upstreams", upstream),
+        ("targets", target),
+        ("services", svc.clone()),
+        ("routes", route(Some(&svc), json!({"paths": ["/up"]}))),
+    ]);
+    let p = start(&d, &[]).await;
+    let v = echo_json(get(&p, "/up", None).await).await;
+    assert_eq!(v["client_cert"], true);
+    p.shutdown().await;
+}
