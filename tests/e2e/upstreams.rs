@@ -749,3 +749,48 @@ async fn target_names_resolve_through_the_configured_dns_server() {
     assert_eq!(v["message"], "failure to get a peer from the ring-balancer");
     assert_eq!(health(&g, "gone").await["missing.test:80"], "DNS_ERROR");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_killed_under_load_costs_no_client_errors_with_retries() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let g = Gateway::start().await;
+    setup(
+        &g,
+        "load",
+        passive(3, 0),
+        &[(&a, 100), (&b, 100), (&c, 100)],
+    )
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (client, url, stop) = (g.client.clone(), format!("{}/load", g.proxy), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for w in workers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 100, "{ok}");
+    assert_eq!(failed, 0, "{ok} ok");
+    assert_eq!(health(&g, "load").await[&c.target()], "UNHEALTHY");
+}
