@@ -518,7 +518,7 @@ async fn consistent_hashing_is_sticky_and_remaps_minimally() {
 #[tokio::test(flavor = "multi_thread")]
 async fn least_connections_avoids_a_busy_target() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    a.delay.store(400, Ordering::SeqCst);
+    a.delay.store(3000, Ordering::SeqCst);
     let g = Gateway::start().await;
     setup(
         &g,
