@@ -794,3 +794,33 @@ async fn a_target_killed_under_load_costs_no_client_errors_with_retries() {
     assert_eq!(failed, 0, "{ok} ok");
     assert_eq!(health(&g, "load").await[&c.target()], "UNHEALTHY");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_header_replaces_the_target_name() {
+    let (echo, _h) = crate::support::echo_upstream().await;
+    let target = echo.trim_start_matches("http://").to_owned();
+    let port = target.rsplit(':').next().unwrap().to_owned();
+    let g = Gateway::start().await;
+    let (s, _) = g
+        .post(
+            "/upstreams",
+            json!({"name": "hh", "host_header": "backend.internal"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/upstreams/hh/targets", json!({"target": target}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services", json!({"name": "hh", "host": "hh"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = g
+        .post("/services/hh/routes", json!({"paths": ["/hh"]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = g.proxy_until("/hh", None, |s| s == StatusCode::OK).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["host"], format!("backend.internal:{port}"));
+}
