@@ -332,7 +332,7 @@ impl Snapshot {
         for row in rows("upstreams") {
             let id = s(row, "id").unwrap_or_default();
             let t = targets.remove(&id).unwrap_or_default();
-            let b = Arc::new(Balancer::build(row, &t)?);
+            let b = Arc::new(Balancer::build(row, &t, &certificates_by_id)?);
             crate::balancer::health::ensure_checker(&b);
             upstreams.insert(b.name.clone(), b);
         }

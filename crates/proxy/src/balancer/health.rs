@@ -81,7 +81,8 @@ async fn check_due(b: &Arc<Balancer>, cfg: &ActiveCfg, last: &mut HashMap<String
         })
         .collect();
     let tls = if cfg.kind == "https" {
-        match crate::tls::client_config(cfg.https_verify, &[], None, b"http/1.1") {
+        match crate::tls::client_config(cfg.https_verify, &[], b.client_cert.as_ref(), b"http/1.1")
+        {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 tracing::warn!(upstream = %b.name, "health check TLS settings: {e}");

@@ -13,7 +13,9 @@ pub mod health;
 pub mod state;
 
 use crate::snapshot::{split_host_port, Row};
+use crate::tls::CertPair;
 use state::{Outcome, TargetState, Thresholds, UpstreamState};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub struct Balancer {
     /// Send the SRV record's target name (not the target's) as Host and SNI.
     pub use_srv_name: bool,
     pub client_certificate: Option<String>,
+    /// That certificate, for active https checks (healthcheckers.lua).
+    pub client_cert: Option<Arc<rustls::sign::CertifiedKey>>,
     pub algorithm: Algorithm,
     /// Every target, weight 0 included (they are never picked).
     pub targets: Vec<BTarget>,
@@ -123,7 +127,11 @@ fn secs(f: f64) -> Duration {
 
 impl Balancer {
     /// Compiles an upstream row and its target rows.
-    pub fn build(row: &Row, targets: &[&Row]) -> Result<Balancer, String> {
+    pub fn build(
+        row: &Row,
+        targets: &[&Row],
+        certs: &HashMap<String, Arc<CertPair>>,
+    ) -> Result<Balancer, String> {
         let s = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let id = s("id").ok_or("upstream without id")?;
         let name = s("name").ok_or("upstream without name")?;
@@ -237,20 +245,26 @@ impl Balancer {
         } else {
             Vec::new()
         };
+        let client_certificate = match row.get("client_certificate") {
+            Some(serde_json::Value::Object(m)) => {
+                m.get("id").and_then(|v| v.as_str()).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let client_cert = client_certificate
+            .as_ref()
+            .and_then(|c| certs.get(c))
+            .map(|c| c.primary.clone());
         Ok(Balancer {
             state: state::upstream_state(&id),
+            client_cert,
             hash: hash::HashCfg::from_row(row),
             host_header: s("host_header"),
             use_srv_name: row
                 .get("use_srv_name")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
-            client_certificate: match row.get("client_certificate") {
-                Some(serde_json::Value::Object(m)) => {
-                    m.get("id").and_then(|v| v.as_str()).map(str::to_owned)
-                }
-                _ => None,
-            },
+            client_certificate,
             id,
             name,
             algorithm,
