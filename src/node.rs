@@ -120,6 +120,10 @@ impl tollgate_admin::upstream_health::UpstreamHealth for BalancerHealth {
             .is_some_and(|b| b.checks_enabled)
     }
 
+    fn balancer_healthy(&self, upstream_id: &str) -> Option<bool> {
+        self.0.load().upstream(upstream_id).map(|b| b.is_healthy())
+    }
+
     fn set(
         &self,
         upstream_id: &str,

@@ -824,3 +824,29 @@ async fn host_header_replaces_the_target_name() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["host"], format!("backend.internal:{port}"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn below_the_health_threshold_the_upstream_takes_no_traffic() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let g = Gateway::start().await;
+    let mut up = passive(1, 0);
+    up["healthchecks"]["threshold"] = json!(60);
+    setup(&g, "thr60", up, &[(&a, 100), (&b, 100)]).await;
+    let (_, bh) = g.get("/upstreams/thr60/health?balancer_health=1").await;
+    assert_eq!(bh["data"]["health"], "HEALTHY", "{bh}");
+    let (s, _) = g
+        .put(
+            &format!("/upstreams/thr60/targets/{}/unhealthy", b.target()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // 50% of the weight left is not above 60%: the whole upstream is down
+    let r = g
+        .proxy_until("/thr60", None, |s| s == StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (_, bh) = g.get("/upstreams/thr60/health?balancer_health=1").await;
+    assert_eq!(bh["data"]["health"], "UNHEALTHY", "{bh}");
+    assert_eq!(bh["data"]["balancer_health"], "UNHEALTHY", "{bh}");
+}

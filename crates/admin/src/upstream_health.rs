@@ -32,6 +32,8 @@ pub trait UpstreamHealth: Send + Sync {
     /// Whether health checks are on for the upstream (Kong's
     /// `is_upstream_using_healthcheck`).
     fn checks_enabled(&self, upstream_id: &str) -> bool;
+    /// The balancer's own health (`healthchecks.threshold`); `None`: unknown.
+    fn balancer_healthy(&self, upstream_id: &str) -> Option<bool>;
     /// Sets a target (or one address of it) healthy or unhealthy.
     fn set(
         &self,
@@ -110,11 +112,11 @@ async fn health(st: &AdminState, u: &str, query: &[(String, String)]) -> ApiResu
         .iter()
         .any(|(k, v)| k == "balancer_health" && v == "1")
     {
-        // Kong's get_balancer_health: healthy while some weighted address is.
-        let healthy = info.as_ref().is_some_and(|a| {
-            a.iter()
-                .any(|x| x.weight > 0 && x.health != "UNHEALTHY" && x.health != "DNS_ERROR")
-        });
+        let healthy = st
+            .upstream_health
+            .as_ref()
+            .and_then(|h| h.balancer_healthy(&uid))
+            .unwrap_or(false);
         let bh = if healthy { "HEALTHY" } else { "UNHEALTHY" };
         return Ok(json_response(
             StatusCode::OK,

@@ -94,6 +94,9 @@ pub struct Balancer {
     pub checks_enabled: bool,
     pub active: Option<ActiveCfg>,
     pub passive: PassiveCfg,
+    /// `healthchecks.threshold`: the % of weight that must be healthy for the
+    /// upstream to take traffic at all.
+    pub threshold: f64,
 }
 
 fn get<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
@@ -274,12 +277,26 @@ impl Balancer {
             checks_enabled,
             active,
             passive,
+            threshold: num(&hc, &["threshold"]),
         })
     }
 
     fn usable(&self, i: usize, tried: u64) -> bool {
         let t = &self.targets[i];
         t.weight > 0 && (!self.checks_enabled || t.state.is_healthy()) && !is_tried(tried, i)
+    }
+
+    /// Kong's balancer health (balancers.lua): the available share of the
+    /// weight is above `threshold` percent.
+    pub fn is_healthy(&self) -> bool {
+        let (mut total, mut unavailable) = (0u64, 0u64);
+        for t in &self.targets {
+            total += t.weight as u64;
+            if self.checks_enabled && !t.state.is_healthy() {
+                unavailable += t.weight as u64;
+            }
+        }
+        total > 0 && ((total - unavailable) as f64 / total as f64 * 100.0) > self.threshold
     }
 
     /// Whether some target can take traffic.
@@ -293,6 +310,9 @@ impl Balancer {
     /// a bit set of target indices this request already failed on (they are
     /// avoided while another target is available). `None`: no healthy target.
     pub fn pick(&self, hash: Option<u64>, tried: u64) -> Option<usize> {
+        if self.threshold > 0.0 && !self.is_healthy() {
+            return None;
+        }
         self.pick_avoiding(hash, tried)
             .or_else(|| (tried != 0).then(|| self.pick_avoiding(hash, 0)).flatten())
     }
