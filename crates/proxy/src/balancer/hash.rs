@@ -284,6 +284,41 @@ mod tests {
         }
     }
 
+    fn cfg(v: serde_json::Value) -> HashCfg {
+        HashCfg::from_row(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn hash_on_then_fallback() {
+        let h = HeaderMap::new();
+        let caps = Captures::default();
+        let input = |consumer| HashInput {
+            consumer,
+            ip: "10.0.0.1".parse().unwrap(),
+            headers: &h,
+            path: "/p",
+            query: Some("k=v"),
+            captures: &caps,
+        };
+        let c = cfg(serde_json::json!({"hash_on": "consumer", "hash_fallback": "ip"}));
+        assert_eq!(c.value(&input(Some("c1"))).0, Some(hash_str("c1")));
+        // no consumer: the fallback
+        assert_eq!(c.value(&input(None)).0, Some(hash_str("10.0.0.1")));
+        let c = cfg(
+            serde_json::json!({"hash_on": "header", "hash_on_header": "x-a",
+            "hash_fallback": "query_arg", "hash_fallback_query_arg": "k"}),
+        );
+        assert_eq!(c.value(&input(None)).0, Some(hash_str("v")));
+        let c = cfg(serde_json::json!({"hash_on": "path"}));
+        assert_eq!(c.value(&input(None)).0, Some(hash_str("/p")));
+        let c = cfg(serde_json::json!({"hash_on": "header", "hash_on_header": "x-a"}));
+        assert_eq!(c.value(&input(None)), (None, None));
+        let c = cfg(serde_json::json!({"hash_on": "cookie", "hash_on_cookie": "s"}));
+        let (v, set) = c.value(&input(None));
+        assert!(v.is_some());
+        assert!(set.unwrap().starts_with("s="));
+    }
+
     #[test]
     fn query_args_and_cookies() {
         assert_eq!(query_arg("a=1&b=x%20y&b=2", "b").as_deref(), Some("x y,2"));
