@@ -26,6 +26,8 @@ pub fn ensure_checker(b: &Arc<Balancer>) {
         return;
     };
     let mut m = CHECKERS.lock().unwrap_or_else(|e| e.into_inner());
+    // (checkers of removed upstreams have ended)
+    m.retain(|_, tx| !tx.is_closed());
     if let Some(tx) = m.get(&b.id) {
         if tx.send(Arc::downgrade(b)).is_ok() {
             return;
