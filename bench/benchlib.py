@@ -163,6 +163,9 @@ http {{
   upstream self {{ server 127.0.0.1:{port}; keepalive 16; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
+    # the upstream-3targets scenario balances over three loopback addresses
+    listen 127.0.0.2:{port} backlog=4096;
+    listen 127.0.0.3:{port} backlog=4096;
     location / {{ return 200 "ok"; }}
     location = /stream/big {{ default_type application/octet-stream; alias {big_file}; }}
     # Uploads: read the whole body (in memory) before answering, as an upload service
@@ -292,16 +295,22 @@ def default_bin():
 
 
 def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None,
-                base_routes=True, prometheus=False):
-    """Kong 3.0 declarative YAML with the same routes as peer_conf (plus, with
-    `prometheus`, a global prometheus plugin counting statuses, latencies and bandwidth)."""
+                base_routes=True, prometheus=False, balanced=False):
+    """Kong 3.0 declarative YAML with the same routes as peer_conf. `prometheus`: plus a
+    global prometheus plugin counting statuses, latencies and bandwidth. `balanced`: the
+    base service goes through an upstream of three targets (127.0.0.1-3, round-robin)."""
     out = ['_format_version: "3.0"\n']
     if prometheus:
         out.append(
             "plugins:\n- name: prometheus\n  config: {status_code_metrics: true, "
             "latency_metrics: true, bandwidth_metrics: true, upstream_health_metrics: true}\n"
         )
+    if balanced:
+        out.append("upstreams:\n- name: bench-3\n  targets:\n")
+        for i in (1, 2, 3):
+            out.append(f"  - target: 127.0.0.{i}:{upstream_port}\n")
     out.append("services:\n")
+    base_url = "http://bench-3" if balanced else f"http://127.0.0.1:{upstream_port}"
     if base_routes:
         plugins = ""
         if keyauth:
@@ -312,7 +321,7 @@ def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None
                 "      config: {second: 100000000, policy: local}\n"
             )
         out.append(
-            f"- name: upstream\n  url: http://127.0.0.1:{upstream_port}\n  routes:\n"
+            f"- name: upstream\n  url: {base_url}\n  routes:\n"
             f"  - name: root\n    paths: [/]\n    strip_path: false\n{plugins}"
             "  - name: stream\n    paths: [/stream/]\n    strip_path: false\n"
             "    request_buffering: false\n    response_buffering: false\n"

@@ -74,8 +74,9 @@ end
 class Scenario:
     def __init__(self, name, desc, tool="wrk", path="/", tls=False, conns=32, method="GET",
                  body=0, routes=0, ws=False, smoke=False, special=None, expect=b"ok",
-                 prometheus=False):
+                 prometheus=False, balanced=False):
         self.name, self.desc, self.tool, self.path, self.tls = name, desc, tool, path, tls
+        self.balanced = balanced
         self.conns, self.method, self.body, self.routes, self.ws = conns, method, body, routes, ws
         self.smoke, self.special, self.expect = smoke, special, expect
         self.prometheus = prometheus
@@ -85,6 +86,8 @@ SCENARIOS = [
     Scenario("plain", "HTTP/1.1, GET /, 1 route, 32 connections"),
     Scenario("prometheus", "plain + a global prometheus plugin (status codes, latencies, "
              "bandwidth, upstream health); compare with plain", prometheus=True),
+    Scenario("upstream-3targets", "as plain, through an upstream of 3 targets (round-robin)",
+             balanced=True),
     Scenario("tls-h1", "TLS 1.3 + HTTP/1.1 (wrk), keep-alive", tls=True),
     Scenario("tls-h2", "TLS 1.3 + HTTP/2 (h2load, 16 connections x 10 streams)",
              tool="h2load", tls=True, conns=16),
@@ -491,7 +494,8 @@ def scenario_load(env, sc, args):
             return skipped("Python package 'websockets' not installed (pip install websockets)")
     ws_port = env.start_ws_server() if sc.ws else None
     routes = sc.routes
-    cfg = B.declarative(env.up_port, ws_port=ws_port, routes=routes, prometheus=sc.prometheus)
+    cfg = B.declarative(env.up_port, ws_port=ws_port, routes=routes, prometheus=sc.prometheus,
+                        balanced=sc.balanced)
     gw, err = env.start_gateway(cfg)
     if gw is None:
         B.die(err)

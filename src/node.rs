@@ -220,6 +220,56 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// The Admin API's view of the proxy's balancers (`/upstreams/{u}/health`).
+pub struct BalancerHealth(pub tollgate_proxy::SharedSnapshot);
+
+impl tollgate_admin::upstream_health::UpstreamHealth for BalancerHealth {
+    fn addresses(
+        &self,
+        upstream_id: &str,
+    ) -> Option<Vec<tollgate_admin::upstream_health::AddressHealth>> {
+        let snap = self.0.load();
+        let states = snap.health_states(upstream_id)?;
+        Some(
+            states
+                .into_iter()
+                .map(|a| tollgate_admin::upstream_health::AddressHealth {
+                    target: a.target,
+                    ip: a.ip,
+                    port: a.port,
+                    weight: a.weight,
+                    health: a.health.as_str(),
+                })
+                .collect(),
+        )
+    }
+
+    fn checks_enabled(&self, upstream_id: &str) -> bool {
+        self.0
+            .load()
+            .upstream(upstream_id)
+            .is_some_and(|b| b.checks_enabled)
+    }
+
+    fn balancer_healthy(&self, upstream_id: &str) -> Option<bool> {
+        self.0.load().upstream(upstream_id).map(|b| b.is_healthy())
+    }
+
+    fn set(
+        &self,
+        upstream_id: &str,
+        target: &str,
+        address: Option<&str>,
+        healthy: bool,
+    ) -> Result<(), String> {
+        let snap = self.0.load();
+        let b = snap
+            .upstream(upstream_id)
+            .ok_or_else(|| format!("Upstream {upstream_id} has no balancer"))?;
+        b.set_health(target, address, healthy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

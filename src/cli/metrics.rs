@@ -3,14 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 use tollgate_admin::MetricsFn;
 use tollgate_plugins::prometheus::{self, Connections, Gauges, TargetHealth};
+use tollgate_proxy::balancer::Health;
 use tollgate_proxy::{SharedSnapshot, Snapshot, Stats};
 use tollgate_store::Store;
-
-/// How long a scrape waits for a target's DNS answer before reporting `dns_error`.
-const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn metrics_fn(
     snapshot: SharedSnapshot,
@@ -68,55 +65,31 @@ fn connections(stats: &Stats) -> Connections {
     }
 }
 
-/// Every address of every upstream target. There are no health checks yet, so each
-/// address is `healthchecks_off` (Kong's state for an upstream without health checks);
-/// a name that does not resolve is `dns_error` with an empty address.
+/// Every address of every upstream target, in the state the balancer holds for it
+/// (`healthy`, `unhealthy`, `healthchecks_off`; `dns_error` with an empty address for a
+/// name that does not resolve), as Kong's exporter reads `get_upstream_health`.
 async fn target_health(snap: &Snapshot) -> Vec<TargetHealth> {
     let mut out = Vec::new();
     let mut upstreams: Vec<_> = snap.upstreams.values().collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     for u in upstreams {
-        for (host, port) in &u.targets {
-            let target = match host.parse::<IpAddr>() {
-                Ok(IpAddr::V6(_)) if !host.starts_with('[') => format!("[{host}]:{port}"),
-                _ => format!("{host}:{port}"),
+        for a in u.health_states() {
+            let address = match a.ip.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, a.port).to_string(),
+                Err(_) => String::new(),
             };
-            let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, *port)],
-                Err(_) => {
-                    match tokio::time::timeout(
-                        DNS_TIMEOUT,
-                        tokio::net::lookup_host((host.as_str(), *port)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(it)) => {
-                            let mut v: Vec<SocketAddr> = it.collect();
-                            v.sort();
-                            v.dedup();
-                            v
-                        }
-                        _ => Vec::new(),
-                    }
-                }
+            let state = match a.health {
+                Health::Healthy => "healthy",
+                Health::Unhealthy => "unhealthy",
+                Health::HealthchecksOff => "healthchecks_off",
+                Health::DnsError => "dns_error",
             };
-            if addrs.is_empty() {
-                out.push(TargetHealth {
-                    upstream: u.name.clone(),
-                    target,
-                    address: String::new(),
-                    state: "dns_error",
-                });
-                continue;
-            }
-            for a in addrs {
-                out.push(TargetHealth {
-                    upstream: u.name.clone(),
-                    target: target.clone(),
-                    address: a.to_string(),
-                    state: "healthchecks_off",
-                });
-            }
+            out.push(TargetHealth {
+                upstream: u.name.clone(),
+                target: a.target,
+                address,
+                state,
+            });
         }
     }
     out

@@ -231,6 +231,11 @@ fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::Gui
 
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
+    if let Some(v) = config.dns.get("dns_resolver") {
+        let servers =
+            tollgate_proxy::balancer::dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?;
+        tollgate_proxy::balancer::dns::configure(servers);
+    }
     let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
     let source: &dyn Store = saved.as_deref().unwrap_or(store.as_ref());
 
@@ -296,6 +301,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         }
     });
     admin.gui_origins = gui_origins(&config);
+    admin.upstream_health = Some(Arc::new(crate::node::BalancerHealth(snapshot.clone())));
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);

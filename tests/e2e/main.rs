@@ -18,3 +18,4 @@ mod proxy;
 mod rate_limiting;
 mod support;
 mod tools_support;
+mod upstreams;

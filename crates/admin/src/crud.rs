@@ -142,7 +142,7 @@ fn fk_id<'r>(r: &'r Row, field: &str) -> Option<&'r str> {
 }
 
 /// Finds an entity by id or endpoint key, optionally required to belong to a parent.
-async fn find(
+pub(crate) async fn find(
     st: &AdminState,
     schema: &'static EntitySchema,
     key: &str,

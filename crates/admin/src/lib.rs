@@ -12,6 +12,7 @@ pub mod gui;
 mod info;
 mod openapi;
 mod schemas;
+pub mod upstream_health;
 
 pub use error::{ApiError, ApiResult};
 pub use info::rss_bytes;
@@ -63,6 +64,8 @@ pub struct AdminState {
     pub gui_origins: Vec<String>,
     /// `GET /metrics` on the Admin and status listeners.
     pub metrics: MetricsFn,
+    /// The proxy's balancer health (`/upstreams/{u}/health`); `None`: no proxy here.
+    pub upstream_health: Option<Arc<dyn upstream_health::UpstreamHealth>>,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -79,6 +82,7 @@ impl AdminState {
             readiness: Arc::new(|| Ok(())),
             gui_origins: Vec::new(),
             metrics: Arc::new(|| Box::pin(async { String::new() })),
+            upstream_health: None,
         }
     }
 }
@@ -195,6 +199,9 @@ async fn generic(
             .and_then(|v| v.to_str().ok()),
         body: &body,
     };
+    if let Some(r) = upstream_health::dispatch(&st, &req).await {
+        return r;
+    }
     match crud::dispatch(&st, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -1,5 +1,8 @@
 //! The request path: route, Kong's checks, forward, respond.
 
+use crate::balancer::hash::HashInput;
+use crate::balancer::state::Outcome;
+use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
 use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
@@ -807,7 +810,24 @@ async fn proxy<'s>(
     let mut tries: u32 = 0;
     let mut last_connect_err: Option<ConnectError> = None;
     let mut dns_cache: Option<Vec<SocketAddr>> = None;
-    let upstream_entity = snap.upstreams.get(&service.host).cloned();
+    let upstream_entity: Option<&Arc<Balancer>> = snap.upstreams.get(&service.host);
+    // Consistent hashing: the value is hashed once, on the first try (Kong).
+    let (hash, hash_cookie) = match upstream_entity {
+        Some(b) if b.algorithm == Algorithm::ConsistentHashing => b.hash.value(&HashInput {
+            consumer: plan.auth.as_ref().map(|a| &*a.consumer_id),
+            ip: remote_addr,
+            headers: client_headers,
+            path: &norm,
+            query: query.as_deref(),
+            captures: &captures,
+        }),
+        _ => (None, None),
+    };
+    // Targets this request failed on: retries move to the next one.
+    let mut tried: u64 = 0;
+    let mut picked: Option<(&BTarget, usize)> = None;
+    let mut in_flight: Option<InFlight<'_>> = None;
+    let mut dns_skips = 0;
     let proxy_latency = ms_since(cx.start);
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
@@ -832,24 +852,75 @@ async fn proxy<'s>(
         tries += 1;
         let try_start = plan.log.is_some().then(Instant::now);
         // pick a target
-        let (target_host, target_port): (Cow<'_, str>, u16) = match &upstream_entity {
-            Some(u) => match u.pick() {
-                Some((h, p)) => (Cow::Owned(h), p),
-                None => {
+        let (target_host, mut target_port): (Cow<'_, str>, u16) = match upstream_entity {
+            Some(u) => match u.pick(hash, tried) {
+                Some(i) => {
+                    let t = &u.targets[i];
+                    mark_tried(&mut tried, i);
+                    picked = Some((t, i));
+                    in_flight = Some(InFlight::new(t));
+                    (Cow::Borrowed(t.host.as_str()), t.port)
+                }
+                None if tries == 1 => {
                     return cx.error(503, errors::NO_PEER, client_headers, Negotiation::Accept);
+                }
+                // Every target went unhealthy while retrying: the last failure stands.
+                None => {
+                    break Err(last_send_err.unwrap_or(match last_connect_err.take() {
+                        Some(ConnectError::Timeout) => 504,
+                        _ => 502,
+                    }));
                 }
             },
             None => (Cow::Borrowed(&service.host), service.port),
         };
-        let addr = match resolve(
-            &target_host,
-            target_port,
-            upstream_entity.is_none(),
-            &mut dns_cache,
-            tries,
-        )
-        .await
-        {
+        // Passive health check report on the target picked for this try.
+        let report = |o: Outcome| {
+            if let (Some(u), Some((_, i))) = (upstream_entity, picked) {
+                u.report_passive(i, o);
+            }
+        };
+        let mut target_host = target_host;
+        let resolved = match (upstream_entity, picked) {
+            // A target named by a host name: Kong's resolver (SRV, A, TTLs).
+            (Some(u), Some((t, _))) if t.ip.is_none() => {
+                match crate::balancer::dns::resolve(&t.host, t.port).await {
+                    Ok(r) => {
+                        t.state.dns_error.store(false, Ordering::Relaxed);
+                        r.pick().map(|(a, srv)| {
+                            if let (true, Some(n)) = (u.use_srv_name, srv) {
+                                target_host = Cow::Owned(n.clone());
+                            }
+                            // (an SRV record's port; Kong's Host carries it)
+                            target_port = a.port();
+                            *a
+                        })
+                    }
+                    Err(e) => {
+                        tracing::debug!(target = %t.target, "target name resolution failed: {e}");
+                        t.state.dns_error.store(true, Ordering::Relaxed);
+                        // another target may resolve: not a try
+                        if dns_skips < u.targets.len() {
+                            dns_skips += 1;
+                            tries -= 1;
+                            continue;
+                        }
+                        None
+                    }
+                }
+            }
+            _ => {
+                resolve(
+                    &target_host,
+                    target_port,
+                    upstream_entity.is_none(),
+                    &mut dns_cache,
+                    tries,
+                )
+                .await
+            }
+        };
+        let addr = match resolved {
             Some(a) => {
                 if let Some(t) = try_start {
                     if let Some(log) = plan.log.as_mut() {
@@ -859,12 +930,14 @@ async fn proxy<'s>(
                 a
             }
             None => {
-                return cx.error(
-                    503,
-                    errors::NAME_RESOLUTION_FAILED,
-                    client_headers,
-                    Negotiation::Accept,
-                );
+                // Kong leaves a target whose name does not resolve out of the
+                // balancer: no peer, rather than a resolution failure.
+                let msg = if picked.is_some() {
+                    errors::NO_PEER
+                } else {
+                    errors::NAME_RESOLUTION_FAILED
+                };
+                return cx.error(503, msg, client_headers, Negotiation::Accept);
             }
         };
         let host_header: Cow<'_, str> = match preserved_host {
@@ -917,6 +990,11 @@ async fn proxy<'s>(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(target = %addr, "upstream connect failed: {e}");
+                report(if matches!(e, ConnectError::Timeout) {
+                    Outcome::Timeout
+                } else {
+                    Outcome::TcpFailure
+                });
                 try_failed(
                     plan,
                     if matches!(e, ConnectError::Timeout) {
@@ -1003,6 +1081,7 @@ async fn proxy<'s>(
         {
             Watched::TimedOut(phase) => {
                 tracing::debug!("upstream {phase} timed out");
+                report(Outcome::Timeout);
                 try_failed(plan, 504);
                 if can_retry {
                     last_send_err = Some(504);
@@ -1011,6 +1090,10 @@ async fn proxy<'s>(
                 break Err(504);
             }
             Watched::Sent(Ok(resp)) => {
+                if let (Some(u), Some((t, i))) = (upstream_entity, picked) {
+                    u.report_status(i, resp.status().as_u16());
+                    t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                }
                 // The connection goes back to the pool when the response body ends.
                 let keep = upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS;
                 break Ok((resp, keep.then_some(c)));
@@ -1031,6 +1114,11 @@ async fn proxy<'s>(
                 }
                 tracing::debug!("upstream request failed: {e}");
                 let code = if is_timeout(&e) { 504 } else { 502 };
+                report(if code == 504 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::TcpFailure
+                });
                 try_failed(plan, code);
                 if can_retry {
                     last_send_err = Some(code);
@@ -1040,6 +1128,7 @@ async fn proxy<'s>(
             }
         }
     };
+    drop(in_flight);
     let upstream_latency = ms_since(sent_at);
 
     let (mut resp, up_conn) = match result {
@@ -1103,6 +1192,9 @@ async fn proxy<'s>(
         rparts.headers.remove(&headers::TRAILER);
     }
     let rh = &mut rparts.headers;
+    if let Some(c) = hash_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+        rh.append(http::header::SET_COOKIE, c);
+    }
     if settings.upstream_status {
         rh.insert(&X_KONG_UPSTREAM_STATUS, HeaderValue::from(upstream_status));
     }
@@ -1165,6 +1257,23 @@ async fn proxy<'s>(
         ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
     };
     Response::from_parts(rparts, body)
+}
+
+/// A request in flight to a target (least-connections), counted until the
+/// response head arrives or the try fails.
+struct InFlight<'a>(&'a BTarget);
+
+impl<'a> InFlight<'a> {
+    fn new(t: &'a BTarget) -> Self {
+        t.state.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.state.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A balancer try, for the log phase.

@@ -7,10 +7,15 @@
 //!   knowledge on `http2` listeners, TLS with ALPN and SNI-selected certificates
 //!   on `ssl` listeners), routes with `tollgate-router` and forwards through the
 //!   upstream connection pool ([`upstream`]).
+//! * [`balancer`]: Kong's upstreams (round-robin, consistent-hashing,
+//!   least-connections, latency), passive and active health checks and target
+//!   name resolution; state outlives snapshots. [`Snapshot::health_states`]
+//!   reports each target address's health (Admin API, metrics).
 //! * [`errors`]: Kong's exact client-visible error bodies.
 //! * [`phases`]: the plugin phase runner; [`downstream`]: the body_filter and log
 //!   phases as the response body goes out.
 
+pub mod balancer;
 pub mod downstream;
 pub mod errors;
 pub mod fuzzing;

@@ -41,12 +41,14 @@ pub struct Plan<'s> {
     pub proxied: bool,
     /// Present when a collected plugin has a log phase: what only the log reports.
     pub log: Option<Box<LogPlan>>,
+    /// The consumer an auth plugin authenticated (the log, and consistent hashing on
+    /// `consumer`).
+    pub auth: Option<Authenticated>,
 }
 
 /// What the request path records for the log phase only.
 #[derive(Default)]
 pub struct LogPlan {
-    pub auth: Option<Authenticated>,
     pub upstream_uri: String,
     pub upstream_status: Option<u16>,
     pub tries: Vec<Try>,
@@ -144,9 +146,12 @@ where
         .with_body(read);
     let flow = chain.access(&mut rcx, collected);
     if collected.any(|p| p.log) {
-        let log = plan.log.get_or_insert_with(Default::default);
+        plan.log.get_or_insert_with(Default::default);
+    }
+    // (also read by consistent hashing on `consumer`)
+    {
         if let Some(c) = rcx.consumer() {
-            log.auth = Some(Authenticated {
+            plan.auth = Some(Authenticated {
                 consumer_id: c.id.clone(),
                 username: c.username.clone(),
                 custom_id: c.custom_id.clone(),
@@ -346,7 +351,7 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
         service_id: service.map(|s| s.id.as_str().into()),
         route: plan.route.map(|r| r.row.clone()),
         service: service.map(|s| s.row.clone()),
-        auth: log.auth,
+        auth: plan.auth,
         upstream_uri: log.upstream_uri,
         upstream_status: log.upstream_status,
         tries: log.tries,

@@ -1,8 +1,9 @@
 //! The immutable per-version view of the configuration the request path reads.
 
+use crate::balancer::Balancer;
 use crate::tls::{self, CertPair};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
@@ -75,28 +76,6 @@ pub struct RouteInfo {
     pub row: Arc<Row>,
 }
 
-/// A load-balancing upstream: round-robin over its targets with weight > 0.
-#[derive(Debug)]
-pub struct UpstreamInfo {
-    pub id: String,
-    pub name: String,
-    pub host_header: Option<String>,
-    pub targets: Vec<(String, u16)>,
-    /// Round-robin position (resets when a new snapshot is built).
-    pub next: AtomicUsize,
-}
-
-impl UpstreamInfo {
-    /// The next target, round-robin.
-    pub fn pick(&self) -> Option<(String, u16)> {
-        if self.targets.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        Some(self.targets[i].clone())
-    }
-}
-
 /// Certificates by SNI (`snis` entities), exact and wildcard.
 #[derive(Default, Debug)]
 pub struct CertStore {
@@ -133,7 +112,8 @@ pub struct Snapshot {
     /// Parallel to the router's routes (index = `Match::route_index`).
     pub routes: Vec<RouteInfo>,
     pub services: HashMap<String, Arc<ServiceInfo>>,
-    pub upstreams: HashMap<String, Arc<UpstreamInfo>>,
+    /// Compiled balancers by upstream name (a service host naming one goes through it).
+    pub upstreams: HashMap<String, Arc<Balancer>>,
     pub certificates: CertStore,
     /// Certificates by id (for client certificates).
     pub certificates_by_id: HashMap<String, Arc<CertPair>>,
@@ -185,6 +165,20 @@ fn ms(row: &Row, k: &str) -> Duration {
 }
 
 impl Snapshot {
+    /// The health of every target address of upstream `id_or_name` (`None`:
+    /// no such upstream), for the Admin API and metrics
+    /// (`kong_upstream_target_health`).
+    pub fn health_states(&self, id_or_name: &str) -> Option<Vec<crate::balancer::AddressHealth>> {
+        self.upstream(id_or_name).map(|b| b.health_states())
+    }
+
+    /// An upstream's balancer by id or name.
+    pub fn upstream(&self, id_or_name: &str) -> Option<&Arc<Balancer>> {
+        self.upstreams
+            .get(id_or_name)
+            .or_else(|| self.upstreams.values().find(|b| b.id == id_or_name))
+    }
+
     /// A snapshot with nothing configured (every request gets 404).
     pub fn empty() -> Snapshot {
         Snapshot::build(&Dataset::new()).expect("the empty dataset builds")
@@ -250,6 +244,13 @@ impl Snapshot {
             }
         }
 
+        // An upstream's client certificate serves the services whose host names
+        // it when they have none of their own (kong/runloop/upstream_ssl.lua).
+        let upstream_cc: HashMap<String, String> = rows("upstreams")
+            .iter()
+            .filter_map(|r| Some((s(r, "name")?, fk(r, "client_certificate")?)))
+            .collect();
+
         // services
         let mut services = HashMap::new();
         for row in rows("services") {
@@ -269,7 +270,8 @@ impl Snapshot {
                         .collect()
                 })
                 .unwrap_or_default();
-            let client_cert = fk(row, "client_certificate");
+            let client_cert = fk(row, "client_certificate")
+                .or_else(|| s(row, "host").and_then(|h| upstream_cc.get(&h).cloned()));
             let is_tls = matches!(protocol.as_str(), "https" | "grpcs" | "tls");
             let (tls, tls_profile) = if is_tls {
                 let cas: Vec<&str> = ca_ids
@@ -320,38 +322,21 @@ impl Snapshot {
         }
 
         // upstreams + targets
-        let mut upstream_rows: HashMap<String, (String, Option<String>)> = HashMap::new();
-        for row in rows("upstreams") {
-            if let (Some(id), Some(name)) = (s(row, "id"), s(row, "name")) {
-                upstream_rows.insert(id, (name, s(row, "host_header")));
-            }
-        }
-        let mut targets: HashMap<String, Vec<(String, u16)>> = HashMap::new();
+        let mut targets: HashMap<String, Vec<&Row>> = HashMap::new();
         for row in rows("targets") {
-            let (Some(uid), Some(target)) = (fk(row, "upstream"), s(row, "target")) else {
-                continue;
-            };
-            if n(row, "weight", 100) <= 0 {
-                continue;
-            }
-            if let Some((h, p)) = split_host_port(&target) {
-                targets.entry(uid).or_default().push((h, p.unwrap_or(8000)));
+            if let Some(uid) = fk(row, "upstream") {
+                targets.entry(uid).or_default().push(row);
             }
         }
         let mut upstreams = HashMap::new();
-        for (id, (name, host_header)) in upstream_rows {
+        for row in rows("upstreams") {
+            let id = s(row, "id").unwrap_or_default();
             let t = targets.remove(&id).unwrap_or_default();
-            upstreams.insert(
-                name.clone(),
-                Arc::new(UpstreamInfo {
-                    id,
-                    name,
-                    host_header,
-                    targets: t,
-                    next: AtomicUsize::new(0),
-                }),
-            );
+            let b = Arc::new(Balancer::build(row, &t, &certificates_by_id)?);
+            crate::balancer::health::ensure_checker(&b);
+            upstreams.insert(b.name.clone(), b);
         }
+        crate::balancer::state::prune();
 
         let plugins = Plugins::build_with(data, registry);
 

@@ -200,3 +200,79 @@ async fn client_certificate_for_mutual_tls() {
     .await;
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upstreams_client_certificate_serves_services_without_one() {
+    let server_ca = Ca::new("Upstream CA");
+    let client_ca = Ca::new("Client CA");
+    let up = tls_echo_upstream(&server_ca.server(&["127.0.0.1"]), Some(&client_ca)).await;
+    let good = client_ca.client("tollgate");
+    let cert = row("certificates", json!({"cert": good.pem, "key": good.key}));
+    let upstream = row(
+        "upstreams",
+        json!({"name": "mtls-up", "client_certificate": {"id": cert["id"]}}),
+    );
+    let target = row(
+        "targets",
+        json!({"target": format!("127.0.0.1:{}", up.port()), "upstream": {"id": upstream["id"]}}),
+    );
+    let svc = https_service("mtls-up", 443, json!({}));
+    let d = dataset(vec![
+        ("certificates", cert),
+        ("upstreams", upstream),
+        ("targets", target),
+        ("services", svc.clone()),
+        ("routes", route(Some(&svc), json!({"paths": ["/up"]}))),
+    ]);
+    let p = start(&d, &[]).await;
+    let v = echo_json(get(&p, "/up", None).await).await;
+    assert_eq!(v["client_cert"], true);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn active_https_checks_present_the_upstreams_client_certificate() {
+    let server_ca = Ca::new("Upstream CA");
+    let client_ca = Ca::new("Client CA");
+    let up = tls_echo_upstream(&server_ca.server(&["127.0.0.1"]), Some(&client_ca)).await;
+    let good = client_ca.client("tollgate");
+    let cert = row("certificates", json!({"cert": good.pem, "key": good.key}));
+    let checks = json!({"active": {
+        "type": "https", "https_verify_certificate": false,
+        "healthy": {"interval": 0.05, "successes": 1},
+        "unhealthy": {"interval": 0.05, "tcp_failures": 1, "http_failures": 1}
+    }});
+    let with = row(
+        "upstreams",
+        json!({"name": "with", "client_certificate": {"id": cert["id"]}, "healthchecks": checks}),
+    );
+    let without = row(
+        "upstreams",
+        json!({"name": "without", "healthchecks": checks}),
+    );
+    let t = |u: &Row| {
+        row(
+            "targets",
+            json!({"target": format!("127.0.0.1:{}", up.port()), "upstream": {"id": u["id"]}}),
+        )
+    };
+    let d = dataset(vec![
+        ("certificates", cert),
+        ("upstreams", with.clone()),
+        ("upstreams", without.clone()),
+        ("targets", t(&with)),
+        ("targets", t(&without)),
+    ]);
+    let p = start(&d, &[]).await;
+    let state = |name: &str| p.snapshot.load().health_states(name).unwrap()[0].health;
+    use tollgate_proxy::balancer::Health;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while state("without") != Health::Unhealthy {
+        assert!(std::time::Instant::now() < deadline, "never unhealthy");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // same server, probed just as often: the certificate keeps it healthy
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(state("with"), Health::Healthy);
+    p.shutdown().await;
+}
