@@ -9,6 +9,9 @@ use tollgate_proxy::balancer::Health;
 use tollgate_proxy::{SharedSnapshot, Snapshot, Stats};
 use tollgate_store::Store;
 
+/// How long a scrape waits for a target's DNS answer before reporting `dns_error`.
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn metrics_fn(
     snapshot: SharedSnapshot,
     stats: Arc<Stats>,
@@ -74,23 +77,46 @@ async fn target_health(snap: &Snapshot) -> Vec<TargetHealth> {
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     for u in upstreams {
         for a in u.health_states() {
-            let address = match a.ip.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, a.port).to_string(),
-                Err(_) => String::new(),
-            };
-            let state = match a.health {
-                Health::Healthy => "healthy",
-                Health::Unhealthy => "unhealthy",
-                Health::HealthchecksOff => "healthchecks_off",
-                Health::DnsError => "dns_error",
+            let (address, health) = match a.ip.parse::<IpAddr>() {
+                Ok(ip) => (SocketAddr::new(ip, a.port).to_string(), a.health),
+                // A name no request has resolved yet: resolve it now (cached for the
+                // proxy too), as Kong's balancer does when it is created.
+                Err(_) if a.health != Health::DnsError => {
+                    let lookup = tollgate_proxy::balancer::dns::resolve(&a.ip, a.port);
+                    match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+                        Ok(Ok(r)) => {
+                            for (addr, _) in r.addrs.iter() {
+                                out.push(TargetHealth {
+                                    upstream: u.name.clone(),
+                                    target: a.target.clone(),
+                                    address: addr.to_string(),
+                                    state: state_name(a.health),
+                                });
+                            }
+                            continue;
+                        }
+                        _ => (String::new(), Health::DnsError),
+                    }
+                }
+                Err(_) => (String::new(), a.health),
             };
             out.push(TargetHealth {
                 upstream: u.name.clone(),
                 target: a.target,
                 address,
-                state,
+                state: state_name(health),
             });
         }
     }
     out
+}
+
+/// The `state` label of `kong_upstream_target_health`.
+fn state_name(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::HealthchecksOff => "healthchecks_off",
+        Health::DnsError => "dns_error",
+    }
 }

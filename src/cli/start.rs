@@ -515,13 +515,18 @@ fn spawn_rebuilder(
     (snapshot, consumers): (SharedSnapshot, SharedConsumers),
     healthy_db: Arc<AtomicBool>,
 ) {
+    let spaced = store.kind() == "postgres";
     tokio::spawn(async move {
         let mut last_rebuild: Option<std::time::Instant> = None;
         while changes.changed().await.is_ok() {
             // A stream of writes (a busy cluster) would rebuild once per write: keep
             // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
             // delayed (the previous rebuild is long past).
-            if let Some(wait) = last_rebuild.and_then(|t| REBUILD_SPACING.checked_sub(t.elapsed()))
+            // Only where many nodes write (PostgreSQL): on one node a write's own rebuild
+            // is what its writer waits for.
+            if let Some(wait) = last_rebuild
+                .filter(|_| spaced)
+                .and_then(|t| REBUILD_SPACING.checked_sub(t.elapsed()))
             {
                 tokio::time::sleep(wait).await;
             }

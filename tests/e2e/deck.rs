@@ -181,6 +181,13 @@ async fn deck_syncs_diffs_dumps_validates_and_resets() {
     // The proxy serves what was synced (the snapshot follows the store within moments).
     g.proxy_until("/teapot", None, |s| s != StatusCode::NOT_FOUND)
         .await;
+    // Credentials follow their own row events: wait for alice's key too.
+    for _ in 0..250 {
+        if proxy_get(&g, "/echo/x", Some("alice-key")).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (s, body) = proxy_get(&g, "/echo/x", Some("alice-key")).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let echoed: Value = serde_json::from_str(&body).unwrap();

@@ -127,6 +127,24 @@ pub async fn until(g: &Gateway, path: &str, headers: &[(&str, &str)], want: u16)
     }
 }
 
+/// Polls `path` until `done` holds (or 5 s pass): for a plugin whose effect is not a status,
+/// since a route may serve a snapshot before the plugin created after it lands.
+pub async fn until_with(
+    g: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Resp) -> bool,
+) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(g, path, headers).await;
+        if done(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn ok(g: &Gateway, path: &str, body: Value) -> Value {
     let (s, v) = g.post(path, body.clone()).await;
     assert!(s.is_success(), "POST {path} {body}: {s} {v}");

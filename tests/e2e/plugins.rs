@@ -2,7 +2,7 @@
 //! scoping precedence as a client sees it; anonymous consumers; consumer headers
 //! upstream; credentials taking effect without a restart; schemas and bad configs.
 
-use crate::plugin_support::{echo, get, ok, routes, send, until, Resp};
+use crate::plugin_support::{echo, get, ok, routes, send, until, until_with, Resp};
 use crate::support::Gateway;
 use reqwest::Method;
 use serde_json::json;
@@ -108,9 +108,10 @@ async fn key_auth_end_to_end() {
     ok(
         &g,
         "/consumers/alice/key-auth",
-        json!({"key": "brief", "ttl": 1}),
+        json!({"key": "brief", "ttl": 2}),
     )
     .await;
+    // Expiries are whole seconds (as Kong's `ngx.time() + ttl`): a ttl of 2 lasts 1 to 2 s.
     assert_eq!(
         until(&g, "/ka", &[("apikey", "brief")], 200).await.status,
         200
@@ -279,7 +280,14 @@ async fn basic_auth_and_acl() {
     }
 
     // deny list, hidden groups header, hidden credentials, realm.
-    let r = until(&g, "/deny", &[], 401).await;
+    // The route's own basic-auth (created after the service's) decides once it lands.
+    let r = until_with(&g, "/deny", &[], |r| {
+        r.headers
+            .get("www-authenticate")
+            .is_some_and(|v| v == "Basic realm=\"deny-realm\"")
+    })
+    .await;
+    assert_eq!(r.status, 401);
     assert_eq!(r.headers["www-authenticate"], "Basic realm=\"deny-realm\"");
     let r = get(&g, "/deny", &[("authorization", &basic("bob:pw"))]).await;
     assert_eq!(r.status, 403);
@@ -346,7 +354,7 @@ async fn anonymous_consumers_and_logical_or() {
         ok(&g, "/routes/either/plugins", p).await;
     }
 
-    let r = until(&g, "/anon", &[], 200).await;
+    let r = until_with(&g, "/anon", &[], |r| r.up("x-anonymous-consumer").is_some()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.up("x-anonymous-consumer"), Some("true"));
     assert_eq!(r.up("x-consumer-username"), Some("anonymous-user"));
@@ -421,6 +429,15 @@ async fn precedence_as_a_client_sees_it() {
     rs["service"] = json!({"id": s1["id"]});
     ok(&g, "/plugins", rs).await;
 
+    // The route+service configuration is the last one created: wait until it decides /p1
+    // (its key passes and the global's does not), so every earlier one serves too.
+    for _ in 0..250 {
+        let rs_ok = get(&g, "/p1", &[("rs", "secret")]).await.status == 200;
+        if rs_ok && get(&g, "/p1", &[("g", "secret")]).await.status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (path, name) in [("/p1", "rs"), ("/p2", "r"), ("/p4", "s"), ("/p3", "g")] {
         let r = until(&g, path, &[(name, "secret")], 200).await;
         assert_eq!(r.status, 200, "{path} takes key name {name}");

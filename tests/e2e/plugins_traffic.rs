@@ -1,7 +1,7 @@
 //! Traffic plugins end to end: request-termination's echo, correlation-id and
 //! request-transformer through the real binary, configured over the Admin API.
 
-use crate::plugin_support::{echo, get, ok, routes, send, until};
+use crate::plugin_support::{echo, get, ok, routes, send, until, until_with};
 use crate::support::Gateway;
 use reqwest::Method;
 use serde_json::json;
@@ -137,8 +137,10 @@ async fn correlation_id_for_upstream_and_client() {
     .await;
     ok(&g, "/routes/auth/plugins", json!({"name": "key-auth"})).await;
 
+    // key-auth is the last plugin created: once it answers, the others serve too.
+    until(&g, "/auth", &[], 401).await;
     // Defaults: Kong-Request-ID from uuid#counter, upstream only.
-    let r = until(&g, "/quiet", &[], 200).await;
+    let r = get(&g, "/quiet", &[]).await;
     let id = r
         .up("kong-request-id")
         .expect("set for the upstream")
@@ -244,10 +246,11 @@ async fn request_transformer_edits_headers_query_and_bodies() {
     ok(
         &g,
         "/routes/mp/plugins",
-        json!({"name": "request-transformer", "config": {"rename": {"body": ["f:g"]}, "add": {"body": ["h:added"]}, "remove": {"body": ["gone"]}}}),
+        json!({"name": "request-transformer", "config": {"rename": {"body": ["f:g"]}, "add": {"body": ["h:added"], "headers": ["x-ready:1"]}, "remove": {"body": ["gone"]}}}),
     )
     .await;
-    until(&g, "/mp", &[], 200).await;
+    // The last plugin created: once it serves, every earlier one does.
+    until_with(&g, "/mp", &[], |r| r.up("x-ready") == Some("1")).await;
 
     let r = send(
         &g,

@@ -472,8 +472,9 @@ async fn migrations_commands_on_postgres() {
 #[test]
 fn scripts_cluster_starts_postgres_and_nodes_sharing_writes() {
     let dir = tempfile::tempdir().unwrap();
-    // Node k uses base + 100k .. +2: a random base in a high range, retried on a clash.
-    let base = 20000 + (std::process::id() % 200) * 100;
+    // Node k uses base + 100k .. +2: a base below Linux's ephemeral range (32768+), where
+    // the other tests' servers take their ports.
+    let base = 20000 + (std::process::id() % 120) * 100;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
     let run = |args: &[&str]| {
         std::process::Command::new(script)
