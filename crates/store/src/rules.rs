@@ -66,6 +66,94 @@ pub(crate) fn extra_columns(schema: &EntitySchema) -> Vec<String> {
     cols
 }
 
+/// What differs between the SQL stores' DDL and statements; the table shape is one.
+pub(crate) struct Dialect {
+    /// The prefix of a numbered placeholder (`?` for SQLite, `$` for PostgreSQL).
+    pub placeholder: &'static str,
+    /// Appended to the id and foreign-key columns so they sort bytewise (PostgreSQL's
+    /// locale would otherwise change the order of pages).
+    pub key_collation: &'static str,
+    pub integer: &'static str,
+}
+
+/// `INSERT … ON CONFLICT (id) DO UPDATE` for a schema, and its extra columns in order.
+pub(crate) fn upsert_sql(schema: &EntitySchema, d: &Dialect) -> (String, Vec<String>) {
+    let extra = extra_columns(schema);
+    let mut cols = vec!["id".to_string(), "data".to_string(), "ttl".to_string()];
+    cols.extend(extra.iter().cloned());
+    let marks: Vec<String> = (1..=cols.len())
+        .map(|i| format!("{}{i}", d.placeholder))
+        .collect();
+    let sets: Vec<String> = cols[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    (
+        format!(
+            "INSERT INTO \"{}\" ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+            schema.name,
+            cols.join(", "),
+            marks.join(", "),
+            sets.join(", ")
+        ),
+        extra,
+    )
+}
+
+/// The live row whose unique `field` equals the first parameter (the second: now, for
+/// the ttl), or the error naming a field that is not unique.
+pub(crate) fn select_by_field_sql(
+    schema: &EntitySchema,
+    field: &str,
+    d: &Dialect,
+) -> Result<String> {
+    let Some(f) = schema.field(field).filter(|f| f.unique) else {
+        return Err(Error::database(format!(
+            "'{field}' is not a unique field of {}",
+            schema.name
+        )));
+    };
+    let p = d.placeholder;
+    Ok(format!(
+        "SELECT data, ttl FROM \"{}\" WHERE {} = {p}1 AND (ttl IS NULL OR ttl > {p}2)",
+        schema.name,
+        unique_col(f.name)
+    ))
+}
+
+/// One entity's table: id, the row as JSON text, its expiry, and the extra columns the
+/// uniqueness and foreign-key checks use, with an index per foreign key.
+pub(crate) fn create_table(schema: &EntitySchema, d: &Dialect) -> String {
+    let mut cols = vec![
+        format!("id TEXT{} PRIMARY KEY NOT NULL", d.key_collation),
+        "data TEXT NOT NULL".to_string(),
+        format!("ttl {}", d.integer),
+    ];
+    if schema.cache_key.is_some() {
+        cols.push("cache_key TEXT UNIQUE".into());
+    }
+    for f in schema.unique_fields() {
+        cols.push(format!("{} TEXT UNIQUE", unique_col(f.name)));
+    }
+    for f in schema.foreign_fields() {
+        cols.push(format!("{} TEXT{}", fk_col(f.name), d.key_collation));
+    }
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({});\n",
+        schema.name,
+        cols.join(", ")
+    );
+    for f in schema.foreign_fields() {
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS \"{0}_fk_{1}\" ON \"{0}\" ({2});\n",
+            schema.name,
+            f.name,
+            fk_col(f.name)
+        ));
+    }
+    sql
+}
+
 /// The value of one extra column for `row` (`None`: SQL NULL).
 pub(crate) fn column_text(schema: &EntitySchema, col: &str, row: &Row) -> Option<String> {
     if col == "cache_key" {

@@ -1,7 +1,7 @@
 //! PostgreSQL DDL derived from the entity schemas (the same tables and columns as the
 //! SQLite store), and the migrations run under a database-wide lock.
 
-use crate::rules::{extra_columns, fk_col, unique_col};
+use crate::rules::{self, Dialect};
 use tollgate_model::{entities, EntitySchema};
 
 /// `pg_advisory_xact_lock` key of the migrations ("tollgate" in ASCII, truncated).
@@ -11,59 +11,20 @@ pub(crate) const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 /// id N has seen every event before it) and constraint checks see every earlier commit.
 pub(crate) const WRITE_LOCK: i64 = 0x746f_6c6c_6777_7274;
 
-/// `INSERT … ON CONFLICT (id) DO UPDATE` for a schema, and its extra columns in order.
+/// Text keys compare bytewise (`COLLATE "C"`) so ids, pages and tags sort exactly as in
+/// SQLite whatever the database's locale.
+pub(crate) const DIALECT: Dialect = Dialect {
+    placeholder: "$",
+    key_collation: " COLLATE \"C\"",
+    integer: "BIGINT",
+};
+
 pub(crate) fn upsert_sql(schema: &EntitySchema) -> (String, Vec<String>) {
-    let extra = extra_columns(schema);
-    let mut cols = vec!["id".to_string(), "data".to_string(), "ttl".to_string()];
-    cols.extend(extra.iter().cloned());
-    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
-    let sets: Vec<String> = cols[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    (
-        format!(
-            "INSERT INTO \"{}\" ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
-            schema.name,
-            cols.join(", "),
-            marks.join(", "),
-            sets.join(", ")
-        ),
-        extra,
-    )
+    rules::upsert_sql(schema, &DIALECT)
 }
 
-/// Text columns compare bytewise (`COLLATE "C"`) so ids, pages and tags sort exactly as
-/// in SQLite whatever the database's locale.
 fn create_table(schema: &EntitySchema) -> String {
-    let mut cols = vec![
-        "id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL".to_string(),
-        "data TEXT NOT NULL".to_string(),
-        "ttl BIGINT".to_string(),
-    ];
-    if schema.cache_key.is_some() {
-        cols.push("cache_key TEXT UNIQUE".into());
-    }
-    for f in schema.unique_fields() {
-        cols.push(format!("{} TEXT UNIQUE", unique_col(f.name)));
-    }
-    for f in schema.foreign_fields() {
-        cols.push(format!("{} TEXT COLLATE \"C\"", fk_col(f.name)));
-    }
-    let mut sql = format!(
-        "CREATE TABLE IF NOT EXISTS \"{}\" ({});\n",
-        schema.name,
-        cols.join(", ")
-    );
-    for f in schema.foreign_fields() {
-        sql.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS \"{0}_fk_{1}\" ON \"{0}\" ({2});\n",
-            schema.name,
-            f.name,
-            fk_col(f.name)
-        ));
-    }
-    sql
+    rules::create_table(schema, &DIALECT)
 }
 
 /// The DDL of one named migration ([`crate::MIGRATIONS`]).

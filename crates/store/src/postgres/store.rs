@@ -5,7 +5,7 @@ use super::options::{quote_ident, PgSettings};
 use super::schema::{self, MIGRATION_LOCK, WRITE_LOCK};
 use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
-use crate::rules::{self, fk_col, now, parse_row, take_ttl, unique_col, with_ttl};
+use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
     PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
@@ -628,17 +628,7 @@ impl Store for PostgresStore {
         field: &str,
         value: &str,
     ) -> Result<Option<Row>> {
-        let Some(f) = schema.field(field).filter(|f| f.unique) else {
-            return Err(Error::database(format!(
-                "'{field}' is not a unique field of {}",
-                schema.name
-            )));
-        };
-        let sql = format!(
-            "SELECT data, ttl FROM \"{}\" WHERE {} = $1 AND (ttl IS NULL OR ttl > $2)",
-            schema.name,
-            unique_col(f.name)
-        );
+        let sql = rules::select_by_field_sql(schema, field, &super::schema::DIALECT)?;
         self.timed(async {
             let c = self.conn().await?;
             let r = opt(&c, &sql, &[&value, &now()]).await?;

@@ -7,7 +7,7 @@
 mod schema;
 
 use crate::paging::{decode_offset, encode_offset};
-use crate::rules::{self, fk_col, now, parse_row, take_ttl, unique_col, with_ttl};
+use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
     PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
@@ -562,17 +562,7 @@ impl Store for SqliteStore {
         field: &str,
         value: &str,
     ) -> Result<Option<Row>> {
-        let Some(f) = schema.field(field).filter(|f| f.unique) else {
-            return Err(Error::database(format!(
-                "'{field}' is not a unique field of {}",
-                schema.name
-            )));
-        };
-        let sql = format!(
-            "SELECT data, ttl FROM \"{}\" WHERE {} = ?1 AND (ttl IS NULL OR ttl > ?2)",
-            schema.name,
-            unique_col(f.name)
-        );
+        let sql = rules::select_by_field_sql(schema, field, &schema::DIALECT)?;
         let value = value.to_string();
         self.with(move |c| {
             let r: Option<(String, Option<i64>)> = c
