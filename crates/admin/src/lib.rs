@@ -199,6 +199,13 @@ async fn generic(
             .and_then(|v| v.to_str().ok()),
         body: &body,
     };
+    // A known path with a method it does not answer: 405 with `Allow` (RFC 9110), before
+    // any lookup of the ids in the path.
+    if let Some(allowed) = info::allowed_methods(&req.segments) {
+        if !allowed.contains(&method.as_str()) && method != Method::OPTIONS {
+            return method_not_allowed(&allowed);
+        }
+    }
     if let Some(r) = upstream_health::dispatch(&st, &req).await {
         return r;
     }
@@ -206,6 +213,19 @@ async fn generic(
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+fn method_not_allowed(allowed: &[&str]) -> Response {
+    let mut r = error::ApiError::method_not_allowed().into_response();
+    let mut list: Vec<&str> = allowed.to_vec();
+    if list.contains(&"GET") {
+        list.push("HEAD");
+    }
+    list.push("OPTIONS");
+    if let Ok(v) = http::HeaderValue::from_str(&list.join(", ")) {
+        r.headers_mut().insert(http::header::ALLOW, v);
+    }
+    r
 }
 
 #[cfg(test)]
