@@ -409,3 +409,36 @@ fn start_refuses_what_it_cannot_enforce() {
     assert_eq!(code, 1);
     assert!(err.contains("database = off has none"), "{err}");
 }
+
+#[tokio::test]
+async fn postgres_tokens_reach_every_node_without_a_restart() {
+    use crate::support::{pg_env, TestServer};
+    let server = TestServer::shared();
+    let db = server.fresh_database().await;
+    let mut env = pg_env(server, &db);
+    env.push(("TOLLGATE_ADMIN_AUTH".into(), "token".into()));
+    // Polling alone would take db_update_frequency (60 s here): what arrives sooner came
+    // through the cluster event.
+    env.push(("TOLLGATE_DB_UPDATE_FREQUENCY".into(), "60".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Gateway::start_with(&env).await;
+    let b = Gateway::start_with(&env).await;
+    let token = create(&a.prefix, "ops", false, &env);
+    for g in [&a, &b] {
+        let took = until_status(&g.client, &format!("{}/services", g.admin), &token, StatusCode::OK).await;
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+    let (code, out, err) = tokens_cli(&b.prefix, &["revoke", "ops"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    for g in [&a, &b] {
+        let took = until_status(
+            &g.client,
+            &format!("{}/services", g.admin),
+            &token,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        eprintln!("revocation reached {} in {took:?}", g.admin);
+    }
+}
