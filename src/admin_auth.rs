@@ -108,7 +108,9 @@ pub async fn guard(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Gu
 fn spawn_refresher(store: Arc<dyn Store>, tokens: SharedTokens, poll: Duration) {
     tokio::spawn(async move {
         let mut changes = store.changes();
-        let mut seen = changes.borrow_and_update().get(tollgate_store::ADMIN_TOKENS);
+        let mut seen = changes
+            .borrow_and_update()
+            .get(tollgate_store::ADMIN_TOKENS);
         loop {
             tokio::select! {
                 r = changes.changed() => {

@@ -100,7 +100,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
     if !ok {
-        anyhow::bail!("invalid token name {name:?}: use 1 to 128 letters, digits, '.', '_', '-' or '@'");
+        anyhow::bail!(
+            "invalid token name {name:?}: use 1 to 128 letters, digits, '.', '_', '-' or '@'"
+        );
     }
     Ok(())
 }

@@ -116,7 +116,14 @@ async fn tokens_from_the_cli_guard_the_admin_api() {
 
     // The read-only token reads, and is refused a write with a 403.
     until_status(c, &services, &auditor, StatusCode::OK).await;
-    let (s, b) = call(c, Method::GET, &format!("{services}/guarded"), Some(&auditor), &[]).await;
+    let (s, b) = call(
+        c,
+        Method::GET,
+        &format!("{services}/guarded"),
+        Some(&auditor),
+        &[],
+    )
+    .await;
     assert_eq!((s, &b["id"]), (StatusCode::OK, &svc["id"]));
     let (s, b) = call(
         c,
@@ -197,11 +204,17 @@ async fn tokens_from_the_cli_guard_the_admin_api() {
         .iter()
         .find(|l| l["method"] == "DELETE")
         .unwrap_or_else(|| panic!("{lines:?}"));
-    assert_eq!((&refused["who"], &refused["status"]), (&json!("auditor"), &json!(403)));
+    assert_eq!(
+        (&refused["who"], &refused["status"]),
+        (&json!("auditor"), &json!(403))
+    );
     // Reads are not audited; bodies never are.
     assert!(lines.iter().all(|l| l["method"] != "GET"), "{lines:?}");
     let raw = std::fs::read_to_string(g.prefix.join("logs/admin_audit.log")).unwrap();
-    assert!(!raw.contains("example.test") && !raw.contains(&ops), "{raw}");
+    assert!(
+        !raw.contains("example.test") && !raw.contains(&ops),
+        "{raw}"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +244,11 @@ async fn deck_syncs_with_a_token_header() {
     };
     let header = format!("{HEADER}:{token}");
     let out = deck(&["ping"], None);
-    assert!(!out.status.success(), "deck without the token: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "deck without the token: {}",
+        text(&out)
+    );
     let out = deck(&["sync", file.to_str().unwrap()], Some(&header));
     assert!(out.status.success(), "{}", text(&out));
     let out = deck(&["diff", file.to_str().unwrap()], Some(&header));
@@ -349,7 +366,10 @@ fn refused_start(env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = command(dir.path());
     c.arg("start")
-        .env("TOLLGATE_PROXY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "TOLLGATE_PROXY_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("TOLLGATE_STATUS_LISTEN", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -391,7 +411,10 @@ fn start_refuses_what_it_cannot_enforce() {
         ("TOLLGATE_ADMIN_SSL_CLIENT_CA", "/nonexistent/ca.pem"),
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("needs every admin_listen entry to have the ssl flag"), "{err}");
+    assert!(
+        err.contains("needs every admin_listen entry to have the ssl flag"),
+        "{err}"
+    );
 
     let ssl = format!("127.0.0.1:{} ssl", free_port());
     let (code, err) = refused_start(&[
@@ -425,7 +448,13 @@ async fn postgres_tokens_reach_every_node_without_a_restart() {
     let b = Gateway::start_with(&env).await;
     let token = create(&a.prefix, "ops", false, &env);
     for g in [&a, &b] {
-        let took = until_status(&g.client, &format!("{}/services", g.admin), &token, StatusCode::OK).await;
+        let took = until_status(
+            &g.client,
+            &format!("{}/services", g.admin),
+            &token,
+            StatusCode::OK,
+        )
+        .await;
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
     let (code, out, err) = tokens_cli(&b.prefix, &["revoke", "ops"], &env);

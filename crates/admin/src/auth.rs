@@ -112,7 +112,10 @@ fn find<'a>(tokens: &'a [TokenEntry], presented: &str) -> Option<&'a TokenEntry>
 }
 
 fn is_write(m: &Method) -> bool {
-    matches!(*m, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 /// Kong RBAC's action names, for its 403 message.
@@ -125,35 +128,58 @@ fn action(m: &Method) -> &'static str {
     }
 }
 
-/// Who is calling, or the refusal (with the caller's name when it is known).
-fn identify(guard: &Guard, req: &Request) -> Result<String, (Option<String>, Response)> {
-    let unauthorized =
-        || (None, ApiError::Message(StatusCode::UNAUTHORIZED, UNAUTHORIZED.into()).into_response());
+/// Why a request is refused.
+enum Refusal {
+    /// No token, an unknown one, no client certificate: 401.
+    Unauthorized,
+    /// A read-only token writing: 403, naming the token.
+    ReadOnly { name: String, action: &'static str },
+}
+
+impl Refusal {
+    fn who(&self) -> &str {
+        match self {
+            Refusal::Unauthorized => "unknown",
+            Refusal::ReadOnly { name, .. } => name,
+        }
+    }
+
+    fn response(&self) -> Response {
+        match self {
+            Refusal::Unauthorized => {
+                ApiError::Message(StatusCode::UNAUTHORIZED, UNAUTHORIZED.into())
+            }
+            Refusal::ReadOnly { name, action } => ApiError::Message(
+                StatusCode::FORBIDDEN,
+                format!("{name}, you do not have permissions to {action} this resource"),
+            ),
+        }
+        .into_response()
+    }
+}
+
+/// Who is calling, or why not.
+fn identify(guard: &Guard, req: &Request) -> Result<String, Refusal> {
     match guard.mode {
         Mode::Off => Ok("anonymous".into()),
         Mode::Mtls => req
             .extensions()
             .get::<ClientCert>()
             .map(|c| c.0.to_string())
-            .ok_or_else(unauthorized),
+            .ok_or(Refusal::Unauthorized),
         Mode::Token => {
             let presented = req
                 .headers()
                 .get(TOKEN_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(unauthorized)?;
+                .ok_or(Refusal::Unauthorized)?;
             let tokens = guard.tokens.load();
-            let t = find(&tokens, presented).ok_or_else(unauthorized)?;
+            let t = find(&tokens, presented).ok_or(Refusal::Unauthorized)?;
             if t.read_only && is_write(req.method()) {
-                let refusal = ApiError::Message(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "{}, you do not have permissions to {} this resource",
-                        t.name,
-                        action(req.method())
-                    ),
-                );
-                return Err((Some(t.name.clone()), refusal.into_response()));
+                return Err(Refusal::ReadOnly {
+                    name: t.name.clone(),
+                    action: action(req.method()),
+                });
             }
             Ok(t.name.clone())
         }
@@ -167,7 +193,7 @@ pub(crate) async fn layer(State(st): State<SharedState>, req: Request, next: Nex
     let Some(log) = guard.audit.as_ref().filter(|_| write) else {
         return match who {
             Ok(_) => next.run(req).await,
-            Err((_, refusal)) => refusal,
+            Err(refusal) => refusal.response(),
         };
     };
     let method = req.method().clone();
@@ -175,7 +201,7 @@ pub(crate) async fn layer(State(st): State<SharedState>, req: Request, next: Nex
     let (who, resp) = match who {
         Ok(who) => (who, next.run(req).await),
         // A refused write is recorded too: who tried is what an audit is for.
-        Err((who, refusal)) => (who.unwrap_or_else(|| "unknown".into()), refusal),
+        Err(refusal) => (refusal.who().to_string(), refusal.response()),
     };
     let (resp, ids) = audit::entity_ids(resp).await;
     let line = audit::Line {

@@ -102,7 +102,10 @@ pub(crate) async fn admin_tokens_are_kept_apart_from_entities(s: &dyn Store) {
     .expect("the admin_tokens counter moved");
     assert!(s.admin_token_revoke("ops").await.unwrap());
     assert!(!s.admin_token_revoke("ops").await.unwrap());
-    assert_eq!(s.admin_tokens().await.unwrap(), vec![token("auditor", true)]);
+    assert_eq!(
+        s.admin_tokens().await.unwrap(),
+        vec![token("auditor", true)]
+    );
     // Never part of a configuration.
     assert!(!s.load_all().await.unwrap().contains_key("admin_tokens"));
 }

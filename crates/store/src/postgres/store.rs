@@ -7,8 +7,8 @@ use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus,
+    Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
