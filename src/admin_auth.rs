@@ -78,12 +78,24 @@ pub async fn guard(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Gu
     };
     if let Some(path) = &config.admin_audit_log {
         let path = config.prefix.join(path);
-        guard.audit = Some(tollgate_admin::audit::AuditLog::open(&path).map_err(|e| {
+        let log = tollgate_admin::audit::AuditLog::open(&path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open admin_audit_log {}: {e} (name a writable file, or set admin_audit_log = off)",
                 path.display()
             )
-        })?);
+        })?;
+        // SIGUSR1 (logrotate's signal, as for file-log): reopen by name.
+        if let Ok(mut usr1) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    log.reopen().await;
+                }
+            });
+        }
+        guard.audit = Some(log);
     }
     if guard.mode == Mode::Token {
         let rows = store.admin_tokens().await.map_err(|e| {

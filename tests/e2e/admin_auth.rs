@@ -471,3 +471,31 @@ async fn postgres_tokens_reach_every_node_without_a_restart() {
         eprintln!("revocation reached {} in {took:?}", g.admin);
     }
 }
+
+#[tokio::test]
+async fn an_acknowledged_write_keeps_its_audit_line_across_sigkill() {
+    // admin_auth unset on loopback: anonymous, audited to the default file.
+    let mut g = Gateway::start_on(Db::Sqlite, &[]).await;
+    let (s, svc) = g
+        .form(
+            Method::POST,
+            "/services",
+            &[("name", "killed"), ("url", "http://example.test")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{svc}");
+    let pid = nix::unistd::Pid::from_raw(g.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    g.stop();
+    let lines = audit_lines(&g.prefix);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["who"], "anonymous");
+    assert_eq!(lines[0]["auth"], "off");
+    assert_eq!(lines[0]["entity_ids"], json!([svc["id"]]));
+
+    // admin_audit_log = off: no file.
+    let g = Gateway::start_on(Db::Sqlite, &[("TOLLGATE_ADMIN_AUDIT_LOG", "off")]).await;
+    let (s, _) = g.post("/consumers", json!({ "username": "quiet" })).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(!g.prefix.join("logs/admin_audit.log").exists());
+}

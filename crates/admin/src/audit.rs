@@ -5,14 +5,15 @@
 //! acknowledged write always has its line even if the process is killed right after (no
 //! fsync: the store's commit is what survives a power loss). The wait is a channel round
 //! trip plus a page-cache append, microseconds, and never blocks a runtime thread on disk.
-//! Bodies are never logged (they carry credentials); the query string neither.
+//! Bodies are never logged (they carry credentials); the query string neither. The file is
+//! reopened by name on request (SIGUSR1, for logrotate).
 
 use crate::auth::Mode;
 use axum::body::Body;
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 
 /// Response bodies read for their entity id at most this large (entities are small; a
@@ -22,7 +23,11 @@ const MAX_ID_BODY: u64 = 1 << 20;
 /// Lines waiting for the writer before requests wait for room.
 const QUEUE: usize = 4096;
 
-type Entry = (String, oneshot::Sender<()>);
+enum Entry {
+    Line(String, oneshot::Sender<()>),
+    /// Reopen the file by its path (after logrotate moved it: SIGUSR1).
+    Reopen,
+}
 
 /// A handle on the audit log's writer thread.
 #[derive(Clone, Debug)]
@@ -36,22 +41,24 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_append(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let shown = path.display().to_string();
+        let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("admin-audit".into())
-            .spawn(move || writer(file, rx, shown))?;
+            .spawn(move || writer(file, rx, path))?;
         Ok(AuditLog { tx })
+    }
+
+    /// Reopens the file by its path, for log rotation (nginx's SIGUSR1 habit).
+    pub async fn reopen(&self) {
+        let _ = self.tx.send(Entry::Reopen).await;
     }
 
     /// Appends one line and returns once it is written.
     pub async fn record(&self, line: String) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send((line, ack)).await.is_err() {
+        if self.tx.send(Entry::Line(line, ack)).await.is_err() {
             tracing::error!("the admin audit log writer is gone; a line was not written");
             return;
         }
@@ -59,25 +66,56 @@ impl AuditLog {
     }
 }
 
-fn writer(mut file: std::fs::File, mut rx: mpsc::Receiver<Entry>, path: String) {
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+fn writer(mut file: std::fs::File, mut rx: mpsc::Receiver<Entry>, path: PathBuf) {
     let mut buf = Vec::new();
     let mut acks = Vec::new();
-    while let Some((line, ack)) = rx.blocking_recv() {
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        acks.push(ack);
-        // Whatever else is queued goes out in the same write.
-        while let Ok((line, ack)) = rx.try_recv() {
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-            acks.push(ack);
+    let mut next = rx.blocking_recv();
+    while let Some(entry) = next.take() {
+        match entry {
+            Entry::Reopen => match open_append(&path) {
+                Ok(f) => file = f,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot reopen the admin audit log; still writing the old file")
+                }
+            },
+            Entry::Line(line, ack) => {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+                acks.push(ack);
+            }
         }
-        if let Err(e) = file.write_all(&buf) {
-            tracing::error!(path, error = %e, lines = acks.len(), "cannot write the admin audit log");
+        // Whatever else is queued goes out in the same write (up to a reopen).
+        while let Ok(entry) = rx.try_recv() {
+            match entry {
+                Entry::Line(line, ack) => {
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                    acks.push(ack);
+                }
+                reopen @ Entry::Reopen => {
+                    next = Some(reopen);
+                    break;
+                }
+            }
         }
-        buf.clear();
+        if !buf.is_empty() {
+            if let Err(e) = file.write_all(&buf) {
+                tracing::error!(path = %path.display(), error = %e, lines = acks.len(), "cannot write the admin audit log");
+            }
+            buf.clear();
+        }
         for a in acks.drain(..) {
             let _ = a.send(());
+        }
+        if next.is_none() {
+            next = rx.blocking_recv();
         }
     }
 }
@@ -168,5 +206,10 @@ mod tests {
         log.record("{\"n\":2}".into()).await;
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
+        // Rotated away: the next line goes to a new file by the same name.
+        std::fs::rename(&path, path.with_extension("1")).unwrap();
+        log.reopen().await;
+        log.record("{\"n\":3}".into()).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
     }
 }
