@@ -404,6 +404,16 @@ fn start_refuses_what_it_cannot_enforce() {
         "{err}"
     );
 
+    // `tollgate check` says so before a start is tried.
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("check")
+        .env("TOLLGATE_ADMIN_LISTEN", &anywhere)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin_auth is not set"));
+
     let plain = format!("127.0.0.1:{}", free_port());
     let (code, err) = refused_start(&[
         ("TOLLGATE_ADMIN_AUTH", "mtls"),
