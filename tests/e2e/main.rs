@@ -5,6 +5,7 @@ mod admin_auth;
 mod cli;
 mod deck;
 mod declarative;
+mod faults;
 mod kong_clients;
 mod kong_manager;
 mod logging;

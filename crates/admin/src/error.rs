@@ -49,6 +49,13 @@ impl IntoResponse for ApiError {
                     &json!({ "message": "The database is unreachable: this node keeps proxying with its last configuration, but cannot read or change the configuration until the database is back" }),
                 )
             }
+            ApiError::Model(e) if e.is_storage_full() => {
+                tracing::error!(error = %e, "admin API: the database's disk is full");
+                json_response(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    &json!({ "message": "The database's disk is full: this change was not saved. Free space on the disk that holds the database (the prefix, for the embedded store); reads and proxying go on meanwhile" }),
+                )
+            }
             ApiError::Model(e) if e.code() == ErrorCode::DatabaseError => {
                 // The cause is for the operator's log, never for the client.
                 tracing::error!(error = %e, "admin API: database error");

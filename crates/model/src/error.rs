@@ -66,6 +66,7 @@ impl ErrorCode {
 }
 
 const UNREACHABLE: &str = "database unreachable";
+const STORAGE_FULL: &str = "storage full";
 
 /// A Kong-style error. Pointer-sized so `Result<T, Error>` stays small on hot paths.
 #[derive(Clone, PartialEq)]
@@ -279,6 +280,18 @@ impl Error {
         let mut e = Error::new(ErrorCode::DatabaseError, msg, None);
         e.0.name = Some(UNREACHABLE.into());
         e
+    }
+
+    /// A write the database refused for lack of disk space (SQLite's SQLITE_FULL,
+    /// PostgreSQL's disk_full): reads and proxying go on, writes wait for space.
+    pub fn storage_full(msg: impl Into<String>) -> Self {
+        let mut e = Error::new(ErrorCode::DatabaseError, msg, None);
+        e.0.name = Some(STORAGE_FULL.into());
+        e
+    }
+
+    pub fn is_storage_full(&self) -> bool {
+        self.0.code == ErrorCode::DatabaseError && self.0.name.as_deref() == Some(STORAGE_FULL)
     }
 
     pub fn is_database_unreachable(&self) -> bool {

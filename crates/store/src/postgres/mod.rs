@@ -45,6 +45,9 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
         ));
     }
     match e.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::DISK_FULL => {
+            Error::storage_full(format!("postgres: {} ({})", db.message(), db.code().code()))
+        }
         Some(db) => Error::database(format!("postgres: {} ({})", db.message(), db.code().code())),
         None => Error::database(format!("postgres: {e}")),
     }

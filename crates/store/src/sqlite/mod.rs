@@ -61,6 +61,9 @@ impl Touched {
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return Error::storage_full(format!("sqlite: {e}"));
+    }
     Error::database(format!("sqlite: {e}"))
 }
 
