@@ -77,6 +77,10 @@ async fn root_status_endpoints_and_openapi(g: Gateway) {
         created["links"]["get_services__services_"]["parameters"]["services"],
         "$response.body#/id"
     );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["adminToken"]["name"],
+        "Kong-Admin-Token"
+    );
     let nested = &doc["paths"]["/services/{services}/routes"]["post"]["requestBody"];
     assert!(nested["content"]["application/json"]["schema"]["properties"]["service"].is_null());
 

@@ -313,7 +313,15 @@ pub(crate) fn build() -> Value {
         "openapi": "3.0.3",
         "info": { "title": "Tollgate Admin API (Kong-compatible)", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
-        "components": { "schemas": schemas },
+        "components": {
+            "schemas": schemas,
+            // `admin_auth = token` (Tollgate's, with Kong Enterprise's header); with `off`
+            // or `mtls` no header is needed, hence the empty alternative.
+            "securitySchemes": { "adminToken": {
+                "type": "apiKey", "in": "header", "name": "Kong-Admin-Token",
+            }},
+        },
+        "security": [{ "adminToken": [] }, {}],
     })
 }
 
