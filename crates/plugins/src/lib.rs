@@ -21,7 +21,9 @@ pub mod chain;
 pub mod consumers;
 pub mod log;
 pub mod log_plugins;
+mod mime;
 mod template;
+mod transformer;
 
 pub mod acl;
 pub mod basic_auth;
@@ -38,11 +40,12 @@ pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_transformer;
 
 pub use api::{
-    BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow,
-    InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
-    Row as EntityRow,
+    BodyCx, BodyMode, Captures, CertificateChoice, CertificateCx, Connection, Credential, Exit,
+    ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, PluginState,
+    RequestCx, ResponseCx, Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -81,6 +84,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &rate_limiting::SPEC,
     &correlation_id::SPEC,
     &request_transformer::SPEC,
+    &response_transformer::SPEC,
     &prometheus::SPEC,
     &log_plugins::http_log::SPEC,
     &log_plugins::file_log::SPEC,
@@ -155,6 +159,7 @@ mod tests {
             ("rate-limiting", 910),
             ("correlation-id", 100001),
             ("request-transformer", 801),
+            ("response-transformer", 800),
             ("prometheus", 13),
             ("http-log", 12),
             ("file-log", 9),
