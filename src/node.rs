@@ -220,6 +220,38 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// proxy-cache's shared dictionaries: Kong's, sized by `mem_cache_size`, and those
+/// `nginx_http_lua_shared_dict` declares.
+pub fn install_proxy_caches(config: &tollgate_config::Config) {
+    use tollgate_plugins::proxy_cache;
+    let declared = config
+        .raw
+        .get("nginx_http_lua_shared_dict")
+        .map(|v| proxy_cache::parse_shared_dicts(v))
+        .unwrap_or_default();
+    proxy_cache::install(proxy_cache::Caches::new(config.mem_cache_size, &declared));
+}
+
+/// The Admin API's view of the proxy-cache dictionaries (`/proxy-cache`).
+pub struct ProxyCaches;
+
+impl tollgate_admin::proxy_cache::ProxyCacheStore for ProxyCaches {
+    fn fetch(&self, dictionary: &str, key: &str) -> Option<serde_json::Value> {
+        let dict = tollgate_plugins::proxy_cache::caches().dict(dictionary)?;
+        dict.fetch(key).map(|e| e.to_json())
+    }
+    fn purge(&self, dictionary: &str, key: &str) -> bool {
+        tollgate_plugins::proxy_cache::caches()
+            .dict(dictionary)
+            .is_some_and(|d| d.purge(key))
+    }
+    fn flush(&self, dictionary: &str) {
+        if let Some(d) = tollgate_plugins::proxy_cache::caches().dict(dictionary) {
+            d.flush();
+        }
+    }
+}
+
 /// The Admin API's view of the proxy's balancers (`/upstreams/{u}/health`).
 pub struct BalancerHealth(pub tollgate_proxy::SharedSnapshot);
 

@@ -12,6 +12,7 @@ pub mod gui;
 mod info;
 mod openapi;
 mod schemas;
+pub mod proxy_cache;
 pub mod upstream_health;
 
 pub use error::{ApiError, ApiResult};
@@ -66,6 +67,8 @@ pub struct AdminState {
     pub metrics: MetricsFn,
     /// The proxy's balancer health (`/upstreams/{u}/health`); `None`: no proxy here.
     pub upstream_health: Option<Arc<dyn upstream_health::UpstreamHealth>>,
+    /// The node's proxy-cache dictionaries (`/proxy-cache`); `None`: no proxy here.
+    pub proxy_cache: Option<Arc<dyn proxy_cache::ProxyCacheStore>>,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -83,6 +86,7 @@ impl AdminState {
             gui_origins: Vec::new(),
             metrics: Arc::new(|| Box::pin(async { String::new() })),
             upstream_health: None,
+            proxy_cache: None,
         }
     }
 }
@@ -200,6 +204,9 @@ async fn generic(
         body: &body,
     };
     if let Some(r) = upstream_health::dispatch(&st, &req).await {
+        return r;
+    }
+    if let Some(r) = proxy_cache::dispatch(&st, &req).await {
         return r;
     }
     match crud::dispatch(&st, req).await {

@@ -21,6 +21,7 @@ pub mod chain;
 pub mod consumers;
 pub mod log;
 pub mod log_plugins;
+mod lua;
 mod mime;
 mod template;
 mod transformer;
@@ -35,6 +36,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod prometheus;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
@@ -85,6 +87,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &correlation_id::SPEC,
     &request_transformer::SPEC,
     &response_transformer::SPEC,
+    &proxy_cache::SPEC,
     &prometheus::SPEC,
     &log_plugins::http_log::SPEC,
     &log_plugins::file_log::SPEC,
@@ -160,6 +163,7 @@ mod tests {
             ("correlation-id", 100001),
             ("request-transformer", 801),
             ("response-transformer", 800),
+            ("proxy-cache", 100),
             ("prometheus", 13),
             ("http-log", 12),
             ("file-log", 9),
@@ -177,6 +181,7 @@ mod tests {
             let cfg = match s.name {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
                 "rate-limiting" => serde_json::json!({"minute": 5}),
+                "proxy-cache" => serde_json::json!({"strategy": "memory"}),
                 "http-log" => serde_json::json!({"http_endpoint": "http://127.0.0.1:9/"}),
                 "file-log" => serde_json::json!({"path": "/dev/null"}),
                 "tcp-log" | "udp-log" => serde_json::json!({"host": "127.0.0.1", "port": 9}),

@@ -156,24 +156,6 @@ fn header_ops(list: &[String]) -> Result<Vec<HeaderOp>, String> {
         .collect()
 }
 
-/// Lua's `tonumber` on a string: decimal or `0x` hexadecimal, spaces around allowed.
-fn lua_number(s: &str) -> Option<f64> {
-    let t = s.trim();
-    let (neg, u) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t),
-    };
-    let n = match u.strip_prefix("0x").or_else(|| u.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok()? as f64,
-        // Rust also reads `inf` and `nan`, which Lua's tonumber does not.
-        None if u.bytes().any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E')) => {
-            return None
-        }
-        None => u.parse::<f64>().ok()?,
-    };
-    Some(if neg { -n } else { n })
-}
-
 fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
         Value::from(n as i64)
@@ -193,7 +175,7 @@ fn json_value(value: &str, missing: bool, kind: Option<&str>) -> Option<Value> {
         enc[1..enc.len() - 1].replace("\\\"", "\"")
     };
     match kind {
-        Some("number") => lua_number(&v).map(number),
+        Some("number") => crate::lua::tonumber(&v).map(number),
         Some("boolean") => Some(Value::Bool(v == "true")),
         _ => Some(Value::String(v)),
     }

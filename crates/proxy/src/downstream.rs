@@ -282,7 +282,9 @@ impl hyper::body::Body for PhaseBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(d) => (d, false),
+                    // The last data frame is the filters' last call: with a known
+                    // length the server stops polling once it is written.
+                    Ok(d) => (d, this.inner.as_ref().is_some_and(|b| b.is_end_stream())),
                     Err(frame) => {
                         // Trailers end the body.
                         this.trailers = frame.into_trailers().ok();

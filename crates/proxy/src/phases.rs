@@ -214,8 +214,16 @@ fn exit_response(cx: &PhaseCx<'_>, e: Exit, req_headers: &HeaderMap) -> Response
         ExitBody::Raw { content_type, body } => body_response(e.status, content_type, body),
         ExitBody::Empty => body_response(e.status, None, Bytes::new()),
     };
+    // Each name replaces the response's own; repeated in a row, the values all go out
+    // (a Lua table value in `kong.response.exit`).
+    let mut last: Option<http::HeaderName> = None;
     for (k, v) in e.headers {
-        r.headers_mut().insert(k, v);
+        if last.as_ref() == Some(&k) {
+            r.headers_mut().append(k, v);
+        } else {
+            r.headers_mut().insert(k.clone(), v);
+            last = Some(k);
+        }
     }
     r
 }
