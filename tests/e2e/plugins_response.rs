@@ -42,8 +42,16 @@ async fn response_transformer_edits_headers_and_json() {
     let multi: Vec<_> = r.headers.get_all("x-multi").iter().collect();
     assert_eq!(multi, ["a", "b"]);
     assert_eq!(r.body["uri"], "/", "body as sent");
-    let len: usize = r.headers["content-length"].to_str().unwrap().parse().unwrap();
-    assert_eq!(len, r.body.to_string().len(), "the upstream's length, not the added one");
+    let len: usize = r.headers["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        len,
+        r.body.to_string().len(),
+        "the upstream's length, not the added one"
+    );
 
     // JSON edits: the body changes and its length with it.
     let resp = until_with(&g, "/json?q=1", &[], |r| r.body.get("path").is_some()).await;
@@ -77,12 +85,24 @@ async fn response_transformer_edits_headers_and_json() {
 
     // Kong's schema errors.
     for (config, msg) in [
-        (json!({"add": {"json": ["novalue"]}}), "invalid value: novalue"),
-        (json!({"append": {"json_types": ["date"]}}), "expected one of: boolean, number, string"),
-        (json!({"rename": {"headers": ["a:b c"]}}), "'b c' is not a valid header"),
+        (
+            json!({"add": {"json": ["novalue"]}}),
+            "invalid value: novalue",
+        ),
+        (
+            json!({"append": {"json_types": ["date"]}}),
+            "expected one of: boolean, number, string",
+        ),
+        (
+            json!({"rename": {"headers": ["a:b c"]}}),
+            "'b c' is not a valid header",
+        ),
     ] {
         let (s, v) = g
-            .post("/plugins", json!({"name": "response-transformer", "config": config}))
+            .post(
+                "/plugins",
+                json!({"name": "response-transformer", "config": config}),
+            )
             .await;
         assert_eq!(s, 400, "{v}");
         assert!(v.to_string().contains(msg), "{config}: {v}");
@@ -116,5 +136,8 @@ async fn response_transformer_leaves_non_json_and_broken_bodies() {
         assert_eq!(r.body, Value::String(body.into()), "{path}");
     }
     let r = get(&g, "/term", &[]).await;
-    assert_eq!(r.headers["content-length"], "5", "no body edit: the length stays");
+    assert_eq!(
+        r.headers["content-length"], "5",
+        "no body edit: the length stays"
+    );
 }

@@ -177,7 +177,10 @@ async fn correlation_id_for_upstream_and_client() {
 
     // tracker: server_addr-server_port-pid-connection-connection_requests-time, the
     // request count going up on one kept-alive connection.
-    until_with(&g, "/tracker", &[], |r| r.headers.contains_key("kong-request-id")).await;
+    until_with(&g, "/tracker", &[], |r| {
+        r.headers.contains_key("kong-request-id")
+    })
+    .await;
     let port = g.proxy.rsplit(':').next().unwrap();
     let ids = two_on_one_connection(&g, "/tracker").await;
     let mut parsed = Vec::new();

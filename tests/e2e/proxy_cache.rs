@@ -41,7 +41,8 @@ async fn counting_upstream() -> (String, Arc<AtomicU64>) {
                     let mut it = line.split(' ');
                     let (method, uri) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
                     let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-                    let (mut status, mut ct, mut cc) = ("200".to_owned(), "application/json".to_owned(), None);
+                    let (mut status, mut ct, mut cc) =
+                        ("200".to_owned(), "application/json".to_owned(), None);
                     if let Some((_, q)) = uri.split_once('?') {
                         for (k, v) in q.split('&').filter_map(|p| p.split_once('=')) {
                             match k {
@@ -167,7 +168,13 @@ async fn ttl_expiry_cache_control_and_purge() {
     let (up, count) = counting_upstream().await;
     let g = Gateway::start().await;
     let n = || count.load(Ordering::SeqCst);
-    let ttl_id = cached_route(&g, &up, "ttl", json!({"cache_ttl": 1, "response_headers": {"age": false}})).await;
+    let ttl_id = cached_route(
+        &g,
+        &up,
+        "ttl",
+        json!({"cache_ttl": 1, "response_headers": {"age": false}}),
+    )
+    .await;
     let cc_id = cached_route(&g, &up, "cc", json!({"cache_control": true})).await;
 
     // cache_ttl 1: the second request within the second hits, one after it misses.
@@ -198,23 +205,43 @@ async fn ttl_expiry_cache_control_and_purge() {
     assert_eq!(r.status.as_u16(), 504);
 
     // Admin API: inspect by plugin and by key alone.
-    let (s, v) = g.get(&format!("/proxy-cache/{cc_id}/caches/{cc_key}")).await;
+    let (s, v) = g
+        .get(&format!("/proxy-cache/{cc_id}/caches/{cc_key}"))
+        .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["status"].clone(), v["ttl"].clone(), v["version"].clone()), (json!(200), json!(60.0), json!(1)));
+    assert_eq!(
+        (v["status"].clone(), v["ttl"].clone(), v["version"].clone()),
+        (json!(200), json!(60.0), json!(1))
+    );
     assert!(v["body"].as_str().unwrap().contains("\"n\""), "{v}");
     assert_eq!(v["headers"]["set-cookie"], json!(["a=1", "b=2"]));
     let (s, _) = g.get(&format!("/proxy-cache/{cc_key}")).await;
     assert_eq!(s, 200);
-    let (s, _) = g.get(&format!("/proxy-cache/{ttl_id}/caches/{cc_key}")).await;
-    assert_eq!(s, 200, "one dictionary (kong_db_cache) for both instances, as Kong");
-    let (s, v) = g.get("/proxy-cache/00000000-0000-4000-8000-000000000000/caches/x").await;
+    let (s, _) = g
+        .get(&format!("/proxy-cache/{ttl_id}/caches/{cc_key}"))
+        .await;
+    assert_eq!(
+        s, 200,
+        "one dictionary (kong_db_cache) for both instances, as Kong"
+    );
+    let (s, v) = g
+        .get("/proxy-cache/00000000-0000-4000-8000-000000000000/caches/x")
+        .await;
     assert_eq!((s.as_u16(), v), (404, Value::Null));
     let (s, _) = g.get("/proxy-cache/nope").await;
     assert_eq!(s, 404);
 
     // Purge one key through the plugin: the next request goes upstream.
-    assert_eq!(g.delete(&format!("/proxy-cache/{cc_id}/caches/{cc_key}")).await, 204);
-    assert_eq!(g.delete(&format!("/proxy-cache/{cc_id}/caches/{cc_key}")).await, 404);
+    assert_eq!(
+        g.delete(&format!("/proxy-cache/{cc_id}/caches/{cc_key}"))
+            .await,
+        204
+    );
+    assert_eq!(
+        g.delete(&format!("/proxy-cache/{cc_id}/caches/{cc_key}"))
+            .await,
+        404
+    );
     let b = n();
     let r = get(&g, "/cc/a?cc=max-age=60", &[]).await;
     assert_eq!((status(&r), n()), ("Miss", b + 1));
@@ -232,7 +259,10 @@ async fn ttl_expiry_cache_control_and_purge() {
 
     // Only the memory strategy exists (redis is Kong Enterprise's).
     let (s, v) = g
-        .post("/plugins", json!({"name": "proxy-cache", "config": {"strategy": "redis"}}))
+        .post(
+            "/plugins",
+            json!({"name": "proxy-cache", "config": {"strategy": "redis"}}),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["fields"]["config"]["strategy"], "expected one of: memory");
@@ -243,5 +273,11 @@ async fn ttl_expiry_cache_control_and_purge() {
         )
         .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("missing shared dict 'nope'"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing shared dict 'nope'"),
+        "{v}"
+    );
 }

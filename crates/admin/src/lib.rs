@@ -11,8 +11,8 @@ pub mod fuzzing;
 pub mod gui;
 mod info;
 mod openapi;
-mod schemas;
 pub mod proxy_cache;
+mod schemas;
 pub mod upstream_health;
 
 pub use error::{ApiError, ApiResult};

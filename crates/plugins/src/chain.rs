@@ -308,7 +308,9 @@ impl Chain {
             if let Some(state) = cx.take_plugin_state() {
                 // Only a plugin with a response phase reads it back.
                 if inst.spec.phases.downstream() {
-                    collected.states.push((collected.instances.len() - 1, state));
+                    collected
+                        .states
+                        .push((collected.instances.len() - 1, state));
                 }
             }
         }

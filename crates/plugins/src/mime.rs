@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn parses_like_kong() {
         let m = parse("Application/JSON; Charset=utf-8; q=\"1\"").unwrap();
-        assert_eq!((m.kind.as_str(), m.subtype.as_str()), ("application", "json"));
+        assert_eq!(
+            (m.kind.as_str(), m.subtype.as_str()),
+            ("application", "json")
+        );
         assert_eq!(m.params, [("charset".into(), "utf-8"), ("q".into(), "1")]);
         assert_eq!(parse("*").unwrap().subtype, "*");
         for bad in ["", "json", "a/b;", "a/b; c", "a b/c", "a/b x"] {

@@ -615,8 +615,8 @@ impl Plugin for RequestTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::testing::{fixture, parts, run_access, run_access_body};
+    use serde_json::json;
 
     fn plugin(config: Value) -> Box<dyn Plugin> {
         compile(&Value::Object(crate::testing::defaults(&SPEC, config))).unwrap()

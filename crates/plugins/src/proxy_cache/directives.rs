@@ -29,10 +29,9 @@ impl Directives {
                 continue;
             }
             let (name, value) = match piece.split_once('=') {
-                Some((n, v)) if !v.is_empty() => (
-                    n,
-                    tonumber(v).map_or(Value::Text, Value::Number),
-                ),
+                Some((n, v)) if !v.is_empty() => {
+                    (n, tonumber(v).map_or(Value::Text, Value::Number))
+                }
                 Some((n, _)) => (n, Value::Flag),
                 None => (piece, Value::Flag),
             };
@@ -60,11 +59,14 @@ impl Directives {
 /// `calculate_resource_ttl`: `s-maxage`, else `max-age`, else `Expires` minus now;
 /// never below 0.
 pub(crate) fn resource_ttl(cc: &Directives, expires: Option<&str>, now: f64) -> f64 {
-    let max_age = cc.number("s-maxage").or_else(|| cc.number("max-age")).or_else(|| {
-        let at = httpdate::parse_http_date(expires?).ok()?;
-        let at = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
-        Some(at - now)
-    });
+    let max_age = cc
+        .number("s-maxage")
+        .or_else(|| cc.number("max-age"))
+        .or_else(|| {
+            let at = httpdate::parse_http_date(expires?).ok()?;
+            let at = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+            Some(at - now)
+        });
     max_age.map_or(0.0, |m| m.max(0.0))
 }
 
@@ -74,11 +76,17 @@ mod tests {
 
     #[test]
     fn parses_like_kong() {
-        let cc = Directives::parse(Some("Max-Age=10, no-cache, private=\"x\", s-maxage=5 ,no-store "));
+        let cc = Directives::parse(Some(
+            "Max-Age=10, no-cache, private=\"x\", s-maxage=5 ,no-store ",
+        ));
         assert_eq!(cc.number("max-age"), Some(10.0));
         assert!(cc.has("no-cache") && cc.has("private"));
         assert_eq!(cc.number("private"), None);
-        assert_eq!(cc.number("s-maxage"), Some(5.0), "value spaces go to tonumber");
+        assert_eq!(
+            cc.number("s-maxage"),
+            Some(5.0),
+            "value spaces go to tonumber"
+        );
         assert!(!cc.has("no-store"), "the name keeps its trailing space");
         assert!(Directives::parse(None).0.is_empty());
         assert_eq!(resource_ttl(&cc, None, 0.0), 5.0);
@@ -86,7 +94,8 @@ mod tests {
         assert_eq!(resource_ttl(&cc, None, 0.0), 0.0);
         let none = Directives::default();
         assert_eq!(resource_ttl(&none, None, 0.0), 0.0);
-        let exp = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000));
+        let exp =
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000));
         assert_eq!(resource_ttl(&none, Some(&exp), 400.0), 600.0);
     }
 }

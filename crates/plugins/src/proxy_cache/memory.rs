@@ -96,11 +96,9 @@ impl std::fmt::Debug for Dict {
 
 impl Dict {
     pub fn new(capacity: u64) -> Dict {
-        let cache = moka::sync::Cache::builder()
+        let cache = moka::sync::Cache::<Box<str>, Arc<Entry>>::builder()
             .max_capacity(capacity)
-            .weigher(|k: &Box<str>, e: &Arc<Entry>| {
-                u32::try_from(Entry::weight(k, e)).unwrap_or(u32::MAX)
-            })
+            .weigher(|k, e| u32::try_from(Entry::weight(k, e)).unwrap_or(u32::MAX))
             .expire_after(StorageTtl)
             .build();
         Dict { cache, capacity }

@@ -16,8 +16,8 @@ mod directives;
 pub mod memory;
 
 use crate::api::{
-    BodyCx, BodyMode, Exit, ExitBody, Flow, Phases, Plugin, PluginError, PluginSpec,
-    RequestCx, ResponseCx,
+    BodyCx, BodyMode, Exit, ExitBody, Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx,
+    ResponseCx,
 };
 use crate::mime::{self, MediaType};
 use crate::template::decode_args;
@@ -64,7 +64,10 @@ fn check_shdict(rec: &Map<String, Value>) -> Result<(), (Option<&'static str>, S
         .and_then(|c| c.get("memory"))
         .and_then(|m| m.get("dictionary_name"))
         .and_then(Value::as_str);
-    let memory = config.and_then(|c| c.get("strategy")).and_then(Value::as_str) == Some("memory");
+    let memory = config
+        .and_then(|c| c.get("strategy"))
+        .and_then(Value::as_str)
+        == Some("memory");
     match name {
         Some(n) if memory && caches().dict(n).is_none() => {
             Err((None, format!("missing shared dict '{n}'")))
@@ -74,7 +77,12 @@ fn check_shdict(rec: &Map<String, Value>) -> Result<(), (Option<&'static str>, S
 }
 
 fn schema() -> PluginDef {
-    let strings = |name| Field::new(name, Type::Array(Box::new(Field::new("element", Type::String))));
+    let strings = |name| {
+        Field::new(
+            name,
+            Type::Array(Box::new(Field::new("element", Type::String))),
+        )
+    };
     PluginDef {
         name: NAME,
         priority: PRIORITY,
@@ -312,9 +320,9 @@ impl ProxyCache {
 
     fn content_type_matches(&self, ct: &str) -> bool {
         let actual: Option<MediaType<'_>> = mime::parse(ct);
-        let (t, st) = actual
-            .as_ref()
-            .map_or((None, None), |m| (Some(m.kind.as_str()), Some(m.subtype.as_str())));
+        let (t, st) = actual.as_ref().map_or((None, None), |m| {
+            (Some(m.kind.as_str()), Some(m.subtype.as_str()))
+        });
         let params: &[(String, &str)] = actual.as_ref().map_or(&[], |m| &m.params);
         self.content_types.iter().flatten().any(|(et, est, ep)| {
             (et == "*" || t == Some(et.as_str()))

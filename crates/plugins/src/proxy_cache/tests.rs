@@ -52,8 +52,14 @@ fn respond(
     if mode != BodyMode::Skip {
         let mut held = None;
         for (chunk, eof) in [(body, false), (&b""[..], true)] {
-            let mut bcx = BodyCx::new(status, &resp.headers, Bytes::copy_from_slice(chunk), eof, &mut held)
-                .with_state(state.as_mut());
+            let mut bcx = BodyCx::new(
+                status,
+                &resp.headers,
+                Bytes::copy_from_slice(chunk),
+                eof,
+                &mut held,
+            )
+            .with_state(state.as_mut());
             p.body_filter(&mut bcx).unwrap();
             assert_eq!(&bcx.finish().0[..], chunk, "passed through unchanged");
         }
@@ -62,7 +68,10 @@ fn respond(
 }
 
 fn header<'a>(set: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
-    set.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.to_str().ok())
+    set.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.to_str().ok())
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -75,7 +84,18 @@ fn miss_then_hit_without_the_upstream() {
     assert_eq!(header(&set, "x-cache-status"), Some("Miss"));
     let key = header(&set, "x-cache-key").unwrap().to_owned();
     assert_eq!(key.len(), 64);
-    let (_, mode) = respond(&p, &mut state, 200, &[JSON, ("x-up", "1"), ("content-length", "2"), ("connection", "close")], b"{}");
+    let (_, mode) = respond(
+        &p,
+        &mut state,
+        200,
+        &[
+            JSON,
+            ("x-up", "1"),
+            ("content-length", "2"),
+            ("connection", "close"),
+        ],
+        b"{}",
+    );
     assert_eq!(mode, BodyMode::Read);
 
     let (flow, _, state) = access(&p, "r-hit", "GET", "/a?x=1", &[]);
@@ -96,7 +116,10 @@ fn miss_then_hit_without_the_upstream() {
     assert_ne!(header(&set, "x-cache-key"), Some(key.as_str()));
     // The Admin API's view.
     let v = p.dict.fetch(&key).unwrap().to_json();
-    assert_eq!((v["status"].clone(), v["body"].clone(), v["version"].clone()), (json!(200), json!("{}"), json!(1)));
+    assert_eq!(
+        (v["status"].clone(), v["body"].clone(), v["version"].clone()),
+        (json!(200), json!("{}"), json!(1))
+    );
     assert_eq!(v["headers"]["x-up"], "1");
     assert!(p.dict.purge(&key) && !p.dict.purge(&key));
 }
@@ -111,10 +134,19 @@ fn bypass_for_methods_statuses_and_types() {
     // Kong-Debug shows the key anyway.
     let (_, set, _) = access(&p, "r-bypass", "GET", "/", &[("kong-debug", "1")]);
     assert!(header(&set, "x-cache-key").is_some());
-    for (status, ct) in [(500, "application/json"), (200, "text/html"), (200, "application/json; charset=utf-8"), (200, "")] {
+    for (status, ct) in [
+        (500, "application/json"),
+        (200, "text/html"),
+        (200, "application/json; charset=utf-8"),
+        (200, ""),
+    ] {
         let (_, _, mut state) = access(&p, "r-bypass", "GET", "/t", &[]);
         let (h, mode) = respond(&p, &mut state, status, &[("content-type", ct)], b"x");
-        assert_eq!((h["x-cache-status"].to_str().unwrap(), mode), ("Bypass", BodyMode::Skip), "{status} {ct}");
+        assert_eq!(
+            (h["x-cache-status"].to_str().unwrap(), mode),
+            ("Bypass", BodyMode::Skip),
+            "{status} {ct}"
+        );
         assert!(state.is_none());
     }
     let (flow, ..) = access(&p, "r-bypass", "GET", "/t", &[]);
@@ -132,7 +164,13 @@ fn cache_control_is_honoured_when_asked() {
     let (flow, set, _) = access(&p, "r-cc", "GET", "/", &[("cache-control", "no-store")]);
     assert!(flow.is_continue());
     assert_eq!(header(&set, "x-cache-status"), Some("Bypass"));
-    let (flow, ..) = access(&p, "r-cc", "GET", "/", &[("cache-control", "only-if-cached")]);
+    let (flow, ..) = access(
+        &p,
+        "r-cc",
+        "GET",
+        "/",
+        &[("cache-control", "only-if-cached")],
+    );
     assert_eq!(flow.unwrap_exit().status, 504);
     // No max-age / Expires: nothing to cache; private: not for a shared cache.
     for cc in ["", "private, max-age=60", "no-cache", "max-age=0"] {
@@ -141,14 +179,26 @@ fn cache_control_is_honoured_when_asked() {
         assert_eq!(h["x-cache-status"], "Bypass", "{cc}");
     }
     let (_, _, mut state) = access(&p, "r-cc", "GET", "/", &[]);
-    respond(&p, &mut state, 200, &[JSON, ("cache-control", "max-age=5, s-maxage=60")], b"1");
+    respond(
+        &p,
+        &mut state,
+        200,
+        &[JSON, ("cache-control", "max-age=5, s-maxage=60")],
+        b"1",
+    );
     let (flow, ..) = access(&p, "r-cc", "GET", "/", &[]);
     let e = flow.unwrap_exit();
     assert_eq!(header(&e.headers, "x-cache-status"), Some("Hit"));
     let key = header(&e.headers, "x-cache-key").unwrap();
     assert_eq!(p.dict.fetch(key).unwrap().ttl, 60.0, "s-maxage first");
     // The client's max-age=0 on an entry stored in an earlier second asks for a refresh.
-    let (_, _, state) = access(&p, "r-cc", "GET", "/", &[("cache-control", "min-fresh=120")]);
+    let (_, _, state) = access(
+        &p,
+        "r-cc",
+        "GET",
+        "/",
+        &[("cache-control", "min-fresh=120")],
+    );
     let pending = state.unwrap().downcast::<Pending>().unwrap();
     assert_eq!(pending.key, key);
     // Without cache_control the request's directives are not read.
@@ -161,7 +211,13 @@ fn cache_control_is_honoured_when_asked() {
 fn storage_outlives_cache_ttl_and_refreshes() {
     let p = plugin(json!({"cache_ttl": 1, "storage_ttl": 60}));
     let (_, _, mut state) = access(&p, "r-ttl", "GET", "/", &[]);
-    respond(&p, &mut state, 200, &[("content-type", "text/plain")], b"old");
+    respond(
+        &p,
+        &mut state,
+        200,
+        &[("content-type", "text/plain")],
+        b"old",
+    );
     let key = state.map(|s| s.downcast::<Pending>().unwrap().key).unwrap();
     // An entry stored two seconds ago is past cache_ttl but still in the dictionary.
     let e = p.dict.fetch(&key).unwrap();
@@ -179,7 +235,10 @@ fn storage_outlives_cache_ttl_and_refreshes() {
     assert!(flow.is_continue() && state.is_some());
     assert_eq!(header(&set, "x-cache-status"), Some("Refresh"));
     assert_eq!(p.storage_ttl(1.0), Some(Some(Duration::from_secs(60))));
-    assert_eq!(plugin(json!({"storage_ttl": 0})).storage_ttl(1.0), Some(None));
+    assert_eq!(
+        plugin(json!({"storage_ttl": 0})).storage_ttl(1.0),
+        Some(None)
+    );
     assert_eq!(plugin(json!({"storage_ttl": -1})).storage_ttl(1.0), None);
 }
 
@@ -190,10 +249,22 @@ fn schema_refuses_other_strategies_and_dicts() {
     for (cfg, msg) in [
         (json!({"strategy": "redis"}), "expected one of: memory"),
         (json!({}), "required field missing"),
-        (json!({"strategy": "memory", "memory": {"dictionary_name": "nope"}}), "missing shared dict 'nope'"),
-        (json!({"strategy": "memory", "response_code": []}), "length must be at least 1"),
-        (json!({"strategy": "memory", "request_method": ["DELETE"]}), "expected one of: HEAD, GET, POST, PATCH, PUT"),
-        (json!({"strategy": "memory", "cache_ttl": 0}), "value must be greater than 0"),
+        (
+            json!({"strategy": "memory", "memory": {"dictionary_name": "nope"}}),
+            "missing shared dict 'nope'",
+        ),
+        (
+            json!({"strategy": "memory", "response_code": []}),
+            "length must be at least 1",
+        ),
+        (
+            json!({"strategy": "memory", "request_method": ["DELETE"]}),
+            "expected one of: HEAD, GET, POST, PATCH, PUT",
+        ),
+        (
+            json!({"strategy": "memory", "cache_ttl": 0}),
+            "value must be greater than 0",
+        ),
     ] {
         let mut row = serde_json::Map::new();
         row.insert("name".into(), json!(NAME));

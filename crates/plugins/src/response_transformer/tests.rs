@@ -66,7 +66,10 @@ fn headers_in_kongs_order_against_the_sent_head() {
     let new: Vec<_> = h.get_all("x-new").iter().collect();
     assert_eq!(new, ["o1", "o2"]);
     assert!(!h.contains_key("x-old") && !h.contains_key("x-none"));
-    assert!(!h.contains_key("x-same"), "a rename onto itself clears it, as Kong");
+    assert!(
+        !h.contains_key("x-same"),
+        "a rename onto itself clears it, as Kong"
+    );
     assert_eq!(h["x-keep"], "replaced");
     assert!(!h.contains_key("x-absent"));
     assert_eq!(h["x-added"], "1");
@@ -127,7 +130,10 @@ fn json_body_edits_with_types() {
             "fresh": [1.5],
         })
     );
-    assert!(v.get("bad").is_none(), "a number that does not parse is nil");
+    assert!(
+        v.get("bad").is_none(),
+        "a number that does not parse is nil"
+    );
 }
 
 #[test]
@@ -148,10 +154,22 @@ fn schema_checks_entries() {
     use tollgate_model::schema::{Context, Operation};
     let cat = tollgate_model::PluginCatalog::new(vec![schema()], &["bundled".into()]).unwrap();
     for (cfg, msg) in [
-        (json!({"add": {"json": ["novalue"]}}), "invalid value: novalue"),
-        (json!({"rename": {"headers": ["a:b c"]}}), "'b c' is not a valid header"),
-        (json!({"add": {"headers": ["a b:1"]}}), "'a b' is not a valid header"),
-        (json!({"add": {"json_types": ["date"]}}), "expected one of: boolean, number, string"),
+        (
+            json!({"add": {"json": ["novalue"]}}),
+            "invalid value: novalue",
+        ),
+        (
+            json!({"rename": {"headers": ["a:b c"]}}),
+            "'b c' is not a valid header",
+        ),
+        (
+            json!({"add": {"headers": ["a b:1"]}}),
+            "'a b' is not a valid header",
+        ),
+        (
+            json!({"add": {"json_types": ["date"]}}),
+            "expected one of: boolean, number, string",
+        ),
     ] {
         let mut row = serde_json::Map::new();
         row.insert("name".into(), json!(NAME));
