@@ -257,6 +257,15 @@ async fn ttl_expiry_cache_control_and_purge() {
     let r = get(&g, "/cc/a?cc=max-age=60", &[]).await;
     assert_eq!(status(&r), "Miss");
 
+    let (_, ep) = g.get("/endpoints").await;
+    assert!(
+        ep["data"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proxy-cache/{plugin_id}/caches/{cache_key}")),
+        "{ep}"
+    );
+
     // Only the memory strategy exists (redis is Kong Enterprise's).
     let (s, v) = g
         .post(

@@ -185,3 +185,52 @@ pub fn parse_shared_dicts(v: &str) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: usize, ttl: Option<Duration>) -> Entry {
+        Entry {
+            status: 200,
+            headers: vec![(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("1"),
+            )],
+            body: Bytes::from(vec![b'x'; body]),
+            timestamp: 0,
+            ttl: 1.0,
+            storage_ttl: ttl,
+        }
+    }
+
+    #[test]
+    fn bounded_in_bytes_with_per_entry_ttl() {
+        let d = Dict::new(64 << 10);
+        assert!(
+            !d.store("huge", entry(65 << 10, None)),
+            "larger than the dictionary"
+        );
+        for i in 0..200 {
+            assert!(d.store(&format!("k{i}"), entry(1 << 10, None)));
+        }
+        d.cache.run_pending_tasks();
+        assert!(
+            d.cache.weighted_size() <= 64 << 10,
+            "{}",
+            d.cache.weighted_size()
+        );
+        assert!(d.cache.entry_count() < 200);
+
+        d.store("short", entry(10, Some(Duration::from_millis(50))));
+        assert!(d.fetch("short").is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(d.fetch("short").is_none(), "expired");
+        d.flush();
+        assert_eq!(d.cache.entry_count(), 0);
+        assert_eq!(
+            parse_shared_dicts("a 5m; b 10k ;bad"),
+            [("a".to_owned(), 5 << 20), ("b".to_owned(), 10 << 10)]
+        );
+    }
+}
