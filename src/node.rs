@@ -38,8 +38,10 @@ pub fn load_config(common: &Common, file: Option<std::path::PathBuf>) -> anyhow:
     }
 }
 
-/// The plugin catalog: every bundled plugin, filtered by the `plugins` key.
+/// The plugin catalog: every bundled plugin, filtered by the `plugins` key. Sets up
+/// proxy-cache's dictionaries first: its schema checks that they exist.
 pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
+    install_proxy_caches(config);
     tollgate_plugins::catalog(&config.plugins)
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }
@@ -222,7 +224,7 @@ pub fn hostname() -> String {
 
 /// proxy-cache's shared dictionaries: Kong's, sized by `mem_cache_size`, and those
 /// `nginx_http_lua_shared_dict` declares.
-pub fn install_proxy_caches(config: &tollgate_config::Config) {
+fn install_proxy_caches(config: &tollgate_config::Config) {
     use tollgate_plugins::proxy_cache;
     let declared = config
         .raw

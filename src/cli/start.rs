@@ -236,8 +236,6 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             tollgate_proxy::balancer::dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?;
         tollgate_proxy::balancer::dns::configure(servers);
     }
-    // Before anything validates or compiles a proxy-cache configuration.
-    crate::node::install_proxy_caches(&config);
     let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
     let source: &dyn Store = saved.as_deref().unwrap_or(store.as_ref());
 

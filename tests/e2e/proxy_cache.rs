@@ -290,3 +290,23 @@ async fn ttl_expiry_cache_control_and_purge() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dictionary_declared_in_the_configuration() {
+    let (up, count) = counting_upstream().await;
+    let g = Gateway::start_with(&[("KONG_NGINX_HTTP_LUA_SHARED_DICT", "my_cache 1m")]).await;
+    cached_route(
+        &g,
+        &up,
+        "own",
+        json!({"memory": {"dictionary_name": "my_cache"}}),
+    )
+    .await;
+    let r = get(&g, "/own/a", &[]).await;
+    assert_eq!(status(&r), "Miss");
+    let b = count.load(Ordering::SeqCst);
+    let r = get(&g, "/own/a", &[]).await;
+    assert_eq!((status(&r), count.load(Ordering::SeqCst)), ("Hit", b));
+    let (s, v) = g.get(&format!("/proxy-cache/{}", key(&r))).await;
+    assert_eq!(s, 200, "{v}");
+}
