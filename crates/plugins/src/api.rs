@@ -289,6 +289,9 @@ pub struct RequestCx<'a> {
     connection: Option<Connection>,
     /// The running plugin's `kong.ctx.plugin`, collected by the chain after its access.
     plugin_state: Option<PluginState>,
+    /// The method and target as the client sent them (nginx's `$request`), before any
+    /// plugin changed the request (cheap clones: both share the request's bytes).
+    original: (http::Method, Option<http::uri::PathAndQuery>),
 }
 
 impl<'a> RequestCx<'a> {
@@ -297,6 +300,7 @@ impl<'a> RequestCx<'a> {
         client_ip: IpAddr,
         consumers: &'a ConsumerIndex,
     ) -> Self {
+        let original = (req.method.clone(), req.uri.path_and_query().cloned());
         RequestCx {
             req,
             client_ip,
@@ -315,7 +319,15 @@ impl<'a> RequestCx<'a> {
             service_row: None,
             connection: None,
             plugin_state: None,
+            original,
         }
+    }
+
+    /// The method and target (`/path?query`) of nginx's `$request`, as the client sent
+    /// them.
+    pub fn request_line(&self) -> (&http::Method, &str) {
+        let target = self.original.1.as_ref().map_or("/", |pq| pq.as_str());
+        (&self.original.0, target)
     }
 
     /// The client connection (absent in unit tests).

@@ -403,8 +403,9 @@ impl ProxyCache {
     fn key(&self, cx: &RequestCx<'_>) -> String {
         let req = &*cx.req;
         let method = req.method.as_str();
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut uri = cache_key::request_uri(method, target, req.version);
+        // `$request` as the client sent it; method, query and headers as they are now.
+        let (sent_method, target) = cx.request_line();
+        let mut uri = cache_key::request_uri(sent_method.as_str(), target, req.version);
         if self.ignore_uri_case {
             uri = uri.to_lowercase();
         }

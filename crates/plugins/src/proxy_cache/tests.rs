@@ -275,3 +275,24 @@ fn schema_refuses_other_strategies_and_dicts() {
         assert!(format!("{err:?}").contains(msg), "{cfg}: {err:?}");
     }
 }
+
+#[test]
+fn key_reads_the_request_line_as_sent() {
+    use sha2::{Digest, Sha256};
+    let p = plugin(json!({}));
+    let ix = fixture();
+    // A plugin before this one dropped the query (key-auth's hide_credentials): nginx's
+    // `$request` still has it, so the uri part stops at the `?`.
+    let mut req = parts("GET", "/p?apikey=secret", &[]);
+    let mut cx =
+        RequestCx::new(&mut req, [127, 0, 0, 1].into(), &ix).with_route(Some("r-line"), None);
+    cx.clear_query_arg("apikey");
+    assert_eq!(cx.query(), None);
+    let want = hex::encode(Sha256::digest(b"r-line|GET|GET /p||"));
+    assert_eq!(p.key(&cx), want);
+    let mut req = parts("GET", "/P", &[]);
+    let cx = RequestCx::new(&mut req, [127, 0, 0, 1].into(), &ix).with_route(Some("r-line"), None);
+    let p = plugin(json!({"ignore_uri_case": true}));
+    let want = hex::encode(Sha256::digest(b"r-line|GET|get /p http/1.1||"));
+    assert_eq!(p.key(&cx), want);
+}
