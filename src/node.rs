@@ -38,8 +38,10 @@ pub fn load_config(common: &Common, file: Option<std::path::PathBuf>) -> anyhow:
     }
 }
 
-/// The plugin catalog: every bundled plugin, filtered by the `plugins` key.
+/// The plugin catalog: every bundled plugin, filtered by the `plugins` key. Sets up
+/// proxy-cache's dictionaries first: its schema checks that they exist.
 pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
+    install_proxy_caches(config);
     tollgate_plugins::catalog(&config.plugins)
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }
@@ -218,6 +220,38 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// proxy-cache's shared dictionaries: Kong's, sized by `mem_cache_size`, and those
+/// `nginx_http_lua_shared_dict` declares.
+fn install_proxy_caches(config: &tollgate_config::Config) {
+    use tollgate_plugins::proxy_cache;
+    let declared = config
+        .raw
+        .get("nginx_http_lua_shared_dict")
+        .map(|v| proxy_cache::parse_shared_dicts(v))
+        .unwrap_or_default();
+    proxy_cache::install(proxy_cache::Caches::new(config.mem_cache_size, &declared));
+}
+
+/// The Admin API's view of the proxy-cache dictionaries (`/proxy-cache`).
+pub struct ProxyCaches;
+
+impl tollgate_admin::proxy_cache::ProxyCacheStore for ProxyCaches {
+    fn fetch(&self, dictionary: &str, key: &str) -> Option<serde_json::Value> {
+        let dict = tollgate_plugins::proxy_cache::caches().dict(dictionary)?;
+        dict.fetch(key).map(|e| e.to_json())
+    }
+    fn purge(&self, dictionary: &str, key: &str) -> bool {
+        tollgate_plugins::proxy_cache::caches()
+            .dict(dictionary)
+            .is_some_and(|d| d.purge(key))
+    }
+    fn flush(&self, dictionary: &str) {
+        if let Some(d) = tollgate_plugins::proxy_cache::caches().dict(dictionary) {
+            d.flush();
+        }
+    }
 }
 
 /// The Admin API's view of the proxy's balancers (`/upstreams/{u}/health`).

@@ -292,6 +292,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     admin.gui_origins = gui_origins(&config);
     admin.upstream_health = Some(Arc::new(crate::node::BalancerHealth(snapshot.clone())));
     admin.auth = crate::admin_auth::guard(&config, &store).await?;
+    admin.proxy_cache = Some(Arc::new(crate::node::ProxyCaches));
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -374,6 +374,14 @@ fn plugins_yml() -> Value {
             "request-termination",
             json!({ "status_code": 502, "message": "down" }),
         ),
+        (
+            "response-transformer",
+            json!({ "add": { "json": ["n:1"], "json_types": ["number"], "headers": ["x-a:1"] } }),
+        ),
+        (
+            "proxy-cache",
+            json!({ "strategy": "memory", "cache_ttl": 30, "vary_headers": ["accept"] }),
+        ),
     ];
     let routes: Vec<Value> = plugins
         .iter()

@@ -114,6 +114,7 @@ async fn correlation_id_for_upstream_and_client() {
             ("quiet", "/quiet"),
             ("echoed", "/echoed"),
             ("auth", "/auth"),
+            ("tracker", "/tracker"),
         ],
     )
     .await;
@@ -121,6 +122,12 @@ async fn correlation_id_for_upstream_and_client() {
         &g,
         "/routes/quiet/plugins",
         json!({"name": "correlation-id"}),
+    )
+    .await;
+    ok(
+        &g,
+        "/routes/tracker/plugins",
+        json!({"name": "correlation-id", "config": {"generator": "tracker", "echo_downstream": true}}),
     )
     .await;
     ok(
@@ -168,6 +175,29 @@ async fn correlation_id_for_upstream_and_client() {
         (Some("abc"), "abc")
     );
 
+    // tracker: server_addr-server_port-pid-connection-connection_requests-time, the
+    // request count going up on one kept-alive connection.
+    until_with(&g, "/tracker", &[], |r| {
+        r.headers.contains_key("kong-request-id")
+    })
+    .await;
+    let port = g.proxy.rsplit(':').next().unwrap();
+    let ids = two_on_one_connection(&g, "/tracker").await;
+    let mut parsed = Vec::new();
+    for v in &ids {
+        let f: Vec<&str> = v.split('-').collect();
+        assert_eq!(f.len(), 6, "{v}");
+        assert_eq!((f[0], f[1]), ("127.0.0.1", port), "{v}");
+        assert_eq!(f[2], g.pid().unwrap().to_string(), "{v}");
+        let (_, ms) = f[5].split_once('.').expect("seconds with milliseconds");
+        assert_eq!(ms.len(), 3, "{v}");
+        let t: f64 = f[5].parse().unwrap();
+        assert!((t - now_secs()).abs() < 60.0, "{v}");
+        parsed.push((f[3].parse::<u64>().unwrap(), f[4].parse::<u64>().unwrap()));
+    }
+    assert_eq!(parsed[1], (parsed[0].0, parsed[0].1 + 1), "{ids:?}");
+    assert_eq!(parsed[0].1, 1, "first request on its connection");
+
     // A later plugin's exit (key-auth's 401) still carries the id.
     let r = until(&g, "/auth", &[], 401).await;
     let echoed = r.headers["kong-request-id"].to_str().unwrap();
@@ -179,11 +209,6 @@ async fn correlation_id_for_upstream_and_client() {
             json!({"generator": "random"}),
             "generator",
             "expected one of: uuid, uuid#counter, tracker",
-        ),
-        (
-            json!({"generator": "tracker"}),
-            "generator",
-            "the 'tracker' generator is not supported",
         ),
         (
             json!({"echo_downstream": "yes"}),
@@ -399,4 +424,57 @@ async fn request_transformer_schema_violations_name_the_field() {
         }
         assert!(at.to_string().contains(msg), "{config}: {v}");
     }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Two GETs of `path` on one HTTP/1.1 connection; the `Kong-Request-ID` each response
+/// echoed (and the upstream saw).
+async fn two_on_one_connection(g: &Gateway, path: &str) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = g.proxy.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut ids = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (head, len) = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                buf.drain(..end + 4);
+                break (head, len);
+            }
+            let mut tmp = [0u8; 4096];
+            let n = s.read(&mut tmp).await.unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        while buf.len() < len {
+            let mut tmp = [0u8; 4096];
+            let n = s.read(&mut tmp).await.unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        let body: serde_json::Value = serde_json::from_slice(&buf[..len]).unwrap();
+        buf.drain(..len);
+        let echoed = head
+            .lines()
+            .find_map(|l| l.strip_prefix("kong-request-id:"))
+            .expect("echoed downstream")
+            .trim()
+            .to_owned();
+        assert_eq!(body["headers"]["kong-request-id"], echoed.as_str());
+        ids.push(echoed);
+    }
+    ids
 }

@@ -202,6 +202,28 @@ fn fk_id<'r>(r: &'r Row, field: &str) -> Option<&'r str> {
 }
 
 /// Finds an entity by id or endpoint key, optionally required to belong to a parent.
+/// Every row of `schema` (under `foreign` when given), page after page.
+pub(crate) async fn every(
+    st: &AdminState,
+    schema: &'static EntitySchema,
+    foreign: Option<(&'static str, String)>,
+) -> ApiResult<Vec<Row>> {
+    let mut out = Vec::new();
+    let mut q = tollgate_store::PageQuery {
+        size: 1000,
+        foreign,
+        ..Default::default()
+    };
+    loop {
+        let page = st.store.page(schema, &q).await?;
+        out.extend(page.rows);
+        match page.next_offset {
+            Some(o) => q.offset = Some(o),
+            None => return Ok(out),
+        }
+    }
+}
+
 pub(crate) async fn find(
     st: &AdminState,
     schema: &'static EntitySchema,

@@ -136,6 +136,13 @@ pub(crate) fn all_paths() -> Vec<(String, Vec<&'static str>)> {
         ("/config", vec!["GET", "POST"]),
         ("/openapi.json", vec!["GET"]),
         ("/metrics", vec!["GET"]),
+        // proxy-cache's api.lua
+        ("/proxy-cache", vec!["DELETE"]),
+        ("/proxy-cache/{cache_key}", vec!["GET", "DELETE"]),
+        (
+            "/proxy-cache/{plugin_id}/caches/{cache_key}",
+            vec!["GET", "DELETE"],
+        ),
     ] {
         paths.push((p.to_string(), m));
     }

@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod gui;
 mod info;
 mod openapi;
+pub mod proxy_cache;
 mod schemas;
 pub mod tls;
 pub mod upstream_health;
@@ -71,6 +72,8 @@ pub struct AdminState {
     pub upstream_health: Option<Arc<dyn upstream_health::UpstreamHealth>>,
     /// `admin_auth` and the audit log.
     pub auth: auth::Guard,
+    /// The node's proxy-cache dictionaries (`/proxy-cache`); `None`: no proxy here.
+    pub proxy_cache: Option<Arc<dyn proxy_cache::ProxyCacheStore>>,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -89,6 +92,7 @@ impl AdminState {
             metrics: Arc::new(|| Box::pin(async { String::new() })),
             upstream_health: None,
             auth: auth::Guard::default(),
+            proxy_cache: None,
         }
     }
 }
@@ -219,6 +223,9 @@ async fn generic(
         }
     }
     if let Some(r) = upstream_health::dispatch(&st, &req).await {
+        return r;
+    }
+    if let Some(r) = proxy_cache::dispatch(&st, &req).await {
         return r;
     }
     match crud::dispatch(&st, req).await {

@@ -10,7 +10,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tollgate_model::{entities, Row};
-use tollgate_store::PageQuery;
 
 /// One address of a target as the proxy sees it.
 #[derive(Clone, Debug)]
@@ -70,20 +69,7 @@ async fn upstream(st: &AdminState, key: &str) -> ApiResult<Row> {
 
 async fn targets(st: &AdminState, upstream_id: &str) -> ApiResult<Vec<Row>> {
     let schema = entities::by_name("targets").ok_or_else(ApiError::not_found)?;
-    let mut out = Vec::new();
-    let mut q = PageQuery {
-        size: 1000,
-        foreign: Some(("upstream", upstream_id.to_owned())),
-        ..Default::default()
-    };
-    loop {
-        let page = st.store.page(schema, &q).await?;
-        out.extend(page.rows);
-        match page.next_offset {
-            Some(o) => q.offset = Some(o),
-            None => return Ok(out),
-        }
-    }
+    crud::every(st, schema, Some(("upstream", upstream_id.to_owned()))).await
 }
 
 fn id(r: &Row) -> &str {

@@ -6,8 +6,9 @@ use crate::consumers::{Consumer, ConsumerIndex};
 pub use crate::log::LogCx;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
+use std::any::Any;
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use tollgate_model::PluginDef;
 pub use tollgate_router::Captures;
 
@@ -98,6 +99,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn body_filter(&self, _cx: &mut BodyCx<'_>) -> Result<(), PluginError> {
         Ok(())
     }
+    /// Asked after every header_filter ran, for a plugin with a body_filter phase: what
+    /// its body_filter does with this response. Only [`BodyMode::Change`] costs the
+    /// response its `Content-Length`.
+    fn body_mode(&self, _cx: &ResponseCx<'_>) -> BodyMode {
+        BodyMode::Change
+    }
     /// Kong's log phase, after the response body went out (or the client went away).
     /// Never affects the response; runs off the request's task.
     fn log(&self, _cx: &LogCx<'_>) {}
@@ -124,6 +131,33 @@ pub trait Plugin: Send + Sync + 'static {
     /// Called once after compiling, with the `plugins` row the instance came from (Kong's
     /// `conf.__plugin_id`, `conf.route_id`, `conf.service_id`).
     fn bind(&mut self, _scope: &InstanceScope<'_>) {}
+}
+
+/// What a body_filter does with one response ([`Plugin::body_mode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Not called for this response.
+    Skip,
+    /// Reads the chunks and passes them on unchanged (the length stays known).
+    Read,
+    /// May change the body.
+    Change,
+}
+
+/// A plugin's own per-request data, set in access and read by its later phases (Kong's
+/// `kong.ctx.plugin`).
+pub type PluginState = Box<dyn Any + Send>;
+
+/// The client connection a request came on (nginx's `$server_addr`, `$server_port`,
+/// `$connection`, `$connection_requests`).
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// The connection's serial number, counted from 1 per process.
+    pub serial: u64,
+    /// The requests made on it so far, this one included.
+    pub requests: u64,
 }
 
 /// The `plugins` row an instance was compiled from.
@@ -252,6 +286,12 @@ pub struct RequestCx<'a> {
     /// The matched route and service rows, set by the chain that runs the request.
     route_row: Option<&'a Row>,
     service_row: Option<&'a Row>,
+    connection: Option<Connection>,
+    /// The running plugin's `kong.ctx.plugin`, collected by the chain after its access.
+    plugin_state: Option<PluginState>,
+    /// The method and target as the client sent them (nginx's `$request`), before any
+    /// plugin changed the request (cheap clones: both share the request's bytes).
+    original: (http::Method, Option<http::uri::PathAndQuery>),
 }
 
 impl<'a> RequestCx<'a> {
@@ -260,6 +300,7 @@ impl<'a> RequestCx<'a> {
         client_ip: IpAddr,
         consumers: &'a ConsumerIndex,
     ) -> Self {
+        let original = (req.method.clone(), req.uri.path_and_query().cloned());
         RequestCx {
             req,
             client_ip,
@@ -276,7 +317,33 @@ impl<'a> RequestCx<'a> {
             captures: None,
             route_row: None,
             service_row: None,
+            connection: None,
+            plugin_state: None,
+            original,
         }
+    }
+
+    /// The method and target (`/path?query`) of nginx's `$request`, as the client sent
+    /// them.
+    pub fn request_line(&self) -> (&http::Method, &str) {
+        let target = self.original.1.as_ref().map_or("/", |pq| pq.as_str());
+        (&self.original.0, target)
+    }
+
+    /// The client connection (absent in unit tests).
+    pub fn with_connection(mut self, connection: Option<Connection>) -> Self {
+        self.connection = connection;
+        self
+    }
+    pub fn connection(&self) -> Option<Connection> {
+        self.connection
+    }
+    /// Keeps `state` for this plugin's header_filter and body_filter on this request.
+    pub fn set_plugin_state(&mut self, state: PluginState) {
+        self.plugin_state = Some(state);
+    }
+    pub(crate) fn take_plugin_state(&mut self) -> Option<PluginState> {
+        self.plugin_state.take()
     }
 
     /// The router's regex path captures for the matched route.
@@ -436,6 +503,9 @@ pub struct ResponseCx<'a> {
     pub resp: &'a mut http::response::Parts,
     /// The client's request headers.
     pub request_headers: &'a http::HeaderMap,
+    /// What this plugin's access kept for the request ([`RequestCx::set_plugin_state`]).
+    pub state: &'a mut Option<PluginState>,
+    pub connection: Option<Connection>,
 }
 
 /// What the certificate phase sees (`ngx.ssl`): the handshake's SNI and client, and

@@ -2,6 +2,7 @@
 //! `ngx.arg[1]`, `ngx.arg[2]`), plus Kong's whole-body helpers
 //! (`kong.response.get_raw_body` / `set_raw_body`).
 
+use crate::api::PluginState;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
@@ -16,6 +17,8 @@ pub struct BodyCx<'a> {
     held: &'a mut Option<BytesMut>,
     /// `set_raw_body` was called: the body ends with this chunk.
     ended: bool,
+    /// The plugin's `kong.ctx.plugin` for this request.
+    state: Option<&'a mut PluginState>,
 }
 
 impl<'a> BodyCx<'a> {
@@ -34,7 +37,18 @@ impl<'a> BodyCx<'a> {
             eof,
             held,
             ended: false,
+            state: None,
         }
+    }
+
+    /// The plugin's per-request state ([`crate::RequestCx::set_plugin_state`]).
+    pub fn with_state(mut self, state: Option<&'a mut PluginState>) -> Self {
+        self.state = state;
+        self
+    }
+    /// The state, when the plugin's access kept one of type `T`.
+    pub fn state<T: 'static>(&mut self) -> Option<&mut T> {
+        self.state.as_deref_mut().and_then(|s| s.downcast_mut())
     }
 
     /// The current chunk (`ngx.arg[1]`).

@@ -13,7 +13,8 @@
 //! below the auth plugins see the consumer and those above do not.
 
 use crate::api::{
-    CertificateChoice, CertificateCx, Exit, Flow, Phases, Plugin, PluginSpec, RequestCx,
+    CertificateChoice, CertificateCx, Exit, Flow, Phases, Plugin, PluginSpec, PluginState,
+    RequestCx,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -213,6 +214,8 @@ pub struct Collected<'s> {
     instances: Vec<&'s Arc<Instance>>,
     /// `kong.response.set_header` calls made during access, applied to the response head.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Plugins' `kong.ctx.plugin`, by index in the instances (few: most plugins keep none).
+    states: Vec<(usize, PluginState)>,
 }
 
 impl<'s> Collected<'s> {
@@ -226,7 +229,17 @@ impl<'s> Collected<'s> {
         Collected {
             instances: plugins.global_downstream.iter().collect(),
             response_headers: Vec::new(),
+            states: Vec::new(),
         }
+    }
+    /// Takes the state the instance at `index` kept during access.
+    pub fn take_state(&mut self, index: usize) -> Option<PluginState> {
+        let at = self.states.iter().position(|(i, _)| *i == index)?;
+        Some(self.states.swap_remove(at).1)
+    }
+    /// Gives a state back (after a phase that may keep it).
+    pub fn put_state(&mut self, index: usize, state: PluginState) {
+        self.states.push((index, state));
     }
     /// Whether an instance has this phase.
     pub fn any(&self, phase: impl Fn(&Phases) -> bool) -> bool {
@@ -291,6 +304,14 @@ impl Chain {
             }
             if let Flow::Exit(e) = run(inst, "access", || inst.plugin.access(cx)) {
                 exit = Some(e);
+            }
+            if let Some(state) = cx.take_plugin_state() {
+                // Only a plugin with a response phase reads it back.
+                if inst.spec.phases.downstream() {
+                    collected
+                        .states
+                        .push((collected.instances.len() - 1, state));
+                }
             }
         }
         collected

@@ -2,7 +2,9 @@
 //! request an id in a header (kept when the client sent one), for the upstream and,
 //! with `echo_downstream`, for the client.
 
-use crate::api::{Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx};
+use crate::api::{
+    Connection, Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
+};
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,12 +15,6 @@ use tollgate_model::PluginDef;
 
 pub const NAME: &str = "correlation-id";
 pub const PRIORITY: i32 = 100001;
-
-/// Why `tracker` is refused: its value is made of nginx connection variables
-/// (`server_addr`, `server_port`, `connection`, `connection_requests`) that the plugin
-/// API does not carry, and a look-alike would not be Kong's tracker.
-pub const ERR_TRACKER: &str =
-    "the 'tracker' generator is not supported by this gateway; use 'uuid' or 'uuid#counter'";
 
 pub static SPEC: PluginSpec = PluginSpec {
     name: NAME,
@@ -35,13 +31,6 @@ pub static SPEC: PluginSpec = PluginSpec {
     compile,
 };
 
-fn supported(generator: &str) -> Result<(), String> {
-    match generator {
-        "tracker" => Err(ERR_TRACKER.into()),
-        _ => Ok(()),
-    }
-}
-
 fn schema() -> PluginDef {
     PluginDef {
         name: NAME,
@@ -55,7 +44,6 @@ fn schema() -> PluginDef {
                 .required()
                 .default(json!("uuid#counter"))
                 .one_of(&["uuid", "uuid#counter", "tracker"])
-                .custom(supported)
                 .describe("The generator to use for the correlation ID. Accepted values are `uuid`, `uuid#counter`, and `tracker`. See [Generators](#generators)."),
             Field::new("echo_downstream", Type::Boolean)
                 .required()
@@ -82,6 +70,8 @@ pub struct CorrelationIdConfig {
 enum Generator {
     Uuid,
     UuidCounter,
+    /// `server_addr-server_port-pid-connection-connection_requests-now`.
+    Tracker,
 }
 
 /// correlation-id compiled.
@@ -102,6 +92,7 @@ fn compile(config: &serde_json::Value) -> Result<Box<dyn Plugin>, String> {
     let generator = match c.generator.as_str() {
         "uuid" => Generator::Uuid,
         "uuid#counter" => Generator::UuidCounter,
+        "tracker" => Generator::Tracker,
         other => return Err(format!("unsupported generator '{other}'")),
     };
     Ok(Box::new(CorrelationId {
@@ -116,15 +107,19 @@ static WORKER_UUID: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl CorrelationId {
-    fn generate(&self) -> HeaderValue {
+    fn generate(&self, conn: Option<Connection>) -> Result<HeaderValue, PluginError> {
         let v = match self.generator {
             Generator::Uuid => uuid::Uuid::new_v4().to_string(),
             Generator::UuidCounter => {
                 let n = WORKER_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
                 format!("{}#{n}", &*WORKER_UUID)
             }
+            Generator::Tracker => {
+                let c = conn.ok_or_else(|| PluginError::new("tracker: no client connection"))?;
+                tracker(c, std::process::id(), std::time::SystemTime::now())
+            }
         };
-        HeaderValue::from_str(&v).expect("a uuid is a valid header value")
+        HeaderValue::from_str(&v).map_err(|_| PluginError::new(format!("invalid id '{v}'")))
     }
 
     /// The request's id: its first header value, unless absent or empty.
@@ -133,12 +128,28 @@ impl CorrelationId {
     }
 }
 
+/// Kong's tracker: `"%s-%s-%d-%s-%s-%0.3f"` of nginx's `$server_addr`, `$server_port`,
+/// the worker pid, `$connection`, `$connection_requests` and `ngx.now()`.
+fn tracker(c: Connection, pid: u32, now: std::time::SystemTime) -> String {
+    let t = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    format!(
+        "{}-{}-{pid}-{}-{}-{t:.3}",
+        c.local.ip().to_canonical(),
+        c.local.port(),
+        c.serial,
+        c.requests
+    )
+}
+
 impl Plugin for CorrelationId {
     fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
         if self.present(&cx.req.headers).is_none() {
             // `kong.service.request.set_header`: the request headers later phases read
             // carry it too.
-            let v = self.generate();
+            let v = self.generate(cx.connection())?;
             cx.req.headers.insert(self.header.clone(), v);
         }
         Ok(Flow::Continue)
@@ -151,7 +162,7 @@ impl Plugin for CorrelationId {
         let v = match self.present(cx.request_headers) {
             Some(v) => v.clone(),
             // Access did not run (a plugin before it answered): a fresh id, as Kong.
-            None => self.generate(),
+            None => self.generate(cx.connection)?,
         };
         cx.resp.headers.insert(self.header.clone(), v);
         Ok(())
@@ -206,7 +217,32 @@ mod tests {
     }
 
     #[test]
-    fn schema_refuses_unknown_and_tracker_generators() {
+    fn tracker_is_kongs_format() {
+        let c = Connection {
+            local: "127.0.0.1:8000".parse().unwrap(),
+            serial: 7,
+            requests: 3,
+        };
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(tracker(c, 42, at), "127.0.0.1-8000-42-7-3-1700000000.123");
+
+        let ix = fixture();
+        let p = plugin(json!({"generator": "tracker"}));
+        let mut req = parts("GET", "/", &[]);
+        let mut cx = RequestCx::new(&mut req, [127, 0, 0, 1].into(), &ix).with_connection(Some(c));
+        assert!(p.access(&mut cx).unwrap().is_continue());
+        let v = req.headers["kong-request-id"].to_str().unwrap().to_owned();
+        let pid = std::process::id();
+        assert!(v.starts_with(&format!("127.0.0.1-8000-{pid}-7-3-")), "{v}");
+        // A client's id is kept.
+        let mut req = parts("GET", "/", &[("kong-request-id", "mine")]);
+        let mut cx = RequestCx::new(&mut req, [127, 0, 0, 1].into(), &ix).with_connection(Some(c));
+        p.access(&mut cx).unwrap();
+        assert_eq!(req.headers["kong-request-id"], "mine");
+    }
+
+    #[test]
+    fn schema_refuses_unknown_generators() {
         use tollgate_model::schema::{Context, Operation};
         let cat = tollgate_model::PluginCatalog::new(vec![schema()], &["bundled".into()]).unwrap();
         for (cfg, msg) in [
@@ -214,7 +250,6 @@ mod tests {
                 json!({"generator": "nope"}),
                 "expected one of: uuid, uuid#counter, tracker",
             ),
-            (json!({"generator": "tracker"}), ERR_TRACKER),
             (json!({"echo_downstream": "yes"}), "expected a boolean"),
         ] {
             let mut row = serde_json::Map::new();

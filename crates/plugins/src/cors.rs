@@ -480,6 +480,8 @@ mod tests {
         let mut cx = ResponseCx {
             resp: &mut resp,
             request_headers: &rh,
+            state: &mut None,
+            connection: None,
         };
         p.header_filter(&mut cx).unwrap();
         resp.headers

@@ -21,7 +21,10 @@ pub mod chain;
 pub mod consumers;
 pub mod log;
 pub mod log_plugins;
+mod lua;
+mod mime;
 mod template;
+mod transformer;
 
 pub mod acl;
 pub mod basic_auth;
@@ -33,16 +36,18 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod prometheus;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_transformer;
 
 pub use api::{
-    BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow,
-    InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
-    Row as EntityRow,
+    BodyCx, BodyMode, Captures, CertificateChoice, CertificateCx, Connection, Credential, Exit,
+    ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, PluginState,
+    RequestCx, ResponseCx, Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -81,6 +86,8 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &rate_limiting::SPEC,
     &correlation_id::SPEC,
     &request_transformer::SPEC,
+    &response_transformer::SPEC,
+    &proxy_cache::SPEC,
     &prometheus::SPEC,
     &log_plugins::http_log::SPEC,
     &log_plugins::file_log::SPEC,
@@ -155,6 +162,8 @@ mod tests {
             ("rate-limiting", 910),
             ("correlation-id", 100001),
             ("request-transformer", 801),
+            ("response-transformer", 800),
+            ("proxy-cache", 100),
             ("prometheus", 13),
             ("http-log", 12),
             ("file-log", 9),
@@ -172,6 +181,7 @@ mod tests {
             let cfg = match s.name {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
                 "rate-limiting" => serde_json::json!({"minute": 5}),
+                "proxy-cache" => serde_json::json!({"strategy": "memory"}),
                 "http-log" => serde_json::json!({"http_endpoint": "http://127.0.0.1:9/"}),
                 "file-log" => serde_json::json!({"path": "/dev/null"}),
                 "tcp-log" | "udp-log" => serde_json::json!({"host": "127.0.0.1", "port": 9}),

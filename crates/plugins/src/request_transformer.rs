@@ -7,12 +7,14 @@
 //! header (the upstream `Host`).
 
 use crate::api::{Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx};
-use crate::auth::validate_header_name;
 use crate::template::{decode_args, encode_args, Arg, Env, Template};
+use crate::transformer::{
+    append_json, array, check_colon_header, check_header_name, colon, elem, split, truthy,
+};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tollgate_model::schema::{Check, EntityCheck, Field, Type};
 use tollgate_model::PluginDef;
 
@@ -33,14 +35,6 @@ pub static SPEC: PluginSpec = PluginSpec {
     compile,
 };
 
-/// Kong's `entry:match("^([^:]+):*(.-)$")`: the name, then the value after the colons.
-fn split(entry: &str) -> (&str, &str) {
-    match entry.find(':') {
-        Some(i) => (&entry[..i], entry[i..].trim_start_matches(':')),
-        None => (entry, ""),
-    }
-}
-
 /// Kong's `check_for_value` (body and query string entries): a value is required and
 /// must be a template that compiles.
 fn check_for_value(entry: &str) -> Result<(), String> {
@@ -53,22 +47,8 @@ fn check_for_value(entry: &str) -> Result<(), String> {
 
 /// Kong's `validate_headers` (the name only) plus our template check of the value.
 fn check_header(entry: &str) -> Result<(), String> {
-    let (name, value) = split(entry);
-    if validate_header_name(name).is_err() {
-        return Err(format!("'{name}' is not a valid header"));
-    }
-    Template::parse(value).map(|_| ())
-}
-
-/// Kong's `validate_colon_headers` (rename): both sides are header names.
-fn check_colon_header(entry: &str) -> Result<(), String> {
-    let (name, value) = split(entry);
-    for n in [name, value] {
-        if validate_header_name(n).is_err() {
-            return Err(format!("'{n}' is not a valid header"));
-        }
-    }
-    Ok(())
+    check_header_name(entry)?;
+    Template::parse(split(entry).1).map(|_| ())
 }
 
 /// A header entry of `replace` / `append`, which could set the upstream Host.
@@ -78,20 +58,6 @@ fn check_settable_header(entry: &str) -> Result<(), String> {
         return Err(ERR_HOST.into());
     }
     Ok(())
-}
-
-fn colon() -> Check {
-    Check::Match(regex::Regex::new("^[^:]+:.*$").expect("static regex"))
-}
-
-fn array(name: &'static str, element: Field) -> Field {
-    Field::new(name, Type::Array(Box::new(element)))
-        .required()
-        .default(json!([]))
-}
-
-fn elem() -> Field {
-    Field::new("element", Type::String)
 }
 
 /// `remove`: plain names (headers as header names).
@@ -367,28 +333,6 @@ fn transform_args(ops: &Ops, args: &mut Args, env: &Env<'_>, existing: bool) -> 
     changed
 }
 
-/// Kong's `append_value` for a JSON value.
-fn append_json(old: Option<Value>, v: String) -> Value {
-    match old {
-        Some(Value::String(s)) => json!([s, v]),
-        Some(Value::Array(mut a)) => {
-            a.push(Value::String(v));
-            Value::Array(a)
-        }
-        // `table.insert` on a Lua table without array part sets key 1.
-        Some(Value::Object(mut o)) => {
-            o.insert("1".into(), Value::String(v));
-            Value::Object(o)
-        }
-        _ => json!([v]),
-    }
-}
-
-/// Lua truthiness of a decoded JSON member (`if parameters[name]`).
-fn truthy(v: Option<&Value>) -> bool {
-    !matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
-}
-
 impl RequestTransformer {
     fn transform_method(&self, cx: &mut RequestCx<'_>) {
         let Some(m) = &self.method else { return };
@@ -542,7 +486,7 @@ impl RequestTransformer {
         for e in &ops.append {
             if let Some(v) = render(e, env) {
                 let old = params.remove(&e.name);
-                params.insert(e.name.clone(), append_json(old, v));
+                params.insert(e.name.clone(), append_json(old, Value::String(v)));
             }
             changed = true;
         }
@@ -672,6 +616,7 @@ impl Plugin for RequestTransformer {
 mod tests {
     use super::*;
     use crate::testing::{fixture, parts, run_access, run_access_body};
+    use serde_json::json;
 
     fn plugin(config: Value) -> Box<dyn Plugin> {
         compile(&Value::Object(crate::testing::defaults(&SPEC, config))).unwrap()

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tollgate_plugins::chain::Row;
 use tollgate_plugins::log::{Latencies, LogConsumer, LogRequest, LogResponse, Try};
-use tollgate_plugins::{BodyCx, Instance, LogCx};
+use tollgate_plugins::{BodyCx, Instance, LogCx, PluginState};
 
 /// The consumer and credential the access phase authenticated, kept for the log phase.
 #[derive(Clone, Debug)]
@@ -177,15 +177,20 @@ impl PendingLog {
     }
 }
 
-/// One body_filter instance and the chunks it holds back.
+/// One body_filter instance, the chunks it holds back and its per-request state.
 pub struct Filter {
     pub inst: Arc<Instance>,
     held: Option<BytesMut>,
+    state: Option<PluginState>,
 }
 
 impl Filter {
-    pub fn new(inst: Arc<Instance>) -> Filter {
-        Filter { inst, held: None }
+    pub fn new(inst: Arc<Instance>, state: Option<PluginState>) -> Filter {
+        Filter {
+            inst,
+            held: None,
+            state,
+        }
     }
 }
 
@@ -227,7 +232,8 @@ impl PhaseBody {
     fn filter(&mut self, chunk: Bytes, mut eof: bool) -> Result<(Bytes, bool), BoxError> {
         let mut chunk = chunk;
         for f in &mut self.filters {
-            let mut bcx = BodyCx::new(self.status, &self.headers, chunk, eof, &mut f.held);
+            let mut bcx = BodyCx::new(self.status, &self.headers, chunk, eof, &mut f.held)
+                .with_state(f.state.as_mut());
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 f.inst.plugin.body_filter(&mut bcx)
             }));
@@ -276,7 +282,9 @@ impl hyper::body::Body for PhaseBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(d) => (d, false),
+                    // The last data frame is the filters' last call: with a known
+                    // length the server stops polling once it is written.
+                    Ok(d) => (d, this.inner.as_ref().is_some_and(|b| b.is_end_stream())),
                     Err(frame) => {
                         // Trailers end the body.
                         this.trailers = frame.into_trailers().ok();

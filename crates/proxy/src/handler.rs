@@ -151,7 +151,7 @@ pub struct Shared {
 }
 
 /// What the listener knows about the client connection.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -162,7 +162,14 @@ pub struct ConnInfo {
     pub peer_ip_value: HeaderValue,
     /// TLS version and cipher, OpenSSL's names (the log phase's `request.tls`).
     pub tls_info: Option<(&'static str, &'static str)>,
+    /// nginx's `$connection`: this connection's serial number.
+    pub serial: u64,
+    /// Requests made on this connection (`$connection_requests`).
+    pub requests: AtomicU64,
 }
+
+/// Connections accepted so far, for [`ConnInfo::serial`].
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, sni: Option<String>) -> ConnInfo {
@@ -175,6 +182,17 @@ impl ConnInfo {
             sni,
             peer_ip_value,
             tls_info: None,
+            serial: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The connection as plugins see it, on its `requests`th request.
+    pub fn connection(&self, requests: u64) -> tollgate_plugins::Connection {
+        tollgate_plugins::Connection {
+            local: self.local,
+            serial: self.serial,
+            requests,
         }
     }
 
@@ -234,6 +252,8 @@ struct Ctx<'a> {
     /// Kong's `is_grpc_request()`: HTTP/2 with an `application/grpc*`
     /// content type. Kong's own errors then take the gRPC form.
     grpc: bool,
+    /// Requests made on the connection so far, this one included.
+    conn_requests: u64,
 }
 
 impl Ctx<'_> {
@@ -312,6 +332,7 @@ pub async fn handle(
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+        conn_requests: conn.requests.fetch_add(1, Ordering::Relaxed) + 1,
     };
     if let Some(r) = req
         .headers()
@@ -329,6 +350,7 @@ pub async fn handle(
         request_id: &cx.request_id,
         start: cx.start,
         conn: &conn,
+        conn_requests: cx.conn_requests,
         settings: &shared.settings,
     };
     Ok(phases::respond(&facts, &snap, &head, plan, resp))
@@ -437,6 +459,7 @@ async fn proxy<'s>(
             route_id: None,
             service_id: None,
             captures: None,
+            connection: conn.connection(cx.conn_requests),
         };
         if let Flow::Respond(r) = phases::rewrite(&pcx, snap, conn.peer.ip(), head) {
             return cx.kong_response(r);
@@ -568,6 +591,7 @@ async fn proxy<'s>(
             route_id: Some(&route.id),
             service_id: route.service.as_ref().map(|s| s.id.as_str()),
             captures: Some(&captures),
+            connection: conn.connection(cx.conn_requests),
         };
         let max = settings.client_max_body_size;
         // Plugins see nginx's `$remote_addr`: the realip-processed client address.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_plugins::log::Try;
 pub use tollgate_plugins::Collected;
-use tollgate_plugins::{Exit, ExitBody, Instance, RequestCx, ResponseCx};
+use tollgate_plugins::{BodyMode, Connection, Exit, ExitBody, Instance, RequestCx, ResponseCx};
 
 /// What the request path learned that the response phases need. Small and free for a
 /// request that no plugin sees.
@@ -70,6 +70,7 @@ pub struct PhaseCx<'a> {
     pub service_id: Option<&'a str>,
     /// The router's regex path captures (access phase only).
     pub captures: Option<&'a tollgate_plugins::Captures>,
+    pub connection: Connection,
 }
 
 /// Kong's rewrite phase (global plugins only).
@@ -79,7 +80,7 @@ pub fn rewrite(cx: &PhaseCx<'_>, snap: &Snapshot, client_ip: IpAddr, req: &mut P
         return Flow::Continue;
     }
     let consumers = snap.consumers.load();
-    let mut rcx = RequestCx::new(req, client_ip, &consumers);
+    let mut rcx = RequestCx::new(req, client_ip, &consumers).with_connection(Some(cx.connection));
     match snap.plugins.rewrite(&mut rcx) {
         tollgate_plugins::Flow::Continue => Flow::Continue,
         tollgate_plugins::Flow::Exit(e) => {
@@ -143,6 +144,7 @@ where
     let mut rcx = RequestCx::new(req, client_ip, &consumers)
         .with_route(cx.route_id, cx.service_id)
         .with_captures(cx.captures)
+        .with_connection(Some(cx.connection))
         .with_body(read);
     let flow = chain.access(&mut rcx, collected);
     if collected.any(|p| p.log) {
@@ -212,8 +214,16 @@ fn exit_response(cx: &PhaseCx<'_>, e: Exit, req_headers: &HeaderMap) -> Response
         ExitBody::Raw { content_type, body } => body_response(e.status, content_type, body),
         ExitBody::Empty => body_response(e.status, None, Bytes::new()),
     };
+    // Each name replaces the response's own; repeated in a row, the values all go out
+    // (a Lua table value in `kong.response.exit`).
+    let mut last: Option<http::HeaderName> = None;
     for (k, v) in e.headers {
-        r.headers_mut().insert(k, v);
+        if last.as_ref() == Some(&k) {
+            r.headers_mut().append(k, v);
+        } else {
+            r.headers_mut().insert(k.clone(), v);
+            last = Some(k);
+        }
     }
     r
 }
@@ -229,25 +239,68 @@ fn body_response(status: u16, ct: Option<HeaderValue>, body: Bytes) -> Response<
     r
 }
 
-/// Kong's header_filter phase.
+/// Kong's header_filter phase. Each instance sees the state its access kept.
 fn header_filter(
-    collected: &Collected<'_>,
+    collected: &mut Collected<'_>,
     request_headers: &HeaderMap,
+    connection: Connection,
     resp: &mut http::response::Parts,
 ) {
     for (k, v) in &collected.response_headers {
         resp.headers.insert(k.clone(), v.clone());
     }
-    for inst in collected.iter().filter(|i| i.spec.phases.header_filter) {
+    for i in 0..collected.len() {
+        let inst = collected[i];
+        if !inst.spec.phases.header_filter {
+            continue;
+        }
+        let mut state = collected.take_state(i);
         let mut rcx = ResponseCx {
             resp,
             request_headers,
+            state: &mut state,
+            connection: Some(connection),
         };
         if let Err(e) = inst.plugin.header_filter(&mut rcx) {
             // The head may already be committed in Kong too; the error is logged.
             tracing::error!(plugin = inst.spec.name, id = %inst.id, "header_filter failed: {e}");
         }
+        if let Some(s) = state {
+            collected.put_state(i, s);
+        }
     }
+}
+
+/// The body filters for this response, each with its state, and whether one of them
+/// may change the body.
+fn body_filters(
+    collected: &mut Collected<'_>,
+    request_headers: &HeaderMap,
+    connection: Connection,
+    resp: &mut http::response::Parts,
+) -> (Vec<Filter>, bool) {
+    let mut filters = Vec::new();
+    let mut changes = false;
+    for i in 0..collected.len() {
+        let inst = collected[i];
+        if !inst.spec.phases.body_filter {
+            continue;
+        }
+        let mut state = collected.take_state(i);
+        let mode = inst.plugin.body_mode(&ResponseCx {
+            resp,
+            request_headers,
+            state: &mut state,
+            connection: Some(connection),
+        });
+        match mode {
+            BodyMode::Skip => continue,
+            BodyMode::Read => {}
+            BodyMode::Change => changes = true,
+        }
+        filters.push(Filter::new(Arc::clone(inst), state));
+    }
+    (filters, changes)
 }
 
 /// What [`respond`] needs to know about the request besides the plan.
@@ -255,6 +308,8 @@ pub struct Facts<'a> {
     pub request_id: &'a str,
     pub start: Instant,
     pub conn: &'a ConnInfo,
+    /// Requests made on the connection so far, this one included.
+    pub conn_requests: u64,
     pub settings: &'a Settings,
 }
 
@@ -285,19 +340,19 @@ fn run_response_phases<'s>(
     mut plan: Plan<'s>,
     resp: Response<Body>,
 ) -> Response<Body> {
-    let collected = match plan.collected.take() {
+    let mut collected = match plan.collected.take() {
         Some(c) => c,
         None => Collected::globals(&snap.plugins),
     };
     let (mut parts, body) = resp.into_parts();
-    header_filter(&collected, &head.headers, &mut parts);
+    let connection = f.conn.connection(f.conn_requests);
+    header_filter(&mut collected, &head.headers, connection, &mut parts);
     // A tunnel's 101 has no body to filter.
-    let tunnel = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    let filters: Vec<Filter> = collected
-        .iter()
-        .filter(|i| i.spec.phases.body_filter && !tunnel)
-        .map(|i| Filter::new(Arc::clone(i)))
-        .collect();
+    let (filters, changes) = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        (Vec::new(), false)
+    } else {
+        body_filters(&mut collected, &head.headers, connection, &mut parts)
+    };
     let loggers: Vec<Arc<Instance>> = collected
         .iter()
         .filter(|i| i.spec.phases.log)
@@ -306,7 +361,7 @@ fn run_response_phases<'s>(
     if filters.is_empty() && loggers.is_empty() {
         return Response::from_parts(parts, body);
     }
-    if !filters.is_empty() {
+    if changes {
         // The filters may change the length: chunked (HTTP/1.1) or DATA frames (h2).
         parts.headers.remove(CONTENT_LENGTH);
     }

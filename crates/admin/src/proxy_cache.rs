@@ -1,0 +1,117 @@
+//! proxy-cache's endpoints (`kong/plugins/proxy-cache/api.lua`):
+//! `DELETE /proxy-cache` (purge everything), `GET|DELETE /proxy-cache/{cache_key}`
+//! (in any proxy-cache instance's dictionary) and
+//! `GET|DELETE /proxy-cache/{plugin_id}/caches/{cache_key}`. The dictionaries live in
+//! the node; the binary plugs them in as [`ProxyCacheStore`].
+
+use crate::crud::{self, Request};
+use crate::error::{json_response, ApiError, ApiResult};
+use crate::AdminState;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tollgate_model::{entities, Row};
+
+/// The node's proxy-cache dictionaries, as the Admin API needs them.
+pub trait ProxyCacheStore: Send + Sync {
+    /// The object cached under `key` in `dictionary`, as Kong's API shows it.
+    fn fetch(&self, dictionary: &str, key: &str) -> Option<Value>;
+    /// Drops `key`; whether it was there.
+    fn purge(&self, dictionary: &str, key: &str) -> bool;
+    /// Drops everything in `dictionary`.
+    fn flush(&self, dictionary: &str);
+}
+
+const NAME: &str = "proxy-cache";
+
+/// Answers the request when it is one of these endpoints (and the plugin is enabled).
+pub(crate) async fn dispatch(st: &AdminState, req: &Request<'_>) -> Option<Response> {
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    if seg.first() != Some(&NAME) || !st.catalog.is_enabled(NAME) {
+        return None;
+    }
+    let r = match (req.method, &seg[1..]) {
+        (&Method::DELETE, []) => flush_all(st).await,
+        (&Method::GET, [key]) => in_any(st, key, false).await,
+        (&Method::DELETE, [key]) => in_any(st, key, true).await,
+        (&Method::GET, [id, "caches", key]) => in_plugin(st, id, key, false).await,
+        (&Method::DELETE, [id, "caches", key]) => in_plugin(st, id, key, true).await,
+        _ => return None,
+    };
+    Some(r.unwrap_or_else(IntoResponse::into_response))
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+/// The dictionary a `plugins` row uses.
+fn dictionary(row: &Row) -> &str {
+    row.get("config")
+        .and_then(|c| c.get("memory"))
+        .and_then(|m| m.get("dictionary_name"))
+        .and_then(Value::as_str)
+        .unwrap_or("kong_db_cache")
+}
+
+/// Every proxy-cache instance's dictionary, each once.
+async fn dictionaries(st: &AdminState) -> ApiResult<Vec<String>> {
+    let schema = entities::by_name("plugins").ok_or_else(ApiError::not_found)?;
+    let mut out: Vec<String> = Vec::new();
+    for row in crud::every(st, schema, None).await? {
+        if row.get("name").and_then(Value::as_str) == Some(NAME) {
+            let d = dictionary(&row);
+            if !out.iter().any(|o| o == d) {
+                out.push(d.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn flush_all(st: &AdminState) -> ApiResult<Response> {
+    if let Some(store) = &st.proxy_cache {
+        for d in dictionaries(st).await? {
+            store.flush(&d);
+        }
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Found: the object (GET) or 204 once purged (DELETE); else 404.
+fn answer(store: &dyn ProxyCacheStore, dict: &str, key: &str, delete: bool) -> Option<Response> {
+    let v = store.fetch(dict, key)?;
+    Some(if delete {
+        store.purge(dict, key);
+        empty(StatusCode::NO_CONTENT)
+    } else {
+        json_response(StatusCode::OK, &v)
+    })
+}
+
+async fn in_any(st: &AdminState, key: &str, delete: bool) -> ApiResult<Response> {
+    if let Some(store) = &st.proxy_cache {
+        for d in dictionaries(st).await? {
+            if let Some(r) = answer(store.as_ref(), &d, key, delete) {
+                return Ok(r);
+            }
+        }
+    }
+    Ok(empty(StatusCode::NOT_FOUND))
+}
+
+async fn in_plugin(st: &AdminState, id: &str, key: &str, delete: bool) -> ApiResult<Response> {
+    let schema = entities::by_name("plugins").ok_or_else(ApiError::not_found)?;
+    let row = crud::find(st, schema, id, None).await?;
+    let Some(row) = row.filter(|r| r.get("name").and_then(Value::as_str) == Some(NAME)) else {
+        return Ok(empty(StatusCode::NOT_FOUND));
+    };
+    let found = st
+        .proxy_cache
+        .as_ref()
+        .and_then(|s| answer(s.as_ref(), dictionary(&row), key, delete));
+    Ok(found.unwrap_or_else(|| empty(StatusCode::NOT_FOUND)))
+}
