@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod deck;
 mod declarative;
+mod hostile;
 mod kong_clients;
 mod kong_manager;
 mod logging;

@@ -1658,26 +1658,83 @@ const SMALL_RESPONSE: u64 = 64 * 1024;
 /// stops reading the upstream (nginx spills to temporary files instead).
 const RESPONSE_BUFFER: usize = 16 * 1024 * 1024;
 
+/// Bytes all buffered responses of the process hold at most (about twice that in
+/// resident memory: a frame pins the read buffer it was cut from). Clients that open
+/// no window (HTTP/2) or read nothing (HTTP/1.1) so cannot make memory grow with their
+/// number. Past it, a response is read at its own client's pace, as without
+/// buffering; it never waits for other clients to free the budget.
+const RESPONSE_BUFFER_TOTAL: usize = 8 * 1024 * 1024;
+
+static BUFFERED_TOTAL: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(RESPONSE_BUFFER_TOTAL);
+
+/// Below this much of the process's budget left, buffered responses go at their
+/// client's pace (one upstream read, see `upstream::UPSTREAM_READ_BUF`).
+const PACE_BELOW: usize = 64 * 1024;
+
+/// The buffer budget a data frame takes (per response, and of the process's total).
+fn buffered_len<E>(f: &Result<Frame<Bytes>, E>) -> usize {
+    f.as_ref()
+        .ok()
+        .and_then(|f| f.data_ref())
+        .map_or(0, |d| d.len().min(RESPONSE_BUFFER))
+}
+
+/// A buffered frame, and whether it holds part of the process's budget (otherwise it
+/// is the one frame read at the client's pace).
+type Buffered = (Result<Frame<Bytes>, BoxError>, bool);
+
 /// `response_buffering` (nginx `proxy_buffering on`): read the upstream
 /// response as fast as it comes, whatever the client's pace, so a slow client
 /// does not hold the upstream connection.
 fn buffer_response(mut upstream: ReadTimeoutBody) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Buffered>();
     let budget = Arc::new(tokio::sync::Semaphore::new(RESPONSE_BUFFER));
-    let b2 = budget.clone();
+    let pace = Arc::new(tokio::sync::Semaphore::new(1));
+    let (b2, p2) = (budget.clone(), pace.clone());
     tokio::spawn(async move {
-        while let Some(f) = upstream.frame().await {
-            let n = f
-                .as_ref()
-                .ok()
-                .and_then(|f| f.data_ref())
-                .map_or(0, |d| d.len().min(RESPONSE_BUFFER));
+        loop {
+            // With the process's budget spent, read the next frame only once the client
+            // took the last one: no frame waits here.
+            let mut paced = false;
+            if BUFFERED_TOTAL.available_permits() < PACE_BELOW {
+                match p2.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                }
+                paced = true;
+            }
+            let Some(f) = upstream.frame().await else {
+                return;
+            };
+            let n = buffered_len(&f);
             let stop = f.is_err();
+            // Both are closed when the client is gone.
             match b2.acquire_many(n as u32).await {
                 Ok(p) => p.forget(),
                 Err(_) => return,
             }
-            if tx.send(f).is_err() || stop {
+            let counted = !paced
+                && match BUFFERED_TOTAL.try_acquire_many(n as u32) {
+                    Ok(p) => {
+                        p.forget();
+                        true
+                    }
+                    Err(_) => match p2.acquire().await {
+                        Ok(p) => {
+                            p.forget();
+                            false
+                        }
+                        Err(_) => return,
+                    },
+                };
+            if tx.send((f, counted)).is_err() {
+                if counted {
+                    BUFFERED_TOTAL.add_permits(n);
+                }
+                return;
+            }
+            if stop {
                 return;
             }
         }
@@ -1685,14 +1742,16 @@ fn buffer_response(mut upstream: ReadTimeoutBody) -> Body {
     BufferedBody {
         rx,
         budget,
+        pace,
         done: false,
     }
     .boxed_unsync()
 }
 
 struct BufferedBody {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Buffered>,
     budget: Arc<tokio::sync::Semaphore>,
+    pace: Arc<tokio::sync::Semaphore>,
     done: bool,
 }
 
@@ -1704,9 +1763,13 @@ impl hyper::body::Body for BufferedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(f)) => {
-                if let Some(d) = f.as_ref().ok().and_then(|f| f.data_ref()) {
-                    self.budget.add_permits(d.len().min(RESPONSE_BUFFER));
+            Poll::Ready(Some((f, counted))) => {
+                let n = buffered_len(&f);
+                self.budget.add_permits(n);
+                if counted {
+                    BUFFERED_TOTAL.add_permits(n);
+                } else {
+                    self.pace.add_permits(1);
                 }
                 Poll::Ready(Some(f))
             }
@@ -1719,6 +1782,21 @@ impl hyper::body::Body for BufferedBody {
     }
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+impl Drop for BufferedBody {
+    /// The client is gone: the reader stops, and what it buffered goes back to the
+    /// process's budget.
+    fn drop(&mut self) {
+        self.budget.close();
+        self.pace.close();
+        self.rx.close();
+        while let Ok((f, counted)) = self.rx.try_recv() {
+            if counted {
+                BUFFERED_TOTAL.add_permits(buffered_len(&f));
+            }
+        }
     }
 }
 
