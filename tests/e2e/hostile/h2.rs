@@ -3,8 +3,9 @@
 //! PING floods.
 
 use super::{addr, assert_bounded, gateway_on_recorder, rss_kib, Recorder};
-use crate::plugin_support::get;
+use crate::plugin_support::{get, ok};
 use crate::support::Gateway;
+use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -372,4 +373,33 @@ async fn settings_ping_and_window_abuse() {
     assert_bounded(&g, "zero window, 200 responses of 1 MiB", before);
     drop(conns);
     assert_alive(&g, "after the abuse").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssl_listener_offers_h2_by_alpn_and_keeps_http1() {
+    let up = Recorder::start().await;
+    let g =
+        Gateway::start_with(&[("TOLLGATE_PROXY_LISTEN", "127.0.0.1:{proxy_port} http2 ssl")]).await;
+    ok(&g, "/services", json!({"name": "rec", "url": up.url})).await;
+    ok(&g, "/services/rec/routes", json!({"paths": ["/"]})).await;
+    let url = format!("https://{}/alpn", addr(&g));
+    for (http1_only, want) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut b = reqwest::Client::builder().danger_accept_invalid_certs(true);
+        if http1_only {
+            b = b.http1_only();
+        }
+        let client = b.build().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let r = loop {
+            let r = client.get(&url).send().await.unwrap();
+            if r.status() == 200 || std::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!((r.status().as_u16(), r.version()), (200, want));
+    }
 }
