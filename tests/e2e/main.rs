@@ -6,6 +6,7 @@ mod cli;
 mod deck;
 mod declarative;
 mod faults;
+mod hostile;
 mod kong_clients;
 mod kong_manager;
 mod logging;

@@ -145,8 +145,9 @@ impl Gateway {
             .env("TOLLGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        // `{proxy_port}` in a value is the proxy port picked here (for listen flags).
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k, v.replace("{proxy_port}", &p.to_string()));
         }
         let child = cmd.spawn().expect("spawn tollgate");
         let postgres = env

@@ -12,6 +12,28 @@ use std::net::{IpAddr, SocketAddr};
 use tollgate_model::PluginDef;
 pub use tollgate_router::Captures;
 
+/// A header value a plugin sets from configuration or request data, as OpenResty's
+/// `ngx.req.set_header` / `ngx.header` store it: control bytes other than HTAB
+/// (CR and LF above all) are percent-encoded, so a value can never end its header
+/// line and start another (header injection, response splitting).
+pub fn header_value(v: &str) -> HeaderValue {
+    let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    if !v.bytes().any(unsafe_byte) {
+        if let Ok(h) = HeaderValue::from_str(v) {
+            return h;
+        }
+    }
+    let mut out = Vec::with_capacity(v.len() + 8);
+    for b in v.bytes() {
+        if unsafe_byte(b) {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    HeaderValue::from_bytes(&out).expect("no control bytes left")
+}
+
 /// An entity row as the snapshot holds it (`kong.router.get_route()`).
 pub type Row = serde_json::Map<String, serde_json::Value>;
 
@@ -554,5 +576,17 @@ impl<'a> CertificateCx<'a> {
     }
     pub fn into_choice(self) -> CertificateChoice {
         self.choice
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn header_values_cannot_inject_lines() {
+        assert_eq!(header_value("a\tb c"), "a\tb c");
+        assert_eq!(header_value("v\r\nX-Injected: 1"), "v%0D%0AX-Injected: 1");
+        assert_eq!(header_value("\u{0}\u{7f}é"), "%00%7Fé".as_bytes());
     }
 }

@@ -6,7 +6,7 @@
 //! choose them yet: `replace.uri` (the upstream path) and a replaced or appended `host`
 //! header (the upstream `Host`).
 
-use crate::api::{Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx};
+use crate::api::{header_value, Flow, Phases, Plugin, PluginError, PluginSpec, RequestCx};
 use crate::template::{decode_args, encode_args, Arg, Env, Template};
 use crate::transformer::{
     append_json, array, check_colon_header, check_header_name, colon, elem, split, truthy,
@@ -364,10 +364,6 @@ impl RequestTransformer {
             HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes())
                 .map_err(|_| PluginError::new(format!("invalid header name '{n}'")))
         };
-        let value = |v: String| {
-            HeaderValue::from_str(&v)
-                .map_err(|_| PluginError::new(format!("invalid header value '{v}'")))
-        };
         let is_host = |n: &HeaderName| n == http::header::HOST;
         for e in &ops.remove {
             let n = name(&e.name)?;
@@ -391,22 +387,24 @@ impl RequestTransformer {
                 h.append(new.clone(), v);
             }
         }
+        // `header_value` neutralises the CR/LF a client-fed template
+        // (`$(query_params.q)`) may render: never an injected header line.
         for e in &ops.replace {
             let n = name(&e.name)?;
             if let (true, Some(v)) = (h.contains_key(&n), render(e, env)) {
-                h.insert(n, value(v)?);
+                h.insert(n, header_value(&v));
             }
         }
         for e in &ops.add {
             let n = name(&e.name)?;
             if let (false, false, Some(v)) = (h.contains_key(&n), is_host(&n), render(e, env)) {
-                h.insert(n, value(v)?);
+                h.insert(n, header_value(&v));
             }
         }
         for e in &ops.append {
             let n = name(&e.name)?;
             if let Some(v) = render(e, env) {
-                h.append(n, value(v)?);
+                h.append(n, header_value(&v));
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 use crate::balancer::hash::HashInput;
 use crate::balancer::state::Outcome;
 use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
+use crate::buffering::buffer_response;
 use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
@@ -1677,74 +1678,6 @@ async fn send_watched(
 /// Responses up to this size are not given a reader task by
 /// `response_buffering`: the socket buffers hold them anyway.
 const SMALL_RESPONSE: u64 = 64 * 1024;
-
-/// Bytes of one response that `response_buffering` holds at most before it
-/// stops reading the upstream (nginx spills to temporary files instead).
-const RESPONSE_BUFFER: usize = 16 * 1024 * 1024;
-
-/// `response_buffering` (nginx `proxy_buffering on`): read the upstream
-/// response as fast as it comes, whatever the client's pace, so a slow client
-/// does not hold the upstream connection.
-fn buffer_response(mut upstream: ReadTimeoutBody) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
-    let budget = Arc::new(tokio::sync::Semaphore::new(RESPONSE_BUFFER));
-    let b2 = budget.clone();
-    tokio::spawn(async move {
-        while let Some(f) = upstream.frame().await {
-            let n = f
-                .as_ref()
-                .ok()
-                .and_then(|f| f.data_ref())
-                .map_or(0, |d| d.len().min(RESPONSE_BUFFER));
-            let stop = f.is_err();
-            match b2.acquire_many(n as u32).await {
-                Ok(p) => p.forget(),
-                Err(_) => return,
-            }
-            if tx.send(f).is_err() || stop {
-                return;
-            }
-        }
-    });
-    BufferedBody {
-        rx,
-        budget,
-        done: false,
-    }
-    .boxed_unsync()
-}
-
-struct BufferedBody {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>,
-    budget: Arc<tokio::sync::Semaphore>,
-    done: bool,
-}
-
-impl hyper::body::Body for BufferedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(f)) => {
-                if let Some(d) = f.as_ref().ok().and_then(|f| f.data_ref()) {
-                    self.budget.add_permits(d.len().min(RESPONSE_BUFFER));
-                }
-                Poll::Ready(Some(f))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-}
 
 /// The upstream response body with the service's `read_timeout` between
 /// two reads (like nginx's `proxy_read_timeout`).

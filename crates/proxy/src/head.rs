@@ -47,11 +47,12 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
-/// Default for [`Limits::max_headers`]. nginx has no count limit and Kong's
-/// `lua_max_req_headers` only limits what plugins read ("when proxying, Kong
-/// sends all the request headers"), so the count is only a hard cap, at the
-/// largest value `lua_max_req_headers` may take.
-pub const DEFAULT_MAX_HEADERS: usize = 1000;
+/// Default for [`Limits::max_headers`]: 100, as Kong's `lua_max_req_headers`
+/// default. nginx itself has no count limit (freenginx's `max_headers`, which the
+/// `nginx_http_max_headers` / `nginx_proxy_max_headers` keys set here, defaults to
+/// 1000); a hard cap keeps the per-request work bounded (every header is parsed,
+/// indexed and forwarded), and 100 is far above what clients send.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -219,6 +220,18 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// RFC 9110 `tchar`, what a method is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `partial`, the start of a request line (no line end yet), may still become
+/// one: its method so far is a token (a lone CR may begin an empty line).
+fn could_start_request_line(partial: &[u8]) -> bool {
+    let method = partial.split(|b| *b == b' ').next().unwrap_or_default();
+    method == b"\r" || method.iter().all(|b| is_tchar(*b))
+}
+
 impl HeadScanner {
     /// Forget any progress (the next call starts a new head).
     pub fn reset(&mut self) {
@@ -286,6 +299,12 @@ impl HeadScanner {
         if !self.seen_request_line {
             if partial > limits.max_request_line {
                 return HeadCheck::Reject(Reject::UriTooLong, None);
+            }
+            // Like nginx, refuse a method that cannot be one at its first bad byte rather
+            // than wait for a line end that binary data (a WebSocket frame after a refused
+            // upgrade, TLS on a plain port) may never bring.
+            if !could_start_request_line(&buf[self.line_start..]) {
+                return HeadCheck::Reject(Reject::BadRequest, None);
             }
         } else if partial > limits.max_header_line {
             return HeadCheck::Reject(Reject::HeaderTooLarge, None);
@@ -751,6 +770,28 @@ mod tests {
         let edge = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8192 - 16));
         assert!(edge.find("\r\n") == Some(8190));
         ok(&edge);
+    }
+
+    #[test]
+    fn binary_data_is_refused_without_a_line_end() {
+        for bad in [
+            &b"\x81\x88\0\0\0\0SMUGGLED"[..],
+            b"\x16\x03\x01\x02",
+            b"GE(T",
+        ] {
+            assert_eq!(
+                HeadScanner::default().check(bad, &Limits::default()),
+                HeadCheck::Reject(Reject::BadRequest, None),
+                "{bad:?}"
+            );
+        }
+        for partial in [&b"GE"[..], b"\r", b"\r\nGET /x", b"M-SEARCH * HT"] {
+            assert_eq!(
+                HeadScanner::default().check(partial, &Limits::default()),
+                HeadCheck::Partial,
+                "{partial:?}"
+            );
+        }
     }
 
     #[test]

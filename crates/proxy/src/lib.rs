@@ -16,6 +16,7 @@
 //!   phases as the response body goes out.
 
 pub mod balancer;
+mod buffering;
 pub mod downstream;
 pub mod errors;
 pub mod fuzzing;

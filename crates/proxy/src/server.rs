@@ -34,6 +34,16 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most request headers accepted (see [`crate::head::DEFAULT_MAX_HEADERS`]).
 pub const DEFAULT_MAX_HEADERS: usize = crate::head::DEFAULT_MAX_HEADERS;
 
+/// nginx's `http2_max_concurrent_streams` default.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// h2's default, set explicitly: streams reset by the client before they were served.
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// hyper's default, set explicitly: streams we reset because the client erred.
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Response bytes buffered per HTTP/2 stream while the client's window is closed
+/// (hyper's default is 400 KiB): 128 streams × 64 KiB = 8 MiB per connection at most.
+pub const H2_MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+
 struct Bound {
     listen: Listen,
     listener: std::net::TcpListener,
@@ -118,7 +128,7 @@ impl Proxy {
                 ],
             )
             .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
-            limits: limits_from_config(config),
+            limits: limits_from_config(config)?,
         })
     }
 
@@ -276,17 +286,53 @@ impl Proxy {
     }
 }
 
-/// Head limits from Kong's injected `nginx_proxy_large_client_header_buffers`
-/// (or `nginx_http_…`) key when set, nginx's `4 8k` otherwise.
-fn limits_from_config(config: &Config) -> Limits {
-    [
-        "nginx_proxy_large_client_header_buffers",
-        "nginx_http_large_client_header_buffers",
-    ]
-    .iter()
-    .find_map(|k| config.raw.get(*k))
-    .and_then(|v| Limits::from_large_client_header_buffers(v))
-    .unwrap_or_default()
+/// Kong's injected nginx directives (`nginx_proxy_*`, the proxy server block, before
+/// `nginx_http_*`, the http block) that the proxy honours. A value nginx would refuse
+/// stops the start here too, naming the key, rather than quietly falling back.
+const TIME_DIRECTIVES: &[&str] = &[
+    "client_header_timeout",
+    "client_body_timeout",
+    "keepalive_timeout",
+];
+
+/// The first of `nginx_proxy_<directive>`, `nginx_http_<directive>` that is set.
+fn directive<'a>(config: &'a Config, directive: &str) -> Option<(String, &'a str)> {
+    ["nginx_proxy_", "nginx_http_"].iter().find_map(|p| {
+        let k = format!("{p}{directive}");
+        config.raw.get(&k).map(|v| (k, v.as_str()))
+    })
+}
+
+/// Head limits from `large_client_header_buffers` (nginx's `4 8k` when unset) and
+/// `max_headers` (freenginx's directive; [`crate::head::DEFAULT_MAX_HEADERS`] when
+/// unset).
+fn limits_from_config(config: &Config) -> Result<Limits, String> {
+    let mut limits = match directive(config, "large_client_header_buffers") {
+        Some((k, v)) => Limits::from_large_client_header_buffers(v).ok_or_else(|| {
+            format!("invalid value for '{k}': '{v}' (expected a number and a size, e.g. '4 8k')")
+        })?,
+        None => Limits::default(),
+    };
+    if let Some((k, v)) = directive(config, "max_headers") {
+        limits.max_headers = v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=65535).contains(n))
+            .ok_or_else(|| {
+                format!("invalid value for '{k}': '{v}' (expected an integer between 1 and 65535)")
+            })?;
+    }
+    for d in TIME_DIRECTIVES {
+        if let Some((k, v)) = directive(config, d) {
+            if handler::parse_nginx_time(v).is_none() {
+                return Err(format!(
+                    "invalid value for '{k}': '{v}' (expected an nginx time, e.g. '60s')"
+                ));
+            }
+        }
+    }
+    Ok(limits)
 }
 
 fn bind_one(addr: SocketAddr, l: &Listen) -> std::io::Result<std::net::TcpListener> {
@@ -362,7 +408,18 @@ impl ListenerCx {
             .max_headers(self.limits.max_headers + 1);
         b.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(self.limits.max_head.min(u32::MAX as usize) as u32);
+            // HPACK bombs: the decoded header list is bounded like an HTTP/1.1 head, and
+            // h2 refuses a header block spread over more CONTINUATION frames than fit it.
+            .max_header_list_size(self.limits.max_head.min(u32::MAX as usize) as u32)
+            // nginx's `http2_max_concurrent_streams`.
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            // Rapid reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671): GOAWAY
+            // after this many streams reset before being served / reset for errors.
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+            // A client that opens its windows to nobody (window abuse) makes response
+            // bodies wait in this buffer: bounded per stream, so per connection.
+            .max_send_buf_size(H2_MAX_SEND_BUF_SIZE);
         b
     }
 

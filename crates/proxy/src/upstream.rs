@@ -319,6 +319,11 @@ async fn connect(target: &Target) -> Result<Sender, ConnectError> {
     }
 }
 
+/// The largest read from an upstream HTTP/1.1 connection, so the largest body frame
+/// a response holds while its client is slow (hyper's default is ~400 KiB), and the
+/// largest response head accepted (nginx's `proxy_buffer_size` is one page, 4 or 8 KiB).
+const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 async fn handshake<S>(io: S, h2: bool) -> Result<Sender, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -337,6 +342,7 @@ where
         Ok(Sender::H2(s))
     } else {
         let (s, conn) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUF)
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
