@@ -136,6 +136,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn log_inline(&self) -> bool {
         false
     }
+    /// Whether [`Plugin::log`] reads the request's or the response's headers. When no
+    /// logging plugin of a request does, the proxy copies neither header map for the log
+    /// phase and [`LogCx`] carries empty maps (the sizes are still right).
+    fn log_reads_headers(&self) -> bool {
+        true
+    }
     /// Kong's certificate phase (global instances only), during the TLS handshake, after
     /// Kong picked a certificate by SNI: may pick another one or abort the handshake.
     fn certificate(&self, _cx: &mut CertificateCx<'_>) -> Result<(), PluginError> {

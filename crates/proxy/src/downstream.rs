@@ -99,7 +99,7 @@ pub fn head_size(first_line: usize, h: &HeaderMap) -> u64 {
 }
 
 /// The status line's length (`HTTP/1.1 200 OK`).
-fn status_line_len(status: u16) -> usize {
+pub fn status_line_len(status: u16) -> usize {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -116,6 +116,9 @@ pub fn request_line_len(method: &Method, uri: &str) -> usize {
 pub struct PendingLog {
     pub loggers: Vec<Arc<Instance>>,
     pub data: LogData,
+    /// The response head's size, measured when the head went out because no logger reads
+    /// headers and so the map was not kept (`None`: measured from the kept map).
+    pub response_head_size: Option<u64>,
 }
 
 impl PendingLog {
@@ -147,7 +150,10 @@ impl PendingLog {
             response: LogResponse {
                 status,
                 headers,
-                size: head_size(status_line_len(status), headers) + body_sent,
+                size: self
+                    .response_head_size
+                    .unwrap_or_else(|| head_size(status_line_len(status), headers))
+                    + body_sent,
             },
             upstream_uri: &d.upstream_uri,
             upstream_status: d.upstream_status,

@@ -365,21 +365,36 @@ fn run_response_phases<'s>(
         // The filters may change the length: chunked (HTTP/1.1) or DATA frames (h2).
         parts.headers.remove(CONTENT_LENGTH);
     }
+    // Header maps are copied for the log phase only when a logger reads them (http-log…);
+    // prometheus needs only their sizes. Body filters always see the response head.
+    let keep_headers = loggers.iter().any(|i| i.plugin.log_reads_headers());
+    let status = parts.status.as_u16();
     let log = if loggers.is_empty() {
         None
     } else {
+        let response_head_size = (!keep_headers).then(|| {
+            crate::downstream::head_size(
+                crate::downstream::status_line_len(status),
+                &parts.headers,
+            )
+        });
         Some(Box::new(PendingLog {
             loggers,
-            data: log_data(f, head, plan),
+            data: log_data(f, head, plan, keep_headers),
+            response_head_size,
         }))
     };
-    let status = parts.status.as_u16();
-    let body = PhaseBody::new(body, status, parts.headers.clone(), filters, log);
+    let headers = if keep_headers || !filters.is_empty() {
+        parts.headers.clone()
+    } else {
+        HeaderMap::new()
+    };
+    let body = PhaseBody::new(body, status, headers, filters, log);
     Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// The request's side of the log, captured when the response head is ready.
-fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
+fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>, keep_headers: bool) -> LogData {
     let s = f.settings;
     let conn = f.conn;
     let (host, port) = crate::handler::request_host(head, conn);
@@ -399,7 +414,11 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>) -> LogData {
         scheme: if conn.tls { "https" } else { "http" },
         host,
         port,
-        request_headers: head.headers.clone(),
+        request_headers: if keep_headers {
+            head.headers.clone()
+        } else {
+            HeaderMap::new()
+        },
         request_body: log.request_body,
         tls: conn.tls_info,
         route_id: plan.route.map(|r| r.id.as_str().into()),

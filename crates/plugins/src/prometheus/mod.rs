@@ -116,6 +116,11 @@ impl Plugin for Prometheus {
         true
     }
 
+    /// Status, sizes, latencies and names only: no header map copies for it.
+    fn log_reads_headers(&self) -> bool {
+        false
+    }
+
     fn log(&self, cx: &LogCx<'_>) {
         let c = &self.conf;
         // Kong sets this on every logged request, routed or not: the last instance to
