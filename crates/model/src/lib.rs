@@ -9,6 +9,7 @@ pub mod plugin;
 pub mod row_text;
 pub mod schema;
 pub mod url;
+pub mod vault;
 
 pub use entities::{by_admin_path, by_name, ALL as ENTITIES};
 pub use error::{Error, ErrorCode, Result};
