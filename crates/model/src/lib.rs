@@ -4,6 +4,7 @@
 pub mod declarative;
 pub mod entities;
 pub mod error;
+pub mod fuzzing;
 pub mod pem;
 pub mod plugin;
 pub mod row_text;
