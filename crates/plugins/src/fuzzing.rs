@@ -5,7 +5,9 @@
 //! through only with a credential checked here independently.
 
 use crate::{basic_auth, jwt, ConsumerIndex, Flow, Plugin, PluginSpec, RequestCx};
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{
+    GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
+};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
@@ -51,8 +53,10 @@ fn index() -> &'static ConsumerIndex {
         d.insert("jwt_secrets".into(), rows(Value::Array(secrets)));
         d.insert(
             "basicauth_credentials".into(),
-            rows(json!([{"id": "basic-alice", "username": "alice", "consumer": {"id": ALICE},
-                         "password": basic_auth::hash(ALICE, b"pw")}])),
+            rows(
+                json!([{"id": "basic-alice", "username": "alice", "consumer": {"id": ALICE},
+                         "password": basic_auth::hash(ALICE, b"pw")}]),
+            ),
         );
         ConsumerIndex::build(&d)
     })
@@ -136,7 +140,12 @@ fn hmac_ok(token: &str) -> bool {
         _ => ring::hmac::HMAC_SHA512,
     };
     let signed = &token[..h.len() + 1 + c.len()];
-    ring::hmac::verify(&ring::hmac::Key::new(a, secret.as_bytes()), signed.as_bytes(), &sig).is_ok()
+    ring::hmac::verify(
+        &ring::hmac::Key::new(a, secret.as_bytes()),
+        signed.as_bytes(),
+        &sig,
+    )
+    .is_ok()
 }
 
 /// Fuzzes JWT decoding and the jwt plugin's access phase.
@@ -162,7 +171,10 @@ pub fn jwt(data: &[u8]) {
             "HS384" => ring::hmac::HMAC_SHA384,
             _ => ring::hmac::HMAC_SHA512,
         };
-        let sig = ring::hmac::sign(&ring::hmac::Key::new(a, secret.as_bytes()), signed.as_bytes());
+        let sig = ring::hmac::sign(
+            &ring::hmac::Key::new(a, secret.as_bytes()),
+            signed.as_bytes(),
+        );
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     };
 
@@ -209,8 +221,15 @@ pub fn jwt(data: &[u8]) {
             match access(p.as_ref(), &uri, &headers) {
                 None => {}
                 Some(Ok(consumer)) => {
-                    assert_eq!(consumer.as_deref(), Some(ALICE), "let through as {consumer:?}");
-                    assert!(hmac_ok(&token), "let through without a valid signature: {token:?}");
+                    assert_eq!(
+                        consumer.as_deref(),
+                        Some(ALICE),
+                        "let through as {consumer:?}"
+                    );
+                    assert!(
+                        hmac_ok(&token),
+                        "let through without a valid signature: {token:?}"
+                    );
                 }
                 Some(Err(status)) => assert_eq!(status, 401, "{token:?} via {uri} {headers:?}"),
             }
@@ -251,7 +270,10 @@ pub fn basic_auth(data: &[u8]) {
         plain.push(b':');
         plain.extend_from_slice(pw);
         let header = format!("Basic {}", STANDARD.encode(&plain));
-        assert_eq!(basic_auth::parse(header.as_bytes()).as_ref(), Some(&(user.clone(), pw.clone())));
+        assert_eq!(
+            basic_auth::parse(header.as_bytes()).as_ref(),
+            Some(&(user.clone(), pw.clone()))
+        );
     }
 
     static PLUGIN: OnceLock<Box<dyn Plugin>> = OnceLock::new();
@@ -268,7 +290,11 @@ pub fn basic_auth(data: &[u8]) {
         None => {}
         Some(Ok(consumer)) => {
             assert_eq!(consumer.as_deref(), Some(ALICE));
-            assert_eq!(parsed, Some((b"alice".to_vec(), b"pw".to_vec())), "{value:?}");
+            assert_eq!(
+                parsed,
+                Some((b"alice".to_vec(), b"pw".to_vec())),
+                "{value:?}"
+            );
         }
         Some(Err(status)) => assert_eq!(status, 401, "{value:?}"),
     }

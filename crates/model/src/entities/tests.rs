@@ -345,6 +345,10 @@ fn certificates_accept_env_references_in_referenceable_fields() {
     );
     assert!(e.as_str().unwrap().contains("empty path"), "{e}");
     // A field that is not referenceable takes the text literally: a CA certificate is PEM.
-    let e = field_err("ca_certificates", json!({"cert": "{vault://env/ca}"}), "cert");
+    let e = field_err(
+        "ca_certificates",
+        json!({"cert": "{vault://env/ca}"}),
+        "cert",
+    );
     assert!(e.is_string(), "{e}");
 }
