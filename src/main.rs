@@ -1,5 +1,6 @@
 //! `tollgate`: a Kong-compatible API gateway.
 
+mod admin_auth;
 mod cli;
 mod node;
 

@@ -1,7 +1,8 @@
 //! The command line, with Kong's habits: `start`, `stop`, `health`, `check`, `version`,
-//! `migrations …`, `config …`. Exit status 0 on success, 1 on failure, with the reason
+//! `migrations …`, `config …`, `admin-tokens …`. Exit status 0 on success, 1 on failure, with the reason
 //! on stderr.
 
+mod admin_tokens;
 mod config_cmd;
 mod db_snapshot;
 mod metrics;
@@ -72,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         action: config_cmd::Action,
     },
+    /// Admin API tokens (admin_auth = token).
+    AdminTokens {
+        #[command(subcommand)]
+        action: admin_tokens::Action,
+    },
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -95,6 +101,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Migrations { action } => migrations::run(&common, action),
         Command::Config { action } => config_cmd::run(&common, action),
+        Command::AdminTokens { action } => admin_tokens::run(&common, action),
     };
     match result {
         Ok(()) => 0,

@@ -64,7 +64,9 @@ pub fn health(common: &Common) -> anyhow::Result<()> {
 
 pub fn check(common: &Common, file: Option<PathBuf>) -> anyhow::Result<()> {
     let shown = file.clone().or_else(|| common.conf.clone());
-    node::load_config(common, file)?;
+    let config = node::load_config(common, file)?;
+    // What `start` would refuse is not a valid configuration either.
+    crate::admin_auth::check(&config)?;
     match shown {
         Some(f) => println!("configuration at {} is valid", f.display()),
         None => println!("configuration is valid"),

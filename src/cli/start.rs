@@ -20,7 +20,7 @@ use tollgate_store::{ChangeEvent, ChangeEvents, Changes, MemoryStore, Store};
 pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
     init_logging(&config);
-    check_admin_exposure(&config)?;
+    crate::admin_auth::check(&config)?;
     prepare_prefix(&config)?;
     // The default prefix of `{vault://env/…}` references (Kong's KONG_VAULT_ENV_PREFIX).
     tollgate_model::vault::set_env_prefix(config.raw.get("vault_env_prefix").cloned());
@@ -39,33 +39,6 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// The Admin API is the keys to the house: refuse to expose it beyond loopback unless the
-/// operator said how it is protected.
-fn check_admin_exposure(config: &Config) -> anyhow::Result<()> {
-    if Config::is_loopback_only(&config.admin_listen) {
-        return Ok(());
-    }
-    let exposed: Vec<String> = config
-        .admin_listen
-        .iter()
-        .filter(|l| !l.is_loopback())
-        .map(|l| l.listener.clone())
-        .collect();
-    match config.raw.get("admin_auth").map(String::as_str) {
-        Some("off") => {
-            tracing::warn!(listeners = ?exposed, "the Admin API listens beyond loopback with admin_auth = off: anyone who can reach it can change this gateway");
-            Ok(())
-        }
-        Some(other) => anyhow::bail!(
-            "admin_auth = {other} is not available in this build yet; bind admin_listen to 127.0.0.1 or set admin_auth = off"
-        ),
-        None => anyhow::bail!(
-            "admin_listen binds {} beyond loopback but admin_auth is not set: bind admin_listen to 127.0.0.1, or set admin_auth = off to accept an unauthenticated Admin API",
-            exposed.join(", ")
-        ),
-    }
 }
 
 fn prepare_prefix(config: &Config) -> anyhow::Result<()> {
@@ -159,16 +132,32 @@ async fn open(
     Ok((store, String::new(), None))
 }
 
+/// Binds the plain listeners (TLS ones are skipped with a warning: only the Admin API
+/// serves TLS, through [`bind_tls`]).
 async fn bind_all(
     listeners: &[Listen],
     what: &str,
 ) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    for l in listeners.iter().filter(|l| l.ssl) {
+        tracing::warn!(listener = %l.listener, "TLS {what} listeners are not supported yet; skipping");
+    }
+    bind(listeners.iter().filter(|l| !l.ssl), what).await
+}
+
+/// Binds the `ssl` listeners.
+async fn bind_tls(
+    listeners: &[Listen],
+    what: &str,
+) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    bind(listeners.iter().filter(|l| l.ssl), what).await
+}
+
+async fn bind(
+    listeners: impl Iterator<Item = &Listen>,
+    what: &str,
+) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
     let mut out = Vec::new();
     for l in listeners {
-        if l.ssl {
-            tracing::warn!(listener = %l.listener, "TLS {what} listeners are not supported yet; skipping");
-            continue;
-        }
         let addr: SocketAddr = l
             .socket_addr()
             .ok_or_else(|| anyhow::anyhow!("cannot resolve {what} listener '{}'", l.listener))?;
@@ -304,6 +293,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     });
     admin.gui_origins = gui_origins(&config);
     admin.upstream_health = Some(Arc::new(crate::node::BalancerHealth(snapshot.clone())));
+    admin.auth = crate::admin_auth::guard(&config, &store).await?;
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -339,6 +329,20 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "{what} listener failed");
                 }
             }));
+        }
+    }
+
+    let admin_tls = bind_tls(&config.admin_listen, "admin (TLS)").await?;
+    if !admin_tls.is_empty() {
+        let tls = crate::admin_auth::tls_config(&config)?;
+        let app = tollgate_admin::router(admin.clone());
+        for l in admin_tls {
+            tasks.push(tokio::spawn(tollgate_admin::tls::serve(
+                l,
+                tls.clone(),
+                app.clone(),
+                stop_rx.clone(),
+            )));
         }
     }
 

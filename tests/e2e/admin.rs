@@ -57,6 +57,28 @@ async fn root_status_endpoints_and_openapi(g: Gateway) {
     sorted.sort();
     assert_eq!(doc_paths, sorted);
     assert!(doc["components"]["schemas"]["services"]["properties"]["host"].is_object());
+    // Precise enough for a property-based tester (scripts/schemathesis): request bodies carry
+    // the entity's fields, required ones, enums and bounds; creates link to the new entity.
+    let create = &doc["paths"]["/services"]["post"];
+    let body = &create["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], json!(["host"]));
+    assert_eq!(body["additionalProperties"], false);
+    assert_eq!(body["properties"]["port"]["maximum"], 65535);
+    assert!(body["properties"]["protocol"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("grpcs")));
+    let created = &create["responses"]["201"];
+    assert_eq!(
+        created["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/services"
+    );
+    assert_eq!(
+        created["links"]["get_services__services_"]["parameters"]["services"],
+        "$response.body#/id"
+    );
+    let nested = &doc["paths"]["/services/{services}/routes"]["post"]["requestBody"];
+    assert!(nested["content"]["application/json"]["schema"]["properties"]["service"].is_null());
 
     let (s, nf) = g.get("/no-such-thing").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -315,6 +337,41 @@ async fn forms_multipart_and_bad_bodies(g: Gateway) {
     let (s, e) = g.call(Method::PUT, "/services", Some(json!({}))).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(e["message"], "Method not allowed");
+    // RFC 9110: a 405 names what the resource does allow; an unknown method on a nested
+    // path is refused before the ids in it are looked up.
+    for (method, path, allow) in [
+        ("TRACE", "/services", "GET, POST, HEAD, OPTIONS"),
+        (
+            "TRACE",
+            "/acls/0/consumer",
+            "GET, PUT, PATCH, HEAD, OPTIONS",
+        ),
+        (
+            "POST",
+            "/routes/not-a-route",
+            "GET, PUT, PATCH, DELETE, HEAD, OPTIONS",
+        ),
+    ] {
+        let r = g
+            .client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", g.admin),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["message"],
+            "Method not allowed"
+        );
+    }
 }
 
 async fn pagination_and_tags(g: Gateway) {

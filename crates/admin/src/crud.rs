@@ -42,32 +42,92 @@ fn nested_of(parent: &EntitySchema, segment: &str) -> Option<Nested> {
     })
 }
 
-/// Every generated path, for `/endpoints` and the OpenAPI document.
-pub(crate) fn generated_paths() -> Vec<(String, Vec<&'static str>)> {
+/// What a generated path answers with, for the OpenAPI document.
+#[derive(Clone, Copy)]
+pub(crate) enum Shape {
+    /// A page of `entity`; POST creates one (without `parent_field`, taken from the URL).
+    Collection {
+        entity: &'static EntitySchema,
+        parent_field: Option<&'static str>,
+    },
+    /// One `entity`, by id or endpoint key (PUT upserts).
+    Entity {
+        entity: &'static EntitySchema,
+        parent_field: Option<&'static str>,
+    },
+    /// The parent `entity` that a child's foreign key points to.
+    Parent { entity: &'static EntitySchema },
+}
+
+/// One generated path: its template, methods and shape.
+pub(crate) struct Generated {
+    pub path: String,
+    pub methods: Vec<&'static str>,
+    pub shape: Shape,
+}
+
+/// Every generated path, for `/endpoints`, the OpenAPI document and `Allow` headers.
+pub(crate) fn generated() -> Vec<Generated> {
     let mut out = Vec::new();
+    let mut push = |path: String, methods: &[&'static str], shape| {
+        out.push(Generated {
+            path,
+            methods: methods.to_vec(),
+            shape,
+        })
+    };
+    const LIST: &[&str] = &["GET", "POST"];
+    const ONE: &[&str] = &["GET", "PUT", "PATCH", "DELETE"];
     for s in entities::ALL.iter() {
         let p = s.admin_path;
         let key = format!("{{{}}}", s.name);
-        out.push((format!("/{p}"), vec!["GET", "POST"]));
-        out.push((format!("/{p}/{key}"), vec!["GET", "PUT", "PATCH", "DELETE"]));
+        let (entity, parent_field) = (s, None);
+        push(
+            format!("/{p}"),
+            LIST,
+            Shape::Collection {
+                entity,
+                parent_field,
+            },
+        );
+        push(
+            format!("/{p}/{key}"),
+            ONE,
+            Shape::Entity {
+                entity,
+                parent_field,
+            },
+        );
         for f in s.foreign_fields() {
             let Some(parent) = f.foreign_entity().and_then(entities::by_name) else {
                 continue;
             };
             let pkey = format!("{{{}}}", parent.name);
             let nested = s.nested_path.unwrap_or(s.admin_path);
-            out.push((
-                format!("/{}/{pkey}/{nested}", parent.admin_path),
-                vec!["GET", "POST"],
-            ));
-            out.push((
-                format!("/{}/{pkey}/{nested}/{key}", parent.admin_path),
-                vec!["GET", "PUT", "PATCH", "DELETE"],
-            ));
-            out.push((
+            let parent_field = Some(f.name);
+            let base = format!("/{}/{pkey}/{nested}", parent.admin_path);
+            push(
+                base.clone(),
+                LIST,
+                Shape::Collection {
+                    entity,
+                    parent_field,
+                },
+            );
+            push(
+                format!("{base}/{key}"),
+                ONE,
+                Shape::Entity {
+                    entity,
+                    parent_field,
+                },
+            );
+            let shape = Shape::Parent { entity: parent };
+            push(
                 format!("/{p}/{key}/{}", f.name),
-                vec!["GET", "PUT", "PATCH"],
-            ));
+                &["GET", "PUT", "PATCH"],
+                shape,
+            );
         }
     }
     out

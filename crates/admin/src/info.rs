@@ -117,7 +117,10 @@ pub(crate) async fn ready(State(st): State<SharedState>) -> Response {
 
 /// Every Admin API path, sorted, with `{param}` placeholders (Kong's `/endpoints`).
 pub(crate) fn all_paths() -> Vec<(String, Vec<&'static str>)> {
-    let mut paths = crud::generated_paths();
+    let mut paths: Vec<(String, Vec<&'static str>)> = crud::generated()
+        .into_iter()
+        .map(|g| (g.path, g.methods))
+        .collect();
     for (p, m) in [
         ("/", vec!["GET"]),
         ("/status", vec!["GET"]),
@@ -139,6 +142,47 @@ pub(crate) fn all_paths() -> Vec<(String, Vec<&'static str>)> {
     paths.sort_by(|a, b| a.0.cmp(&b.0));
     paths.dedup_by(|a, b| a.0 == b.0);
     paths
+}
+
+/// The methods a path answers, from the templates of `all_paths` (`{x}` matches any one
+/// segment; where templates overlap, their methods add up). `None`: no template matches,
+/// the path is unknown (404).
+pub(crate) fn allowed_methods(segments: &[String]) -> Option<Vec<&'static str>> {
+    static TEMPLATES: std::sync::OnceLock<Vec<(Vec<String>, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        all_paths()
+            .into_iter()
+            .map(|(p, m)| {
+                (
+                    p.split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    m,
+                )
+            })
+            .collect()
+    });
+    let mut allowed: Vec<&'static str> = Vec::new();
+    let mut matched = false;
+    for (tpl, methods) in templates {
+        let fits = tpl.len() == segments.len()
+            && tpl
+                .iter()
+                .zip(segments)
+                .all(|(t, s)| t.starts_with('{') || t == s);
+        if fits {
+            matched = true;
+            allowed.extend(
+                methods
+                    .iter()
+                    .filter(|m| !allowed.contains(m))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    matched.then_some(allowed)
 }
 
 pub(crate) async fn endpoints() -> Response {

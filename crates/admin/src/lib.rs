@@ -1,6 +1,8 @@
 //! Tollgate's Admin API: Kong's endpoints, JSON shapes, error bodies, pagination and tags,
 //! generated from the entity schemas; plus the status listener's routes.
 
+pub mod audit;
+pub mod auth;
 mod body;
 mod cors;
 mod crud;
@@ -12,6 +14,7 @@ pub mod gui;
 mod info;
 mod openapi;
 mod schemas;
+pub mod tls;
 pub mod upstream_health;
 
 pub use error::{ApiError, ApiResult};
@@ -66,6 +69,8 @@ pub struct AdminState {
     pub metrics: MetricsFn,
     /// The proxy's balancer health (`/upstreams/{u}/health`); `None`: no proxy here.
     pub upstream_health: Option<Arc<dyn upstream_health::UpstreamHealth>>,
+    /// `admin_auth` and the audit log.
+    pub auth: auth::Guard,
 }
 
 pub type ReadinessFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -83,6 +88,7 @@ impl AdminState {
             gui_origins: Vec::new(),
             metrics: Arc::new(|| Box::pin(async { String::new() })),
             upstream_health: None,
+            auth: auth::Guard::default(),
         }
     }
 }
@@ -113,6 +119,12 @@ pub fn router(state: SharedState) -> Router {
         .fallback(generic)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(kong_error_bodies))
+        // Inside CORS: preflights are answered before it, and its refusals carry the
+        // CORS headers a browser needs to read them.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
@@ -199,6 +211,13 @@ async fn generic(
             .and_then(|v| v.to_str().ok()),
         body: &body,
     };
+    // A known path with a method it does not answer: 405 with `Allow` (RFC 9110), before
+    // any lookup of the ids in the path.
+    if let Some(allowed) = info::allowed_methods(&req.segments) {
+        if !allowed.contains(&method.as_str()) && method != Method::OPTIONS {
+            return method_not_allowed(&allowed);
+        }
+    }
     if let Some(r) = upstream_health::dispatch(&st, &req).await {
         return r;
     }
@@ -206,6 +225,19 @@ async fn generic(
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+fn method_not_allowed(allowed: &[&str]) -> Response {
+    let mut r = error::ApiError::method_not_allowed().into_response();
+    let mut list: Vec<&str> = allowed.to_vec();
+    if list.contains(&"GET") {
+        list.push("HEAD");
+    }
+    list.push("OPTIONS");
+    if let Ok(v) = http::HeaderValue::from_str(&list.join(", ")) {
+        r.headers_mut().insert(http::header::ALLOW, v);
+    }
+    r
 }
 
 #[cfg(test)]

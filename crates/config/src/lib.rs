@@ -91,6 +91,10 @@ pub const TOLLGATE_KEYS: &[&str] = &[
 /// * `pg_pool_size = 10`: Kong leaves it unset (OpenResty's pool default).
 pub const TOLLGATE_DEFAULTS: &[(&str, &str)] = &[("database", "sqlite"), ("pg_pool_size", "10")];
 
+/// Where the Admin API audit log goes unless `admin_audit_log` says otherwise (relative to
+/// the prefix).
+pub const DEFAULT_ADMIN_AUDIT_LOG: &str = "logs/admin_audit.log";
+
 /// Environment variables with a `KONG_`/`TOLLGATE_` prefix that are not
 /// configuration keys (no unknown-key warning). Entries ending in `_` are prefixes.
 pub const ENV_NOT_CONFIG: &[&str] = &[
@@ -448,7 +452,7 @@ pub struct Config {
     /// `admin_auth` (Tollgate): `None` when unset or `off`.
     pub admin_auth: Option<AdminAuth>,
     /// `admin_audit_log` (Tollgate): path of the Admin API audit log
-    /// (relative to the prefix); `None` when unset or `off`.
+    /// (relative to the prefix; [`DEFAULT_ADMIN_AUDIT_LOG`] when unset); `None` when `off`.
     pub admin_audit_log: Option<String>,
     /// `admin_ssl_client_ca` (Tollgate): CA bundle (path or PEM) used to verify
     /// Admin API client certificates when `admin_auth = mtls`.
@@ -1237,7 +1241,11 @@ fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
                 _ => Err(one_of(&["off", "token", "mtls"])),
             })
             .flatten(),
-        admin_audit_log: cx.opt_string("admin_audit_log").filter(|v| v != "off"),
+        admin_audit_log: match cx.opt_string("admin_audit_log") {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(v),
+            None => Some(DEFAULT_ADMIN_AUDIT_LOG.into()),
+        },
         admin_ssl_client_ca: cx.opt_string("admin_ssl_client_ca"),
 
         database: cx.val("database", Database::parse),

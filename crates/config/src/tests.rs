@@ -109,7 +109,7 @@ fn defaults_follow_kong() {
     assert_eq!(c.lua_max_uri_args, 100);
     assert_eq!(c.lua_max_post_args, 100);
     assert_eq!(c.admin_auth, None);
-    assert_eq!(c.admin_audit_log, None);
+    assert_eq!(c.admin_audit_log.as_deref(), Some("logs/admin_audit.log"));
     assert_eq!(c.admin_ssl_client_ca, None);
     assert_eq!(
         c.dns.get("dns_order").map(String::as_str),

@@ -6,7 +6,7 @@ use crate::guard::{self, Guarded, UpgradeSignal};
 use crate::handler::{self, ConnInfo, Settings, Shared};
 use crate::head::{Framer, Limits};
 use crate::snapshot::SharedSnapshot;
-use crate::tls::{self, CertPair, SniResolver};
+use crate::tls::{self, read_pem, CertPair, SniResolver};
 use crate::upstream::{Pool, PoolSettings};
 use crate::Stats;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -56,13 +56,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.connections_active.fetch_sub(1, Relaxed);
     }
-}
-
-fn read_pem(v: &str) -> Result<String, String> {
-    if v.contains("-----BEGIN") {
-        return Ok(v.to_owned());
-    }
-    std::fs::read_to_string(v).map_err(|e| format!("could not read {v}: {e}"))
 }
 
 impl Proxy {

@@ -37,6 +37,14 @@ impl CertPair {
     }
 }
 
+/// A kong.conf certificate value: PEM text itself, or the path of a PEM file.
+pub fn read_pem(v: &str) -> Result<String, String> {
+    if v.contains("-----BEGIN") {
+        return Ok(v.to_owned());
+    }
+    std::fs::read_to_string(v).map_err(|e| format!("could not read {v}: {e}"))
+}
+
 /// Parses a PEM certificate chain.
 pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())

@@ -68,7 +68,46 @@ macro_rules! conformance_tests {
             let (_guard, s) = $open.await;
             $crate::conformance::import_is_all_or_nothing(&s).await;
         }
+        #[tokio::test]
+        async fn admin_tokens_are_kept_apart_from_entities() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::admin_tokens_are_kept_apart_from_entities(&s).await;
+        }
     };
+}
+
+pub(crate) async fn admin_tokens_are_kept_apart_from_entities(s: &dyn Store) {
+    let mut changes = s.changes();
+    let token = |name: &str, read_only| crate::AdminToken {
+        name: name.into(),
+        hash: format!("{:064x}", name.len()),
+        read_only,
+        created_at: 1_700_000_000,
+    };
+    s.admin_token_create(token("ops", false)).await.unwrap();
+    s.admin_token_create(token("auditor", true)).await.unwrap();
+    let e = s.admin_token_create(token("ops", true)).await.unwrap_err();
+    assert_eq!(e.code(), tollgate_model::ErrorCode::UniqueViolation);
+    assert_eq!(
+        s.admin_tokens().await.unwrap(),
+        vec![token("auditor", true), token("ops", false)]
+    );
+    // The counter moves (on PostgreSQL once the cluster event is replayed).
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while changes.borrow_and_update().get(crate::ADMIN_TOKENS) < 2 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the admin_tokens counter moved");
+    assert!(s.admin_token_revoke("ops").await.unwrap());
+    assert!(!s.admin_token_revoke("ops").await.unwrap());
+    assert_eq!(
+        s.admin_tokens().await.unwrap(),
+        vec![token("auditor", true)]
+    );
+    // Never part of a configuration.
+    assert!(!s.load_all().await.unwrap().contains_key("admin_tokens"));
 }
 
 pub(crate) async fn insert_select_unique_and_primary_key(s: &dyn Store) {

@@ -207,7 +207,41 @@ pub trait Store: Send + Sync + 'static {
     async fn migrations_up(&self) -> Result<Vec<String>>;
     /// Drops everything Tollgate created.
     async fn migrations_reset(&self) -> Result<()>;
+
+    /// The Admin API tokens (`admin_auth = token`), by name. They are not entities: the
+    /// Admin API, exports and change events never carry them.
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        Err(no_admin_tokens(self.kind()))
+    }
+    /// Adds a token; a taken name is a unique violation.
+    async fn admin_token_create(&self, _token: AdminToken) -> Result<()> {
+        Err(no_admin_tokens(self.kind()))
+    }
+    /// Removes the named token; `false` when there was none.
+    async fn admin_token_revoke(&self, _name: &str) -> Result<bool> {
+        Err(no_admin_tokens(self.kind()))
+    }
 }
 
+fn no_admin_tokens(kind: &str) -> tollgate_model::Error {
+    tollgate_model::Error::database(format!(
+        "database = {kind} keeps no Admin API tokens (use a database, or admin_auth = mtls)"
+    ))
+}
+
+/// One Admin API token as stored: never the token itself, only its SHA-256 (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub hash: String,
+    pub read_only: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The [`Changes`] counter a token creation or revocation moves (on PostgreSQL on every
+/// node, through `cluster_events`).
+pub const ADMIN_TOKENS: &str = "admin_tokens";
+
 /// All migrations, in order. A backend maps each name to its own DDL.
-pub const MIGRATIONS: &[&str] = &["000_base", "001_tags_index"];
+pub const MIGRATIONS: &[&str] = &["000_base", "001_tags_index", "002_admin_tokens"];

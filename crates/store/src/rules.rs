@@ -154,6 +154,21 @@ pub(crate) fn create_table(schema: &EntitySchema, d: &Dialect) -> String {
     sql
 }
 
+/// The Admin API tokens' table (migration `002_admin_tokens`): outside the entity tables,
+/// so nothing that lists, exports or replicates entities ever reads it.
+pub(crate) fn admin_tokens_table(d: &Dialect) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS admin_tokens (name TEXT{c} PRIMARY KEY NOT NULL, hash TEXT NOT NULL UNIQUE, read_only {i} NOT NULL, created_at {i} NOT NULL);",
+        c = d.key_collation,
+        i = d.integer
+    )
+}
+
+/// Kong's unique-violation error for a token name that is taken.
+pub(crate) fn admin_token_taken(name: &str) -> Error {
+    Error::unique_violation(&[("name", json!(name))])
+}
+
 /// The value of one extra column for `row` (`None`: SQL NULL).
 pub(crate) fn column_text(schema: &EntitySchema, col: &str, row: &Row) -> Option<String> {
     if col == "cache_key" {

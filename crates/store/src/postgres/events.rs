@@ -28,6 +28,10 @@ pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 /// Rows read per poll query.
 const BATCH: i64 = 512;
 
+/// The stored form of a commit that created or revoked an Admin API token: it moves the
+/// [`crate::ADMIN_TOKENS`] counter on every node, which then rereads the token table.
+pub(crate) const ADMIN_TOKENS_EVENT: &str = r#"{"admin_tokens":true}"#;
+
 /// The stored form of one commit (the `data` column).
 pub(crate) fn encode(rows: &[RowChange], reset: bool) -> String {
     if reset {
@@ -116,7 +120,12 @@ impl Feed {
 
     fn deliver(&self, e: ChangeEvent) {
         let touched: Vec<&'static str> = match &e {
-            ChangeEvent::Reset => entities::ALL.iter().map(|s| s.name).collect(),
+            // Whatever was missed may include token changes too.
+            ChangeEvent::Reset => entities::ALL
+                .iter()
+                .map(|s| s.name)
+                .chain([crate::ADMIN_TOKENS])
+                .collect(),
             ChangeEvent::Rows(rows) => rows.iter().map(|r| r.entity).collect(),
         };
         let _ = self.events.send(Arc::new(e));
@@ -175,6 +184,12 @@ impl Feed {
             for r in &rows {
                 let id: i64 = r.get(0);
                 let data: &str = r.get(1);
+                if data == ADMIN_TOKENS_EVENT {
+                    self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+                    last = id;
+                    self.set_last(id);
+                    continue;
+                }
                 match decode(data) {
                     Ok(e) => self.deliver(e),
                     Err(e) => {

@@ -7,8 +7,8 @@ use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus,
+    Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
@@ -51,6 +51,8 @@ impl Drop for PostgresStore {
 struct Touched {
     rows: Vec<RowChange>,
     reset: bool,
+    /// The Admin API tokens changed (an event of its own: no rows, no reload).
+    admin_tokens: bool,
 }
 
 impl PostgresStore {
@@ -165,8 +167,12 @@ impl PostgresStore {
             exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
             let mut touched = Touched::default();
             let out = f(&tx, &mut touched).await?;
-            if touched.reset || !touched.rows.is_empty() {
-                let data = events::encode(&touched.rows, touched.reset);
+            if touched.reset || touched.admin_tokens || !touched.rows.is_empty() {
+                let data = if touched.admin_tokens {
+                    events::ADMIN_TOKENS_EVENT.to_string()
+                } else {
+                    events::encode(&touched.rows, touched.reset)
+                };
                 let node = &self.settings.node_id;
                 exec(
                     &tx,
@@ -875,6 +881,56 @@ impl Store for PostgresStore {
             self.pool.manager().statement_caches.clear();
             self.ro.manager().statement_caches.clear();
             Ok(())
+        })
+        .await
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        self.timed(async {
+            let c = self.conn().await?;
+            let sql = "SELECT name, hash, read_only, created_at FROM admin_tokens ORDER BY name";
+            Ok(rows(&c, sql, &[])
+                .await?
+                .iter()
+                .map(|r| AdminToken {
+                    name: r.get(0),
+                    hash: r.get(1),
+                    read_only: r.get::<_, i64>(2) != 0,
+                    created_at: r.get(3),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn admin_token_create(&self, t: AdminToken) -> Result<()> {
+        self.write(move |tx, touched| {
+            boxed(async move {
+                let sql = "SELECT 1 FROM admin_tokens WHERE name = $1";
+                if opt(tx, sql, &[&t.name]).await?.is_some() {
+                    return Err(rules::admin_token_taken(&t.name));
+                }
+                exec(
+                    tx,
+                    "INSERT INTO admin_tokens (name, hash, read_only, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&t.name, &t.hash, &(t.read_only as i64), &t.created_at],
+                )
+                .await?;
+                touched.admin_tokens = true;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn admin_token_revoke(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |tx, touched| {
+            boxed(async move {
+                let n = exec(tx, "DELETE FROM admin_tokens WHERE name = $1", &[&name]).await?;
+                touched.admin_tokens = true;
+                Ok(n > 0)
+            })
         })
         .await
     }

@@ -9,8 +9,8 @@ mod schema;
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus,
+    Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -769,8 +769,66 @@ impl Store for SqliteStore {
                 tx.execute(&format!("DROP TABLE IF EXISTS \"{}\"", s.name), [])
                     .map_err(db_err)?;
             }
-            tx.execute_batch("DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS schema_meta;")
+            tx.execute_batch("DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS admin_tokens; DROP TABLE IF EXISTS schema_meta;")
                 .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT name, hash, read_only, created_at FROM admin_tokens ORDER BY name",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(AdminToken {
+                        name: r.get(0)?,
+                        hash: r.get(1)?,
+                        read_only: r.get::<_, i64>(2)? != 0,
+                        created_at: r.get(3)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn admin_token_create(&self, t: AdminToken) -> Result<()> {
+        // Other processes (a running node) see the row by polling: SQLite has no
+        // cross-process notification.
+        self.write(move |tx, touched| {
+            let taken = tx
+                .query_row("SELECT 1 FROM admin_tokens WHERE name = ?1", [&t.name], |_| {
+                    Ok(())
+                })
+                .optional()
+                .map_err(db_err)?;
+            if taken.is_some() {
+                return Err(rules::admin_token_taken(&t.name));
+            }
+            tx.execute(
+                "INSERT INTO admin_tokens (name, hash, read_only, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![t.name, t.hash, t.read_only as i64, t.created_at],
+            )
+            .map_err(db_err)?;
+            touched.push(crate::ADMIN_TOKENS);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn admin_token_revoke(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |tx, touched| {
+            let n = tx
+                .execute("DELETE FROM admin_tokens WHERE name = ?1", [&name])
+                .map_err(db_err)?;
+            touched.push(crate::ADMIN_TOKENS);
+            Ok(n > 0)
         })
         .await
     }

@@ -40,6 +40,7 @@ pub(crate) fn migration_sql(name: &str) -> String {
         "001_tags_index" => {
             "CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into()
         }
+        "002_admin_tokens" => rules::admin_tokens_table(&DIALECT),
         other => unreachable_migration(other),
     }
 }

@@ -128,7 +128,7 @@ variable "admin_cidrs" {
 }
 
 variable "admin_auth" {
-  description = "Tollgate admin_auth for the VPC-internal Admin API: token or mtls once available; off relies on the security group alone."
+  description = "Tollgate admin_auth for the VPC-internal Admin API: token (tokens from 'tollgate admin-tokens create NAME') or mtls; off relies on the security group alone."
   type        = string
   default     = "off"
 }

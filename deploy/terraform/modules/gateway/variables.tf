@@ -126,7 +126,7 @@ variable "admin_cidrs" {
 }
 
 variable "admin_auth" {
-  description = "Tollgate admin_auth. The Admin API listens beyond loopback here, which Tollgate refuses unless this is set: use token (or mtls) once the build supports it; off relies on the security group alone."
+  description = "Tollgate admin_auth. The Admin API listens beyond loopback here, which Tollgate refuses unless this is set: token (create tokens with 'tollgate admin-tokens create NAME' against the cluster's database) or mtls; off relies on the security group alone."
   type        = string
   default     = "off"
   validation {
