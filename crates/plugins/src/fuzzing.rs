@@ -93,19 +93,6 @@ fn access(
     })
 }
 
-/// `%XX` for every byte outside the unreserved set, so the token reaches the query intact.
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// HMAC of `signed` with the JWT secret the token's algorithm and `iss` pick, computed
 /// here with ring, not by the plugin.
 fn hmac_ok(token: &str) -> bool {
@@ -200,7 +187,7 @@ pub fn jwt(data: &[u8]) {
     // Each way in carries exactly `token` to the plugin (checked below against it): the
     // query escaped; the header when `Bearer\s+(.+)` captures all of it; the cookie when
     // no `;` cuts it and no trimming changes it.
-    let escaped = query_escape(&token);
+    let escaped = tollgate_model::fuzzing::escape(&token);
     let exact = |t: &str| t.trim() == t && !t.is_empty();
     let bearer = exact(&token)
         .then(|| http::HeaderValue::from_str(&format!("Bearer {token}")).ok())
