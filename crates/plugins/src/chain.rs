@@ -599,7 +599,6 @@ impl Plugins {
     }
 }
 
-/// The spec given to rows naming a plugin this build does not have.
 /// `config` with the references in its referenceable fields resolved (in memory only:
 /// the row keeps them). The schema is walked only when a reference is present.
 fn resolve_references(
@@ -640,6 +639,7 @@ fn broken(spec: &'static PluginSpec) -> &'static PluginSpec {
     s
 }
 
+/// The spec given to rows naming a plugin this build does not have.
 fn broken_spec() -> &'static PluginSpec {
     static SPEC: PluginSpec = PluginSpec {
         name: "(not installed)",
