@@ -22,6 +22,8 @@ pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     init_logging(&config);
     crate::admin_auth::check(&config)?;
     prepare_prefix(&config)?;
+    // The default prefix of `{vault://env/…}` references (Kong's KONG_VAULT_ENV_PREFIX).
+    tollgate_model::vault::set_env_prefix(config.raw.get("vault_env_prefix").cloned());
     let rt = node::runtime()?;
     let result = rt.block_on(serve(config.clone(), run_migrations));
     let _ = std::fs::remove_file(pid_path(&config.prefix));

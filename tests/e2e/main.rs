@@ -24,3 +24,4 @@ mod rate_limiting;
 mod support;
 mod tools_support;
 mod upstreams;
+mod vault;
