@@ -8,6 +8,9 @@
 
 #[cfg(test)]
 mod conformance;
+
+pub mod cassandra;
+mod codec;
 mod memory;
 mod paging;
 pub mod postgres;
