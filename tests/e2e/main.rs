@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary on loopback ports, driven over HTTP.
 
 mod admin;
+mod cassandra;
 mod cli;
 mod deck;
 mod declarative;

@@ -7,6 +7,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::frame::types::{Consistency, SerialConsistency};
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryRowsResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
@@ -51,12 +52,18 @@ impl Conn {
             return Ok(s.clone());
         }
         let st = &self.settings;
-        let profile = ExecutionProfile::builder()
+        let mut profile = ExecutionProfile::builder()
             .consistency(st.read_consistency)
             .serial_consistency(Some(st.serial_consistency))
-            .request_timeout(Some(st.timeout))
-            .build()
-            .into_handle();
+            .request_timeout(Some(st.timeout));
+        if let Some(dc) = &st.local_datacenter {
+            profile = profile.load_balancing_policy(
+                DefaultPolicy::builder()
+                    .prefer_datacenter(dc.clone())
+                    .build(),
+            );
+        }
+        let profile = profile.build().into_handle();
         let mut b = SessionBuilder::new()
             .known_nodes(st.contact_points.iter().map(|h| format!("{h}:{}", st.port)))
             .connection_timeout(st.timeout)

@@ -26,6 +26,7 @@ pub mod test_server;
 mod unique;
 
 pub use options::{parse_consistency, parse_data_centers, CassandraSettings, Replication};
+pub use scylla::frame::types::{Consistency, SerialConsistency};
 pub use store::CassandraStore;
 
 use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError, WriteType};
