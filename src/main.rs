@@ -1,5 +1,6 @@
 //! `tollgate`: a Kong-compatible API gateway.
 
+mod cassandra_conf;
 mod cli;
 mod node;
 

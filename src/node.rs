@@ -4,7 +4,7 @@ use crate::cli::Common;
 use std::sync::Arc;
 use tollgate_config::{Config, Database};
 use tollgate_model::PluginCatalog;
-use tollgate_store::cassandra::{self, CassandraSettings, CassandraStore, Replication};
+use tollgate_store::cassandra::CassandraStore;
 use tollgate_store::postgres::{PgOptions, PgSettings, PostgresStore};
 use tollgate_store::{SqliteStore, Store};
 
@@ -66,7 +66,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(s))
         }
         Database::Cassandra => {
-            let settings = cassandra_settings(config)?;
+            let settings = crate::cassandra_conf::cassandra_settings(config)?;
             let s = CassandraStore::connect(settings)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot use Cassandra: {e}"))?;
@@ -185,88 +185,8 @@ pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
     })
 }
 
-/// Kong 2.8's `cassandra_*` keys.
-pub fn cassandra_settings(config: &Config) -> anyhow::Result<CassandraSettings> {
-    let raw = |k: &str| {
-        config
-            .raw
-            .get(k)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    };
-    let on = |k: &str| matches!(raw(k), Some("on" | "true"));
-    // Refused rather than ignored: the driver here is built without TLS.
-    if on("cassandra_ssl") {
-        anyhow::bail!(
-            "cassandra_ssl = on is not supported by this build of Tollgate yet (its Cassandra \
-             driver has no TLS): use a TLS tunnel or a private network, and cassandra_ssl = off"
-        );
-    }
-    let local_datacenter = raw("cassandra_local_datacenter").map(str::to_string);
-    let lb_policy = raw("cassandra_lb_policy").unwrap_or("RequestRoundRobin");
-    let dc_aware = match lb_policy {
-        "RoundRobin" | "RequestRoundRobin" => false,
-        "DCAwareRoundRobin" | "RequestDCAwareRoundRobin" => true,
-        other => anyhow::bail!(
-            "invalid value for 'cassandra_lb_policy': {other:?} (expected one of: RoundRobin, RequestRoundRobin, DCAwareRoundRobin, RequestDCAwareRoundRobin)"
-        ),
-    };
-    if dc_aware && local_datacenter.is_none() {
-        anyhow::bail!(
-            "must specify 'cassandra_local_datacenter' when {lb_policy} policy is in use"
-        );
-    }
-    let replication = match config.cassandra_repl_strategy.as_str() {
-        "SimpleStrategy" => Replication::Simple(config.cassandra_repl_factor),
-        "NetworkTopologyStrategy" => {
-            let dcs: Vec<String> = raw("cassandra_data_centers")
-                .unwrap_or("dc1:2,dc2:3")
-                .split(',')
-                .map(str::to_string)
-                .collect();
-            Replication::NetworkTopology(
-                cassandra::parse_data_centers(&dcs).map_err(|e| anyhow::anyhow!("{}", e.message()))?,
-            )
-        }
-        other => anyhow::bail!(
-            "invalid value for 'cassandra_repl_strategy': {other:?} (expected SimpleStrategy or NetworkTopologyStrategy)"
-        ),
-    };
-    let consistency = |key: &str, v: &str| {
-        cassandra::parse_consistency(key, v).map_err(|e| anyhow::anyhow!("{}", e.message()))
-    };
-    Ok(CassandraSettings {
-        contact_points: config.cassandra_contact_points.clone(),
-        port: config.cassandra_port,
-        keyspace: config.cassandra_keyspace.clone(),
-        write_consistency: consistency(
-            "cassandra_write_consistency",
-            &config.cassandra_write_consistency,
-        )?,
-        read_consistency: consistency(
-            "cassandra_read_consistency",
-            &config.cassandra_read_consistency,
-        )?,
-        // Kong: LOCAL_SERIAL with a datacenter-aware policy, else SERIAL.
-        serial_consistency: if dc_aware {
-            cassandra::SerialConsistency::LocalSerial
-        } else {
-            cassandra::SerialConsistency::Serial
-        },
-        replication,
-        local_datacenter,
-        username: Some(config.cassandra_username.clone()),
-        password: config.cassandra_password.clone().filter(|p| !p.is_empty()),
-        timeout: config.cassandra_timeout,
-        schema_consensus_timeout: millis_key(config, "cassandra_schema_consensus_timeout")?
-            .unwrap_or(std::time::Duration::from_secs(10)),
-        update_frequency: config.db_update_frequency,
-        node_id: format!("{}:{}", hostname(), std::process::id()),
-    })
-}
-
 /// A millisecond setting, `None` when unset or empty.
-fn millis_key(
+pub(crate) fn millis_key(
     config: &tollgate_config::Config,
     key: &str,
 ) -> anyhow::Result<Option<std::time::Duration>> {
