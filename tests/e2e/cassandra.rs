@@ -3,7 +3,7 @@
 //! race through two nodes (exactly one 201), Kong's error bodies, pages whose offsets
 //! work on any node, and riding out a Cassandra outage.
 
-use crate::support::{cassandra_env, echo_upstream, Gateway, TestCassandra};
+use crate::support::{cassandra_env, command, echo_upstream, Gateway, TestCassandra};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -22,7 +22,15 @@ async fn two_nodes(frequency: &str) -> Vec<Gateway> {
 }
 
 async fn two_nodes_on(node: &TestCassandra, extra: &[(&str, &str)]) -> Vec<Gateway> {
-    let mut env = cassandra_env(node, &fresh_keyspace());
+    two_nodes_in(node, &fresh_keyspace(), extra).await
+}
+
+async fn two_nodes_in(
+    node: &TestCassandra,
+    keyspace: &str,
+    extra: &[(&str, &str)],
+) -> Vec<Gateway> {
+    let mut env = cassandra_env(node, keyspace);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let starts = (0..2).map(|_| {
         let env = env.clone();
@@ -60,7 +68,17 @@ async fn until_status(g: &Gateway, path: &str, want: StatusCode, limit: Duration
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_bootstrap_together_share_writes_and_pages() {
-    let nodes = two_nodes("0.2").await;
+    let node = TestCassandra::shared();
+    let keyspace = fresh_keyspace();
+    let nodes = two_nodes_in(node, &keyspace, &[("TOLLGATE_DB_UPDATE_FREQUENCY", "0.2")]).await;
+    // One schema, fully migrated, whoever ran it.
+    let out = command(&nodes[0].prefix)
+        .args(["migrations", "list"])
+        .envs(cassandra_env(node, &keyspace))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("Database is up-to-date"), "{list}");
     for g in &nodes {
         let (s, st) = g.get("/status").await;
         assert_eq!(s, StatusCode::OK);

@@ -4,7 +4,8 @@
 //! Writes are not transactions: a write claims its unique values (LWT), checks its
 //! foreign keys, writes the row and its references, releases values it no longer uses,
 //! then records its event. A crash midway leaves at worst a claim nobody uses, which the
-//! next claimant takes over after checking that the owner row no longer holds it.
+//! next claimant takes over once it is older than any write in progress and its owner row
+//! does not hold the value (deleted, renamed or expired).
 
 use super::conn::{decode, Conn, Kind};
 use super::events::{self, Feed};
@@ -103,6 +104,11 @@ impl CassandraStore {
             events,
             stop,
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
     }
 
     pub fn settings(&self) -> &CassandraSettings {
@@ -257,6 +263,12 @@ impl CassandraStore {
         Ok(claims(schema, &row).iter().any(|(k, _)| k == key))
     }
 
+    /// How old a claim must be before a row that does not use it counts as gone: longer
+    /// than a write between claiming and writing its row can take.
+    fn claim_grace(&self) -> std::time::Duration {
+        self.conn.settings.timeout * 4 + std::time::Duration::from_secs(10)
+    }
+
     /// Claims `key` for `id`, taking over stale claims; Kong's error when a live row
     /// holds it.
     async fn claim(
@@ -271,7 +283,12 @@ impl CassandraStore {
             match unique::claim(&self.conn, key, id, stale.as_deref()).await? {
                 unique::Claim::Ours => return Ok(()),
                 unique::Claim::HeldBy(other) => {
-                    if self.still_uses(schema, &other, key).await? {
+                    // A claim whose row does not use it is stale only once it is older
+                    // than any write in progress: a fresh one may belong to a create or
+                    // rename that has claimed but not yet written its row.
+                    if self.still_uses(schema, &other, key).await?
+                        || !unique::older_than(&self.conn, key, self.claim_grace()).await?
+                    {
                         return Err(error);
                     }
                     if stale.as_deref() == Some(other.as_str()) {

@@ -58,7 +58,7 @@ async fn concurrent_bootstraps_on_an_absent_keyspace_make_one_schema() {
 async fn the_same_name_created_at_once_through_two_stores_has_one_winner() {
     let (_k, a) = open().await;
     let b = store(a.settings().keyspace.as_str(), Duration::from_secs(5)).await;
-    for round in 0..5 {
+    for round in 0..10 {
         let name = format!("race-{round}");
         let r1 = row("services", json!({"name": name, "host": "a.com"}));
         let r2 = row("services", json!({"name": name, "host": "b.com"}));
@@ -158,4 +158,39 @@ async fn writes_reach_other_stores_by_polling() {
     }
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(b.changes().borrow().get("consumers"), 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crashed_writer_is_taken_over_only_once_old() {
+    use super::conn::Kind;
+    let (_k, s) = open().await;
+    let ghost = "6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a";
+    let s = &s;
+    let claim = |name: &str, micros_ago: i64| {
+        let key = format!("services\u{1f}u_name\u{1f}{name}");
+        let at = (crate::rules::now() * 1_000_000) - micros_ago;
+        let cql = format!(
+            "INSERT INTO {} (k, id) VALUES (?, ?) USING TIMESTAMP {at}",
+            s.conn().ks.t("uniques")
+        );
+        async move { s.conn().run(&cql, Kind::Write, (key, ghost)).await.unwrap() }
+    };
+    // An hour-old claim whose row was never written: taken over.
+    claim("old", 3_600_000_000).await;
+    s.insert(
+        schema("services"),
+        row("services", json!({"name": "old", "host": "a.com"})),
+    )
+    .await
+    .unwrap();
+    // A fresh one may be a create in progress: the name is taken.
+    claim("fresh", 0).await;
+    let e = s
+        .insert(
+            schema("services"),
+            row("services", json!({"name": "fresh", "host": "a.com"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status(), 409);
 }

@@ -131,3 +131,26 @@ pub(crate) async fn release(conn: &Conn, k: &str, id: &str) -> Result<()> {
         "cassandra: could not release the unique value {k:?} (contention)"
     )))
 }
+
+/// Whether the claim on `k` was written more than `age` ago (by Cassandra's clock; read at
+/// SERIAL so an accepted proposal counts). A claim that is gone counts as old.
+pub(crate) async fn older_than(conn: &Conn, k: &str, age: std::time::Duration) -> Result<bool> {
+    let r = conn
+        .rows(
+            &format!(
+                "SELECT WRITETIME(id) FROM {} WHERE k = ?",
+                conn.ks.t("uniques")
+            ),
+            Kind::Serial,
+            (k,),
+        )
+        .await?;
+    let Some((Some(written),)) = super::conn::decode::<(Option<i64>,)>(&r)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(true);
+    };
+    let now_ms = super::events::server_now(conn).await?;
+    Ok(now_ms - written / 1000 > age.as_millis() as i64)
+}
