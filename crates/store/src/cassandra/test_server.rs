@@ -65,6 +65,51 @@ impl TestCassandra {
         node
     }
 
+    /// Two nodes on 127.0.0.1 and 127.0.0.2 (same ports, both seeds, started together),
+    /// deleted when this process exits.
+    pub fn ring() -> Vec<TestCassandra> {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (port, storage) = (free(), free());
+        let seeds = format!("127.0.0.1:{storage},127.0.0.2:{storage}");
+        let starts: Vec<_> = ["127.0.0.1", "127.0.0.2"]
+            .iter()
+            .map(|addr| {
+                let dir =
+                    std::env::temp_dir().join(format!("tollgate-cassandra-{}", unique_suffix()));
+                let child = std::process::Command::new(script())
+                    .arg("start")
+                    .arg(&dir)
+                    .args(["--owner", &std::process::id().to_string()])
+                    .args(["--addr", addr, "--port", &port.to_string()])
+                    .args(["--storage-port", &storage.to_string(), "--seeds", &seeds])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("cannot run scripts/cassandra");
+                (dir, child)
+            })
+            .collect();
+        starts
+            .into_iter()
+            .map(|(dir, child)| {
+                let out = child.wait_with_output().expect("scripts/cassandra");
+                assert!(
+                    out.status.success(),
+                    "scripts/cassandra start (ring) failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let mut node = parse_contact(String::from_utf8_lossy(&out.stdout).trim());
+                node.dir = Some(dir);
+                node
+            })
+            .collect()
+    }
+
     pub fn contact(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }

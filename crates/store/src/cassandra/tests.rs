@@ -194,3 +194,56 @@ async fn a_claim_left_by_a_crashed_writer_is_taken_over_only_once_old() {
         .unwrap_err();
     assert_eq!(e.http_status(), 409);
 }
+
+/// Opt-in (two more JVMs, ~2 GB): `cargo test -p tollgate-store -- --ignored ring`.
+#[tokio::test]
+#[ignore = "starts a two-node Cassandra ring (~2 GB of memory)"]
+async fn ring_two_coordinators_bootstrap_together_and_race_names_at_quorum() {
+    use super::{Consistency, Replication};
+    let ring = TestCassandra::ring();
+    let ks = fresh_keyspace();
+    let mut stores = Vec::new();
+    for node in &ring {
+        let mut st = node.settings(&ks, Duration::from_millis(200));
+        st.replication = Replication::Simple(2);
+        st.read_consistency = Consistency::Quorum;
+        st.write_consistency = Consistency::Quorum;
+        stores.push(CassandraStore::connect(st).await.unwrap());
+    }
+    let (a, b) = (&stores[0], &stores[1]);
+    let (x, y) = tokio::join!(a.migrations_bootstrap(), b.migrations_bootstrap());
+    let ran = [x.unwrap(), y.unwrap()];
+    assert_eq!(ran.iter().filter(|r| !r.is_empty()).count(), 1, "{ran:?}");
+    for round in 0..10 {
+        let name = format!("ring-{round}");
+        let (x, y) = tokio::join!(
+            a.insert(
+                schema("services"),
+                row("services", json!({"name": name, "host": "a.com"}))
+            ),
+            b.insert(
+                schema("services"),
+                row("services", json!({"name": name, "host": "b.com"}))
+            )
+        );
+        assert_eq!(
+            [x.is_ok(), y.is_ok()].iter().filter(|o| **o).count(),
+            1,
+            "{x:?} {y:?}"
+        );
+        let e = x.err().or(y.err()).unwrap();
+        assert_eq!(e.http_status(), 409, "{e:?}");
+    }
+    // Each coordinator sees the other's rows and pages.
+    let p = b
+        .page(
+            schema("services"),
+            &PageQuery {
+                size: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.rows.len(), 10);
+}
