@@ -43,15 +43,33 @@ fn outcome(r: &QueryRowsResult) -> Result<(bool, Option<String>)> {
     Ok((applied, id))
 }
 
+/// A read at SERIAL of `k`'s row. A SERIAL read is a Paxos round itself: under
+/// contention it times out like an LWT, so it is retried the same way.
+async fn serial_read(conn: &Conn, cql: &str, k: &str) -> Result<QueryRowsResult> {
+    let mut last = None;
+    for attempt in 0..ATTEMPTS as u64 {
+        match conn.exec(cql, Kind::Serial, (k,)).await? {
+            Ok(r) => return Ok(r),
+            Err(e) if cas_unknown(&e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
+            }
+            Err(e) => return Err(cerr(e)),
+        }
+    }
+    Err(last
+        .map(cerr)
+        .unwrap_or_else(|| Error::database("cassandra: serial read")))
+}
+
 /// The current owner of `k`, read at SERIAL (sees every accepted Paxos proposal).
 async fn owner(conn: &Conn, k: &str) -> Result<Option<String>> {
-    let r = conn
-        .rows(
-            &format!("SELECT id FROM {} WHERE k = ?", conn.ks.t("uniques")),
-            Kind::Serial,
-            (k,),
-        )
-        .await?;
+    let r = serial_read(
+        conn,
+        &format!("SELECT id FROM {} WHERE k = ?", conn.ks.t("uniques")),
+        k,
+    )
+    .await?;
     Ok(super::conn::decode::<(Option<String>,)>(&r)?
         .into_iter()
         .next()
@@ -96,7 +114,7 @@ pub(crate) async fn claim(conn: &Conn, k: &str, id: &str, stale: Option<&str>) -
                 Some(o) if o == id => return Ok(Claim::Ours),
                 Some(o) if Some(o.as_str()) != stale => return Ok(Claim::HeldBy(o)),
                 // Not applied (yet): try again.
-                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             },
             Err(e) => return Err(cerr(e)),
         }
@@ -135,16 +153,15 @@ pub(crate) async fn release(conn: &Conn, k: &str, id: &str) -> Result<()> {
 /// Whether the claim on `k` was written more than `age` ago (by Cassandra's clock; read at
 /// SERIAL so an accepted proposal counts). A claim that is gone counts as old.
 pub(crate) async fn older_than(conn: &Conn, k: &str, age: std::time::Duration) -> Result<bool> {
-    let r = conn
-        .rows(
-            &format!(
-                "SELECT WRITETIME(id) FROM {} WHERE k = ?",
-                conn.ks.t("uniques")
-            ),
-            Kind::Serial,
-            (k,),
-        )
-        .await?;
+    let r = serial_read(
+        conn,
+        &format!(
+            "SELECT WRITETIME(id) FROM {} WHERE k = ?",
+            conn.ks.t("uniques")
+        ),
+        k,
+    )
+    .await?;
     let Some((Some(written),)) = super::conn::decode::<(Option<i64>,)>(&r)?
         .into_iter()
         .next()
