@@ -3,7 +3,7 @@
 //! race through two nodes (exactly one 201), Kong's error bodies, pages whose offsets
 //! work on any node, and riding out a Cassandra outage.
 
-use crate::support::{cassandra_env, command, echo_upstream, Gateway, TestCassandra};
+use crate::support::{cassandra_env, command, echo_upstream, until_status, Gateway, TestCassandra};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -41,29 +41,6 @@ async fn two_nodes_in(
         }
     });
     futures_util::future::join_all(starts).await
-}
-
-/// Polls `g`'s proxy for `path` until it answers `want`; how long that took.
-async fn until_status(g: &Gateway, path: &str, want: StatusCode, limit: Duration) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let s = g
-            .client
-            .get(format!("{}{}", g.proxy, path))
-            .send()
-            .await
-            .map(|r| r.status())
-            .ok();
-        if s == Some(want) {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{path} on {} still answers {s:?} after {limit:?}",
-            g.proxy
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

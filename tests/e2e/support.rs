@@ -384,3 +384,26 @@ pub async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
     });
     (format!("http://{addr}"), h)
 }
+
+/// Polls `g`'s proxy for `path` until it answers `want`; how long that took.
+pub async fn until_status(g: &Gateway, path: &str, want: StatusCode, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let s = g
+            .client
+            .get(format!("{}{}", g.proxy, path))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok();
+        if s == Some(want) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{path} on {} still answers {s:?} after {limit:?}",
+            g.proxy
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

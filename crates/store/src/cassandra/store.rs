@@ -16,7 +16,7 @@ use crate::paging::{decode_offset, decode_tag_offset, encode_offset, encode_tag_
 use crate::rules::{self, now, parse_row, take_ttl, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagPage, MIGRATIONS,
+    PageQuery, RawRow, RowChange, ScanPage, Store, TagPage,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -246,6 +246,23 @@ impl CassandraStore {
             )
             .await
             .map(drop)
+    }
+
+    /// The row that claimed the unique value `key`, if any (a plain read: callers check
+    /// that row before trusting it).
+    async fn claim_owner(&self, key: &str) -> Result<Option<String>> {
+        let r = self
+            .conn
+            .rows(
+                &format!("SELECT id FROM {} WHERE k = ?", self.t("uniques")),
+                Kind::Read,
+                (key,),
+            )
+            .await?;
+        Ok(decode::<(Option<String>,)>(&r)?
+            .into_iter()
+            .next()
+            .and_then(|(id,)| id))
     }
 
     /// Whether row `owner` of `schema` still uses the unique value `key` (else its claim
@@ -613,15 +630,7 @@ impl CassandraStore {
                 {
                     return Err(c.error);
                 }
-                let r = self
-                    .conn
-                    .rows(
-                        &format!("SELECT id FROM {} WHERE k = ?", self.t("uniques")),
-                        Kind::Read,
-                        (&key,),
-                    )
-                    .await?;
-                if let Some((Some(owner),)) = decode::<(Option<String>,)>(&r)?.into_iter().next() {
+                if let Some(owner) = self.claim_owner(&key).await? {
                     if owner != id && self.still_uses(schema, &owner, &key).await? {
                         return Err(c.error);
                     }
@@ -679,15 +688,7 @@ impl Store for CassandraStore {
             )));
         };
         let key = ukey(schema.name, &rules::unique_col(f.name), value);
-        let r = self
-            .conn
-            .rows(
-                &format!("SELECT id FROM {} WHERE k = ?", self.t("uniques")),
-                Kind::Read,
-                (&key,),
-            )
-            .await?;
-        let Some((Some(owner),)) = decode::<(Option<String>,)>(&r)?.into_iter().next() else {
+        let Some(owner) = self.claim_owner(&key).await? else {
             return Ok(None);
         };
         let Some(raw) = self.select_raw(schema, &owner, false).await? else {
@@ -901,13 +902,9 @@ impl Store for CassandraStore {
     }
 
     async fn migrations_status(&self) -> Result<MigrationStatus> {
-        let executed = schema::executed(&self.conn).await?;
-        let pending = MIGRATIONS
-            .iter()
-            .filter(|m| !executed.iter().any(|e| e == *m))
-            .map(|m| (*m).to_string())
-            .collect();
-        Ok(MigrationStatus { executed, pending })
+        Ok(MigrationStatus::from_executed(
+            schema::executed(&self.conn).await?,
+        ))
     }
 
     async fn migrations_bootstrap(&self) -> Result<Vec<String>> {
