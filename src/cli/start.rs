@@ -522,14 +522,14 @@ fn spawn_rebuilder(
     (snapshot, consumers): (SharedSnapshot, SharedConsumers),
     healthy_db: Arc<AtomicBool>,
 ) {
-    let spaced = store.kind() == "postgres";
+    let spaced = matches!(store.kind(), "postgres" | "cassandra");
     tokio::spawn(async move {
         let mut last_rebuild: Option<std::time::Instant> = None;
         while changes.changed().await.is_ok() {
             // A stream of writes (a busy cluster) would rebuild once per write: keep
             // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
             // delayed (the previous rebuild is long past).
-            // Only where many nodes write (PostgreSQL): on one node a write's own rebuild
+            // Only where many nodes write (PostgreSQL, Cassandra): on one node a write's own rebuild
             // is what its writer waits for.
             if let Some(wait) = last_rebuild
                 .filter(|_| spaced)

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_auth;
+mod cassandra;
 mod cli;
 mod deck;
 mod declarative;
