@@ -1,6 +1,7 @@
 //! `tollgate`: a Kong-compatible API gateway.
 
 mod admin_auth;
+mod cassandra_conf;
 mod cli;
 mod node;
 

@@ -4,6 +4,7 @@ use crate::cli::Common;
 use std::sync::Arc;
 use tollgate_config::{Config, Database};
 use tollgate_model::PluginCatalog;
+use tollgate_store::cassandra::CassandraStore;
 use tollgate_store::postgres::{PgOptions, PgSettings, PostgresStore};
 use tollgate_store::{SqliteStore, Store};
 
@@ -66,9 +67,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .map_err(|e| anyhow::anyhow!("cannot use PostgreSQL: {e}"))?;
             Ok(Arc::new(s))
         }
-        Database::Cassandra => anyhow::bail!(
-            "database = cassandra is not available in this build yet; use database = sqlite (the default) or database = off"
-        ),
+        Database::Cassandra => {
+            let settings = crate::cassandra_conf::cassandra_settings(config)?;
+            let s = CassandraStore::connect(settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot use Cassandra: {e}"))?;
+            Ok(Arc::new(s))
+        }
         Database::Off => anyhow::bail!("this command needs a database, but database = off"),
     }
 }
@@ -183,7 +188,7 @@ pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
 }
 
 /// A millisecond setting, `None` when unset or empty.
-fn millis_key(
+pub(crate) fn millis_key(
     config: &tollgate_config::Config,
     key: &str,
 ) -> anyhow::Result<Option<std::time::Duration>> {

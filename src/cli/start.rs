@@ -22,6 +22,8 @@ pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     init_logging(&config);
     crate::admin_auth::check(&config)?;
     prepare_prefix(&config)?;
+    // The default prefix of `{vault://env/…}` references (Kong's KONG_VAULT_ENV_PREFIX).
+    tollgate_model::vault::set_env_prefix(config.raw.get("vault_env_prefix").cloned());
     let rt = node::runtime()?;
     let result = rt.block_on(serve(config.clone(), run_migrations));
     let _ = std::fs::remove_file(pid_path(&config.prefix));
@@ -520,14 +522,14 @@ fn spawn_rebuilder(
     (snapshot, consumers): (SharedSnapshot, SharedConsumers),
     healthy_db: Arc<AtomicBool>,
 ) {
-    let spaced = store.kind() == "postgres";
+    let spaced = matches!(store.kind(), "postgres" | "cassandra");
     tokio::spawn(async move {
         let mut last_rebuild: Option<std::time::Instant> = None;
         while changes.changed().await.is_ok() {
             // A stream of writes (a busy cluster) would rebuild once per write: keep
             // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
             // delayed (the previous rebuild is long past).
-            // Only where many nodes write (PostgreSQL): on one node a write's own rebuild
+            // Only where many nodes write (PostgreSQL, Cassandra): on one node a write's own rebuild
             // is what its writer waits for.
             if let Some(wait) = last_rebuild
                 .filter(|_| spaced)

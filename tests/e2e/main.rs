@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_auth;
+mod cassandra;
 mod cli;
 mod deck;
 mod declarative;
@@ -24,3 +25,4 @@ mod rate_limiting;
 mod support;
 mod tools_support;
 mod upstreams;
+mod vault;

@@ -1,7 +1,7 @@
 //! A cluster of gateways on one PostgreSQL: concurrent bootstrap, propagation of writes
 //! (LISTEN/NOTIFY and the polling fallback), and riding out a database outage.
 
-use crate::support::{command, echo_upstream, pg_env, Gateway, TestServer};
+use crate::support::{command, echo_upstream, pg_env, until_status, Gateway, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,29 +26,6 @@ async fn cluster(
         }
     });
     futures_util::future::join_all(starts).await
-}
-
-/// Polls `g`'s proxy for `path` until it answers `want`; how long that took.
-async fn until_status(g: &Gateway, path: &str, want: StatusCode, limit: Duration) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let s = g
-            .client
-            .get(format!("{}{}", g.proxy, path))
-            .send()
-            .await
-            .map(|r| r.status())
-            .ok();
-        if s == Some(want) {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{path} on {} still answers {s:?} after {limit:?}",
-            g.proxy
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

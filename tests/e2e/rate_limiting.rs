@@ -219,9 +219,9 @@ async fn local_policy_consumer_vs_ip_hide_headers_and_config_changes() {
 }
 
 /// A real redis-server on a loopback port, killed (by its PID) when dropped.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -232,7 +232,7 @@ impl Redis {
 
     /// `redis-server --port <port> --bind 127.0.0.1 --save '' --appendonly no <extra>`,
     /// run from a temporary directory. With `--port 0` in `extra` the port is TLS only.
-    fn start_with(port: u16, extra: &[&str]) -> Redis {
+    pub(crate) fn start_with(port: u16, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port_arg = port.to_string();
         let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1"];

@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+pub use tollgate_store::cassandra::test_server::TestCassandra;
 pub use tollgate_store::postgres::test_server::TestServer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
@@ -40,8 +41,27 @@ pub fn pg_env(server: &TestServer, name: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The environment that points a gateway at `keyspace` on the Cassandra `node`.
+pub fn cassandra_env(node: &TestCassandra, keyspace: &str) -> Vec<(String, String)> {
+    vec![
+        ("TOLLGATE_DATABASE".into(), "cassandra".into()),
+        (
+            "TOLLGATE_CASSANDRA_CONTACT_POINTS".into(),
+            node.host.clone(),
+        ),
+        ("TOLLGATE_CASSANDRA_PORT".into(), node.port.to_string()),
+        ("TOLLGATE_CASSANDRA_KEYSPACE".into(), keyspace.to_string()),
+        // A busy CI machine: schema changes may take seconds each.
+        (
+            "TOLLGATE_CASSANDRA_SCHEMA_CONSENSUS_TIMEOUT".into(),
+            "60000".into(),
+        ),
+        ("TOLLGATE_CASSANDRA_TIMEOUT".into(), "10000".into()),
+    ]
+}
+
 pub struct Gateway {
-    /// `sqlite` or `postgres`, as the Admin API reports it.
+    /// `sqlite`, `postgres` or `cassandra`, as the Admin API reports it.
     pub database: &'static str,
     child: Option<Child>,
     pub prefix: PathBuf,
@@ -150,11 +170,13 @@ impl Gateway {
             cmd.env(k, v.replace("{proxy_port}", &p.to_string()));
         }
         let child = cmd.spawn().expect("spawn tollgate");
-        let postgres = env
-            .iter()
-            .any(|(k, v)| *k == "TOLLGATE_DATABASE" && *v == "postgres");
+        let database = match env.iter().find(|(k, _)| *k == "TOLLGATE_DATABASE") {
+            Some((_, "postgres")) => "postgres",
+            Some((_, "cassandra")) => "cassandra",
+            _ => "sqlite",
+        };
         Gateway {
-            database: if postgres { "postgres" } else { "sqlite" },
+            database,
             child: Some(child),
             prefix,
             _dir: None,
@@ -179,7 +201,10 @@ impl Gateway {
 
     /// Waits for readiness; the process's log when it exits or does not get ready.
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Bootstrapping a Cassandra keyspace is a series of schema changes (seconds each
+        // on a busy machine).
+        let limit = if self.database == "cassandra" { 90 } else { 20 };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -367,4 +392,27 @@ pub async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
         }
     });
     (format!("http://{addr}"), h)
+}
+
+/// Polls `g`'s proxy for `path` until it answers `want`; how long that took.
+pub async fn until_status(g: &Gateway, path: &str, want: StatusCode, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let s = g
+            .client
+            .get(format!("{}{}", g.proxy, path))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok();
+        if s == Some(want) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{path} on {} still answers {s:?} after {limit:?}",
+            g.proxy
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

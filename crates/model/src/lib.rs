@@ -4,11 +4,13 @@
 pub mod declarative;
 pub mod entities;
 pub mod error;
+pub mod fuzzing;
 pub mod pem;
 pub mod plugin;
 pub mod row_text;
 pub mod schema;
 pub mod url;
+pub mod vault;
 
 pub use entities::{by_admin_path, by_name, ALL as ENTITIES};
 pub use error::{Error, ErrorCode, Result};

@@ -94,7 +94,7 @@ pub fn hash(consumer_id: &str, password: &[u8]) -> String {
 
 /// `ngx.decode_base64`: the alphabet up to the first `=`, padding optional; anything
 /// else (or a length of 4n+1) is not base64.
-fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -124,7 +124,7 @@ fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
 
 /// `\s*[Bb]asic\s*(.+)` (unanchored), base64, then `([^:]+):(.*)` (unanchored; `.`
 /// stops at a newline).
-fn parse(header: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn parse(header: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let at = header
         .windows(5)
         .position(|w| w[0].eq_ignore_ascii_case(&b'b') && &w[1..] == b"asic")?;

@@ -410,7 +410,7 @@ impl Plugins {
             let (spec, plugin) = match registry(name) {
                 Some(spec) => {
                     let config = row.get("config").cloned().unwrap_or_default();
-                    match (spec.compile)(&config) {
+                    match resolve_references(spec, config).and_then(|c| (spec.compile)(&c)) {
                         Ok(mut p) => {
                             p.bind(&crate::api::InstanceScope {
                                 id: &id,
@@ -422,7 +422,7 @@ impl Plugins {
                         }
                         Err(e) => {
                             tracing::error!(plugin = name, %id, "plugin config does not compile: {e}");
-                            (spec, Box::new(Broken(e)) as Box<dyn Plugin>)
+                            (broken(spec), Box::new(Broken(e)) as Box<dyn Plugin>)
                         }
                     }
                 }
@@ -618,6 +618,46 @@ impl Plugins {
             }
         }
     }
+}
+
+/// `config` with the references in its referenceable fields resolved (in memory only:
+/// the row keeps them). The schema is walked only when a reference is present.
+fn resolve_references(
+    spec: &PluginSpec,
+    mut config: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    if !tollgate_model::vault::contains_reference(&config) {
+        return Ok(config);
+    }
+    if let serde_json::Value::Object(m) = &mut config {
+        let def = (spec.schema)();
+        tollgate_model::vault::resolve_record(&def.config, m, &tollgate_model::vault::resolve)?;
+    }
+    Ok(config)
+}
+
+/// `spec` with an access phase, for an instance that cannot run: a log-only plugin whose
+/// configuration does not compile still fails its requests rather than silently doing
+/// nothing. One leaked copy per plugin name, so rebuilding snapshots does not grow memory.
+fn broken(spec: &'static PluginSpec) -> &'static PluginSpec {
+    use std::sync::Mutex;
+    static BROKEN: Mutex<Vec<&'static PluginSpec>> = Mutex::new(Vec::new());
+    if spec.phases.access {
+        return spec;
+    }
+    let mut all = BROKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = all.iter().find(|s| s.name == spec.name) {
+        return s;
+    }
+    let s: &'static PluginSpec = Box::leak(Box::new(PluginSpec {
+        phases: Phases {
+            access: true,
+            ..spec.phases
+        },
+        ..*spec
+    }));
+    all.push(s);
+    s
 }
 
 /// The spec given to rows naming a plugin this build does not have.

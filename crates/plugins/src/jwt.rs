@@ -223,16 +223,16 @@ enum Token {
 }
 
 /// A decoded token (Kong's `jwt_parser:new`).
-struct Decoded<'t> {
+pub(crate) struct Decoded<'t> {
     /// `header_64 .. "." .. claims_64`, what the signature covers.
-    signed: &'t str,
-    header: Map<String, Value>,
-    claims: Map<String, Value>,
-    signature: Vec<u8>,
+    pub(crate) signed: &'t str,
+    pub(crate) header: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) signature: Vec<u8>,
 }
 
 /// Kong's `decode_token`; the error is the text after `Bad token; `.
-fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
+pub(crate) fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
     // At most three parts: a signature may itself contain dots.
     let mut it = token.splitn(3, '.');
     let (Some(h64), Some(c64), Some(s64)) = (it.next(), it.next(), it.next()) else {

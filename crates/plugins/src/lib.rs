@@ -19,6 +19,7 @@ mod body;
 mod body_filter;
 pub mod chain;
 pub mod consumers;
+pub mod fuzzing;
 pub mod log;
 pub mod log_plugins;
 mod lua;

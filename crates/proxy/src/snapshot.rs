@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_model::vault;
 use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
 use tollgate_router::{PathHandling, RouteSpec, Router};
 
@@ -213,18 +214,20 @@ impl Snapshot {
         let mut certificates_by_id = HashMap::new();
         for row in rows("certificates") {
             let id = s(row, "id").ok_or("certificate without id")?;
-            let (Some(cert), Some(key)) = (s(row, "cert"), s(row, "key")) else {
-                continue;
-            };
-            let primary =
-                tls::certified_key(&cert, &key).map_err(|e| format!("certificate {id}: {e}"))?;
-            let alt = match (s(row, "cert_alt"), s(row, "key_alt")) {
-                (Some(c), Some(k)) => {
-                    Some(tls::certified_key(&c, &k).map_err(|e| format!("certificate {id}: {e}"))?)
+            match certificate(row) {
+                Ok(Some(pair)) => {
+                    certificates_by_id.insert(id, Arc::new(pair));
                 }
-                _ => None,
-            };
-            certificates_by_id.insert(id, Arc::new(CertPair { primary, alt }));
+                Ok(None) => {}
+                // A certificate whose secret is a reference that does not resolve (or
+                // resolves to no valid PEM) is not served: its SNIs get the default
+                // certificate, as in Kong. Stored PEM was validated on write, so any other
+                // failure is an error of the whole configuration.
+                Err(e) if has_reference(row) => {
+                    tracing::error!(certificate = %id, "certificate not served: {e}");
+                }
+                Err(e) => return Err(format!("certificate {id}: {e}")),
+            }
         }
         let mut certificates = CertStore::default();
         for row in rows("snis") {
@@ -415,6 +418,42 @@ impl Snapshot {
             consumers,
         })
     }
+}
+
+/// Whether a row holds a `{vault://…}` reference in any field.
+fn has_reference(row: &Row) -> bool {
+    row.values().any(vault::contains_reference)
+}
+
+/// A certificate row compiled, its references resolved first (in memory only).
+fn certificate(row: &Row) -> Result<Option<CertPair>, String> {
+    let resolved;
+    let refs = has_reference(row);
+    let row = if refs {
+        let schema = tollgate_model::by_name("certificates").ok_or("no certificates schema")?;
+        let mut r = row.clone();
+        vault::resolve_record(&schema.fields, &mut r, &vault::resolve)?;
+        resolved = r;
+        &resolved
+    } else {
+        row
+    };
+    // The Admin API checked literal pairs on write; resolved ones are checked here.
+    let pair = |c: &str, k: &str| {
+        if refs && !tollgate_model::pem::key_matches(c, k).unwrap_or(false) {
+            return Err("resolved certificate does not match its key".to_string());
+        }
+        tls::certified_key(c, k)
+    };
+    let (Some(cert), Some(key)) = (s(row, "cert"), s(row, "key")) else {
+        return Ok(None);
+    };
+    let primary = pair(&cert, &key)?;
+    let alt = match (s(row, "cert_alt"), s(row, "key_alt")) {
+        (Some(c), Some(k)) => Some(pair(&c, &k)?),
+        _ => None,
+    };
+    Ok(Some(CertPair { primary, alt }))
 }
 
 /// Splits `host:port`, `[v6]:port`, `host` (port `None`).

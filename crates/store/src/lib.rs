@@ -8,6 +8,9 @@
 
 #[cfg(test)]
 mod conformance;
+
+pub mod cassandra;
+mod codec;
 mod memory;
 mod paging;
 pub mod postgres;
@@ -137,6 +140,17 @@ pub struct MigrationStatus {
 }
 
 impl MigrationStatus {
+    /// The status given the executed migrations: every other one of [`MIGRATIONS`] is
+    /// pending.
+    pub fn from_executed(executed: Vec<String>) -> Self {
+        let pending = MIGRATIONS
+            .iter()
+            .filter(|m| !executed.iter().any(|e| e == *m))
+            .map(|m| (*m).to_string())
+            .collect();
+        MigrationStatus { executed, pending }
+    }
+
     pub fn bootstrapped(&self) -> bool {
         !self.executed.is_empty()
     }

@@ -1,6 +1,7 @@
 use super::entity;
 use crate::pem;
 use crate::schema::{typedefs as t, EntityCheck, EntitySchema, Field, Type};
+use crate::vault::is_reference as is_ref;
 use serde_json::Value;
 
 pub(super) fn schema() -> EntitySchema {
@@ -47,9 +48,4 @@ pub(super) fn schema() -> EntitySchema {
     ];
     s.import_order = 1;
     s
-}
-
-/// A `{vault://…}` reference, validated when the snapshot resolves it.
-pub(crate) fn is_ref(v: &str) -> bool {
-    v.starts_with("{vault://") && v.ends_with('}')
 }

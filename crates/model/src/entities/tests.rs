@@ -318,3 +318,37 @@ fn whole_numbers_print_as_cjson_does() {
         "{j}"
     );
 }
+
+#[test]
+fn certificates_accept_env_references_in_referenceable_fields() {
+    // Kong checks only the shape of a reference (the PEM checks and the key match wait for
+    // the value); other vaults are refused here because this build cannot resolve them.
+    let row = process(
+        "certificates",
+        json!({"cert": "{vault://env/tls/cert}", "key": "{vault://env/tls-key#2}"}),
+    )
+    .unwrap();
+    assert_eq!(row["key"], "{vault://env/tls-key#2}");
+    let e = field_err(
+        "certificates",
+        json!({"cert": "{vault://hcv/c}", "key": "{vault://env/k}"}),
+        "cert",
+    );
+    assert!(
+        e.as_str().unwrap().contains("vault 'hcv' is not supported"),
+        "{e}"
+    );
+    let e = field_err(
+        "certificates",
+        json!({"cert": "{vault://env/c}", "key": "{vault://env}"}),
+        "key",
+    );
+    assert!(e.as_str().unwrap().contains("empty path"), "{e}");
+    // A field that is not referenceable takes the text literally: a CA certificate is PEM.
+    let e = field_err(
+        "ca_certificates",
+        json!({"cert": "{vault://env/ca}"}),
+        "cert",
+    );
+    assert!(e.is_string(), "{e}");
+}

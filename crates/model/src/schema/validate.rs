@@ -397,6 +397,11 @@ pub fn is_uuid(s: &str) -> bool {
 }
 
 fn check_string(f: &Field, s: &str) -> std::result::Result<(), String> {
+    // Kong skips a referenceable field's checks for a reference: the value is only known
+    // when the snapshot resolves it. The reference itself must be one this build resolves.
+    if f.referenceable && crate::vault::is_reference(s) {
+        return crate::vault::validate(s);
+    }
     for c in &f.checks {
         match c {
             Check::LenMin(n) if s.chars().count() < *n => {

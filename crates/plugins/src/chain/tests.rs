@@ -258,3 +258,40 @@ fn a_config_that_does_not_compile_fails_its_requests() {
         500
     );
 }
+
+#[test]
+fn an_unresolvable_reference_fails_even_a_log_only_plugin() {
+    // http-log runs only in the log phase: its broken instance still fails the request.
+    let mut log = row("http-log", "hl", Some("r1"), None, None);
+    let config = crate::testing::defaults(
+        crate::spec("http-log").unwrap(),
+        json!({"http_endpoint": "http://127.0.0.1:9/",
+               "headers": {"x-token": "{vault://env/tg_chain_test_unset}"}}),
+    );
+    log.insert("config".into(), Value::Object(config));
+    let p = build(vec![log]);
+    let chain = p.chain(Some("r1"), None);
+    let ix = fixture();
+    let mut pr = parts("GET", "/", &[]);
+    let mut cx = RequestCx::new(&mut pr, [127, 0, 0, 1].into(), &ix);
+    let e = chain.access(&mut cx, &mut Collected::new()).unwrap_exit();
+    assert_eq!(e.status, 500);
+}
+
+#[test]
+fn references_resolve_only_in_referenceable_fields() {
+    // PATH is set in any test process.
+    let path = std::env::var("PATH").unwrap();
+    let spec = crate::spec("http-log").unwrap();
+    let config = json!({"http_endpoint": "{vault://env/path}",
+                        "content_type": "{vault://env/path}",
+                        "headers": {"x-token": "{vault://env/path}"}});
+    let out = resolve_references(spec, config).unwrap();
+    assert_eq!(out["headers"]["x-token"], path.as_str());
+    assert_eq!(out["http_endpoint"], path.as_str());
+    // Not referenceable: kept as written.
+    assert_eq!(out["content_type"], "{vault://env/path}");
+    let unset = json!({"headers": {"x": "{vault://env/tg_chain_test_unset}"}});
+    let e = resolve_references(spec, unset).unwrap_err();
+    assert!(e.contains("{vault://env/tg_chain_test_unset}"), "{e}");
+}

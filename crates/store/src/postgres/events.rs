@@ -13,13 +13,12 @@
 //! as it does when the database comes back after it could not be read.
 
 use super::options::PgOptions;
-use crate::{ChangeEvent, ChangeOp, Changes, RawRow, RowChange};
+use crate::{ChangeEvent, Changes};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
-use tollgate_model::{entities, Error, Result};
+use tollgate_model::Result;
 
 /// The notification channel.
 pub(crate) const CHANNEL: &str = "tollgate_events";
@@ -32,70 +31,7 @@ const BATCH: i64 = 512;
 /// [`crate::ADMIN_TOKENS`] counter on every node, which then rereads the token table.
 pub(crate) const ADMIN_TOKENS_EVENT: &str = r#"{"admin_tokens":true}"#;
 
-/// The stored form of one commit (the `data` column).
-pub(crate) fn encode(rows: &[RowChange], reset: bool) -> String {
-    if reset {
-        return json!({ "reset": true }).to_string();
-    }
-    let raw = |r: &Option<RawRow>| {
-        r.as_ref()
-            .map(|r| json!({ "text": &*r.text, "expires_at": r.expires_at }))
-    };
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "entity": r.entity,
-                "id": &*r.id,
-                "op": if r.op == ChangeOp::Delete { "delete" } else { "upsert" },
-                "new": raw(&r.new),
-                "old": raw(&r.old),
-            })
-        })
-        .collect();
-    json!({ "rows": rows }).to_string()
-}
-
-fn decode(data: &str) -> Result<ChangeEvent> {
-    let bad = |what: &str| Error::database(format!("unreadable cluster event: {what}"));
-    let v: Value = serde_json::from_str(data).map_err(|e| bad(&e.to_string()))?;
-    if v.get("reset").and_then(Value::as_bool) == Some(true) {
-        return Ok(ChangeEvent::Reset);
-    }
-    let raw = |v: &Value, id: &str| -> Option<RawRow> {
-        let text = v.get("text")?.as_str()?;
-        Some(RawRow {
-            id: id.into(),
-            text: text.into(),
-            expires_at: v.get("expires_at").and_then(Value::as_i64),
-        })
-    };
-    let mut out = Vec::new();
-    for r in v
-        .get("rows")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no rows"))?
-    {
-        let name = r.get("entity").and_then(Value::as_str).unwrap_or_default();
-        let entity = entities::by_name(name).ok_or_else(|| bad(name))?.name;
-        let id = r
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no id"))?;
-        out.push(RowChange {
-            entity,
-            id: id.into(),
-            op: if r.get("op").and_then(Value::as_str) == Some("delete") {
-                ChangeOp::Delete
-            } else {
-                ChangeOp::Upsert
-            },
-            new: r.get("new").and_then(|v| raw(v, id)),
-            old: r.get("old").and_then(|v| raw(v, id)),
-        });
-    }
-    Ok(ChangeEvent::Rows(out))
-}
+pub(crate) use crate::codec::{decode, encode};
 
 /// Where this node's replay stands and where it delivers.
 pub(crate) struct Feed {
@@ -119,17 +55,7 @@ impl Feed {
     }
 
     fn deliver(&self, e: ChangeEvent) {
-        let touched: Vec<&'static str> = match &e {
-            // Whatever was missed may include token changes too.
-            ChangeEvent::Reset => entities::ALL
-                .iter()
-                .map(|s| s.name)
-                .chain([crate::ADMIN_TOKENS])
-                .collect(),
-            ChangeEvent::Rows(rows) => rows.iter().map(|r| r.entity).collect(),
-        };
-        let _ = self.events.send(Arc::new(e));
-        self.version.send_modify(|c| c.bump(&touched));
+        crate::codec::deliver(&self.events, &self.version, e);
     }
 
     /// The newest event id (where a node that just loaded everything starts).

@@ -847,13 +847,7 @@ impl Store for PostgresStore {
     async fn migrations_status(&self) -> Result<MigrationStatus> {
         self.timed(async {
             let c = self.conn().await?;
-            let executed = executed(&c).await?;
-            let pending = MIGRATIONS
-                .iter()
-                .filter(|m| !executed.iter().any(|e| e == *m))
-                .map(|m| (*m).to_string())
-                .collect();
-            Ok(MigrationStatus { executed, pending })
+            Ok(MigrationStatus::from_executed(executed(&c).await?))
         })
         .await
     }

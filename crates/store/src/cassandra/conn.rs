@@ -1,0 +1,207 @@
+//! The session (made on first use, so a node starts while Cassandra is down), prepared
+//! statements cached by their text, and the consistency each kind of statement runs at.
+
+use super::options::CassandraSettings;
+use super::{cerr, Keyspace};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::frame::types::{Consistency, SerialConsistency};
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::query_result::QueryRowsResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tollgate_model::{Error, Result};
+
+/// What a statement does, which decides its consistency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Read,
+    Write,
+    /// A lightweight transaction (`IF …`): Paxos at the serial consistency.
+    Lwt,
+    /// A read that sees every accepted LWT (reading back after "CAS result unknown").
+    Serial,
+}
+
+pub(crate) struct Conn {
+    pub settings: CassandraSettings,
+    pub ks: Keyspace,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    prepared: Mutex<HashMap<(String, Kind), PreparedStatement>>,
+}
+
+impl Conn {
+    pub fn new(settings: CassandraSettings) -> Self {
+        let ks = Keyspace::new(&settings.keyspace);
+        Conn {
+            settings,
+            ks,
+            session: tokio::sync::Mutex::new(None),
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The session, connecting when there is none yet (the driver reconnects by itself
+    /// once it has one).
+    pub async fn session(&self) -> Result<Arc<Session>> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = &*slot {
+            return Ok(s.clone());
+        }
+        let st = &self.settings;
+        let mut profile = ExecutionProfile::builder()
+            .consistency(st.read_consistency)
+            .serial_consistency(Some(st.serial_consistency))
+            .request_timeout(Some(st.timeout));
+        if let Some(dc) = &st.local_datacenter {
+            profile = profile.load_balancing_policy(
+                DefaultPolicy::builder()
+                    .prefer_datacenter(dc.clone())
+                    .build(),
+            );
+        }
+        let profile = profile.build().into_handle();
+        let mut b = SessionBuilder::new()
+            .known_nodes(st.contact_points.iter().map(|h| format!("{h}:{}", st.port)))
+            .connection_timeout(st.timeout)
+            .schema_agreement_timeout(st.schema_consensus_timeout)
+            .default_execution_profile_handle(profile);
+        if let (Some(u), Some(p)) = (&st.username, &st.password) {
+            b = b.user(u.clone(), p.clone());
+        }
+        let s = tokio::time::timeout(st.timeout + std::time::Duration::from_secs(1), b.build())
+            .await
+            .map_err(|_| {
+                Error::database_unreachable(format!(
+                    "cassandra: no answer from {} within {} ms",
+                    st.describe(),
+                    st.timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| {
+                Error::database_unreachable(format!(
+                    "cassandra: cannot connect to {}: {e}",
+                    st.describe()
+                ))
+            })?;
+        let s = Arc::new(s);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    /// The prepared form of `cql` at the consistency of `kind`.
+    pub async fn prepare(&self, cql: &str, kind: Kind) -> Result<PreparedStatement> {
+        let key = (cql.to_string(), kind);
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let s = self.session().await?;
+        let mut p = s.prepare(cql).await.map_err(super::perr)?;
+        let st = &self.settings;
+        match kind {
+            Kind::Read => p.set_consistency(st.read_consistency),
+            Kind::Write => p.set_consistency(st.write_consistency),
+            Kind::Lwt => {
+                p.set_consistency(st.write_consistency);
+                p.set_serial_consistency(Some(st.serial_consistency));
+            }
+            Kind::Serial => p.set_consistency(match st.serial_consistency {
+                SerialConsistency::LocalSerial => Consistency::LocalSerial,
+                _ => Consistency::Serial,
+            }),
+        }
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Runs one statement; its rows when it returns any.
+    pub async fn run(
+        &self,
+        cql: &str,
+        kind: Kind,
+        values: impl SerializeRow,
+    ) -> Result<Option<QueryRowsResult>> {
+        let p = self.prepare(cql, kind).await?;
+        let s = self.session().await?;
+        let r = s.execute_unpaged(&p, values).await.map_err(cerr)?;
+        if r.is_rows() {
+            Ok(Some(r.into_rows_result().map_err(|e| {
+                Error::database(format!("cassandra: unreadable result: {e}"))
+            })?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs a statement that returns rows.
+    pub async fn rows(
+        &self,
+        cql: &str,
+        kind: Kind,
+        values: impl SerializeRow,
+    ) -> Result<QueryRowsResult> {
+        self.run(cql, kind, values)
+            .await?
+            .ok_or_else(|| Error::database(format!("cassandra: no rows from {cql}")))
+    }
+
+    /// A schema change (unprepared), followed by a wait for every node to agree on it.
+    pub async fn ddl(&self, cql: &str) -> Result<()> {
+        let s = self.session().await?;
+        s.query_unpaged(cql, ()).await.map_err(cerr)?;
+        s.await_schema_agreement().await.map_err(|e| {
+            Error::database(format!(
+                "cassandra: the nodes did not agree on the schema within {} ms: {e}",
+                self.settings.schema_consensus_timeout.as_millis()
+            ))
+        })?;
+        // Statements prepared against the old schema may name dropped tables.
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+}
+
+/// Decodes rows, mapping a type mismatch to a database error.
+pub(crate) fn decode<'a, R>(r: &'a QueryRowsResult) -> Result<Vec<R>>
+where
+    R: scylla::deserialize::row::DeserializeRow<'a, 'a>,
+{
+    r.rows::<R>()
+        .map_err(|e| Error::database(format!("cassandra: unexpected result: {e}")))?
+        .collect::<std::result::Result<Vec<R>, _>>()
+        .map_err(|e| Error::database(format!("cassandra: unexpected row: {e}")))
+}
+
+impl Conn {
+    /// Runs one statement and hands back the driver's own error (LWTs inspect it); the
+    /// outer error is a failure to prepare or connect.
+    pub async fn exec(
+        &self,
+        cql: &str,
+        kind: Kind,
+        values: impl SerializeRow,
+    ) -> Result<std::result::Result<QueryRowsResult, scylla::errors::ExecutionError>> {
+        let p = self.prepare(cql, kind).await?;
+        let s = self.session().await?;
+        Ok(match s.execute_unpaged(&p, values).await {
+            Ok(r) => Ok(r.into_rows_result().map_err(|e| {
+                Error::database(format!("cassandra: an LWT returned no rows: {e}"))
+            })?),
+            Err(e) => Err(e),
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! `basic_auth`: see `tollgate_plugins::fuzzing::basic_auth` for the input layout and the invariants asserted.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate_plugins::fuzzing::basic_auth(data));
