@@ -50,6 +50,7 @@ pub(crate) fn migration_sql(name: &str) -> Option<String> {
         "001_tags_index" => {
             Some("CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into())
         }
+        "002_counters" => Some(rules::create_counter_tables(&DIALECT)),
         _ => None,
     }
 }
@@ -61,7 +62,7 @@ pub(crate) fn drop_all() -> String {
         sql.push_str(&format!("DROP TABLE IF EXISTS \"{}\" CASCADE;\n", s.name));
     }
     sql.push_str(
-        "DROP TABLE IF EXISTS tags, cluster_events, cluster_events_floor, schema_meta CASCADE;\n",
+        "DROP TABLE IF EXISTS tags, cluster_events, cluster_events_floor, schema_meta, ratelimiting_metrics, response_ratelimiting_metrics CASCADE;\n",
     );
     sql
 }

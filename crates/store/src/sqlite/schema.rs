@@ -40,6 +40,7 @@ pub(crate) fn migration_sql(name: &str) -> String {
         "001_tags_index" => {
             "CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into()
         }
+        "002_counters" => rules::create_counter_tables(&DIALECT),
         other => unreachable_migration(other),
     }
 }
