@@ -140,6 +140,28 @@ pub struct InstanceScope<'a> {
 pub enum Flow {
     Continue,
     Exit(Exit),
+    /// Access phase only: the plugin waits on a remote store (Redis) without holding the
+    /// worker thread. The chain awaits the future on the request's task, then resumes the
+    /// plugin with the context; the resumed phase may not wait again.
+    Await(Deferred),
+}
+
+/// What a waiting plugin does once its I/O is done.
+pub type Resume = Box<dyn FnOnce(&mut RequestCx<'_>) -> Result<Flow, PluginError> + Send>;
+
+/// The I/O a plugin waits on ([`Flow::Await`]); its output resumes the plugin.
+pub struct Deferred(pub std::pin::Pin<Box<dyn std::future::Future<Output = Resume> + Send>>);
+
+impl Deferred {
+    pub fn new(f: impl std::future::Future<Output = Resume> + Send + 'static) -> Self {
+        Deferred(Box::pin(f))
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
 }
 
 /// A response produced by a plugin (`kong.response.exit` / `kong.response.error`).

@@ -34,15 +34,16 @@ pub mod jwt;
 pub mod key_auth;
 pub mod prometheus;
 pub mod rate_limiting;
+pub mod rate_limiting_cluster;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
 
 pub use api::{
-    BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Exit, ExitBody, Flow,
+    BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Deferred, Exit, ExitBody, Flow,
     InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
-    Row as EntityRow,
+    Resume, Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -58,6 +59,24 @@ static NODE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 /// Records the node's id and hostname once, at start (later calls are ignored).
 pub fn set_node(node_id: &str, hostname: &str) {
     let _ = NODE.set((node_id.to_owned(), hostname.to_owned()));
+}
+
+/// Whether this node has no database of its own (`database = off`, or a control plane):
+/// Kong's rate-limiting schemas then leave `cluster` out of `policy`.
+static DBLESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records the node's mode before the plugin catalog is built.
+pub fn set_dbless(dbless: bool) {
+    DBLESS.store(dbless, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The rate-limiting plugins' `policy` values on this node (Kong's `is_dbless()` choice).
+pub(crate) fn policies() -> &'static [&'static str] {
+    if DBLESS.load(std::sync::atomic::Ordering::Relaxed) {
+        &["local", "redis"]
+    } else {
+        &["local", "cluster", "redis"]
+    }
 }
 
 /// `(node_id, hostname)`; empty before [`set_node`] (unit tests).
@@ -112,7 +131,7 @@ impl Flow {
     pub fn unwrap_exit(self) -> Exit {
         match self {
             Flow::Exit(e) => e,
-            Flow::Continue => panic!("expected an exit, got Continue"),
+            other => panic!("expected an exit, got {other:?}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! counters survive configuration changes) and `redis` (a real Redis, shared by nodes).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -210,45 +211,105 @@ impl RedisPool {
         Ok(c)
     }
 
-    async fn usage_async(self: Arc<Self>, windows: Vec<Window>) -> redis::RedisResult<Vec<u64>> {
-        let mut c = self.connection().await?;
-        let mut p = redis::pipe();
-        for w in &windows {
-            p.cmd("EVAL")
-                .arg(USAGE_SCRIPT)
-                .arg(1)
-                .arg(&w.key)
-                .arg(w.ttl);
-        }
-        let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
-        Ok(v.into_iter()
-            .map(|n| n.unwrap_or(0).max(0) as u64)
-            .collect())
-    }
-
-    /// Counts this request in every window and answers the usages before it, waiting at
-    /// most the configured timeout (the request's thread is handed back to the proxy's
-    /// runtime meanwhile).
-    pub fn usage(self: &Arc<Self>, windows: Vec<Window>) -> Result<Vec<u64>, String> {
+    /// Runs `f` on a connection, on the Redis runtime: the caller's task waits for the
+    /// answer without holding its worker thread, at most the configured timeout.
+    pub fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        f: F,
+    ) -> impl Future<Output = Result<T, String>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send,
+    {
         let t = Duration::from_millis(self.conf.timeout_ms);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let me = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         RUNTIME.spawn(async move {
-            let r = match tokio::time::timeout(t, me.usage_async(windows)).await {
+            let work = async {
+                let c = me.connection().await?;
+                f(c).await
+            };
+            let r = match tokio::time::timeout(t, work).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("timeout".to_owned()),
             };
             let _ = tx.send(r);
         });
-        let wait = || {
-            rx.recv_timeout(t + Duration::from_millis(50))
-                .unwrap_or_else(|_| Err("timeout".to_owned()))
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        }
+        async move { rx.await.unwrap_or_else(|_| Err("redis task ended".to_owned())) }
     }
+
+    /// rate-limiting's realtime usage: counts this request in every window (Kong's
+    /// script) and answers the usages before it.
+    pub fn usage(
+        self: &Arc<Self>,
+        windows: Vec<Window>,
+    ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
+        self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for w in &windows {
+                p.cmd("EVAL")
+                    .arg(USAGE_SCRIPT)
+                    .arg(1)
+                    .arg(&w.key)
+                    .arg(w.ttl);
+            }
+            let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
+            Ok(v.into_iter()
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+                .collect())
+        })
+    }
+
+    /// response-ratelimiting's usage: the counters' values (`GET`), 0 when absent.
+    pub fn get(
+        self: &Arc<Self>,
+        keys: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
+        self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for k in &keys {
+                p.cmd("GET").arg(k);
+            }
+            let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
+            Ok(v.into_iter()
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+                .collect())
+        })
+    }
+
+    /// response-ratelimiting's increment: `INCRBY` each window, setting the expiry of a
+    /// counter that did not exist (Kong's `exists` then pipeline).
+    pub fn increment(
+        self: &Arc<Self>,
+        windows: Vec<Window>,
+        by: i64,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for w in &windows {
+                p.cmd("EVAL").arg(INCRBY_SCRIPT).arg(1).arg(&w.key).arg(by).arg(w.ttl).ignore();
+            }
+            p.query_async::<()>(&mut c).await
+        })
+    }
+}
+
+/// `INCRBY`, and `EXPIRE` when the key is new: one script, so a crash between the two
+/// cannot leave a counter without an expiry.
+const INCRBY_SCRIPT: &str = r#"
+local key, by, expiration = KEYS[1], ARGV[1], ARGV[2]
+local exists = redis.call("exists", key)
+redis.call("incrby", key, by)
+if exists == 0 then
+  redis.call("expire", key, expiration)
+end
+return 0
+"#;
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs())
 }

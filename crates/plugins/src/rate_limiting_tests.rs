@@ -77,8 +77,11 @@ fn schema_follows_kong() {
         e.contains("The limit for minute(5.0) cannot be lower than the limit for second(10.0)"),
         "{e}"
     );
-    let e = validate(json!({"minute": 5, "policy": "cluster"})).unwrap_err();
-    assert!(e.contains(ERR_CLUSTER), "{e}");
+    // (DB-less nodes leave `cluster` out: tests/e2e/rate_limiting.rs)
+    let c = validate(json!({"minute": 5, "policy": "cluster"})).unwrap();
+    assert_eq!(c["policy"], "cluster");
+    let e = validate(json!({"minute": 5, "policy": "cluster", "sync_rate": 1})).unwrap_err();
+    assert!(e.contains(ERR_SYNC_RATE_POLICY), "{e}");
     let e = validate(json!({"minute": 5, "limit_by": "header"})).unwrap_err();
     assert!(
         e.contains("header_name") && e.contains("required field missing"),

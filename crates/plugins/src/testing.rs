@@ -109,3 +109,15 @@ pub(crate) fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Drives a future that needs no runtime (a chain whose plugins never wait on I/O).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -80,13 +80,14 @@ pub fn rewrite(cx: &PhaseCx<'_>, snap: &Snapshot, client_ip: IpAddr, req: &mut P
     }
     let consumers = snap.consumers.load();
     let mut rcx = RequestCx::new(req, client_ip, &consumers);
-    match snap.plugins.rewrite(&mut rcx) {
-        tollgate_plugins::Flow::Continue => Flow::Continue,
-        tollgate_plugins::Flow::Exit(e) => {
-            let h = rcx.req.headers.clone();
-            Flow::Respond(exit_response(cx, e, &h))
-        }
-    }
+    let e = match snap.plugins.rewrite(&mut rcx) {
+        tollgate_plugins::Flow::Continue => return Flow::Continue,
+        tollgate_plugins::Flow::Exit(e) => e,
+        // The chain resolves waits itself; one left over is a bug, never a pass.
+        tollgate_plugins::Flow::Await(_) => Exit::unexpected(),
+    };
+    let h = rcx.req.headers.clone();
+    Flow::Respond(exit_response(cx, e, &h))
 }
 
 /// What the access phase decided.
@@ -144,7 +145,7 @@ where
         .with_route(cx.route_id, cx.service_id)
         .with_captures(cx.captures)
         .with_body(read);
-    let flow = chain.access(&mut rcx, collected);
+    let flow = chain.access(&mut rcx, collected).await;
     if collected.any(|p| p.log) {
         plan.log.get_or_insert_with(Default::default);
     }
@@ -159,11 +160,13 @@ where
             });
         }
     }
-    match flow {
-        tollgate_plugins::Flow::Continue => Access::Continue(rcx.into_body()),
-        // The collected plugins' response phases run on it in `respond`.
-        tollgate_plugins::Flow::Exit(e) => Access::Respond(exit_response(cx, e, &rcx.req.headers)),
-    }
+    let e = match flow {
+        tollgate_plugins::Flow::Continue => return Access::Continue(rcx.into_body()),
+        tollgate_plugins::Flow::Exit(e) => e,
+        tollgate_plugins::Flow::Await(_) => Exit::unexpected(),
+    };
+    // The collected plugins' response phases run on it in `respond`.
+    Access::Respond(exit_response(cx, e, &rcx.req.headers))
 }
 
 /// Reads the whole request body. `Err(413)` past `max` (0 = unlimited), `Err(400)` when
