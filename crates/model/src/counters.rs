@@ -12,7 +12,10 @@ pub enum CounterTable {
 }
 
 impl CounterTable {
-    pub const ALL: [CounterTable; 2] = [CounterTable::RateLimiting, CounterTable::ResponseRateLimiting];
+    pub const ALL: [CounterTable; 2] = [
+        CounterTable::RateLimiting,
+        CounterTable::ResponseRateLimiting,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -250,6 +250,15 @@ pub(crate) static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-con
 pub(crate) static X_AUTHENTICATED_GROUPS: HeaderName =
     HeaderName::from_static("x-authenticated-groups");
 
+/// What plugin instances keep from the access phase for the response phases of the same
+/// request (Kong's `kong.ctx.plugin`), keyed by instance ([`stash_key`]).
+pub type Stash = Vec<(usize, Box<dyn std::any::Any + Send + Sync>)>;
+
+/// The key of an instance's entry in a [`Stash`]: its address, unique within a snapshot.
+pub fn stash_key<T>(instance: &T) -> usize {
+    instance as *const T as usize
+}
+
 /// The request as the rewrite and access phases see it. Changes to `req` (headers, URI)
 /// are what the upstream receives.
 pub struct RequestCx<'a> {
@@ -274,6 +283,7 @@ pub struct RequestCx<'a> {
     /// The matched route and service rows, set by the chain that runs the request.
     route_row: Option<&'a Row>,
     service_row: Option<&'a Row>,
+    stash: Stash,
 }
 
 impl<'a> RequestCx<'a> {
@@ -298,6 +308,7 @@ impl<'a> RequestCx<'a> {
             captures: None,
             route_row: None,
             service_row: None,
+            stash: Vec::new(),
         }
     }
 
@@ -384,6 +395,15 @@ impl<'a> RequestCx<'a> {
     pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.response_headers.push((name, value));
     }
+    /// Keeps `value` for this instance's response phases ([`ResponseCx::take_stash`]).
+    pub fn stash(&mut self, key: usize, value: Box<dyn std::any::Any + Send + Sync>) {
+        self.stash.push((key, value));
+    }
+    /// What the plugins stashed.
+    pub fn take_stash(&mut self) -> Stash {
+        std::mem::take(&mut self.stash)
+    }
+
     /// The headers queued by [`RequestCx::set_response_header`].
     pub fn take_response_headers(&mut self) -> Vec<(HeaderName, HeaderValue)> {
         std::mem::take(&mut self.response_headers)
@@ -458,6 +478,32 @@ pub struct ResponseCx<'a> {
     pub resp: &'a mut http::response::Parts,
     /// The client's request headers.
     pub request_headers: &'a http::HeaderMap,
+    /// What the access phase stashed ([`RequestCx::stash`]).
+    pub stash: Option<&'a mut Stash>,
+    /// Set by [`ResponseCx::exit_empty`]: the body is dropped.
+    pub empty_body: bool,
+}
+
+impl<'a> ResponseCx<'a> {
+    pub fn new(resp: &'a mut http::response::Parts, request_headers: &'a http::HeaderMap) -> Self {
+        ResponseCx {
+            resp,
+            request_headers,
+            stash: None,
+            empty_body: false,
+        }
+    }
+    /// Takes what this instance stashed during access.
+    pub fn take_stash<T: 'static>(&mut self, key: usize) -> Option<Box<T>> {
+        let stash = self.stash.as_mut()?;
+        let i = stash.iter().position(|(k, _)| *k == key)?;
+        stash.swap_remove(i).1.downcast().ok()
+    }
+    /// `kong.response.exit(status)` in header_filter: this status, no body.
+    pub fn exit_empty(&mut self, status: http::StatusCode) {
+        self.resp.status = status;
+        self.empty_body = true;
+    }
 }
 
 /// What the certificate phase sees (`ngx.ssl`): the handshake's SNI and client, and

@@ -213,6 +213,8 @@ pub struct Collected<'s> {
     instances: Vec<&'s Arc<Instance>>,
     /// `kong.response.set_header` calls made during access, applied to the response head.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// What instances kept from access for their response phases.
+    pub stash: crate::api::Stash,
 }
 
 impl<'s> Collected<'s> {
@@ -226,6 +228,7 @@ impl<'s> Collected<'s> {
         Collected {
             instances: plugins.global_downstream.iter().collect(),
             response_headers: Vec::new(),
+            stash: Vec::new(),
         }
     }
     /// Whether an instance has this phase.
@@ -303,6 +306,7 @@ impl Chain {
         collected
             .response_headers
             .append(&mut cx.take_response_headers());
+        collected.stash.append(&mut cx.take_stash());
         match exit {
             Some(e) => Flow::Exit(e),
             None => Flow::Continue,

@@ -477,10 +477,7 @@ mod tests {
         let (mut resp, _) = http::Response::new(()).into_parts();
         resp.headers
             .insert(VARY, "Accept-Encoding".parse().unwrap());
-        let mut cx = ResponseCx {
-            resp: &mut resp,
-            request_headers: &rh,
-        };
+        let mut cx = ResponseCx::new(&mut resp, &rh);
         p.header_filter(&mut cx).unwrap();
         resp.headers
     }

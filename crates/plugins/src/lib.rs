@@ -39,11 +39,12 @@ pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_ratelimiting;
 
 pub use api::{
     BodyCx, Captures, CertificateChoice, CertificateCx, Credential, Deferred, Exit, ExitBody, Flow,
-    InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx,
-    Resume, Row as EntityRow,
+    InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, RequestCx, ResponseCx, Resume,
+    Row as EntityRow, Stash,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -98,6 +99,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &jwt::SPEC,
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
+    &response_ratelimiting::SPEC,
     &correlation_id::SPEC,
     &request_transformer::SPEC,
     &prometheus::SPEC,
@@ -172,6 +174,7 @@ mod tests {
             ("jwt", 1450),
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
+            ("response-ratelimiting", 900),
             ("correlation-id", 100001),
             ("request-transformer", 801),
             ("prometheus", 13),
@@ -191,6 +194,7 @@ mod tests {
             let cfg = match s.name {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
                 "rate-limiting" => serde_json::json!({"minute": 5}),
+                "response-ratelimiting" => serde_json::json!({"limits": {"v": {"minute": 5}}}),
                 "http-log" => serde_json::json!({"http_endpoint": "http://127.0.0.1:9/"}),
                 "file-log" => serde_json::json!({"path": "/dev/null"}),
                 "tcp-log" | "udp-log" => serde_json::json!({"host": "127.0.0.1", "port": 9}),

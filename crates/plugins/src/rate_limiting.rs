@@ -11,8 +11,7 @@
 //! [`Flow::Await`]). `sync_rate` other than -1 and `redis.server_name` are refused.
 
 use crate::api::{
-    Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx,
-    Resume,
+    Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx, Resume,
 };
 use crate::rate_limiting_cluster::{self as cluster, Cluster, ClusterWindow};
 use crate::rate_limiting_store::{self as store, RedisConf, RedisPool, Window};
@@ -151,7 +150,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// A Lua number as Kong prints it in a header: integers without a fraction.
-fn lua_number(n: f64) -> String {
+pub(crate) fn lua_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e15 {
         format!("{}", n as i64)
     } else {
@@ -194,7 +193,15 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
         }
         return Err((Some("sync_rate"), ERR_SYNC_RATE_UNSUPPORTED.into()));
     }
-    if policy == "redis" {
+    validate_redis(cfg)
+}
+
+/// Kong's conditional checks on `redis` when `policy` is redis, plus the `server_name`
+/// this build refuses (shared with response-ratelimiting).
+pub(crate) fn validate_redis(
+    cfg: &Map<String, Value>,
+) -> Result<(), (Option<&'static str>, String)> {
+    if cfg.get("policy").and_then(Value::as_str) == Some("redis") {
         let redis = cfg.get("redis").and_then(Value::as_object);
         let get = |k: &str| redis.and_then(|r| r.get(k)).filter(|v| !v.is_null());
         for k in ["host", "port", "timeout"] {
@@ -235,7 +242,7 @@ fn period_field(p: Period, desc: &'static str) -> Field {
         .describe(desc)
 }
 
-fn redis_record() -> Field {
+pub(crate) fn redis_record() -> Field {
     Field::new(
         "redis",
         Type::Record(
@@ -358,7 +365,7 @@ pub struct RateLimiting {
     service_id: String,
 }
 
-const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
+pub(crate) const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 fn compile(config: &Value) -> Result<Box<dyn Plugin>, String> {
     Ok(Box::new(build(config)?))
@@ -390,25 +397,7 @@ fn build(config: &Value) -> Result<RateLimiting, String> {
             if c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) != -1.0 {
                 return Err(ERR_SYNC_RATE_UNSUPPORTED.into());
             }
-            let r = c
-                .get("redis")
-                .and_then(Value::as_object)
-                .ok_or("redis missing")?;
-            let rs = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
-            let rb = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
-            if rs("server_name").is_some_and(|sn| Some(sn) != rs("host")) {
-                return Err(ERR_SERVER_NAME.into());
-            }
-            Policy::Redis(store::pool(&RedisConf {
-                host: rs("host").ok_or("redis.host missing")?,
-                port: r.get("port").and_then(Value::as_u64).unwrap_or(6379) as u16,
-                username: rs("username"),
-                password: rs("password"),
-                database: r.get("database").and_then(Value::as_i64).unwrap_or(0),
-                timeout_ms: r.get("timeout").and_then(Value::as_u64).unwrap_or(2000),
-                ssl: rb("ssl"),
-                ssl_verify: rb("ssl_verify"),
-            }))
+            Policy::Redis(redis_pool(c)?)
         }
         "cluster" => Policy::Cluster(cluster::installed().ok_or(ERR_NO_DATABASE)?),
         o => return Err(format!("unknown policy {o}")),
@@ -433,6 +422,29 @@ fn build(config: &Value) -> Result<RateLimiting, String> {
         route_id: EMPTY_UUID.into(),
         service_id: EMPTY_UUID.into(),
     })
+}
+
+/// The shared connection for a config's `redis` record.
+pub(crate) fn redis_pool(c: &Map<String, Value>) -> Result<Arc<RedisPool>, String> {
+    let r = c
+        .get("redis")
+        .and_then(Value::as_object)
+        .ok_or("redis missing")?;
+    let rs = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+    let rb = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if rs("server_name").is_some_and(|sn| Some(sn) != rs("host")) {
+        return Err(ERR_SERVER_NAME.into());
+    }
+    Ok(store::pool(&RedisConf {
+        host: rs("host").ok_or("redis.host missing")?,
+        port: r.get("port").and_then(Value::as_u64).unwrap_or(6379) as u16,
+        username: rs("username"),
+        password: rs("password"),
+        database: r.get("database").and_then(Value::as_i64).unwrap_or(0),
+        timeout_ms: r.get("timeout").and_then(Value::as_u64).unwrap_or(2000),
+        ssl: rb("ssl"),
+        ssl_verify: rb("ssl_verify"),
+    }))
 }
 
 /// One period's usage, as Kong's `get_usage` records it.
@@ -487,7 +499,7 @@ pub fn headers(
     (out, stop.map(|_| reset))
 }
 
-fn hv(s: &str) -> HeaderValue {
+pub(crate) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("0"))
 }
 

@@ -138,30 +138,32 @@ impl Cluster {
         let usage: Vec<u64> = windows
             .iter()
             .map(|w| {
-                shard.get(&w.window.key).map_or(0, |c| {
-                    (c.synced + c.pending + c.sending).max(0) as u64
-                })
+                shard
+                    .get(&w.window.key)
+                    .map_or(0, |c| (c.synced + c.pending + c.sending).max(0) as u64)
             })
             .collect();
         let Some(by) = count(&usage) else {
             return Ok(usage);
         };
         for w in windows {
-            let c = shard.entry(w.window.key.clone()).or_insert_with(|| Counter {
-                table: scope.table,
-                row: CounterIncrement {
-                    identifier: scope.identifier.to_owned(),
-                    period: w.period.to_owned(),
-                    period_date: w.start as i64,
-                    service_id: scope.service_id.to_owned(),
-                    route_id: scope.route_id.to_owned(),
-                    value: 0,
-                    expires_at: (w.start + w.window.ttl) as i64,
-                },
-                synced: 0,
-                pending: 0,
-                sending: 0,
-            });
+            let c = shard
+                .entry(w.window.key.clone())
+                .or_insert_with(|| Counter {
+                    table: scope.table,
+                    row: CounterIncrement {
+                        identifier: scope.identifier.to_owned(),
+                        period: w.period.to_owned(),
+                        period_date: w.start as i64,
+                        service_id: scope.service_id.to_owned(),
+                        route_id: scope.route_id.to_owned(),
+                        value: 0,
+                        expires_at: (w.start + w.window.ttl) as i64,
+                    },
+                    synced: 0,
+                    pending: 0,
+                    sending: 0,
+                });
             c.pending += by;
         }
         drop(shard);
@@ -196,7 +198,9 @@ impl Cluster {
     /// next try.
     fn settle(&self, keys: &[(usize, String)], totals: Option<&[i64]>) {
         for (n, (shard, key)) in keys.iter().enumerate() {
-            let mut s = self.shards[*shard].lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self.shards[*shard]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(c) = s.get_mut(key) {
                 match totals {
                     Some(t) => c.synced = t[n],
@@ -213,7 +217,10 @@ impl Cluster {
         let batches = self.take_batch(now);
         let mut result = Ok(());
         if batches.is_empty() && self.failing.load(Ordering::Relaxed) {
-            result = self.send(CounterTable::RateLimiting, Vec::new()).await.map(drop);
+            result = self
+                .send(CounterTable::RateLimiting, Vec::new())
+                .await
+                .map(drop);
         }
         for (table, rows) in batches {
             let (keys, rows): (Vec<(usize, String)>, Vec<CounterIncrement>) =
@@ -248,7 +255,11 @@ impl Cluster {
         result
     }
 
-    async fn send(&self, table: CounterTable, rows: Vec<CounterIncrement>) -> Result<Vec<i64>, String> {
+    async fn send(
+        &self,
+        table: CounterTable,
+        rows: Vec<CounterIncrement>,
+    ) -> Result<Vec<i64>, String> {
         match tokio::time::timeout(BATCH_TIMEOUT, self.backend.increment(table, rows)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} s", BATCH_TIMEOUT.as_secs())),

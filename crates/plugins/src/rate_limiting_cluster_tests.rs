@@ -21,7 +21,9 @@ impl CounterBackend for Arc<Db> {
             Ok(rows
                 .into_iter()
                 .map(|r| {
-                    let v = m.entry((r.identifier, r.period, r.period_date)).or_insert(0);
+                    let v = m
+                        .entry((r.identifier, r.period, r.period_date))
+                        .or_insert(0);
                     *v += r.value;
                     *v
                 })
@@ -68,9 +70,17 @@ async fn nodes_share_counters_through_the_database() {
     for _ in 0..3 {
         hit(&a, "x", 5).unwrap();
     }
-    assert_eq!(hit(&a, "x", 5).unwrap(), 3, "counted locally before any sync");
+    assert_eq!(
+        hit(&a, "x", 5).unwrap(),
+        3,
+        "counted locally before any sync"
+    );
     a.sync_once().await.unwrap();
-    assert_eq!(db.batches.load(Ordering::Relaxed), 1, "one batch for four requests");
+    assert_eq!(
+        db.batches.load(Ordering::Relaxed),
+        1,
+        "one batch for four requests"
+    );
     // b learns a's count with its own first sync.
     assert_eq!(hit(&b, "x", 5).unwrap(), 0);
     b.sync_once().await.unwrap();

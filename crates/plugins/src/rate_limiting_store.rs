@@ -74,8 +74,7 @@ impl LocalStore {
         limits: &[f64],
         now: u64,
     ) -> Vec<u64> {
-        let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
-        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock(shard_key);
         let usage: Vec<u64> = windows
             .iter()
             .map(|w| match s.counters.get(&w.key) {
@@ -97,6 +96,38 @@ impl LocalStore {
             }
         }
         usage
+    }
+
+    /// The counters' values (response-ratelimiting's read, without counting).
+    pub fn get(&self, shard_key: &str, windows: &[Window], now: u64) -> Vec<u64> {
+        let s = self.lock(shard_key);
+        windows
+            .iter()
+            .map(|w| match s.counters.get(&w.key) {
+                Some((n, exp)) if *exp > now => *n,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Adds `by` to every window (response-ratelimiting's increment).
+    pub fn add(&self, shard_key: &str, windows: &[Window], by: u64, now: u64) {
+        let mut s = self.lock(shard_key);
+        if s.counters.len() >= SHARD_CAP {
+            s.sweep(now);
+        }
+        for w in windows {
+            let e = s.counters.entry(w.key.clone()).or_insert((0, 0));
+            if e.1 <= now {
+                *e = (0, now + w.ttl);
+            }
+            e.0 += by;
+        }
+    }
+
+    fn lock(&self, shard_key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many counters are kept.
@@ -236,7 +267,10 @@ impl RedisPool {
             };
             let _ = tx.send(r);
         });
-        async move { rx.await.unwrap_or_else(|_| Err("redis task ended".to_owned())) }
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err("redis task ended".to_owned()))
+        }
     }
 
     /// rate-limiting's realtime usage: counts this request in every window (Kong's
@@ -278,20 +312,27 @@ impl RedisPool {
         })
     }
 
-    /// response-ratelimiting's increment: `INCRBY` each window, setting the expiry of a
-    /// counter that did not exist (Kong's `exists` then pipeline).
-    pub fn increment(
-        self: &Arc<Self>,
-        windows: Vec<Window>,
-        by: i64,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        self.run(move |mut c| async move {
+    /// response-ratelimiting's increment, in the background: `INCRBY` each window,
+    /// setting the expiry of a counter that did not exist (Kong's `exists` then pipeline).
+    pub fn increment(self: &Arc<Self>, windows: Vec<Window>, by: i64) {
+        let done = self.run(move |mut c| async move {
             let mut p = redis::pipe();
             for w in &windows {
-                p.cmd("EVAL").arg(INCRBY_SCRIPT).arg(1).arg(&w.key).arg(by).arg(w.ttl).ignore();
+                p.cmd("EVAL")
+                    .arg(INCRBY_SCRIPT)
+                    .arg(1)
+                    .arg(&w.key)
+                    .arg(by)
+                    .arg(w.ttl)
+                    .ignore();
             }
             p.query_async::<()>(&mut c).await
-        })
+        });
+        RUNTIME.spawn(async move {
+            if let Err(e) = done.await {
+                tracing::error!("failed to increment counters in Redis: {e}");
+            }
+        });
     }
 }
 

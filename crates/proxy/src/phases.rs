@@ -232,25 +232,28 @@ fn body_response(status: u16, ct: Option<HeaderValue>, body: Bytes) -> Response<
     r
 }
 
-/// Kong's header_filter phase.
+/// Kong's header_filter phase. Answers whether a plugin dropped the body
+/// (`kong.response.exit` during header_filter).
 fn header_filter(
-    collected: &Collected<'_>,
+    collected: &mut Collected<'_>,
     request_headers: &HeaderMap,
     resp: &mut http::response::Parts,
-) {
+) -> bool {
     for (k, v) in &collected.response_headers {
         resp.headers.insert(k.clone(), v.clone());
     }
+    let mut empty = false;
+    let mut stash = std::mem::take(&mut collected.stash);
     for inst in collected.iter().filter(|i| i.spec.phases.header_filter) {
-        let mut rcx = ResponseCx {
-            resp,
-            request_headers,
-        };
+        let mut rcx = ResponseCx::new(resp, request_headers);
+        rcx.stash = Some(&mut stash);
         if let Err(e) = inst.plugin.header_filter(&mut rcx) {
             // The head may already be committed in Kong too; the error is logged.
             tracing::error!(plugin = inst.spec.name, id = %inst.id, "header_filter failed: {e}");
         }
+        empty |= rcx.empty_body;
     }
+    empty
 }
 
 /// What [`respond`] needs to know about the request besides the plan.
@@ -292,8 +295,15 @@ fn run_response_phases<'s>(
         Some(c) => c,
         None => Collected::globals(&snap.plugins),
     };
-    let (mut parts, body) = resp.into_parts();
-    header_filter(&collected, &head.headers, &mut parts);
+    let mut collected = collected;
+    let (mut parts, mut body) = resp.into_parts();
+    if header_filter(&mut collected, &head.headers, &mut parts) {
+        body = crate::empty_body();
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+    }
     // A tunnel's 101 has no body to filter.
     let tunnel = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     let filters: Vec<Filter> = collected

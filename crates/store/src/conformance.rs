@@ -409,7 +409,10 @@ pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
     assert_eq!(got, vec![5, 2], "totals in the order asked");
     // The other table is separate.
     let other = s
-        .increment_counters(CounterTable::ResponseRateLimiting, vec![inc("minute", 1, live)])
+        .increment_counters(
+            CounterTable::ResponseRateLimiting,
+            vec![inc("minute", 1, live)],
+        )
         .await
         .unwrap();
     assert_eq!(other, vec![1]);
@@ -430,7 +433,11 @@ pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
         .await
         .unwrap();
     assert_eq!(got, vec![8, 8]);
-    assert!(s.increment_counters(t, Vec::new()).await.unwrap().is_empty());
+    assert!(s
+        .increment_counters(t, Vec::new())
+        .await
+        .unwrap()
+        .is_empty());
     // A window that ended is purged; a live one stays.
     s.increment_counters(t, vec![inc("year", 4, now() - 10)])
         .await

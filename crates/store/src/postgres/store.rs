@@ -7,9 +7,9 @@ use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    CounterIncrement, CounterTable,
-    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
+    ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable, Dataset,
+    EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter,
+    TagPage, MIGRATIONS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};

@@ -9,9 +9,9 @@ mod schema;
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    CounterIncrement, CounterTable,
-    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
+    ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable, Dataset,
+    EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter,
+    MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
