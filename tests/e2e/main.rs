@@ -16,6 +16,8 @@ mod postgres;
 mod prometheus;
 mod proxy;
 mod rate_limiting;
+mod rate_limiting_cluster;
+mod response_ratelimiting;
 mod support;
 mod tools_support;
 mod upstreams;
