@@ -140,3 +140,51 @@ async fn dbless_refuses_the_cluster_policy_as_kong_does() {
     let (s, e) = g.post("/config", config("local")).await;
     assert_eq!(s, 201, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn database_down_fault_tolerant_passes_and_strict_fails() {
+    let server = TestServer::private();
+    let db = server.fresh_database().await;
+    let mut env = pg_env(&server, &db);
+    env.push(("TOLLGATE_PG_TIMEOUT".into(), "2000".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let g = Gateway::start_with(&env).await;
+    let up = echo().await;
+    routes(&g, &up, &[("ft", "/ft"), ("strict", "/strict")]).await;
+    for (route, ft) in [("ft", true), ("strict", false)] {
+        ok(
+            &g,
+            &format!("/routes/{route}/plugins"),
+            json!({"name": "rate-limiting",
+                   "config": {"hour": 100, "policy": "cluster", "limit_by": "ip",
+                              "fault_tolerant": ft}}),
+        )
+        .await;
+        let r = until_with(&g, &format!("/{route}"), &[], limited).await;
+        assert_eq!(r.status, 200);
+    }
+
+    server.stop();
+    // Once a sync has failed: Kong's 500 without fault_tolerant, a pass without the
+    // headers with it.
+    let r = until_with(&g, "/strict", &[], |r| r.status == 500).await;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.body["message"], "An unexpected error occurred");
+    let r = get(&g, "/ft", &[]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(h(&r, "x-ratelimit-limit-hour").is_none(), "{:?}", r.headers);
+
+    server.start();
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let r = get(&g, "/strict", &[]).await;
+            if r.status == 200 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the cluster policy recovers when the database is back");
+    assert!(h(&r, "x-ratelimit-limit-hour").is_some());
+}

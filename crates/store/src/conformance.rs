@@ -418,7 +418,7 @@ pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
     assert_eq!(other, vec![1]);
     // Concurrent batches over the same rows (in opposite orders) all count.
     let batch = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             vec![inc("hour", 1, live), inc("day", 1, live)]
         } else {
             vec![inc("day", 1, live), inc("hour", 1, live)]
