@@ -188,3 +188,47 @@ async fn database_down_fault_tolerant_passes_and_strict_fails() {
     .expect("the cluster policy recovers when the database is back");
     assert!(h(&r, "x-ratelimit-limit-hour").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_with_sync_rate_counts_locally_and_syncs_kong_keys() {
+    let redis = crate::rate_limiting::Redis::start();
+    let up = echo().await;
+    let g = Gateway::start().await;
+    routes(&g, &up, &[("s", "/s")]).await;
+    ok(
+        &g,
+        "/routes/s/plugins",
+        json!({"name": "rate-limiting",
+               "config": {"hour": 3, "policy": "redis", "sync_rate": 0.2, "limit_by": "ip",
+                          "redis": {"host": "127.0.0.1", "port": redis.port}}}),
+    )
+    .await;
+    let r = until_with(&g, "/s", &[], limited).await;
+    assert_eq!(num(&r, "x-ratelimit-remaining-hour"), 2);
+    assert_eq!(
+        num(&get(&g, "/s", &[]).await, "x-ratelimit-remaining-hour"),
+        1
+    );
+    assert_eq!(
+        num(&get(&g, "/s", &[]).await, "x-ratelimit-remaining-hour"),
+        0
+    );
+    assert_eq!(get(&g, "/s", &[]).await.status, 429);
+    // Within sync_rate the node's count reaches Redis under Kong's key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = redis.cli(&["--scan", "--pattern", "ratelimit:*:hour"]);
+        let key = keys.lines().next().unwrap_or_default().to_owned();
+        if !key.is_empty() && redis.cli(&["GET", &key]).trim() == "3" {
+            assert!(key.contains(":127.0.0.1:"), "{key}");
+            let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
+            assert!(
+                (1..=3600).contains(&ttl),
+                "expiry at the window's end: {ttl}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not synced: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

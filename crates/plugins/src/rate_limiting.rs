@@ -8,7 +8,9 @@
 //! node's database, synced in the background: see [`crate::rate_limiting_cluster`]; refused
 //! in DB-less mode, as Kong's schema does) and `redis` (Kong's keys and script, so Kong and
 //! Tollgate nodes can share a Redis; the round trip is awaited on the request's task, see
-//! [`Flow::Await`]). `sync_rate` other than -1 and `redis.server_name` are refused.
+//! [`Flow::Await`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
+//! seconds by the same engine as `cluster`). `redis.server_name` other than the host is
+//! refused.
 
 use crate::api::{
     Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx, Resume,
@@ -28,8 +30,6 @@ pub const DEFAULT_ERROR_MESSAGE: &str = "API rate limit exceeded";
 pub const ERR_NO_DATABASE: &str = "policy 'cluster' needs the node's database";
 pub const ERR_SYNC_RATE_POLICY: &str = "sync_rate can only be used with the redis policy";
 pub const ERR_SYNC_RATE_MIN: &str = "sync_rate must be greater than 0.02, or -1 to disable";
-pub const ERR_SYNC_RATE_UNSUPPORTED: &str =
-    "sync_rate other than -1 (synchronous counting) is not supported yet";
 pub const ERR_SERVER_NAME: &str =
     "redis.server_name is not supported yet: the TLS server name is redis.host";
 
@@ -187,11 +187,8 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
     if policy != "redis" && sync_rate != -1.0 {
         return Err((None, ERR_SYNC_RATE_POLICY.into()));
     }
-    if policy == "redis" && sync_rate != -1.0 {
-        if sync_rate < 0.02 {
-            return Err((None, ERR_SYNC_RATE_MIN.into()));
-        }
-        return Err((Some("sync_rate"), ERR_SYNC_RATE_UNSUPPORTED.into()));
+    if policy == "redis" && sync_rate != -1.0 && sync_rate < 0.02 {
+        return Err((None, ERR_SYNC_RATE_MIN.into()));
     }
     validate_redis(cfg)
 }
@@ -394,10 +391,11 @@ fn build(config: &Value) -> Result<RateLimiting, String> {
     let policy = match s("policy").as_deref().unwrap_or("local") {
         "local" => Policy::Local,
         "redis" => {
-            if c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) != -1.0 {
-                return Err(ERR_SYNC_RATE_UNSUPPORTED.into());
+            let pool = redis_pool(c)?;
+            match c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) {
+                -1.0 => Policy::Redis(pool),
+                rate => Policy::Cluster(store::synced(&pool, rate)),
             }
-            Policy::Redis(redis_pool(c)?)
         }
         "cluster" => Policy::Cluster(cluster::installed().ok_or(ERR_NO_DATABASE)?),
         o => return Err(format!("unknown policy {o}")),

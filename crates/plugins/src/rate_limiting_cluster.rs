@@ -16,6 +16,11 @@
 //! When the database fails, the task keeps the increments for the next try and retries
 //! every second; meanwhile [`Cluster::count`] answers the error, which the plugin turns
 //! into Kong's `fault_tolerant` behaviour (proxy and log, or 500).
+//!
+//! The same engine serves rate-limiting's `redis` policy with a `sync_rate` (Kong's local
+//! counters plus `rate_limited_sync`): one instance per Redis and rate, whose task waits
+//! `sync_rate` seconds after being woken before it sends, so a node makes one Redis round
+//! trip per `sync_rate` however many requests it serves.
 
 use crate::rate_limiting_store::Window;
 use std::collections::HashMap;
@@ -63,6 +68,8 @@ type Entry = ((usize, String), CounterIncrement);
 /// The node's cluster counters and the task that syncs them.
 pub struct Cluster {
     backend: Arc<dyn CounterBackend>,
+    /// How long the task gathers increments before it sends (`sync_rate`; zero: at once).
+    interval: Duration,
     shards: Box<[Mutex<HashMap<String, Counter>>]>,
     hasher: std::collections::hash_map::RandomState,
     wake: tokio::sync::Notify,
@@ -106,8 +113,14 @@ pub struct ClusterWindow<'a> {
 
 impl Cluster {
     pub fn new(backend: Arc<dyn CounterBackend>) -> Self {
+        Self::with_interval(backend, Duration::ZERO)
+    }
+
+    /// Counters sent at most once per `interval` (Kong's `sync_rate`).
+    pub fn with_interval(backend: Arc<dyn CounterBackend>, interval: Duration) -> Self {
         Cluster {
             backend,
+            interval,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
             wake: tokio::sync::Notify::new(),
@@ -167,7 +180,7 @@ impl Cluster {
             c.pending += by;
         }
         drop(shard);
-        // sync_rate -1: sent as soon as the task is free.
+        // sync_rate -1: sent as soon as the task is free; else after `interval`.
         self.wake.notify_one();
         Ok(usage)
     }
@@ -266,7 +279,7 @@ impl Cluster {
         }
     }
 
-    async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut last_purge = tokio::time::Instant::now();
         loop {
             let idle = if self.failing.load(Ordering::Relaxed) {
@@ -274,7 +287,13 @@ impl Cluster {
             } else {
                 PURGE_EVERY
             };
-            let _ = tokio::time::timeout(idle, self.wake.notified()).await;
+            if tokio::time::timeout(idle, self.wake.notified())
+                .await
+                .is_ok()
+                && !self.interval.is_zero()
+            {
+                tokio::time::sleep(self.interval).await;
+            }
             let _ = self.sync_once().await;
             if last_purge.elapsed() >= PURGE_EVERY && !self.failing.load(Ordering::Relaxed) {
                 last_purge = tokio::time::Instant::now();

@@ -123,3 +123,30 @@ async fn the_sync_task_sends_soon_after_a_request() {
     }
     task.abort();
 }
+
+#[tokio::test]
+async fn with_a_sync_rate_requests_are_gathered_for_that_long() {
+    let db = Arc::new(Db::default());
+    let c = Arc::new(Cluster::with_interval(
+        Arc::new(db.clone()),
+        Duration::from_millis(300),
+    ));
+    let task = tokio::spawn(c.clone().run());
+    for _ in 0..5 {
+        hit(&c, "w", 10).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(db.rows.lock().unwrap().is_empty(), "sent before sync_rate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while db.rows.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "not synced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        db.batches.load(Ordering::Relaxed),
+        1,
+        "one batch for five requests"
+    );
+    assert_eq!(*db.rows.lock().unwrap().values().next().unwrap(), 5);
+    task.abort();
+}

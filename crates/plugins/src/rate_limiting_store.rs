@@ -336,6 +336,75 @@ impl RedisPool {
     }
 }
 
+/// rate-limiting's `redis` policy with a `sync_rate`: counters kept by the node and sent to
+/// Redis at most once per `sync_rate` (see [`crate::rate_limiting_cluster`]), one engine per
+/// Redis and rate, shared by every instance and snapshot that uses them.
+pub fn synced(pool: &Arc<RedisPool>, sync_rate: f64) -> Arc<crate::rate_limiting_cluster::Cluster> {
+    use crate::rate_limiting_cluster::Cluster;
+    static SYNCED: LazyLock<Mutex<HashMap<(RedisConf, u64), Arc<Cluster>>>> =
+        LazyLock::new(Default::default);
+    let mut m = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry((pool.conf.clone(), sync_rate.to_bits()))
+        .or_insert_with(|| {
+            let c = Arc::new(Cluster::with_interval(
+                Arc::new(RedisCounters(pool.clone())),
+                Duration::from_secs_f64(sync_rate),
+            ));
+            RUNTIME.spawn(c.clone().run());
+            c
+        })
+        .clone()
+}
+
+/// Redis as the synced engine's store: Kong's `sync_to_redis` (`INCRBY` the delta, set
+/// the expiry of a new key to the window's end), answering the totals.
+struct RedisCounters(Arc<RedisPool>);
+
+impl crate::rate_limiting_cluster::CounterBackend for RedisCounters {
+    fn increment(
+        &self,
+        _table: tollgate_model::counters::CounterTable,
+        rows: Vec<tollgate_model::counters::CounterIncrement>,
+    ) -> crate::rate_limiting_cluster::BoxFuture<Vec<i64>> {
+        Box::pin(self.0.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for r in &rows {
+                // Kong's key (`get_local_key`), from the row's columns.
+                let key = format!(
+                    "ratelimit:{}:{}:{}:{}:{}",
+                    r.route_id,
+                    r.service_id,
+                    r.identifier,
+                    r.period_date * 1000,
+                    r.period
+                );
+                p.cmd("EVAL")
+                    .arg(SYNC_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(r.value)
+                    .arg(r.expires_at);
+            }
+            p.query_async::<Vec<i64>>(&mut c).await
+        }))
+    }
+    fn purge(&self, _now: i64) -> crate::rate_limiting_cluster::BoxFuture<()> {
+        // Redis expires the keys itself.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Kong's `sync_to_redis` script, answering the total.
+const SYNC_SCRIPT: &str = r#"
+local key, value, expiration = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local exists = redis.call("exists", key)
+local total = redis.call("incrby", key, value)
+if exists == 0 then
+  redis.call("expireat", key, expiration)
+end
+return total
+"#;
+
 /// `INCRBY`, and `EXPIRE` when the key is new: one script, so a crash between the two
 /// cannot leave a counter without an expiry.
 const INCRBY_SCRIPT: &str = r#"

@@ -97,10 +97,13 @@ fn schema_follows_kong() {
     assert_eq!(c["redis"]["timeout"], 2000);
     let e = validate(json!({"minute": 5, "sync_rate": 1})).unwrap_err();
     assert!(e.contains(ERR_SYNC_RATE_POLICY), "{e}");
-    let e =
-        validate(json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 1}))
-            .unwrap_err();
-    assert!(e.contains(ERR_SYNC_RATE_UNSUPPORTED), "{e}");
+    validate(json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 1}))
+        .unwrap();
+    let e = validate(
+        json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 0.01}),
+    )
+    .unwrap_err();
+    assert!(e.contains(ERR_SYNC_RATE_MIN), "{e}");
     let e = validate(json!({"minute": 0})).unwrap_err();
     assert!(e.contains("minute"), "{e}");
 }
