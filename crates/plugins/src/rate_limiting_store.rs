@@ -341,8 +341,9 @@ impl RedisPool {
 /// Redis and rate, shared by every instance and snapshot that uses them.
 pub fn synced(pool: &Arc<RedisPool>, sync_rate: f64) -> Arc<crate::rate_limiting_cluster::Cluster> {
     use crate::rate_limiting_cluster::Cluster;
-    static SYNCED: LazyLock<Mutex<HashMap<(RedisConf, u64), Arc<Cluster>>>> =
-        LazyLock::new(Default::default);
+    /// By Redis and `sync_rate` (its bits).
+    type Engines = HashMap<(RedisConf, u64), Arc<Cluster>>;
+    static SYNCED: LazyLock<Mutex<Engines>> = LazyLock::new(Default::default);
     let mut m = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
     m.entry((pool.conf.clone(), sync_rate.to_bits()))
         .or_insert_with(|| {
