@@ -161,8 +161,12 @@ pub(crate) fn lua_number(n: f64) -> String {
 // ----------------------------------------------------------------------------------------
 // schema
 
-/// Kong's `validate_periods_order` plus what this build refuses.
-fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+/// Kong's `validate_periods_order`: a longer period may not have a lower limit. `the` is
+/// how the message starts ("The" here, "the" in response-ratelimiting, as Kong writes them).
+pub(crate) fn periods_order(
+    cfg: &Map<String, Value>,
+    the: &str,
+) -> Result<(), (Option<&'static str>, String)> {
     for (i, lower) in PERIODS.iter().enumerate() {
         let Some(v1) = cfg.get(lower.name()).and_then(Value::as_f64) else {
             continue;
@@ -173,7 +177,7 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
                     return Err((
                         None,
                         format!(
-                            "The limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
+                            "{the} limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
                             upper.name(),
                             lower.name()
                         ),
@@ -182,6 +186,12 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
             }
         }
     }
+    Ok(())
+}
+
+/// Kong's `validate_periods_order` plus what this build refuses.
+fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+    periods_order(cfg, "The")?;
     let policy = cfg.get("policy").and_then(Value::as_str).unwrap_or("local");
     let sync_rate = cfg.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0);
     if policy != "redis" && sync_rate != -1.0 {

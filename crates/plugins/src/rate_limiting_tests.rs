@@ -3,25 +3,11 @@ use crate::testing::{defaults, fixture, parts, ALICE};
 use crate::ConsumerIndex;
 
 fn validate(config: Value) -> Result<Map<String, Value>, String> {
-    let cat =
-        tollgate_model::PluginCatalog::new(vec![(SPEC.schema)()], &["bundled".into()]).unwrap();
-    let mut row = Map::new();
-    row.insert("name".into(), json!(NAME));
-    row.insert("config".into(), config);
-    let cx = tollgate_model::schema::Context::new(tollgate_model::schema::Operation::Insert);
-    cat.validate(&mut row, &cx)
-        .map(|_| row["config"].as_object().unwrap().clone())
-        .map_err(|e| format!("{e:?}"))
+    crate::testing::validated(&SPEC, config)
 }
 
 fn plugin(config: Value, id: &str) -> Box<dyn Plugin> {
-    let c = defaults(&SPEC, config);
-    let mut p = (SPEC.compile)(&Value::Object(c)).unwrap();
-    p.bind(&InstanceScope {
-        id,
-        ..Default::default()
-    });
-    p
+    crate::testing::bound(&SPEC, config, id)
 }
 
 fn access(

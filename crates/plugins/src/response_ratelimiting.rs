@@ -14,7 +14,8 @@ use crate::api::{
     RequestCx, ResponseCx, Resume,
 };
 use crate::rate_limiting::{
-    hv, lua_number, redis_pool, redis_record, validate_redis, Period, EMPTY_UUID, PERIODS,
+    hv, lua_number, periods_order, redis_pool, redis_record, validate_redis, Period, EMPTY_UUID,
+    PERIODS,
 };
 use crate::rate_limiting_cluster::{self as cluster, Cluster, ClusterWindow, Scope};
 use crate::rate_limiting_store::{self as store, RedisPool, Window};
@@ -48,26 +49,7 @@ pub static SPEC: PluginSpec = PluginSpec {
 
 /// Kong's `validate_periods_order` of one limit (lower-case "the", unlike rate-limiting).
 fn validate_periods(limit: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
-    for (i, lower) in PERIODS.iter().enumerate() {
-        let Some(v1) = limit.get(lower.name()).and_then(Value::as_f64) else {
-            continue;
-        };
-        for upper in &PERIODS[i + 1..] {
-            if let Some(v2) = limit.get(upper.name()).and_then(Value::as_f64) {
-                if v2 < v1 {
-                    return Err((
-                        None,
-                        format!(
-                            "the limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
-                            upper.name(),
-                            lower.name()
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    periods_order(limit, "the")
 }
 
 /// Limit names become header names (`X-RateLimit-Limit-<name>-<period>`); one that cannot
