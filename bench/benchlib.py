@@ -294,17 +294,34 @@ def default_bin():
     return None
 
 
+def ratelimit_plugin(ratelimit):
+    """A global rate-limiting plugin entry that never blocks (a per-second limit no load
+    reaches, by ip): `local`, or `redis:<port>` for a Redis on 127.0.0.1."""
+    if ratelimit == "local":
+        policy = "policy: local"
+    else:
+        port = int(ratelimit.split(":", 1)[1])
+        policy = f"policy: redis, redis: {{host: 127.0.0.1, port: {port}}}"
+    return (f"- name: rate-limiting\n  config: {{second: 1000000000, limit_by: ip, "
+            f"{policy}}}\n")
+
+
 def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None,
-                base_routes=True, prometheus=False, balanced=False):
+                base_routes=True, prometheus=False, balanced=False, ratelimit=None):
     """Kong 3.0 declarative YAML with the same routes as peer_conf. `prometheus`: plus a
     global prometheus plugin counting statuses, latencies and bandwidth. `balanced`: the
-    base service goes through an upstream of three targets (127.0.0.1-3, round-robin)."""
+    base service goes through an upstream of three targets (127.0.0.1-3, round-robin).
+    `ratelimit`: plus a global rate-limiting plugin (see `ratelimit_plugin`)."""
     out = ['_format_version: "3.0"\n']
+    if prometheus or ratelimit:
+        out.append("plugins:\n")
     if prometheus:
         out.append(
-            "plugins:\n- name: prometheus\n  config: {status_code_metrics: true, "
+            "- name: prometheus\n  config: {status_code_metrics: true, "
             "latency_metrics: true, bandwidth_metrics: true, upstream_health_metrics: true}\n"
         )
+    if ratelimit:
+        out.append(ratelimit_plugin(ratelimit))
     if balanced:
         out.append("upstreams:\n- name: bench-3\n  targets:\n")
         for i in (1, 2, 3):
@@ -427,3 +444,15 @@ def wait_ready(status_port, proc, deadline_s=60, poll=0.01):
             pass
         time.sleep(poll)
     return None
+
+
+def start_redis(tmp, cpu=None):
+    """A redis-server on a free loopback port (no persistence); returns (proc, port)."""
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port, proc, deadline_s=10, what="redis-server")
+    return proc, port

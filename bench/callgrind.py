@@ -83,7 +83,8 @@ def run_one(args, tmp, which, n, up_port, rep=0):
         prefix = tempfile.mkdtemp(prefix="gw-", dir=tmp)
         cfg = os.path.join(prefix, "kong.yml")
         with open(cfg, "w") as f:
-            f.write(B.declarative(up_port, prometheus=args.prometheus))
+            f.write(B.declarative(up_port, prometheus=args.prometheus,
+                                  ratelimit=args.ratelimit_conf))
         port, admin, status = B.free_port(), B.free_port(), B.free_port()
         env = B.gateway_env(prefix, port, None, admin, status, cfg, None, None)
         log = open(os.path.join(prefix, "stderr.log"), "w")
@@ -117,6 +118,9 @@ def main():
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--prometheus", action="store_true",
                     help="the gateway with a global prometheus plugin (the 'prometheus' scenario)")
+    ap.add_argument("--ratelimit", choices=["local", "redis"], default=None,
+                    help="the gateway with a global rate-limiting plugin (the 'ratelimit-*' "
+                    "scenarios); redis starts a redis-server on core 0")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     B.need_tools(["valgrind", "nginx", "taskset", "callgrind_annotate"])
@@ -132,6 +136,11 @@ def main():
     open(big, "wb").close()
     up_port = B.free_port()
     upstream, _ = B.start_nginx(tmp, "upstream", B.upstream_conf(tmp, up_port, big), 0, up_port)
+    redis = None
+    args.ratelimit_conf = args.ratelimit
+    if args.ratelimit == "redis":
+        redis, port = B.start_redis(tmp, cpu=0)
+        args.ratelimit_conf = f"redis:{port}"
     results = {}
     try:
         for which in ([args.only] if args.only else ["gateway", "nginx"]):
@@ -178,6 +187,8 @@ def main():
                 results[which]["profile"] = os.path.relpath(path, B.REPO)
     finally:
         B.stop(upstream)
+        if redis is not None:
+            B.stop(redis)
         if not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print()

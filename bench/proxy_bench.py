@@ -74,8 +74,9 @@ end
 class Scenario:
     def __init__(self, name, desc, tool="wrk", path="/", tls=False, conns=32, method="GET",
                  body=0, routes=0, ws=False, smoke=False, special=None, expect=b"ok",
-                 prometheus=False, balanced=False):
+                 prometheus=False, balanced=False, ratelimit=None):
         self.name, self.desc, self.tool, self.path, self.tls = name, desc, tool, path, tls
+        self.ratelimit = ratelimit
         self.balanced = balanced
         self.conns, self.method, self.body, self.routes, self.ws = conns, method, body, routes, ws
         self.smoke, self.special, self.expect = smoke, special, expect
@@ -86,6 +87,10 @@ SCENARIOS = [
     Scenario("plain", "HTTP/1.1, GET /, 1 route, 32 connections"),
     Scenario("prometheus", "plain + a global prometheus plugin (status codes, latencies, "
              "bandwidth, upstream health); compare with plain", prometheus=True),
+    Scenario("ratelimit-local", "plain + a global rate-limiting plugin (local policy, a "
+             "per-second limit never reached, by ip); compare with plain", ratelimit="local"),
+    Scenario("ratelimit-redis", "as ratelimit-local with the redis policy, against a "
+             "redis-server on the load generator's core", ratelimit="redis"),
     Scenario("upstream-3targets", "as plain, through an upstream of 3 targets (round-robin)",
              balanced=True),
     Scenario("tls-h1", "TLS 1.3 + HTTP/1.1 (wrk), keep-alive", tls=True),
@@ -494,13 +499,22 @@ def scenario_load(env, sc, args):
             return skipped("Python package 'websockets' not installed (pip install websockets)")
     ws_port = env.start_ws_server() if sc.ws else None
     routes = sc.routes
+    redis = None
+    ratelimit = sc.ratelimit
+    if ratelimit == "redis":
+        if shutil.which("redis-server") is None:
+            return skipped("redis-server not installed (apt-get install redis-server)")
+        redis, port = B.start_redis(env.tmp, cpu=LOAD_CPU)
+        ratelimit = f"redis:{port}"
     cfg = B.declarative(env.up_port, ws_port=ws_port, routes=routes, prometheus=sc.prometheus,
-                        balanced=sc.balanced)
+                        balanced=sc.balanced, ratelimit=ratelimit)
     gw, err = env.start_gateway(cfg)
     if gw is None:
         B.die(err)
     peer = env.start_peer(routes=routes, ws=sc.ws)
     try:
+        if ratelimit:
+            ratelimit_answers(gw)
         res = run_pair(env, sc, gw, peer, args)
         res["routes"] = routes or None
         if sc.prometheus:
@@ -508,7 +522,17 @@ def scenario_load(env, sc, args):
     finally:
         B.stop(gw.proc)
         B.stop(peer.proc)
+        if redis is not None:
+            B.stop(redis)
     return res
+
+
+def ratelimit_answers(gw):
+    """Proof the rate-limiting plugin runs: its headers on a proxied response."""
+    status, _, headers = B.http_get(gw.port, "/")
+    names = {k.lower() for k in dict(headers)}
+    if status != 200 or "x-ratelimit-remaining-second" not in names:
+        B.die(f"the rate-limiting scenario got {status} without its headers: {headers}")
 
 
 def metrics_counted(gw):

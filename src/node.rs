@@ -43,6 +43,7 @@ pub fn load_config(common: &Common, file: Option<std::path::PathBuf>) -> anyhow:
 /// proxy-cache's dictionaries first: its schema checks that they exist.
 pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
     install_proxy_caches(config);
+    tollgate_plugins::set_dbless(config.database == Database::Off);
     tollgate_plugins::catalog(&config.plugins)
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }
@@ -200,6 +201,36 @@ pub(crate) fn millis_key(
             .map_err(|_| {
                 anyhow::anyhow!("invalid value for '{key}': {v:?} (expected milliseconds)")
             }),
+    }
+}
+
+/// The node's database as the rate-limiting plugins' `cluster` counters see it.
+struct StoreCounters(Arc<dyn Store>);
+
+impl tollgate_plugins::rate_limiting_cluster::CounterBackend for StoreCounters {
+    fn increment(
+        &self,
+        table: tollgate_store::CounterTable,
+        rows: Vec<tollgate_store::CounterIncrement>,
+    ) -> tollgate_plugins::rate_limiting_cluster::BoxFuture<Vec<i64>> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            s.increment_counters(table, rows)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn purge(&self, now: i64) -> tollgate_plugins::rate_limiting_cluster::BoxFuture<()> {
+        let s = self.0.clone();
+        Box::pin(async move { s.purge_counters(now).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Gives the `cluster` rate-limiting policy the node's database (before the first
+/// snapshot compiles a plugin that uses it). DB-less nodes have none.
+pub fn install_counters(config: &Config, store: &Arc<dyn Store>) {
+    if config.database != Database::Off {
+        tollgate_plugins::rate_limiting_cluster::install(Arc::new(StoreCounters(store.clone())));
     }
 }
 

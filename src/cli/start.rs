@@ -228,6 +228,7 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         tollgate_proxy::balancer::dns::configure(servers);
     }
     let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
+    node::install_counters(&config, &store);
     let source: &dyn Store = saved.as_deref().unwrap_or(store.as_ref());
 
     // The first snapshot is built before any listener opens, so the node never serves a

@@ -22,6 +22,8 @@ mod prometheus;
 mod proxy;
 mod proxy_cache;
 mod rate_limiting;
+mod rate_limiting_cluster;
+mod response_ratelimiting;
 mod support;
 mod tools_support;
 mod upstreams;

@@ -55,8 +55,14 @@ pub async fn echo() -> String {
                     let out =
                         json!({"method": method, "uri": uri, "headers": headers, "body": body, "body_len": len})
                             .to_string();
+                    // `x-respond-header: Name: value` asks for that header in the answer.
+                    let extra = headers
+                        .get("x-respond-header")
+                        .and_then(Value::as_str)
+                        .map(|h| format!("{h}\r\n"))
+                        .unwrap_or_default();
                     let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}",
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{out}",
                         out.len()
                     );
                     if s.write_all(resp.as_bytes()).await.is_err() {

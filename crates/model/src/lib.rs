@@ -1,6 +1,7 @@
 //! Tollgate's data model: Kong's entities described once, validated with Kong's messages,
 //! and the declarative configuration format.
 
+pub mod counters;
 pub mod declarative;
 pub mod entities;
 pub mod error;

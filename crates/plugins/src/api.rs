@@ -202,6 +202,28 @@ pub struct InstanceScope<'a> {
 pub enum Flow {
     Continue,
     Exit(Exit),
+    /// Access phase only: the plugin waits on a remote store (Redis) without holding the
+    /// worker thread. The chain awaits the future on the request's task, then resumes the
+    /// plugin with the context; the resumed phase may not wait again.
+    Await(Deferred),
+}
+
+/// What a waiting plugin does once its I/O is done.
+pub type Resume = Box<dyn FnOnce(&mut RequestCx<'_>) -> Result<Flow, PluginError> + Send>;
+
+/// The I/O a plugin waits on ([`Flow::Await`]); its output resumes the plugin.
+pub struct Deferred(pub std::pin::Pin<Box<dyn std::future::Future<Output = Resume> + Send>>);
+
+impl Deferred {
+    pub fn new(f: impl std::future::Future<Output = Resume> + Send + 'static) -> Self {
+        Deferred(Box::pin(f))
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
 }
 
 /// A response produced by a plugin (`kong.response.exit` / `kong.response.error`).
@@ -457,6 +479,7 @@ impl<'a> RequestCx<'a> {
     pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.response_headers.push((name, value));
     }
+
     /// The headers queued by [`RequestCx::set_response_header`].
     pub fn take_response_headers(&mut self) -> Vec<(HeaderName, HeaderValue)> {
         std::mem::take(&mut self.response_headers)
@@ -534,6 +557,16 @@ pub struct ResponseCx<'a> {
     /// What this plugin's access kept for the request ([`RequestCx::set_plugin_state`]).
     pub state: &'a mut Option<PluginState>,
     pub connection: Option<Connection>,
+    /// Set by [`ResponseCx::exit_empty`]: the body is dropped.
+    pub empty_body: bool,
+}
+
+impl ResponseCx<'_> {
+    /// `kong.response.exit(status)` in header_filter: this status, no body.
+    pub fn exit_empty(&mut self, status: http::StatusCode) {
+        self.resp.status = status;
+        self.empty_body = true;
+    }
 }
 
 /// What the certificate phase sees (`ngx.ssl`): the handshake's SNI and client, and

@@ -275,7 +275,7 @@ impl Chain {
     /// Runs the access phase: each plugin resolved with the consumer authenticated so far,
     /// in priority order. After an exit the remaining plugins are still collected for the
     /// response phases, but their access does not run (Kong's `delayed_response`).
-    pub fn access<'s: 'c, 'c>(
+    pub async fn access<'s: 'c, 'c>(
         &'s self,
         cx: &mut RequestCx<'c>,
         collected: &mut Collected<'s>,
@@ -302,8 +302,15 @@ impl Chain {
             if exit.is_some() || !inst.spec.phases.access {
                 continue;
             }
-            if let Flow::Exit(e) = run(inst, "access", || inst.plugin.access(cx)) {
-                exit = Some(e);
+            let mut flow = run(inst, "access", || inst.plugin.access(cx));
+            if let Flow::Await(d) = flow {
+                let resume = d.0.await;
+                flow = run(inst, "access", || resume(cx));
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Exit(e) => exit = Some(e),
+                Flow::Await(_) => exit = Some(not_twice(inst, "access")),
             }
             if let Some(state) = cx.take_plugin_state() {
                 // Only a plugin with a response phase reads it back.
@@ -322,6 +329,12 @@ impl Chain {
             None => Flow::Continue,
         }
     }
+}
+
+/// A plugin that waited where it may not (a second time, or in rewrite): a bug, 500.
+fn not_twice(inst: &Instance, phase: &'static str) -> Exit {
+    tracing::error!(plugin = inst.spec.name, id = %inst.id, phase, "plugin waited where it may not");
+    Exit::unexpected()
 }
 
 /// Runs one phase function; a returned error or a panic fails the request with 500.
@@ -575,8 +588,11 @@ impl Plugins {
     /// Runs the rewrite phase of global plugins (before routing).
     pub fn rewrite(&self, cx: &mut RequestCx<'_>) -> Flow {
         for inst in self.global_rewrite.iter() {
-            if let Flow::Exit(e) = run(inst, "rewrite", || inst.plugin.rewrite(cx)) {
-                return Flow::Exit(e);
+            match run(inst, "rewrite", || inst.plugin.rewrite(cx)) {
+                Flow::Continue => {}
+                Flow::Exit(e) => return Flow::Exit(e),
+                // The rewrite phase runs before routing, synchronously.
+                Flow::Await(_) => return Flow::Exit(not_twice(inst, "rewrite")),
             }
         }
         Flow::Continue

@@ -482,6 +482,7 @@ mod tests {
             request_headers: &rh,
             state: &mut None,
             connection: None,
+            empty_body: false,
         };
         p.header_filter(&mut cx).unwrap();
         resp.headers

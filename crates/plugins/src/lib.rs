@@ -39,16 +39,18 @@ pub mod key_auth;
 pub mod prometheus;
 pub mod proxy_cache;
 pub mod rate_limiting;
+pub mod rate_limiting_cluster;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_ratelimiting;
 pub mod response_transformer;
 
 pub use api::{
-    BodyCx, BodyMode, Captures, CertificateChoice, CertificateCx, Connection, Credential, Exit,
-    ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec, PluginState,
-    RequestCx, ResponseCx, Row as EntityRow,
+    BodyCx, BodyMode, Captures, CertificateChoice, CertificateCx, Connection, Credential, Deferred,
+    Exit, ExitBody, Flow, InstanceScope, LogCx, Phases, Plugin, PluginError, PluginSpec,
+    PluginState, RequestCx, ResponseCx, Resume, Row as EntityRow,
 };
 pub use chain::{Chain, Collected, Instance, Plugins};
 pub use consumers::{Consumer, ConsumerIndex};
@@ -64,6 +66,24 @@ static NODE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 /// Records the node's id and hostname once, at start (later calls are ignored).
 pub fn set_node(node_id: &str, hostname: &str) {
     let _ = NODE.set((node_id.to_owned(), hostname.to_owned()));
+}
+
+/// Whether this node has no database of its own (`database = off`, or a control plane):
+/// Kong's rate-limiting schemas then leave `cluster` out of `policy`.
+static DBLESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records the node's mode before the plugin catalog is built.
+pub fn set_dbless(dbless: bool) {
+    DBLESS.store(dbless, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The rate-limiting plugins' `policy` values on this node (Kong's `is_dbless()` choice).
+pub(crate) fn policies() -> &'static [&'static str] {
+    if DBLESS.load(std::sync::atomic::Ordering::Relaxed) {
+        &["local", "redis"]
+    } else {
+        &["local", "cluster", "redis"]
+    }
 }
 
 /// `(node_id, hostname)`; empty before [`set_node`] (unit tests).
@@ -85,6 +105,7 @@ pub static BUNDLED: &[&PluginSpec] = &[
     &jwt::SPEC,
     &hmac_auth::SPEC,
     &rate_limiting::SPEC,
+    &response_ratelimiting::SPEC,
     &correlation_id::SPEC,
     &request_transformer::SPEC,
     &response_transformer::SPEC,
@@ -120,7 +141,7 @@ impl Flow {
     pub fn unwrap_exit(self) -> Exit {
         match self {
             Flow::Exit(e) => e,
-            Flow::Continue => panic!("expected an exit, got Continue"),
+            other => panic!("expected an exit, got {other:?}"),
         }
     }
 }
@@ -161,6 +182,7 @@ mod tests {
             ("jwt", 1450),
             ("hmac-auth", 1030),
             ("rate-limiting", 910),
+            ("response-ratelimiting", 900),
             ("correlation-id", 100001),
             ("request-transformer", 801),
             ("response-transformer", 800),
@@ -183,6 +205,7 @@ mod tests {
                 "acl" | "ip-restriction" => serde_json::json!({"allow": ["127.0.0.1"]}),
                 "rate-limiting" => serde_json::json!({"minute": 5}),
                 "proxy-cache" => serde_json::json!({"strategy": "memory"}),
+                "response-ratelimiting" => serde_json::json!({"limits": {"v": {"minute": 5}}}),
                 "http-log" => serde_json::json!({"http_endpoint": "http://127.0.0.1:9/"}),
                 "file-log" => serde_json::json!({"path": "/dev/null"}),
                 "tcp-log" | "udp-log" => serde_json::json!({"host": "127.0.0.1", "port": 9}),

@@ -4,11 +4,18 @@
 //! `error_code` once a limit is reached.
 //!
 //! Policies: `local` (process-wide counters outside the snapshot, see
-//! [`crate::rate_limiting_store`]) and `redis` (Kong's keys and script, so Kong and Tollgate
-//! nodes can share a Redis). `cluster` needs counters in a database and is refused by the
-//! schema for now, as are `sync_rate` (other than -1) and `redis.server_name`.
+//! [`crate::rate_limiting_store`]), `cluster` (Kong's `ratelimiting_metrics` rows in the
+//! node's database, synced in the background: see [`crate::rate_limiting_cluster`]; refused
+//! in DB-less mode, as Kong's schema does) and `redis` (Kong's keys and script, so Kong and
+//! Tollgate nodes can share a Redis; the round trip is awaited on the request's task, see
+//! [`Flow::Await`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
+//! seconds by the same engine as `cluster`). `redis.server_name` other than the host is
+//! refused.
 
-use crate::api::{Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx};
+use crate::api::{
+    Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx, Resume,
+};
+use crate::rate_limiting_cluster::{self as cluster, Cluster, ClusterWindow};
 use crate::rate_limiting_store::{self as store, RedisConf, RedisPool, Window};
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
@@ -20,12 +27,9 @@ pub const NAME: &str = "rate-limiting";
 pub const PRIORITY: i32 = 910;
 
 pub const DEFAULT_ERROR_MESSAGE: &str = "API rate limit exceeded";
-pub const ERR_CLUSTER: &str =
-    "policy 'cluster' requires a database with counters; not supported yet";
+pub const ERR_NO_DATABASE: &str = "policy 'cluster' needs the node's database";
 pub const ERR_SYNC_RATE_POLICY: &str = "sync_rate can only be used with the redis policy";
 pub const ERR_SYNC_RATE_MIN: &str = "sync_rate must be greater than 0.02, or -1 to disable";
-pub const ERR_SYNC_RATE_UNSUPPORTED: &str =
-    "sync_rate other than -1 (synchronous counting) is not supported yet";
 pub const ERR_SERVER_NAME: &str =
     "redis.server_name is not supported yet: the TLS server name is redis.host";
 
@@ -146,7 +150,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// A Lua number as Kong prints it in a header: integers without a fraction.
-fn lua_number(n: f64) -> String {
+pub(crate) fn lua_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e15 {
         format!("{}", n as i64)
     } else {
@@ -157,8 +161,12 @@ fn lua_number(n: f64) -> String {
 // ----------------------------------------------------------------------------------------
 // schema
 
-/// Kong's `validate_periods_order` plus what this build refuses.
-fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+/// Kong's `validate_periods_order`: a longer period may not have a lower limit. `the` is
+/// how the message starts ("The" here, "the" in response-ratelimiting, as Kong writes them).
+pub(crate) fn periods_order(
+    cfg: &Map<String, Value>,
+    the: &str,
+) -> Result<(), (Option<&'static str>, String)> {
     for (i, lower) in PERIODS.iter().enumerate() {
         let Some(v1) = cfg.get(lower.name()).and_then(Value::as_f64) else {
             continue;
@@ -169,7 +177,7 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
                     return Err((
                         None,
                         format!(
-                            "The limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
+                            "{the} limit for {}({v2:.1}) cannot be lower than the limit for {}({v1:.1})",
                             upper.name(),
                             lower.name()
                         ),
@@ -178,21 +186,29 @@ fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>
             }
         }
     }
+    Ok(())
+}
+
+/// Kong's `validate_periods_order` plus what this build refuses.
+fn validate_config(cfg: &Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+    periods_order(cfg, "The")?;
     let policy = cfg.get("policy").and_then(Value::as_str).unwrap_or("local");
     let sync_rate = cfg.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0);
     if policy != "redis" && sync_rate != -1.0 {
         return Err((None, ERR_SYNC_RATE_POLICY.into()));
     }
-    if policy == "redis" && sync_rate != -1.0 {
-        if sync_rate < 0.02 {
-            return Err((None, ERR_SYNC_RATE_MIN.into()));
-        }
-        return Err((Some("sync_rate"), ERR_SYNC_RATE_UNSUPPORTED.into()));
+    if policy == "redis" && sync_rate != -1.0 && sync_rate < 0.02 {
+        return Err((None, ERR_SYNC_RATE_MIN.into()));
     }
-    if policy == "cluster" {
-        return Err((Some("policy"), ERR_CLUSTER.into()));
-    }
-    if policy == "redis" {
+    validate_redis(cfg)
+}
+
+/// Kong's conditional checks on `redis` when `policy` is redis, plus the `server_name`
+/// this build refuses (shared with response-ratelimiting).
+pub(crate) fn validate_redis(
+    cfg: &Map<String, Value>,
+) -> Result<(), (Option<&'static str>, String)> {
+    if cfg.get("policy").and_then(Value::as_str) == Some("redis") {
         let redis = cfg.get("redis").and_then(Value::as_object);
         let get = |k: &str| redis.and_then(|r| r.get(k)).filter(|v| !v.is_null());
         for k in ["host", "port", "timeout"] {
@@ -233,7 +249,7 @@ fn period_field(p: Period, desc: &'static str) -> Field {
         .describe(desc)
 }
 
-fn redis_record() -> Field {
+pub(crate) fn redis_record() -> Field {
     Field::new(
         "redis",
         Type::Record(
@@ -279,7 +295,7 @@ fn schema() -> PluginDef {
             Field::new("policy", Type::String)
                 .default(json!("local"))
                 .check(tollgate_model::schema::Check::LenMin(0))
-                .one_of(&["local", "cluster", "redis"])
+                .one_of(crate::policies())
                 .describe("The rate-limiting policies to use for retrieving and incrementing the limits."),
             Field::new("fault_tolerant", Type::Boolean).required().default(json!(true)).describe("A boolean value that determines if the requests should be proxied even if Kong has troubles connecting a third-party data store. If `true`, requests will be proxied anyway, effectively disabling the rate-limiting function until the data store is working again. If `false`, then the clients will see `500` errors."),
             redis_record(),
@@ -328,26 +344,35 @@ pub enum LimitBy {
 
 enum Policy {
     Local,
+    Cluster(Arc<Cluster>),
     Redis(Arc<RedisPool>),
 }
 
-/// rate-limiting compiled.
-pub struct RateLimiting {
+/// What decides the answer once the usages are known; shared with a request waiting on
+/// Redis.
+struct Rules {
     /// The configured periods and their limits, in period order.
     limits: Vec<(Period, f64)>,
-    limit_by: LimitBy,
-    policy: Policy,
     fault_tolerant: bool,
     hide_client_headers: bool,
     error_code: u16,
     error_message: String,
-    /// The `plugins` row id (local keys) and Kong's `route_id:service_id` key prefix
-    /// (redis keys, as Kong writes them).
-    plugin_id: String,
-    scope: String,
 }
 
-const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
+/// rate-limiting compiled.
+pub struct RateLimiting {
+    rules: Arc<Rules>,
+    limit_by: LimitBy,
+    policy: Policy,
+    /// The `plugins` row id (local keys) and Kong's `route_id:service_id` key prefix
+    /// (redis keys and cluster counters, as Kong writes them).
+    plugin_id: String,
+    scope: String,
+    route_id: String,
+    service_id: String,
+}
+
+pub(crate) const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 fn compile(config: &Value) -> Result<Box<dyn Plugin>, String> {
     Ok(Box::new(build(config)?))
@@ -376,48 +401,58 @@ fn build(config: &Value) -> Result<RateLimiting, String> {
     let policy = match s("policy").as_deref().unwrap_or("local") {
         "local" => Policy::Local,
         "redis" => {
-            if c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) != -1.0 {
-                return Err(ERR_SYNC_RATE_UNSUPPORTED.into());
+            let pool = redis_pool(c)?;
+            match c.get("sync_rate").and_then(Value::as_f64).unwrap_or(-1.0) {
+                -1.0 => Policy::Redis(pool),
+                rate => Policy::Cluster(store::synced(&pool, rate)),
             }
-            let r = c
-                .get("redis")
-                .and_then(Value::as_object)
-                .ok_or("redis missing")?;
-            let rs = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
-            let rb = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
-            if rs("server_name").is_some_and(|sn| Some(sn) != rs("host")) {
-                return Err(ERR_SERVER_NAME.into());
-            }
-            Policy::Redis(store::pool(&RedisConf {
-                host: rs("host").ok_or("redis.host missing")?,
-                port: r.get("port").and_then(Value::as_u64).unwrap_or(6379) as u16,
-                username: rs("username"),
-                password: rs("password"),
-                database: r.get("database").and_then(Value::as_i64).unwrap_or(0),
-                timeout_ms: r.get("timeout").and_then(Value::as_u64).unwrap_or(2000),
-                ssl: rb("ssl"),
-                ssl_verify: rb("ssl_verify"),
-            }))
         }
-        "cluster" => return Err(ERR_CLUSTER.into()),
+        "cluster" => Policy::Cluster(cluster::installed().ok_or(ERR_NO_DATABASE)?),
         o => return Err(format!("unknown policy {o}")),
     };
     let error_code = c.get("error_code").and_then(Value::as_f64).unwrap_or(429.0);
     Ok(RateLimiting {
-        limits,
+        rules: Arc::new(Rules {
+            limits,
+            fault_tolerant: b("fault_tolerant", true),
+            hide_client_headers: b("hide_client_headers", false),
+            error_code: if (100.0..1000.0).contains(&error_code) {
+                error_code as u16
+            } else {
+                500
+            },
+            error_message: s("error_message").unwrap_or_else(|| DEFAULT_ERROR_MESSAGE.into()),
+        }),
         limit_by,
         policy,
-        fault_tolerant: b("fault_tolerant", true),
-        hide_client_headers: b("hide_client_headers", false),
-        error_code: if (100.0..1000.0).contains(&error_code) {
-            error_code as u16
-        } else {
-            500
-        },
-        error_message: s("error_message").unwrap_or_else(|| DEFAULT_ERROR_MESSAGE.into()),
         plugin_id: String::new(),
         scope: format!("{EMPTY_UUID}:{EMPTY_UUID}"),
+        route_id: EMPTY_UUID.into(),
+        service_id: EMPTY_UUID.into(),
     })
+}
+
+/// The shared connection for a config's `redis` record.
+pub(crate) fn redis_pool(c: &Map<String, Value>) -> Result<Arc<RedisPool>, String> {
+    let r = c
+        .get("redis")
+        .and_then(Value::as_object)
+        .ok_or("redis missing")?;
+    let rs = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+    let rb = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if rs("server_name").is_some_and(|sn| Some(sn) != rs("host")) {
+        return Err(ERR_SERVER_NAME.into());
+    }
+    Ok(store::pool(&RedisConf {
+        host: rs("host").ok_or("redis.host missing")?,
+        port: r.get("port").and_then(Value::as_u64).unwrap_or(6379) as u16,
+        username: rs("username"),
+        password: rs("password"),
+        database: r.get("database").and_then(Value::as_i64).unwrap_or(0),
+        timeout_ms: r.get("timeout").and_then(Value::as_u64).unwrap_or(2000),
+        ssl: rb("ssl"),
+        ssl_verify: rb("ssl_verify"),
+    }))
 }
 
 /// One period's usage, as Kong's `get_usage` records it.
@@ -472,7 +507,7 @@ pub fn headers(
     (out, stop.map(|_| reset))
 }
 
-fn hv(s: &str) -> HeaderValue {
+pub(crate) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("0"))
 }
 
@@ -501,7 +536,8 @@ impl RateLimiting {
     /// (`ratelimit:<route>:<service>:<identifier>:<window start ms>:<period>`); local keys
     /// are prefixed with the plugin id.
     fn windows(&self, identifier: &str, now: u64, local: bool) -> Vec<Window> {
-        self.limits
+        self.rules
+            .limits
             .iter()
             .map(|(p, _)| {
                 let start_ms = p.start(now) * 1000;
@@ -526,25 +562,75 @@ impl RateLimiting {
 impl Plugin for RateLimiting {
     fn bind(&mut self, scope: &InstanceScope<'_>) {
         self.plugin_id = scope.id.to_owned();
-        self.scope = format!(
-            "{}:{}",
-            scope.route.unwrap_or(EMPTY_UUID),
-            scope.service.unwrap_or(EMPTY_UUID)
-        );
+        self.route_id = scope.route.unwrap_or(EMPTY_UUID).to_owned();
+        self.service_id = scope.service.unwrap_or(EMPTY_UUID).to_owned();
+        self.scope = format!("{}:{}", self.route_id, self.service_id);
     }
 
     fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
         let now = cx.now();
         let identifier = self.identifier(cx);
-        let limits: Vec<f64> = self.limits.iter().map(|(_, l)| *l).collect();
+        let rules = &self.rules;
         let used = match &self.policy {
             Policy::Local => {
+                let limits: Vec<f64> = rules.limits.iter().map(|(_, l)| *l).collect();
                 let windows = self.windows(&identifier, now, true);
                 let shard = format!("{}:{identifier}", self.plugin_id);
                 Ok(store::LOCAL.usage_and_increment(&shard, &windows, &limits, now))
             }
-            Policy::Redis(pool) => pool.usage(self.windows(&identifier, now, false)),
+            Policy::Cluster(c) => {
+                let windows = self.windows(&identifier, now, false);
+                let cw: Vec<ClusterWindow<'_>> = windows
+                    .iter()
+                    .zip(&rules.limits)
+                    .map(|(window, (p, _))| ClusterWindow {
+                        window,
+                        period: p.name(),
+                        start: p.start(now),
+                    })
+                    .collect();
+                let scope = cluster::Scope {
+                    table: tollgate_model::counters::CounterTable::RateLimiting,
+                    identifier: &identifier,
+                    service_id: &self.service_id,
+                    route_id: &self.route_id,
+                };
+                let shard = format!("{}:{identifier}", self.scope);
+                // Kong counts a request only when no limit stopped it.
+                c.count(&scope, &shard, &cw, |usage| {
+                    (!rules.stopped(usage)).then_some(1)
+                })
+            }
+            Policy::Redis(pool) => {
+                let usage = pool.usage(self.windows(&identifier, now, false));
+                let rules = rules.clone();
+                return Ok(Flow::Await(Deferred::new(async move {
+                    let used = usage.await;
+                    Box::new(move |cx: &mut RequestCx<'_>| rules.answer(cx, now, used)) as Resume
+                })));
+            }
         };
+        rules.answer(cx, now, used)
+    }
+}
+
+impl Rules {
+    /// Whether some limit is reached at these usages.
+    fn stopped(&self, usage: &[u64]) -> bool {
+        usage
+            .iter()
+            .zip(&self.limits)
+            .any(|(u, (_, l))| l - *u as f64 <= 0.0)
+    }
+
+    /// Kong's access phase once the usages are known: headers, or the limit's error;
+    /// a store's failure passes (logged) when `fault_tolerant`, else fails the request.
+    fn answer(
+        &self,
+        cx: &mut RequestCx<'_>,
+        now: u64,
+        used: Result<Vec<u64>, String>,
+    ) -> Result<Flow, PluginError> {
         let used = match used {
             Ok(u) => u,
             Err(e) if self.fault_tolerant => {

@@ -2,6 +2,7 @@
 //! counters survive configuration changes) and `redis` (a real Redis, shared by nodes).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -73,8 +74,7 @@ impl LocalStore {
         limits: &[f64],
         now: u64,
     ) -> Vec<u64> {
-        let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
-        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock(shard_key);
         let usage: Vec<u64> = windows
             .iter()
             .map(|w| match s.counters.get(&w.key) {
@@ -96,6 +96,38 @@ impl LocalStore {
             }
         }
         usage
+    }
+
+    /// The counters' values (response-ratelimiting's read, without counting).
+    pub fn get(&self, shard_key: &str, windows: &[Window], now: u64) -> Vec<u64> {
+        let s = self.lock(shard_key);
+        windows
+            .iter()
+            .map(|w| match s.counters.get(&w.key) {
+                Some((n, exp)) if *exp > now => *n,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Adds `by` to every window (response-ratelimiting's increment).
+    pub fn add(&self, shard_key: &str, windows: &[Window], by: u64, now: u64) {
+        let mut s = self.lock(shard_key);
+        if s.counters.len() >= SHARD_CAP {
+            s.sweep(now);
+        }
+        for w in windows {
+            let e = s.counters.entry(w.key.clone()).or_insert((0, 0));
+            if e.1 <= now {
+                *e = (0, now + w.ttl);
+            }
+            e.0 += by;
+        }
+    }
+
+    fn lock(&self, shard_key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many counters are kept.
@@ -210,45 +242,185 @@ impl RedisPool {
         Ok(c)
     }
 
-    async fn usage_async(self: Arc<Self>, windows: Vec<Window>) -> redis::RedisResult<Vec<u64>> {
-        let mut c = self.connection().await?;
-        let mut p = redis::pipe();
-        for w in &windows {
-            p.cmd("EVAL")
-                .arg(USAGE_SCRIPT)
-                .arg(1)
-                .arg(&w.key)
-                .arg(w.ttl);
-        }
-        let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
-        Ok(v.into_iter()
-            .map(|n| n.unwrap_or(0).max(0) as u64)
-            .collect())
-    }
-
-    /// Counts this request in every window and answers the usages before it, waiting at
-    /// most the configured timeout (the request's thread is handed back to the proxy's
-    /// runtime meanwhile).
-    pub fn usage(self: &Arc<Self>, windows: Vec<Window>) -> Result<Vec<u64>, String> {
+    /// Runs `f` on a connection, on the Redis runtime: the caller's task waits for the
+    /// answer without holding its worker thread, at most the configured timeout.
+    pub fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        f: F,
+    ) -> impl Future<Output = Result<T, String>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send,
+    {
         let t = Duration::from_millis(self.conf.timeout_ms);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let me = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         RUNTIME.spawn(async move {
-            let r = match tokio::time::timeout(t, me.usage_async(windows)).await {
+            let work = async {
+                let c = me.connection().await?;
+                f(c).await
+            };
+            let r = match tokio::time::timeout(t, work).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("timeout".to_owned()),
             };
             let _ = tx.send(r);
         });
-        let wait = || {
-            rx.recv_timeout(t + Duration::from_millis(50))
-                .unwrap_or_else(|_| Err("timeout".to_owned()))
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err("redis task ended".to_owned()))
         }
     }
+
+    /// rate-limiting's realtime usage: counts this request in every window (Kong's
+    /// script) and answers the usages before it.
+    pub fn usage(
+        self: &Arc<Self>,
+        windows: Vec<Window>,
+    ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
+        self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for w in &windows {
+                p.cmd("EVAL")
+                    .arg(USAGE_SCRIPT)
+                    .arg(1)
+                    .arg(&w.key)
+                    .arg(w.ttl);
+            }
+            let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
+            Ok(v.into_iter()
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+                .collect())
+        })
+    }
+
+    /// response-ratelimiting's usage: the counters' values (`GET`), 0 when absent.
+    pub fn get(
+        self: &Arc<Self>,
+        keys: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
+        self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for k in &keys {
+                p.cmd("GET").arg(k);
+            }
+            let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
+            Ok(v.into_iter()
+                .map(|n| n.unwrap_or(0).max(0) as u64)
+                .collect())
+        })
+    }
+
+    /// response-ratelimiting's increment, in the background: `INCRBY` each window,
+    /// setting the expiry of a counter that did not exist (Kong's `exists` then pipeline).
+    pub fn increment(self: &Arc<Self>, windows: Vec<Window>, by: i64) {
+        let done = self.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for w in &windows {
+                p.cmd("EVAL")
+                    .arg(INCRBY_SCRIPT)
+                    .arg(1)
+                    .arg(&w.key)
+                    .arg(by)
+                    .arg(w.ttl)
+                    .ignore();
+            }
+            p.query_async::<()>(&mut c).await
+        });
+        RUNTIME.spawn(async move {
+            if let Err(e) = done.await {
+                tracing::error!("failed to increment counters in Redis: {e}");
+            }
+        });
+    }
+}
+
+/// rate-limiting's `redis` policy with a `sync_rate`: counters kept by the node and sent to
+/// Redis at most once per `sync_rate` (see [`crate::rate_limiting_cluster`]), one engine per
+/// Redis and rate, shared by every instance and snapshot that uses them.
+pub fn synced(pool: &Arc<RedisPool>, sync_rate: f64) -> Arc<crate::rate_limiting_cluster::Cluster> {
+    use crate::rate_limiting_cluster::Cluster;
+    /// By Redis and `sync_rate` (its bits).
+    type Engines = HashMap<(RedisConf, u64), Arc<Cluster>>;
+    static SYNCED: LazyLock<Mutex<Engines>> = LazyLock::new(Default::default);
+    let mut m = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry((pool.conf.clone(), sync_rate.to_bits()))
+        .or_insert_with(|| {
+            let c = Arc::new(Cluster::with_interval(
+                Arc::new(RedisCounters(pool.clone())),
+                Duration::from_secs_f64(sync_rate),
+            ));
+            RUNTIME.spawn(c.clone().run());
+            c
+        })
+        .clone()
+}
+
+/// Redis as the synced engine's store: Kong's `sync_to_redis` (`INCRBY` the delta, set
+/// the expiry of a new key to the window's end), answering the totals.
+struct RedisCounters(Arc<RedisPool>);
+
+impl crate::rate_limiting_cluster::CounterBackend for RedisCounters {
+    fn increment(
+        &self,
+        _table: tollgate_model::counters::CounterTable,
+        rows: Vec<tollgate_model::counters::CounterIncrement>,
+    ) -> crate::rate_limiting_cluster::BoxFuture<Vec<i64>> {
+        Box::pin(self.0.run(move |mut c| async move {
+            let mut p = redis::pipe();
+            for r in &rows {
+                // Kong's key (`get_local_key`), from the row's columns.
+                let key = format!(
+                    "ratelimit:{}:{}:{}:{}:{}",
+                    r.route_id,
+                    r.service_id,
+                    r.identifier,
+                    r.period_date * 1000,
+                    r.period
+                );
+                p.cmd("EVAL")
+                    .arg(SYNC_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(r.value)
+                    .arg(r.expires_at);
+            }
+            p.query_async::<Vec<i64>>(&mut c).await
+        }))
+    }
+    fn purge(&self, _now: i64) -> crate::rate_limiting_cluster::BoxFuture<()> {
+        // Redis expires the keys itself.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Kong's `sync_to_redis` script, answering the total.
+const SYNC_SCRIPT: &str = r#"
+local key, value, expiration = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local exists = redis.call("exists", key)
+local total = redis.call("incrby", key, value)
+if exists == 0 then
+  redis.call("expireat", key, expiration)
+end
+return total
+"#;
+
+/// `INCRBY`, and `EXPIRE` when the key is new: one script, so a crash between the two
+/// cannot leave a counter without an expiry.
+const INCRBY_SCRIPT: &str = r#"
+local key, by, expiration = KEYS[1], ARGV[1], ARGV[2]
+local exists = redis.call("exists", key)
+redis.call("incrby", key, by)
+if exists == 0 then
+  redis.call("expire", key, expiration)
+end
+return 0
+"#;
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs())
 }

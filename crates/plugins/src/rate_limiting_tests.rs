@@ -3,25 +3,11 @@ use crate::testing::{defaults, fixture, parts, ALICE};
 use crate::ConsumerIndex;
 
 fn validate(config: Value) -> Result<Map<String, Value>, String> {
-    let cat =
-        tollgate_model::PluginCatalog::new(vec![(SPEC.schema)()], &["bundled".into()]).unwrap();
-    let mut row = Map::new();
-    row.insert("name".into(), json!(NAME));
-    row.insert("config".into(), config);
-    let cx = tollgate_model::schema::Context::new(tollgate_model::schema::Operation::Insert);
-    cat.validate(&mut row, &cx)
-        .map(|_| row["config"].as_object().unwrap().clone())
-        .map_err(|e| format!("{e:?}"))
+    crate::testing::validated(&SPEC, config)
 }
 
 fn plugin(config: Value, id: &str) -> Box<dyn Plugin> {
-    let c = defaults(&SPEC, config);
-    let mut p = (SPEC.compile)(&Value::Object(c)).unwrap();
-    p.bind(&InstanceScope {
-        id,
-        ..Default::default()
-    });
-    p
+    crate::testing::bound(&SPEC, config, id)
 }
 
 fn access(
@@ -77,8 +63,11 @@ fn schema_follows_kong() {
         e.contains("The limit for minute(5.0) cannot be lower than the limit for second(10.0)"),
         "{e}"
     );
-    let e = validate(json!({"minute": 5, "policy": "cluster"})).unwrap_err();
-    assert!(e.contains(ERR_CLUSTER), "{e}");
+    // (DB-less nodes leave `cluster` out: tests/e2e/rate_limiting.rs)
+    let c = validate(json!({"minute": 5, "policy": "cluster"})).unwrap();
+    assert_eq!(c["policy"], "cluster");
+    let e = validate(json!({"minute": 5, "policy": "cluster", "sync_rate": 1})).unwrap_err();
+    assert!(e.contains(ERR_SYNC_RATE_POLICY), "{e}");
     let e = validate(json!({"minute": 5, "limit_by": "header"})).unwrap_err();
     assert!(
         e.contains("header_name") && e.contains("required field missing"),
@@ -94,10 +83,13 @@ fn schema_follows_kong() {
     assert_eq!(c["redis"]["timeout"], 2000);
     let e = validate(json!({"minute": 5, "sync_rate": 1})).unwrap_err();
     assert!(e.contains(ERR_SYNC_RATE_POLICY), "{e}");
-    let e =
-        validate(json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 1}))
-            .unwrap_err();
-    assert!(e.contains(ERR_SYNC_RATE_UNSUPPORTED), "{e}");
+    validate(json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 1}))
+        .unwrap();
+    let e = validate(
+        json!({"minute": 5, "policy": "redis", "redis": {"host": "h"}, "sync_rate": 0.01}),
+    )
+    .unwrap_err();
+    assert!(e.contains(ERR_SYNC_RATE_MIN), "{e}");
     let e = validate(json!({"minute": 0})).unwrap_err();
     assert!(e.contains("minute"), "{e}");
 }

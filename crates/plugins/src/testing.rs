@@ -55,16 +55,31 @@ pub(crate) fn fixture() -> ConsumerIndex {
     ConsumerIndex::build(&d)
 }
 
-/// `config` validated and defaulted by the plugin's schema.
-pub(crate) fn defaults(spec: &PluginSpec, config: Value) -> Map<String, Value> {
+/// `config` validated and defaulted by the plugin's schema, or its errors (debug-printed).
+pub(crate) fn validated(spec: &PluginSpec, config: Value) -> Result<Map<String, Value>, String> {
     let cat =
         tollgate_model::PluginCatalog::new(vec![(spec.schema)()], &["bundled".into()]).unwrap();
     let mut row = Map::new();
     row.insert("name".into(), json!(spec.name));
     row.insert("config".into(), config);
     cat.validate(&mut row, &Context::new(Operation::Insert))
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    row["config"].as_object().unwrap().clone()
+        .map(|_| row["config"].as_object().unwrap().clone())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// `config` validated and defaulted by the plugin's schema.
+pub(crate) fn defaults(spec: &PluginSpec, config: Value) -> Map<String, Value> {
+    validated(spec, config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `config` defaulted, compiled and bound to the `plugins` row `id`.
+pub(crate) fn bound(spec: &PluginSpec, config: Value, id: &str) -> Box<dyn crate::Plugin> {
+    let mut p = (spec.compile)(&Value::Object(defaults(spec, config))).unwrap();
+    p.bind(&crate::InstanceScope {
+        id,
+        ..Default::default()
+    });
+    p
 }
 
 pub(crate) fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -108,4 +123,16 @@ pub(crate) fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// Drives a future that needs no runtime (a chain whose plugins never wait on I/O).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
 }

@@ -81,13 +81,14 @@ pub fn rewrite(cx: &PhaseCx<'_>, snap: &Snapshot, client_ip: IpAddr, req: &mut P
     }
     let consumers = snap.consumers.load();
     let mut rcx = RequestCx::new(req, client_ip, &consumers).with_connection(Some(cx.connection));
-    match snap.plugins.rewrite(&mut rcx) {
-        tollgate_plugins::Flow::Continue => Flow::Continue,
-        tollgate_plugins::Flow::Exit(e) => {
-            let h = rcx.req.headers.clone();
-            Flow::Respond(exit_response(cx, e, &h))
-        }
-    }
+    let e = match snap.plugins.rewrite(&mut rcx) {
+        tollgate_plugins::Flow::Continue => return Flow::Continue,
+        tollgate_plugins::Flow::Exit(e) => e,
+        // The chain resolves waits itself; one left over is a bug, never a pass.
+        tollgate_plugins::Flow::Await(_) => Exit::unexpected(),
+    };
+    let h = rcx.req.headers.clone();
+    Flow::Respond(exit_response(cx, e, &h))
 }
 
 /// What the access phase decided.
@@ -146,7 +147,7 @@ where
         .with_captures(cx.captures)
         .with_connection(Some(cx.connection))
         .with_body(read);
-    let flow = chain.access(&mut rcx, collected);
+    let flow = chain.access(&mut rcx, collected).await;
     if collected.any(|p| p.log) {
         plan.log.get_or_insert_with(Default::default);
     }
@@ -161,11 +162,13 @@ where
             });
         }
     }
-    match flow {
-        tollgate_plugins::Flow::Continue => Access::Continue(rcx.into_body()),
-        // The collected plugins' response phases run on it in `respond`.
-        tollgate_plugins::Flow::Exit(e) => Access::Respond(exit_response(cx, e, &rcx.req.headers)),
-    }
+    let e = match flow {
+        tollgate_plugins::Flow::Continue => return Access::Continue(rcx.into_body()),
+        tollgate_plugins::Flow::Exit(e) => e,
+        tollgate_plugins::Flow::Await(_) => Exit::unexpected(),
+    };
+    // The collected plugins' response phases run on it in `respond`.
+    Access::Respond(exit_response(cx, e, &rcx.req.headers))
 }
 
 /// Reads the whole request body. `Err(413)` past `max` (0 = unlimited), `Err(400)` when
@@ -239,16 +242,18 @@ fn body_response(status: u16, ct: Option<HeaderValue>, body: Bytes) -> Response<
     r
 }
 
-/// Kong's header_filter phase. Each instance sees the state its access kept.
+/// Kong's header_filter phase. Each instance sees the state its access kept. Answers
+/// whether a plugin dropped the body (`kong.response.exit` during header_filter).
 fn header_filter(
     collected: &mut Collected<'_>,
     request_headers: &HeaderMap,
     connection: Connection,
     resp: &mut http::response::Parts,
-) {
+) -> bool {
     for (k, v) in &collected.response_headers {
         resp.headers.insert(k.clone(), v.clone());
     }
+    let mut empty = false;
     for i in 0..collected.len() {
         let inst = collected[i];
         if !inst.spec.phases.header_filter {
@@ -260,15 +265,18 @@ fn header_filter(
             request_headers,
             state: &mut state,
             connection: Some(connection),
+            empty_body: false,
         };
         if let Err(e) = inst.plugin.header_filter(&mut rcx) {
             // The head may already be committed in Kong too; the error is logged.
             tracing::error!(plugin = inst.spec.name, id = %inst.id, "header_filter failed: {e}");
         }
+        empty |= rcx.empty_body;
         if let Some(s) = state {
             collected.put_state(i, s);
         }
     }
+    empty
 }
 
 /// The body filters for this response, each with its state, and whether one of them
@@ -292,6 +300,7 @@ fn body_filters(
             request_headers,
             state: &mut state,
             connection: Some(connection),
+            empty_body: false,
         });
         match mode {
             BodyMode::Skip => continue,
@@ -344,9 +353,15 @@ fn run_response_phases<'s>(
         Some(c) => c,
         None => Collected::globals(&snap.plugins),
     };
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     let connection = f.conn.connection(f.conn_requests);
-    header_filter(&mut collected, &head.headers, connection, &mut parts);
+    if header_filter(&mut collected, &head.headers, connection, &mut parts) {
+        body = crate::empty_body();
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+    }
     // A tunnel's 101 has no body to filter.
     let (filters, changes) = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         (Vec::new(), false)

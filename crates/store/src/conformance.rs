@@ -49,6 +49,11 @@ macro_rules! conformance_tests {
             $crate::conformance::paging_tags_and_cache_keys(&s).await;
         }
         #[tokio::test]
+        async fn counters_increment_atomically() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::counters_increment_atomically(&s).await;
+        }
+        #[tokio::test]
         async fn ttl_credentials_expire() {
             let (_guard, s) = $open.await;
             $crate::conformance::ttl_credentials_expire(&s).await;
@@ -416,4 +421,72 @@ pub(crate) async fn import_is_all_or_nothing(s: &dyn Store) {
     assert_eq!(all["services"].len(), 150);
     assert!(all["services"].iter().all(|r| r["host"] == "a.com"));
     assert!(all["routes"].is_empty());
+}
+
+/// The cluster policy's counters: increments add up per primary key, answer the totals in
+/// the order given, concurrent batches lose nothing, and ended windows are purged.
+pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
+    use crate::{CounterIncrement, CounterTable};
+    let inc = |period: &str, value: i64, expires_at: i64| CounterIncrement {
+        identifier: "10.0.0.1".into(),
+        period: period.into(),
+        period_date: 1_700_000_000,
+        service_id: "s".into(),
+        route_id: "r".into(),
+        value,
+        expires_at,
+    };
+    let t = CounterTable::RateLimiting;
+    let live = now() + 60;
+    let got = s
+        .increment_counters(t, vec![inc("second", 1, live), inc("minute", 3, live)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![1, 3]);
+    let got = s
+        .increment_counters(t, vec![inc("minute", 2, live), inc("second", 1, live)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![5, 2], "totals in the order asked");
+    // The other table is separate.
+    let other = s
+        .increment_counters(
+            CounterTable::ResponseRateLimiting,
+            vec![inc("minute", 1, live)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(other, vec![1]);
+    // Concurrent batches over the same rows (in opposite orders) all count.
+    let batch = |i: usize| {
+        if i.is_multiple_of(2) {
+            vec![inc("hour", 1, live), inc("day", 1, live)]
+        } else {
+            vec![inc("day", 1, live), inc("hour", 1, live)]
+        }
+    };
+    let all = futures_util::future::join_all((0..8).map(|i| s.increment_counters(t, batch(i))));
+    for r in all.await {
+        r.unwrap();
+    }
+    let got = s
+        .increment_counters(t, vec![inc("hour", 0, live), inc("day", 0, live)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![8, 8]);
+    assert!(s
+        .increment_counters(t, Vec::new())
+        .await
+        .unwrap()
+        .is_empty());
+    // A window that ended is purged; a live one stays.
+    s.increment_counters(t, vec![inc("year", 4, now() - 10)])
+        .await
+        .unwrap();
+    s.purge_counters(now()).await.unwrap();
+    let got = s
+        .increment_counters(t, vec![inc("year", 1, live), inc("minute", 0, live)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![1, 5]);
 }

@@ -24,6 +24,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+pub use tollgate_model::counters::{CounterIncrement, CounterTable};
 pub use tollgate_model::declarative::EntitySet;
 use tollgate_model::{EntitySchema, Result, Row};
 
@@ -214,6 +215,23 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers (`/status`'s `database.reachable`).
     async fn ping(&self) -> Result<()>;
 
+    /// The `cluster` rate-limiting policy: adds each increment to its counter atomically
+    /// and answers the totals after them, in order (an empty batch checks the database
+    /// answers). Stores without a database refuse (Kong refuses `cluster` in DB-less mode).
+    async fn increment_counters(
+        &self,
+        _table: CounterTable,
+        _rows: Vec<CounterIncrement>,
+    ) -> Result<Vec<i64>> {
+        Err(tollgate_model::Error::database(
+            "the cluster policy needs a database (database = off has none)",
+        ))
+    }
+    /// Deletes counters whose window ended before `now` (seconds since the epoch).
+    async fn purge_counters(&self, _now: i64) -> Result<()> {
+        Ok(())
+    }
+
     async fn migrations_status(&self) -> Result<MigrationStatus>;
     /// Creates the schema on an empty database (idempotent under a lock).
     async fn migrations_bootstrap(&self) -> Result<Vec<String>>;
@@ -258,4 +276,9 @@ pub struct AdminToken {
 pub const ADMIN_TOKENS: &str = "admin_tokens";
 
 /// All migrations, in order. A backend maps each name to its own DDL.
-pub const MIGRATIONS: &[&str] = &["000_base", "001_tags_index", "002_admin_tokens"];
+pub const MIGRATIONS: &[&str] = &[
+    "000_base",
+    "001_tags_index",
+    "002_admin_tokens",
+    "003_counters",
+];

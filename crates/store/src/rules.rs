@@ -5,6 +5,7 @@
 //! in the same order.
 
 use serde_json::{json, Value};
+use tollgate_model::counters::{CounterIncrement, CounterTable};
 use tollgate_model::{entities, EntitySchema, Error, Result, Row};
 
 pub(crate) fn unique_col(field: &str) -> String {
@@ -343,4 +344,45 @@ pub(crate) fn schemas(names: &[&str]) -> Result<Vec<&'static EntitySchema>> {
         .iter()
         .map(|n| entities::by_name(n).ok_or_else(|| Error::database(format!("unknown entity {n}"))))
         .collect()
+}
+
+/// The counter tables of the `cluster` rate-limiting policy: Kong's columns and primary
+/// key, with the window start and expiry as integer seconds (the same in both SQL stores).
+pub(crate) fn create_counter_tables(d: &Dialect) -> String {
+    let mut sql = String::new();
+    for t in CounterTable::ALL {
+        let name = t.name();
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {name} (identifier TEXT NOT NULL, period TEXT NOT NULL, period_date {int} NOT NULL, service_id TEXT NOT NULL, route_id TEXT NOT NULL, value {int} NOT NULL, ttl {int}, PRIMARY KEY (identifier, period, period_date, service_id, route_id));\n\
+             CREATE INDEX IF NOT EXISTS {name}_ttl ON {name} (ttl);\n",
+            int = d.integer
+        ));
+    }
+    sql
+}
+
+/// Kong's atomic increment (`INSERT … ON CONFLICT DO UPDATE SET value = value + excluded`),
+/// answering the counter's total after it.
+pub(crate) fn increment_counter_sql(t: CounterTable, d: &Dialect) -> String {
+    let p = d.placeholder;
+    let name = t.name();
+    format!(
+        "INSERT INTO {name} (identifier, period, period_date, service_id, route_id, value, ttl) \
+         VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7) \
+         ON CONFLICT (identifier, period, period_date, service_id, route_id) \
+         DO UPDATE SET value = {name}.value + excluded.value RETURNING value"
+    )
+}
+
+/// Deletes the counters of windows that ended (Kong's `batch_delete_expired_rows`).
+pub(crate) fn purge_counters_sql(t: CounterTable, d: &Dialect) -> String {
+    format!("DELETE FROM {} WHERE ttl < {}1", t.name(), d.placeholder)
+}
+
+/// The order increments are applied in, so two nodes' transactions over the same rows
+/// never wait on each other in a cycle (PostgreSQL would abort one as a deadlock).
+pub(crate) fn increment_order(rows: &[CounterIncrement]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|a, b| rows[*a].cmp(&rows[*b]));
+    order
 }

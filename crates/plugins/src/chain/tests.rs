@@ -180,7 +180,7 @@ fn run(chain: &Chain, headers: &[(&str, &str)]) -> (bool, Option<String>) {
     let mut cx =
         RequestCx::new(&mut pr, [127, 0, 0, 1].into(), &ix).with_route(Some("r1"), Some("s1"));
     let mut collected = Collected::new();
-    let f = chain.access(&mut cx, &mut collected);
+    let f = crate::testing::block_on(chain.access(&mut cx, &mut collected));
     drop(cx);
     let tag = pr
         .headers
@@ -243,7 +243,7 @@ fn a_config_that_does_not_compile_fails_its_requests() {
     let ix = fixture();
     let mut pr = parts("GET", "/", &[("apikey", "alice-key")]);
     let mut cx = RequestCx::new(&mut pr, [127, 0, 0, 1].into(), &ix);
-    let e = chain.access(&mut cx, &mut Collected::new()).unwrap_exit();
+    let e = crate::testing::block_on(chain.access(&mut cx, &mut Collected::new())).unwrap_exit();
     assert_eq!(
         (e.status, e.message()),
         (500, "An unexpected error occurred")
@@ -251,8 +251,7 @@ fn a_config_that_does_not_compile_fails_its_requests() {
     let chain = p.chain(Some("r9"), None);
     let mut cx = RequestCx::new(&mut pr, [127, 0, 0, 1].into(), &ix);
     assert_eq!(
-        chain
-            .access(&mut cx, &mut Collected::new())
+        crate::testing::block_on(chain.access(&mut cx, &mut Collected::new()))
             .unwrap_exit()
             .status,
         500

@@ -46,6 +46,7 @@ fn respond(
         request_headers: &rh,
         state,
         connection: None,
+        empty_body: false,
     };
     p.header_filter(&mut cx).unwrap();
     let mode = p.body_mode(&cx);

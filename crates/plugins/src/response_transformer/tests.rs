@@ -21,6 +21,7 @@ fn filter(p: &ResponseTransformer, resp: &mut http::response::Parts) -> BodyMode
         request_headers: &rh,
         state: &mut None,
         connection: None,
+        empty_body: false,
     };
     p.header_filter(&mut cx).unwrap();
     p.body_mode(&cx)
@@ -88,6 +89,7 @@ fn append_without_value_fails_the_phase() {
         request_headers: &rh,
         state: &mut None,
         connection: None,
+        empty_body: false,
     };
     assert!(p.header_filter(&mut cx).is_err());
 }

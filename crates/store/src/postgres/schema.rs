@@ -51,6 +51,7 @@ pub(crate) fn migration_sql(name: &str) -> Option<String> {
             Some("CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into())
         }
         "002_admin_tokens" => Some(rules::admin_tokens_table(&DIALECT)),
+        "003_counters" => Some(rules::create_counter_tables(&DIALECT)),
         _ => None,
     }
 }
@@ -62,7 +63,7 @@ pub(crate) fn drop_all() -> String {
         sql.push_str(&format!("DROP TABLE IF EXISTS \"{}\" CASCADE;\n", s.name));
     }
     sql.push_str(
-        "DROP TABLE IF EXISTS tags, admin_tokens, cluster_events, cluster_events_floor, schema_meta CASCADE;\n",
+        "DROP TABLE IF EXISTS tags, admin_tokens, cluster_events, cluster_events_floor, schema_meta, ratelimiting_metrics, response_ratelimiting_metrics CASCADE;\n",
     );
     sql
 }

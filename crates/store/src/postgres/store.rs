@@ -7,8 +7,9 @@ use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus,
-    Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage, MIGRATIONS,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
+    Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
+    TagFilter, TagPage, MIGRATIONS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
@@ -839,6 +840,63 @@ impl Store for PostgresStore {
         self.timed(async {
             let c = self.conn().await?;
             c.simple_query("SELECT 1").await.map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn increment_counters(
+        &self,
+        table: CounterTable,
+        rows: Vec<CounterIncrement>,
+    ) -> Result<Vec<i64>> {
+        self.timed(async {
+            let mut c = self.conn().await?;
+            if rows.is_empty() {
+                c.simple_query("SELECT 1").await.map_err(db_err)?;
+                return Ok(Vec::new());
+            }
+            // No write lock and no cluster event: counters are not configuration, and
+            // the rows are taken in one order so concurrent nodes cannot deadlock.
+            let tx = c.transaction().await.map_err(db_err)?;
+            let st = tx
+                .prepare_cached(&rules::increment_counter_sql(table, &schema::DIALECT))
+                .await
+                .map_err(db_err)?;
+            let mut totals = vec![0; rows.len()];
+            for i in rules::increment_order(&rows) {
+                let r = &rows[i];
+                let row = tx
+                    .query_one(
+                        &st,
+                        &[
+                            &r.identifier,
+                            &r.period,
+                            &r.period_date,
+                            &r.service_id,
+                            &r.route_id,
+                            &r.value,
+                            &r.expires_at,
+                        ],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                totals[i] = row.get(0);
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(totals)
+        })
+        .await
+    }
+
+    async fn purge_counters(&self, now: i64) -> Result<()> {
+        self.timed(async {
+            let c = self.conn().await?;
+            for t in CounterTable::ALL {
+                c.execute(&rules::purge_counters_sql(t, &schema::DIALECT), &[&now])
+                    .await
+                    .map_err(db_err)?;
+            }
             Ok(())
         })
         .await

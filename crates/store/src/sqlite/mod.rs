@@ -9,8 +9,9 @@ mod schema;
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus,
-    Page, PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, MIGRATIONS,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
+    Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
+    TagFilter, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -745,6 +746,55 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn increment_counters(
+        &self,
+        table: CounterTable,
+        rows: Vec<CounterIncrement>,
+    ) -> Result<Vec<i64>> {
+        // On the writer, but no change event: counters are not configuration.
+        Self::on(self.writer.clone(), move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let mut totals = vec![0; rows.len()];
+            {
+                let sql = rules::increment_counter_sql(table, &schema::DIALECT);
+                let mut st = tx.prepare_cached(&sql).map_err(db_err)?;
+                for i in rules::increment_order(&rows) {
+                    let r = &rows[i];
+                    totals[i] = st
+                        .query_row(
+                            rusqlite::params![
+                                r.identifier,
+                                r.period,
+                                r.period_date,
+                                r.service_id,
+                                r.route_id,
+                                r.value,
+                                r.expires_at
+                            ],
+                            |row| row.get(0),
+                        )
+                        .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(totals)
+        })
+        .await
+    }
+
+    async fn purge_counters(&self, now: i64) -> Result<()> {
+        Self::on(self.writer.clone(), move |c| {
+            for t in CounterTable::ALL {
+                c.execute(&rules::purge_counters_sql(t, &schema::DIALECT), [now])
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn migrations_status(&self) -> Result<MigrationStatus> {
         self.with(|c| {
             let executed = executed(c)?;
@@ -772,7 +822,7 @@ impl Store for SqliteStore {
                 tx.execute(&format!("DROP TABLE IF EXISTS \"{}\"", s.name), [])
                     .map_err(db_err)?;
             }
-            tx.execute_batch("DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS admin_tokens; DROP TABLE IF EXISTS schema_meta;")
+            tx.execute_batch("DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS admin_tokens; DROP TABLE IF EXISTS schema_meta; DROP TABLE IF EXISTS ratelimiting_metrics; DROP TABLE IF EXISTS response_ratelimiting_metrics;")
                 .map_err(db_err)
         })
         .await

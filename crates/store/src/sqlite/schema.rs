@@ -41,6 +41,7 @@ pub(crate) fn migration_sql(name: &str) -> String {
             "CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag, entity_name);".into()
         }
         "002_admin_tokens" => rules::admin_tokens_table(&DIALECT),
+        "003_counters" => rules::create_counter_tables(&DIALECT),
         other => unreachable_migration(other),
     }
 }
