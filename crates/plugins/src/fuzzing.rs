@@ -90,6 +90,8 @@ fn access(
     Some(match flow {
         Flow::Continue => Ok(cx.consumer().map(|c| c.id.to_string())),
         Flow::Exit(e) => Err(e.status),
+        // Auth plugins never wait (only the redis and cluster rate-limiting policies do).
+        Flow::Await(_) => panic!("an auth plugin waited"),
     })
 }
 
