@@ -273,7 +273,7 @@ fn an_unresolvable_reference_fails_even_a_log_only_plugin() {
     let ix = fixture();
     let mut pr = parts("GET", "/", &[]);
     let mut cx = RequestCx::new(&mut pr, [127, 0, 0, 1].into(), &ix);
-    let e = chain.access(&mut cx, &mut Collected::new()).unwrap_exit();
+    let e = crate::testing::block_on(chain.access(&mut cx, &mut Collected::new())).unwrap_exit();
     assert_eq!(e.status, 500);
 }
 
