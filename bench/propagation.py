@@ -6,8 +6,11 @@
    nodes 2 and 3 (polled over keep-alive connections); p50/p99/max over --writes writes.
 2. Admin API creates per second on PostgreSQL (consumers, one client, keep-alive).
 3. Proxy throughput on node 1 (wrk) alone, then while --rate writes per second (route
-   creates and deletes through nodes 2 and 3, each one a snapshot rebuild on node 1)
+   creates and deletes through nodes 2 and 3, each one a snapshot update on node 1)
    stream through the cluster; rounds alternate.
+4. The CPU time node 1 spends per write it only follows (no proxy load): its user+system
+   time while the writers stream, less its idle time over as long, divided by the writes.
+   Unlike req/s this hardly depends on what else the machine runs.
 
     python3 bench/propagation.py --bin target/release/tollgate
     python3 bench/propagation.py --bin target/debug/tollgate --smoke
@@ -139,6 +142,39 @@ def wrk(port, seconds):
     return rps, int(errors.group(1)) if errors else 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stream_writes(nodes, rate, seconds):
+    """--rate writes/s for `seconds` through nodes 2 and 3; returns the writes made."""
+    stop, count = threading.Event(), [0]
+    threads = [threading.Thread(target=writer, args=(nodes[1 + w], rate / 2, stop, count, w))
+               for w in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return count[0]
+
+
+def follower_cpu(nodes, rate, seconds):
+    """Node 1's CPU milliseconds per write made through the other nodes."""
+    pid = nodes[0][0].pid
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    idle = cpu_seconds(pid) - c0
+    c0 = cpu_seconds(pid)
+    n = stream_writes(nodes, rate, seconds)
+    busy = cpu_seconds(pid) - c0
+    return 1000 * (busy - idle) / max(n, 1)
+
+
 def writer(node, rate, stop, count, tag):
     admin = Conn(node[1]["admin"])
     interval = 1.0 / rate
@@ -191,6 +227,7 @@ def main():
             benchlib.die(f"service create: {s} {body[:200]}")
         times = propagation(nodes, a.writes)
         creates = admin_creates(nodes[0], a.creates)
+        cpu_per_write = sorted(follower_cpu(nodes, a.rate, a.seconds) for _ in range(a.rounds))[a.rounds // 2]
         base, loaded, errors, written = [], [], 0, 0
         for _ in range(a.rounds):
             rps, e = wrk(nodes[0][1]["proxy"], a.seconds)
@@ -218,6 +255,7 @@ def main():
             "proxy_rps_with_writes": sorted(loaded)[len(loaded) // 2],
             "writes_per_s_achieved": written / a.rounds,
             "proxy_non_2xx": errors,
+            "follower_cpu_ms_per_write": cpu_per_write,
         }
         res["proxy_change_pct"] = 100 * (res["proxy_rps_with_writes"] / res["proxy_rps_idle"] - 1)
         print("| figure | value |\n|---|---|")
@@ -229,6 +267,8 @@ def main():
         print(f"| proxy req/s on node 1 with {res['writes_per_s_achieved']:.0f} writes/s through nodes 2 and 3 | "
               f"{res['proxy_rps_with_writes']:.0f} ({res['proxy_change_pct']:+.1f}%) |")
         print(f"| non-2xx proxied responses | {errors} |")
+        print(f"| node 1 CPU per write it follows, no proxy load (median of {a.rounds}) | "
+              f"{cpu_per_write:.2f} ms |")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=2)

@@ -238,7 +238,10 @@ mod tests {
                 let result = match rand(11) {
                     0 | 1 => {
                         let v = json!({"id": svc, "host": "example.com", "enabled": rand(5) > 0});
-                        store.upsert(s("services"), row("services", v)).await.map(drop)
+                        store
+                            .upsert(s("services"), row("services", v))
+                            .await
+                            .map(drop)
                     }
                     2 => store.delete(s("services"), &svc).await,
                     3 | 4 => {
@@ -249,13 +252,19 @@ mod tests {
                     5 => store.delete(s("routes"), &route).await,
                     6 => {
                         let v = json!({"id": up, "name": format!("up{}", rand(3))});
-                        store.upsert(s("upstreams"), row("upstreams", v)).await.map(drop)
+                        store
+                            .upsert(s("upstreams"), row("upstreams", v))
+                            .await
+                            .map(drop)
                     }
                     7 => store.delete(s("upstreams"), &up).await,
                     8 => {
                         let v = json!({"id": uuid(4, rand(4)), "upstream": {"id": up},
                                        "target": format!("127.0.0.{}:80", 1 + rand(3))});
-                        store.upsert(s("targets"), row("targets", v)).await.map(drop)
+                        store
+                            .upsert(s("targets"), row("targets", v))
+                            .await
+                            .map(drop)
                     }
                     9 => {
                         let scope = match rand(3) {
@@ -267,7 +276,10 @@ mod tests {
                         v.as_object_mut()
                             .unwrap()
                             .extend(scope.as_object().unwrap().clone());
-                        store.upsert(s("plugins"), row("plugins", v)).await.map(drop)
+                        store
+                            .upsert(s("plugins"), row("plugins", v))
+                            .await
+                            .map(drop)
                     }
                     _ => store.delete(s("plugins"), &uuid(6, rand(4))).await,
                 };
@@ -287,6 +299,9 @@ mod tests {
             assert!(*snap.source() == *full.source(), "step {step}: rows differ");
             assert_eq!(observable(&snap), observable(&full), "step {step}");
         }
-        assert!(applied > 500 && refused > 0, "{applied} writes, {refused} refused");
+        assert!(
+            applied > 500 && refused > 0,
+            "{applied} writes, {refused} refused"
+        );
     }
 }

@@ -385,9 +385,15 @@ fn fk(row: &Row, k: &str) -> Option<Box<str>> {
     }
 }
 
+/// The previous build and which plugin ids changed since (see [`Plugins::compile`]).
+pub type Reuse<'a> = (&'a Plugins, &'a dyn Fn(&str) -> bool);
+
 /// One `plugins` row compiled. An unknown plugin or a config that does not compile
 /// becomes an instance that fails its requests (logged here).
-fn compile_instance(row: &Row, registry: &impl Fn(&str) -> Option<&'static PluginSpec>) -> Instance {
+fn compile_instance(
+    row: &Row,
+    registry: &impl Fn(&str) -> Option<&'static PluginSpec>,
+) -> Instance {
     let name = row.get("name").and_then(|v| v.as_str()).unwrap_or_default();
     let id: Box<str> = row
         .get("id")
@@ -461,7 +467,7 @@ impl Plugins {
         rows: impl IntoIterator<Item = &'a Row>,
         router_rows: impl IntoIterator<Item = &'a Row>,
         registry: impl Fn(&str) -> Option<&'static PluginSpec>,
-        reuse: Option<(&Plugins, &dyn Fn(&str) -> bool)>,
+        reuse: Option<Reuse<'_>>,
     ) -> Plugins {
         let previous: HashMap<&str, &Arc<Instance>> = match reuse {
             Some((prev, changed)) => prev

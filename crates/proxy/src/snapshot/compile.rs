@@ -329,7 +329,8 @@ fn upstreams(
     let earlier: HashMap<&str, &Arc<Balancer>> = prev
         .map(|p| p.upstreams.values().map(|b| (b.id.as_str(), b)).collect())
         .unwrap_or_default();
-    let rebuild = |id: &str| prev.is_none() || touched.upstreams.contains(id) || !earlier.contains_key(id);
+    let rebuild =
+        |id: &str| prev.is_none() || touched.upstreams.contains(id) || !earlier.contains_key(id);
     // The targets of the upstreams compiled again, in id order.
     let wanted: HashSet<String> = source
         .rows("upstreams")

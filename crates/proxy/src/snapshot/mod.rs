@@ -14,8 +14,8 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use source::{Edit, Source, ENTITIES};
 use source::Touched;
+pub use source::{Edit, Source, ENTITIES};
 
 /// An entity row (same type as `tollgate_model::Row`).
 pub type Row = serde_json::Map<String, serde_json::Value>;

@@ -60,27 +60,21 @@ impl Source {
         self.tables.get(entity).into_iter().flat_map(|t| t.values())
     }
 
-    /// Applies one edit, returning the row it replaced; `None` for an entity the snapshot
-    /// is not built from.
-    fn apply(&mut self, e: Edit) -> Option<(&'static str, Option<Arc<Row>>, Option<Arc<Row>>)> {
-        let entity = *ENTITIES.iter().find(|n| **n == e.entity)?;
-        let table = Arc::make_mut(self.tables.entry(entity).or_default());
-        let new = e.new.map(Arc::new);
-        let old = match &new {
-            Some(r) => table.insert(e.id, r.clone()),
-            None => table.remove(&e.id),
-        };
-        Some((entity, old, new))
-    }
-
-    /// Applies edits in order and says what they touched.
+    /// Applies edits in order (those of other entities are ignored) and says what they
+    /// touched.
     pub(super) fn edit(&mut self, edits: Vec<Edit>) -> Touched {
         let mut t = Touched::default();
         for e in edits {
-            let id = e.id.clone();
-            if let Some((entity, old, new)) = self.apply(e) {
-                t.record(entity, &id, old.as_deref(), new.as_deref());
-            }
+            let Some(&entity) = ENTITIES.iter().find(|n| **n == e.entity) else {
+                continue;
+            };
+            let table = Arc::make_mut(self.tables.entry(entity).or_default());
+            let new = e.new.map(Arc::new);
+            let old = match &new {
+                Some(r) => table.insert(e.id.clone(), r.clone()),
+                None => table.remove(&e.id),
+            };
+            t.record(entity, &e.id, old.as_deref(), new.as_deref());
         }
         t
     }
@@ -122,7 +116,13 @@ impl Touched {
         self.all || self.ids.get(entity).is_some_and(|s| s.contains(id))
     }
 
-    fn record(&mut self, entity: &'static str, id: &Arc<str>, old: Option<&Row>, new: Option<&Row>) {
+    fn record(
+        &mut self,
+        entity: &'static str,
+        id: &Arc<str>,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) {
         self.entities.insert(entity);
         self.ids.entry(entity).or_default().insert(id.clone());
         let rows = old.into_iter().chain(new);
@@ -130,7 +130,9 @@ impl Touched {
             "upstreams" => {
                 self.upstreams.insert(id.to_string());
             }
-            "targets" => self.upstreams.extend(rows.filter_map(|r| fk(r, "upstream"))),
+            "targets" => self
+                .upstreams
+                .extend(rows.filter_map(|r| fk(r, "upstream"))),
             "plugins" => {
                 for r in rows {
                     match (fk(r, "route"), fk(r, "service"), fk(r, "consumer")) {

@@ -174,7 +174,10 @@ impl Model {
                         ("cors", json!({})),
                         ("correlation-id", json!({})),
                         ("request-termination", json!({"status_code": 403})),
-                        ("request-termination", json!({"status_code": 200, "echo": true})),
+                        (
+                            "request-termination",
+                            json!({"status_code": 200, "echo": true}),
+                        ),
                     ])
                     .clone();
                 let pick_fk = |r: &mut Rng, ids: &[String]| match ids.is_empty() || r.chance(50) {
