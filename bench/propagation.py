@@ -6,8 +6,12 @@
    nodes 2 and 3 (polled over keep-alive connections); p50/p99/max over --writes writes.
 2. Admin API creates per second on PostgreSQL (consumers, one client, keep-alive).
 3. Proxy throughput on node 1 (wrk) alone, then while --rate writes per second (route
-   creates and deletes through nodes 2 and 3, each one a snapshot rebuild on node 1)
+   creates and deletes through nodes 2 and 3, each one a snapshot update on node 1)
    stream through the cluster; rounds alternate.
+4. CPU time per write (no proxy load): node 1's, which only follows the writes, and the
+   whole cluster's (three nodes and PostgreSQL): user+system time while the writers
+   stream, less the idle time over as long, divided by the writes. Unlike req/s this
+   hardly depends on what else the machine runs.
 
     python3 bench/propagation.py --bin target/release/tollgate
     python3 bench/propagation.py --bin target/debug/tollgate --smoke
@@ -139,6 +143,59 @@ def wrk(port, seconds):
     return rps, int(errors.group(1)) if errors else 0
 
 
+def cpu_seconds(pid, children=False):
+    """User + system CPU time of a process so far (with its reaped children's)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu_seconds(postmaster):
+    """The PostgreSQL server's CPU time: the postmaster, its live backends, the reaped ones."""
+    total = cpu_seconds(postmaster, children=True)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == postmaster:
+                total += cpu_seconds(int(d))
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def stream_writes(nodes, rate, seconds):
+    """--rate writes/s for `seconds` through nodes 2 and 3; returns the writes made."""
+    stop, count = threading.Event(), [0]
+    threads = [threading.Thread(target=writer, args=(nodes[1 + w], rate / 2, stop, count, w))
+               for w in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return count[0]
+
+
+def write_cpu(nodes, postmaster, rate, seconds):
+    """CPU milliseconds per write made through nodes 2 and 3: node 1's, the cluster's."""
+    def now():
+        node1 = cpu_seconds(nodes[0][0].pid)
+        return node1, node1 + sum(cpu_seconds(p.pid) for p, _ in nodes[1:]) + pg_cpu_seconds(postmaster)
+    a = now()
+    time.sleep(seconds)
+    b = now()
+    n = stream_writes(nodes, rate, seconds)
+    c = now()
+    return tuple(1000 * ((c[i] - b[i]) - (b[i] - a[i])) / max(n, 1) for i in range(2))
+
+
 def writer(node, rate, stop, count, tag):
     admin = Conn(node[1]["admin"])
     interval = 1.0 / rate
@@ -191,6 +248,11 @@ def main():
             benchlib.die(f"service create: {s} {body[:200]}")
         times = propagation(nodes, a.writes)
         creates = admin_creates(nodes[0], a.creates)
+        with open(os.path.join(tmp, "pg", "data", "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        cpu = [write_cpu(nodes, postmaster, a.rate, a.seconds) for _ in range(a.rounds)]
+        cpu_node1 = sorted(c[0] for c in cpu)[a.rounds // 2]
+        cpu_cluster = sorted(c[1] for c in cpu)[a.rounds // 2]
         base, loaded, errors, written = [], [], 0, 0
         for _ in range(a.rounds):
             rps, e = wrk(nodes[0][1]["proxy"], a.seconds)
@@ -218,6 +280,8 @@ def main():
             "proxy_rps_with_writes": sorted(loaded)[len(loaded) // 2],
             "writes_per_s_achieved": written / a.rounds,
             "proxy_non_2xx": errors,
+            "node1_cpu_ms_per_write": cpu_node1,
+            "cluster_cpu_ms_per_write": cpu_cluster,
         }
         res["proxy_change_pct"] = 100 * (res["proxy_rps_with_writes"] / res["proxy_rps_idle"] - 1)
         print("| figure | value |\n|---|---|")
@@ -229,6 +293,8 @@ def main():
         print(f"| proxy req/s on node 1 with {res['writes_per_s_achieved']:.0f} writes/s through nodes 2 and 3 | "
               f"{res['proxy_rps_with_writes']:.0f} ({res['proxy_change_pct']:+.1f}%) |")
         print(f"| non-2xx proxied responses | {errors} |")
+        print(f"| CPU per write, no proxy load (median of {a.rounds}): node 1 (follows) / "
+              f"cluster (3 nodes + PostgreSQL) | {cpu_node1:.2f} ms / {cpu_cluster:.2f} ms |")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=2)

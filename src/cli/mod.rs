@@ -8,6 +8,7 @@ mod db_snapshot;
 mod metrics;
 mod migrations;
 mod process;
+mod rebuilder;
 mod start;
 
 use clap::{Parser, Subcommand};

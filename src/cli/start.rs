@@ -14,8 +14,8 @@ use tollgate_config::{Config, Database, Listen};
 use tollgate_model::declarative;
 use tollgate_plugins::ConsumerIndex;
 use tollgate_proxy::snapshot::SharedConsumers;
-use tollgate_proxy::{Proxy, SharedSnapshot, Snapshot, Stats};
-use tollgate_store::{ChangeEvent, ChangeEvents, Changes, MemoryStore, Store};
+use tollgate_proxy::{Proxy, SharedSnapshot, Stats};
+use tollgate_store::{ChangeEvent, ChangeEvents, MemoryStore, Store};
 
 pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
@@ -234,16 +234,13 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     // The first snapshot is built before any listener opens, so the node never serves a
     // half-loaded configuration.
     // Subscribe before loading so a write that lands in between is not missed.
-    let mut changes = store.changes();
-    let seen = changes.borrow_and_update().clone();
+    let snapshot_events = store.events();
     let events = store.events();
-    let data = source.load(SNAPSHOT_ENTITIES).await?;
     let consumers: SharedConsumers = Arc::new(arc_swap::ArcSwap::from_pointee(
         load_consumers(source).await?,
     ));
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
-        Snapshot::build_with(&data, consumers.clone())
-            .map_err(|e| anyhow::anyhow!("cannot compile the configuration: {e}"))?,
+        super::rebuilder::first(source, consumers.clone()).await?,
     ));
     // Started from the saved configuration: not healthy until the database answers (the
     // store then announces a reset and everything reloads from it).
@@ -252,10 +249,9 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
         db_snapshot::spawn_writer(store.clone(), db_snapshot::path(&config));
     }
     spawn_consumer_updater(store.clone(), events, consumers.clone(), healthy_db.clone());
-    spawn_rebuilder(
+    super::rebuilder::spawn(
         store.clone(),
-        changes,
-        seen,
+        snapshot_events,
         (snapshot.clone(), consumers),
         healthy_db.clone(),
     );
@@ -380,23 +376,6 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The entities the proxy snapshot is compiled from. Consumers and credentials are not
-/// among them: writing one only rebuilds the consumer index ([`CONSUMER_ENTITIES`]),
-/// never the router.
-const SNAPSHOT_ENTITIES: &[&str] = &[
-    "services",
-    "routes",
-    "certificates",
-    "snis",
-    "ca_certificates",
-    "upstreams",
-    "targets",
-    "plugins",
-];
-
-/// Rebuilds the snapshot when an entity it is built from changes. Changes that arrive
-/// during a rebuild are folded into the next one; a failed rebuild keeps the previous
-/// snapshot serving.
 /// Consumers and the credentials and groups the auth plugins look up.
 const CONSUMER_ENTITIES: &[&str] = tollgate_plugins::consumers::ENTITIES;
 
@@ -507,65 +486,6 @@ fn spawn_consumer_updater(
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         events = events.resubscribe();
                     }
-                }
-            }
-        }
-    });
-}
-
-/// The least time between two snapshot rebuilds (see [`spawn_rebuilder`]).
-const REBUILD_SPACING: std::time::Duration = std::time::Duration::from_millis(25);
-
-fn spawn_rebuilder(
-    store: Arc<dyn Store>,
-    mut changes: watch::Receiver<Changes>,
-    mut seen: Changes,
-    (snapshot, consumers): (SharedSnapshot, SharedConsumers),
-    healthy_db: Arc<AtomicBool>,
-) {
-    let spaced = matches!(store.kind(), "postgres" | "cassandra");
-    tokio::spawn(async move {
-        let mut last_rebuild: Option<std::time::Instant> = None;
-        while changes.changed().await.is_ok() {
-            // A stream of writes (a busy cluster) would rebuild once per write: keep
-            // rebuilds REBUILD_SPACING apart so a burst folds into one. A lone write is not
-            // delayed (the previous rebuild is long past).
-            // Only where many nodes write (PostgreSQL, Cassandra): on one node a write's own rebuild
-            // is what its writer waits for.
-            if let Some(wait) = last_rebuild
-                .filter(|_| spaced)
-                .and_then(|t| REBUILD_SPACING.checked_sub(t.elapsed()))
-            {
-                tokio::time::sleep(wait).await;
-            }
-            let now = changes.borrow_and_update().clone();
-            // Consumers and credentials follow the row events (spawn_consumer_updater).
-            let proxy_changed = now.changed_since(&seen, SNAPSHOT_ENTITIES);
-            seen = now;
-            if !proxy_changed {
-                continue;
-            }
-            let t0 = std::time::Instant::now();
-            last_rebuild = Some(t0);
-            match store.load(SNAPSHOT_ENTITIES).await {
-                Ok(data) => {
-                    healthy_db.store(true, Ordering::Relaxed);
-                    match Snapshot::build_with(&data, consumers.clone()) {
-                        Ok(s) => {
-                            snapshot.store(Arc::new(s));
-                            tracing::debug!(
-                                elapsed_ms = t0.elapsed().as_millis() as u64,
-                                "configuration snapshot rebuilt"
-                            );
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot compile the new configuration; still serving the previous one")
-                        }
-                    }
-                }
-                Err(e) => {
-                    healthy_db.store(false, Ordering::Relaxed);
-                    tracing::error!(error = %e, "cannot load the configuration; still serving the previous one");
                 }
             }
         }

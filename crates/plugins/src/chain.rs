@@ -199,6 +199,35 @@ pub struct Chain {
     service_row: Option<Arc<Row>>,
 }
 
+impl Chain {
+    /// A deterministic description of the chain (instance ids per slot, the rows it
+    /// holds), for tests that compare two builds of the same configuration.
+    #[doc(hidden)]
+    pub fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        for s in self.slots.iter() {
+            let mut cons: Vec<String> = s
+                .consumer
+                .iter()
+                .flat_map(|cc| cc.by_consumer.iter())
+                .map(|(k, v)| format!("{k}={:?}", v.iter().map(|i| &i.id).collect::<Vec<_>>()))
+                .collect();
+            cons.sort();
+            out.push_str(&format!(
+                "{}:{:?}:{}:{cons:?};",
+                s.spec.name,
+                s.base.as_ref().map(|i| &i.id),
+                s.base_is_route_service
+            ));
+        }
+        out.push_str(&format!(
+            "b{} {:?} {:?}",
+            self.reads_body, self.route_row, self.service_row
+        ));
+        out
+    }
+}
+
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
@@ -370,6 +399,8 @@ pub struct Plugins {
     /// Route and service rows by id (without their nulls, as Kong's DAO returns them),
     /// shared by the chains; kept only when some plugin reads them.
     rows: HashMap<Box<str>, Arc<Row>>,
+    /// Some instance reads `rows`.
+    reads_rows: bool,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -388,6 +419,60 @@ fn fk(row: &Row, k: &str) -> Option<Box<str>> {
     }
 }
 
+/// The previous build and which plugin ids changed since (see [`Plugins::compile`]).
+pub type Reuse<'a> = (&'a Plugins, &'a dyn Fn(&str) -> bool);
+
+/// One `plugins` row compiled. An unknown plugin or a config that does not compile
+/// becomes an instance that fails its requests (logged here).
+fn compile_instance(
+    row: &Row,
+    registry: &impl Fn(&str) -> Option<&'static PluginSpec>,
+) -> Instance {
+    let name = row.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+    let id: Box<str> = row
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .into();
+    let (spec, plugin) = match registry(name) {
+        Some(spec) => {
+            let config = row.get("config").cloned().unwrap_or_default();
+            match resolve_references(spec, config).and_then(|c| (spec.compile)(&c)) {
+                Ok(mut p) => {
+                    p.bind(&crate::api::InstanceScope {
+                        id: &id,
+                        route: fk(row, "route").as_deref(),
+                        service: fk(row, "service").as_deref(),
+                        consumer: fk(row, "consumer").as_deref(),
+                    });
+                    (spec, p)
+                }
+                Err(e) => {
+                    tracing::error!(plugin = name, %id, "plugin config does not compile: {e}");
+                    (broken(spec), Box::new(Broken(e)) as Box<dyn Plugin>)
+                }
+            }
+        }
+        None => {
+            tracing::error!(plugin = name, %id, "plugin is in use but not installed");
+            let msg = format!("{name} plugin is in use but not installed");
+            (broken_spec(), Box::new(Broken(msg)) as Box<dyn Plugin>)
+        }
+    };
+    Instance {
+        spec,
+        id,
+        instance_name: row
+            .get("instance_name")
+            .and_then(|v| v.as_str())
+            .map(Into::into),
+        route: fk(row, "route"),
+        service: fk(row, "service"),
+        consumer: fk(row, "consumer"),
+        plugin,
+    }
+}
+
 impl Plugins {
     /// Compiles the `plugins` rows of a dataset. A row whose plugin is unknown or whose
     /// config does not compile becomes an instance that fails its requests (logged here).
@@ -400,7 +485,32 @@ impl Plugins {
         data: &BTreeMap<String, Vec<Row>>,
         registry: impl Fn(&str) -> Option<&'static PluginSpec>,
     ) -> Plugins {
-        let rows = data.get("plugins").map(Vec::as_slice).unwrap_or(&[]);
+        let rows = |e: &str| data.get(e).map(Vec::as_slice).unwrap_or(&[]);
+        Plugins::compile(
+            rows("plugins"),
+            rows("routes").iter().chain(rows("services")),
+            registry,
+            None,
+        )
+    }
+
+    /// Compiles `plugins` rows; `router_rows` (routes and services) are read only when some
+    /// plugin reads them. With `reuse`, a row whose id it does not name as changed takes
+    /// the previous snapshot's compiled instance instead of compiling its config again.
+    pub fn compile<'a>(
+        rows: impl IntoIterator<Item = &'a Row>,
+        router_rows: impl IntoIterator<Item = &'a Row>,
+        registry: impl Fn(&str) -> Option<&'static PluginSpec>,
+        reuse: Option<Reuse<'_>>,
+    ) -> Plugins {
+        let previous: HashMap<&str, &Arc<Instance>> = match reuse {
+            Some((prev, changed)) => prev
+                .instances()
+                .filter(|i| !changed(&i.id))
+                .map(|i| (&*i.id, i))
+                .collect(),
+            None => HashMap::new(),
+        };
         let mut by_name: BTreeMap<&str, Combos> = BTreeMap::new();
         for row in rows {
             if !row.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true) {
@@ -414,49 +524,12 @@ impl Plugins {
                     continue;
                 }
             }
-            let name = row.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-            let id: Box<str> = row
-                .get("id")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .into();
-            let (spec, plugin) = match registry(name) {
-                Some(spec) => {
-                    let config = row.get("config").cloned().unwrap_or_default();
-                    match resolve_references(spec, config).and_then(|c| (spec.compile)(&c)) {
-                        Ok(mut p) => {
-                            p.bind(&crate::api::InstanceScope {
-                                id: &id,
-                                route: fk(row, "route").as_deref(),
-                                service: fk(row, "service").as_deref(),
-                                consumer: fk(row, "consumer").as_deref(),
-                            });
-                            (spec, p)
-                        }
-                        Err(e) => {
-                            tracing::error!(plugin = name, %id, "plugin config does not compile: {e}");
-                            (broken(spec), Box::new(Broken(e)) as Box<dyn Plugin>)
-                        }
-                    }
-                }
-                None => {
-                    tracing::error!(plugin = name, %id, "plugin is in use but not installed");
-                    let msg = format!("{name} plugin is in use but not installed");
-                    (broken_spec(), Box::new(Broken(msg)) as Box<dyn Plugin>)
-                }
+            let id = row.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+            let inst = match previous.get(id) {
+                Some(i) => Arc::clone(i),
+                None => Arc::new(compile_instance(row, &registry)),
             };
-            let inst = Arc::new(Instance {
-                spec,
-                id,
-                instance_name: row
-                    .get("instance_name")
-                    .and_then(|v| v.as_str())
-                    .map(Into::into),
-                route: fk(row, "route"),
-                service: fk(row, "service"),
-                consumer: fk(row, "consumer"),
-                plugin,
-            });
+            let spec = inst.spec;
             let combos = by_name.entry(spec.name).or_insert_with(|| Combos {
                 spec,
                 plain: HashMap::new(),
@@ -499,16 +572,14 @@ impl Plugins {
                 })
         });
         if reads_rows {
-            for entity in ["routes", "services"] {
-                for row in data.get(entity).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Some(id) = row.get("id").and_then(|v| v.as_str()) {
-                        let r: Row = row
-                            .iter()
-                            .filter(|(_, v)| !v.is_null())
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        rows.insert(id.into(), Arc::new(r));
-                    }
+            for row in router_rows {
+                if let Some(id) = row.get("id").and_then(|v| v.as_str()) {
+                    let r: Row = row
+                        .iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    rows.insert(id.into(), Arc::new(r));
                 }
             }
         }
@@ -518,7 +589,58 @@ impl Plugins {
             global_downstream,
             global_certificate,
             rows,
+            reads_rows,
         }
+    }
+
+    /// Every compiled instance.
+    fn instances(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.combos.iter().flat_map(|c| {
+            c.plain.values().chain(
+                c.consumer
+                    .iter()
+                    .flat_map(|cc| cc.by_consumer.values().flatten()),
+            )
+        })
+    }
+
+    /// Whether some plugin reads the route and service rows: the chains then hold those
+    /// rows, so a route or service write recompiles them.
+    pub fn reads_router_rows(&self) -> bool {
+        self.reads_rows
+    }
+
+    /// A deterministic description of everything compiled (instance ids per scope, in
+    /// order), for tests that compare two builds of the same configuration.
+    #[doc(hidden)]
+    pub fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        for c in &self.combos {
+            let mut plain: Vec<String> = c
+                .plain
+                .iter()
+                .map(|(k, i)| format!("{k:?}={}", i.id))
+                .collect();
+            plain.sort();
+            let mut cons: Vec<String> = c
+                .consumer
+                .iter()
+                .flat_map(|cc| cc.by_consumer.iter())
+                .map(|(k, v)| format!("{k}={:?}", v.iter().map(|i| &i.id).collect::<Vec<_>>()))
+                .collect();
+            cons.sort();
+            out.push_str(&format!("{}:{plain:?}{cons:?};", c.spec.name));
+        }
+        let ids = |l: &[Arc<Instance>]| l.iter().map(|i| i.id.to_string()).collect::<Vec<_>>();
+        let mut rows: Vec<&Box<str>> = self.rows.keys().collect();
+        rows.sort();
+        out.push_str(&format!(
+            "g{:?}{:?}{:?}r{rows:?}",
+            ids(&self.global_rewrite),
+            ids(&self.global_downstream),
+            ids(&self.global_certificate)
+        ));
+        out
     }
 
     pub fn is_empty(&self) -> bool {

@@ -209,8 +209,9 @@ pub trait Store: Send + Sync + 'static {
             .collect();
         self.load(&names).await
     }
-    /// Per-entity change counters, moved by every committed write; the snapshot builder
-    /// watches them and rebuilds only when an entity it uses changed.
+    /// Per-entity change counters, moved by every committed write (after its
+    /// [`Store::events`]); for whoever needs to know that something changed, not what (the
+    /// saved configuration of `db_snapshot`).
     fn changes(&self) -> tokio::sync::watch::Receiver<Changes>;
     /// Whether the database answers (`/status`'s `database.reachable`).
     async fn ping(&self) -> Result<()>;

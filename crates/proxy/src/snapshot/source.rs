@@ -1,0 +1,152 @@
+//! The rows a snapshot was compiled from, kept beside it (shared, not copied: the
+//! compiled routes and services point at the same rows) so that a row event patches them
+//! instead of every entity being read from the store again.
+
+use super::{fk, Dataset, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// The entities a snapshot is compiled from. Consumers and credentials are not among
+/// them: the consumer index follows their row events on its own.
+pub const ENTITIES: &[&str] = &[
+    "services",
+    "routes",
+    "certificates",
+    "snis",
+    "ca_certificates",
+    "upstreams",
+    "targets",
+    "plugins",
+];
+
+/// One entity's rows by id, in id order (the order a full load returns them in).
+type Table = BTreeMap<Arc<str>, Arc<Row>>;
+
+/// Every row of [`ENTITIES`]; a table is copied only when an edit touches it.
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct Source {
+    tables: BTreeMap<&'static str, Arc<Table>>,
+}
+
+/// One row written (`new`) or deleted (`new: None`), as a store's row event says.
+#[derive(Clone, Debug)]
+pub struct Edit {
+    pub entity: &'static str,
+    pub id: Arc<str>,
+    pub new: Option<Row>,
+}
+
+impl Source {
+    /// The snapshot entities of a full load (others are left out).
+    pub fn from_dataset(mut data: Dataset) -> Source {
+        let mut tables = BTreeMap::new();
+        for &entity in ENTITIES {
+            let table: Table = data
+                .remove(entity)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|row| {
+                    let id: Arc<str> = row.get("id")?.as_str()?.into();
+                    Some((id, Arc::new(row)))
+                })
+                .collect();
+            tables.insert(entity, Arc::new(table));
+        }
+        Source { tables }
+    }
+
+    /// An entity's rows in id order.
+    pub fn rows(&self, entity: &str) -> impl Iterator<Item = &Arc<Row>> + '_ {
+        self.tables.get(entity).into_iter().flat_map(|t| t.values())
+    }
+
+    /// Applies edits in order (those of other entities are ignored) and says what they
+    /// touched.
+    pub(super) fn edit(&mut self, edits: Vec<Edit>) -> Touched {
+        let mut t = Touched::default();
+        for e in edits {
+            let Some(&entity) = ENTITIES.iter().find(|n| **n == e.entity) else {
+                continue;
+            };
+            let table = Arc::make_mut(self.tables.entry(entity).or_default());
+            let new = e.new.map(Arc::new);
+            let old = match &new {
+                Some(r) => table.insert(e.id.clone(), r.clone()),
+                None => table.remove(&e.id),
+            };
+            t.record(entity, &e.id, old.as_deref(), new.as_deref());
+        }
+        t
+    }
+}
+
+/// What a batch of edits touched, so that only the parts it affects are compiled again.
+#[derive(Default, Debug)]
+pub(super) struct Touched {
+    /// Everything (a first build).
+    pub all: bool,
+    entities: HashSet<&'static str>,
+    ids: HashMap<&'static str, HashSet<Arc<str>>>,
+    /// Upstream ids whose balancer changes (the upstream or one of its targets).
+    pub upstreams: HashSet<String>,
+    /// A global or consumer plugin changed: every route's chain.
+    pub plugins_everywhere: bool,
+    /// Routes and services a changed plugin was or is scoped to.
+    pub plugin_routes: HashSet<String>,
+    pub plugin_services: HashSet<String>,
+}
+
+impl Touched {
+    pub fn everything() -> Touched {
+        Touched {
+            all: true,
+            ..Touched::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.entities.is_empty()
+    }
+
+    pub fn has(&self, entity: &str) -> bool {
+        self.all || self.entities.contains(entity)
+    }
+
+    pub fn has_id(&self, entity: &'static str, id: &str) -> bool {
+        self.all || self.ids.get(entity).is_some_and(|s| s.contains(id))
+    }
+
+    fn record(
+        &mut self,
+        entity: &'static str,
+        id: &Arc<str>,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) {
+        self.entities.insert(entity);
+        self.ids.entry(entity).or_default().insert(id.clone());
+        let rows = old.into_iter().chain(new);
+        match entity {
+            "upstreams" => {
+                self.upstreams.insert(id.to_string());
+            }
+            "targets" => self
+                .upstreams
+                .extend(rows.filter_map(|r| fk(r, "upstream"))),
+            "plugins" => {
+                for r in rows {
+                    match (fk(r, "route"), fk(r, "service"), fk(r, "consumer")) {
+                        (_, _, Some(_)) | (None, None, None) => self.plugins_everywhere = true,
+                        (Some(route), _, None) => {
+                            self.plugin_routes.insert(route);
+                        }
+                        (None, Some(service), None) => {
+                            self.plugin_services.insert(service);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
