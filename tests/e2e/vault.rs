@@ -232,3 +232,38 @@ async fn redis_password_from_env_and_missing_variable_fails_closed() {
         .await;
     assert_eq!(p["config"]["redis"]["password"], pass_ref);
 }
+
+/// A service's client certificate whose key is a reference that does not resolve: the
+/// gateway answers 500 and never connects to the upstream without the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_client_certificate_never_connects_without_it() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let g = Gateway::start().await;
+    let cc = rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).unwrap();
+    let cert = ok(
+        &g,
+        "/certificates",
+        json!({"cert": cc.cert.pem(), "key": "{vault://env/tg-vault-absent-client-key}"}),
+    )
+    .await;
+    ok(
+        &g,
+        "/services",
+        json!({"name": "mtls", "url": format!("https://127.0.0.1:{port}"),
+               "client_certificate": {"id": cert["id"]}}),
+    )
+    .await;
+    ok(&g, "/services/mtls/routes", json!({"paths": ["/mtls"]})).await;
+    let r = until(&g, "/mtls", &[], 500).await;
+    assert_eq!(r.status, 500);
+    // Nothing reached the upstream: no connection waits to be accepted.
+    let accepted = tokio::time::timeout(Duration::from_millis(300), upstream.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the gateway connected without its client certificate"
+    );
+    assert!(g
+        .stderr()
+        .contains("client certificate could not be loaded"));
+}

@@ -10,8 +10,8 @@
 //! far as any later request can tell.
 
 use crate::api::{
-    Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec,
-    RequestCx, ResponseCx, Resume,
+    Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx,
+    ResponseCx, Resume,
 };
 use crate::rate_limiting::{
     hv, lua_number, periods_order, redis_pool, redis_record, validate_redis, Period, EMPTY_UUID,
@@ -468,9 +468,8 @@ impl Plugin for ResponseRateLimiting {
                 let rules = self.rules.clone();
                 return Ok(Flow::Await(Deferred::new(async move {
                     let used = usage.await;
-                    Box::new(move |cx: &mut RequestCx<'_>| {
-                        rules.answer(cx, identifier, now, used)
-                    }) as Resume
+                    Box::new(move |cx: &mut RequestCx<'_>| rules.answer(cx, identifier, now, used))
+                        as Resume
                 })));
             }
         };

@@ -614,6 +614,11 @@ async fn proxy<'s>(
     let Some(service) = route.service.clone() else {
         return cx.error(503, errors::NO_SERVICE, &head.headers, Negotiation::Accept);
     };
+    if service.client_cert_missing {
+        tracing::error!(service = %service.id, "the service's client certificate could not be loaded (its error is logged when the configuration was compiled): not connecting without it");
+        let msg = errors::handler_message(500);
+        return cx.error(500, &msg, &head.headers, Negotiation::Accept);
+    }
 
     // client_max_body_size
     let max = settings.client_max_body_size;

@@ -388,10 +388,7 @@ fn run_response_phases<'s>(
         None
     } else {
         let response_head_size = (!keep_headers).then(|| {
-            crate::downstream::head_size(
-                crate::downstream::status_line_len(status),
-                &parts.headers,
-            )
+            crate::downstream::head_size(crate::downstream::status_line_len(status), &parts.headers)
         });
         Some(Box::new(PendingLog {
             loggers,

@@ -310,12 +310,14 @@ fn service_info(
     let client_cert = fk(row, "client_certificate")
         .or_else(|| s(row, "host").and_then(|h| cx.upstream_cc.get(&h).cloned()));
     let is_tls = matches!(protocol.as_str(), "https" | "grpcs" | "tls");
+    let mut client_cert_missing = false;
     let (tls, tls_profile) = if is_tls {
         let cas: Vec<&str> = ca_ids
             .iter()
             .filter_map(|i| cx.ca_by_id.get(i).map(String::as_str))
             .collect();
         let cc = client_cert.as_ref().and_then(|c| certs.get(c));
+        client_cert_missing = client_cert.is_some() && cc.is_none();
         let alpn: &[u8] = if matches!(protocol.as_str(), "grpcs") {
             b"h2"
         } else {
@@ -351,6 +353,7 @@ fn service_info(
         enabled: b(row, "enabled", true),
         tls,
         tls_profile,
+        client_cert_missing,
         protocol,
         id,
         row: row.clone(),

@@ -51,6 +51,10 @@ pub struct ServiceInfo {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Identifies `tls` in pool keys (verify flag, CA ids, client certificate).
     pub tls_profile: String,
+    /// A client certificate is configured but could not be loaded (a `{vault://…}`
+    /// reference that does not resolve): the service answers 500 rather than connect
+    /// without it (never fail open).
+    pub client_cert_missing: bool,
     /// The row, for the log phase (`kong.log.serialize().service`).
     pub row: Arc<Row>,
 }
