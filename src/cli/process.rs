@@ -67,6 +67,7 @@ pub fn check(common: &Common, file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = node::load_config(common, file)?;
     // What `start` would refuse is not a valid configuration either.
     crate::admin_auth::check(&config)?;
+    tollgate_proxy::server::check_limits(&config).map_err(anyhow::Error::msg)?;
     match shown {
         Some(f) => println!("configuration at {} is valid", f.display()),
         None => println!("configuration is valid"),

@@ -21,6 +21,7 @@ pub fn run(common: &Common, run_migrations: bool) -> anyhow::Result<()> {
     let config = node::load_config(common, None)?;
     init_logging(&config);
     crate::admin_auth::check(&config)?;
+    tollgate_proxy::server::check_limits(&config).map_err(anyhow::Error::msg)?;
     prepare_prefix(&config)?;
     // The default prefix of `{vault://env/…}` references (Kong's KONG_VAULT_ENV_PREFIX).
     tollgate_model::vault::set_env_prefix(config.raw.get("vault_env_prefix").cloned());

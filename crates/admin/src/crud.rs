@@ -492,6 +492,20 @@ async fn sync_snis(st: &AdminState, cert_id: &str, names: Vec<String>) -> ApiRes
     Ok(())
 }
 
+/// The SNI rows a new certificate's `snis` list stands for.
+fn sni_rows(cert_id: &str, names: Vec<String>) -> ApiResult<Vec<(&'static EntitySchema, Row)>> {
+    let snis = entities::by_name("snis").ok_or_else(ApiError::not_found)?;
+    names
+        .into_iter()
+        .map(|n| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(n));
+            m.insert("certificate".into(), json!({ "id": cert_id }));
+            Ok((snis, snis.process(m, &Context::new(Operation::Insert))?))
+        })
+        .collect()
+}
+
 /// Checks that certificate `snis` are free before anything is written.
 async fn check_snis_free(
     st: &AdminState,
@@ -539,10 +553,14 @@ async fn create(
     if let Some(t) = ttl {
         row.insert("ttl".into(), t);
     }
-    let saved = st.store.insert(schema, row).await?;
-    if let Some(names) = snis {
-        sync_snis(st, id_of(&saved), names).await?;
-    }
+    // A certificate and its SNIs are one write: never one without the other.
+    let saved = match snis {
+        Some(names) => {
+            let children = sni_rows(id_of(&row), names)?;
+            st.store.insert_with_children(schema, row, children).await?
+        }
+        None => st.store.insert(schema, row).await?,
+    };
     let out = present(st, schema, saved).await?;
     Ok(json_response(StatusCode::CREATED, &Value::Object(out)))
 }

@@ -303,6 +303,13 @@ fn directive<'a>(config: &'a Config, directive: &str) -> Option<(String, &'a str
     })
 }
 
+/// Checks the proxy's request limits and client timeouts (the `nginx_http_*` /
+/// `nginx_proxy_*` keys) before anything starts, so a bad value is reported before any
+/// port is bound or database touched.
+pub fn check_limits(config: &Config) -> Result<(), String> {
+    limits_from_config(config).map(|_| ())
+}
+
 /// Head limits from `large_client_header_buffers` (nginx's `4 8k` when unset) and
 /// `max_headers` (freenginx's directive; [`crate::head::DEFAULT_MAX_HEADERS`] when
 /// unset).

@@ -164,6 +164,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a processed row. Errors: primary key, unique, foreign key violations.
     async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row>;
+    /// Inserts a row and rows that reference it (a certificate and its SNIs) as one write:
+    /// all or nothing where the database has transactions (SQLite, PostgreSQL), so a crash
+    /// or a refused child never leaves the parent half-written. Answers the parent.
+    async fn insert_with_children(
+        &self,
+        schema: &'static EntitySchema,
+        row: Row,
+        children: Vec<(&'static EntitySchema, Row)>,
+    ) -> Result<Row> {
+        let saved = self.insert(schema, row).await?;
+        for (s, r) in children {
+            self.insert(s, r).await?;
+        }
+        Ok(saved)
+    }
     /// Inserts or fully replaces the row with this id (PUT).
     async fn upsert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row>;
     /// Replaces an existing row (PATCH after merging). Errors with not found.
@@ -224,9 +239,10 @@ pub trait Store: Send + Sync + 'static {
         _table: CounterTable,
         _rows: Vec<CounterIncrement>,
     ) -> Result<Vec<i64>> {
-        Err(tollgate_model::Error::database(
-            "the cluster policy needs a database (database = off has none)",
-        ))
+        Err(tollgate_model::Error::database(format!(
+            "the cluster policy keeps its counters in the database, and this store ({}) keeps none: use the local or redis policy",
+            self.kind()
+        )))
     }
     /// Deletes counters whose window ended before `now` (seconds since the epoch).
     async fn purge_counters(&self, _now: i64) -> Result<()> {
@@ -258,7 +274,7 @@ pub trait Store: Send + Sync + 'static {
 
 fn no_admin_tokens(kind: &str) -> tollgate_model::Error {
     tollgate_model::Error::database(format!(
-        "database = {kind} keeps no Admin API tokens (use a database, or admin_auth = mtls)"
+        "database = {kind} keeps no Admin API tokens (use database = sqlite or postgres, or admin_auth = mtls)"
     ))
 }
 

@@ -62,6 +62,10 @@ fn migration(conn: &Conn, name: &str) -> Option<Vec<String>> {
         ]),
         // Tags are read from the rows themselves: nothing to index.
         "001_tags_index" => Some(Vec::new()),
+        // Admin API tokens and the cluster rate-limiting counters are not kept in
+        // Cassandra yet: the store refuses them (`admin_auth = token` at start, the
+        // `cluster` policy in the plugins' schemas), so these migrations have nothing to do.
+        "002_admin_tokens" | "003_counters" => Some(Vec::new()),
         _ => None,
     }
 }

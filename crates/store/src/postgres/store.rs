@@ -477,51 +477,9 @@ enum Write {
 }
 
 impl PostgresStore {
-    async fn put(&self, schema: &'static EntitySchema, mut row: Row, how: Write) -> Result<Row> {
-        self.write(move |tx, touched| {
-            boxed(async move {
-                let id = rules::row_id(&row);
-                let old = match how {
-                    Write::Insert => {
-                        let sql = format!("SELECT 1 FROM \"{}\" WHERE id = $1", schema.name);
-                        if opt(tx, &sql, &[&id]).await?.is_some() {
-                            return Err(Error::primary_key_violation(&id));
-                        }
-                        None
-                    }
-                    Write::Upsert => {
-                        let old = select_raw(tx, schema, &id, true).await?;
-                        if let Some(old) = old
-                            .as_ref()
-                            .filter(|o| o.expires_at.is_none_or(|t| t > now()))
-                        {
-                            if let Some(c) = parse_row(&old.text)?.get("created_at") {
-                                row.insert("created_at".into(), c.clone());
-                            }
-                        }
-                        old
-                    }
-                    Write::Update => {
-                        let Some(old) = select_raw(tx, schema, &id, false).await? else {
-                            return Err(Error::not_found(json!({ "id": id })));
-                        };
-                        Some(old)
-                    }
-                };
-                let exp = take_ttl(schema, &mut row);
-                check_constraints(tx, schema, &row).await?;
-                let new = put_row(tx, schema, &row, exp).await?;
-                touched.rows.push(RowChange {
-                    entity: schema.name,
-                    id: new.id.clone(),
-                    op: ChangeOp::Upsert,
-                    new: Some(new),
-                    old,
-                });
-                Ok(with_ttl(schema, row, exp))
-            })
-        })
-        .await
+    async fn put(&self, schema: &'static EntitySchema, row: Row, how: Write) -> Result<Row> {
+        self.write(move |tx, touched| boxed(put_in(tx, touched, schema, row, how)))
+            .await
     }
 
     /// Runs the pending migrations in one transaction under the migrations lock: nodes
@@ -600,6 +558,55 @@ impl PostgresStore {
     }
 }
 
+/// One write of a row inside a write transaction.
+async fn put_in(
+    tx: &Transaction<'_>,
+    touched: &mut Touched,
+    schema: &'static EntitySchema,
+    mut row: Row,
+    how: Write,
+) -> Result<Row> {
+    let id = rules::row_id(&row);
+    let old = match how {
+        Write::Insert => {
+            let sql = format!("SELECT 1 FROM \"{}\" WHERE id = $1", schema.name);
+            if opt(tx, &sql, &[&id]).await?.is_some() {
+                return Err(Error::primary_key_violation(&id));
+            }
+            None
+        }
+        Write::Upsert => {
+            let old = select_raw(tx, schema, &id, true).await?;
+            if let Some(old) = old
+                .as_ref()
+                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
+            {
+                if let Some(c) = parse_row(&old.text)?.get("created_at") {
+                    row.insert("created_at".into(), c.clone());
+                }
+            }
+            old
+        }
+        Write::Update => {
+            let Some(old) = select_raw(tx, schema, &id, false).await? else {
+                return Err(Error::not_found(json!({ "id": id })));
+            };
+            Some(old)
+        }
+    };
+    let exp = take_ttl(schema, &mut row);
+    check_constraints(tx, schema, &row).await?;
+    let new = put_row(tx, schema, &row, exp).await?;
+    touched.rows.push(RowChange {
+        entity: schema.name,
+        id: new.id.clone(),
+        op: ChangeOp::Upsert,
+        new: Some(new),
+        old,
+    });
+    Ok(with_ttl(schema, row, exp))
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
@@ -608,6 +615,24 @@ impl Store for PostgresStore {
 
     async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
         self.put(schema, row, Write::Insert).await
+    }
+
+    async fn insert_with_children(
+        &self,
+        schema: &'static EntitySchema,
+        row: Row,
+        children: Vec<(&'static EntitySchema, Row)>,
+    ) -> Result<Row> {
+        self.write(move |tx, touched| {
+            boxed(async move {
+                let saved = put_in(tx, touched, schema, row, Write::Insert).await?;
+                for (s, r) in children {
+                    put_in(tx, touched, s, r, Write::Insert).await?;
+                }
+                Ok(saved)
+            })
+        })
+        .await
     }
 
     async fn upsert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {

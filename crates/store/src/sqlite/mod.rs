@@ -475,36 +475,60 @@ fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
     Ok(())
 }
 
+/// One insert inside a write transaction.
+fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    touched: &mut Touched,
+    schema: &'static EntitySchema,
+    mut row: Row,
+) -> Result<Row> {
+    touched.push(schema.name);
+    let id = row
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let exists: Option<i64> = tx
+        .query_row(
+            &format!("SELECT 1 FROM \"{}\" WHERE id = ?1", schema.name),
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    if exists.is_some() {
+        return Err(Error::primary_key_violation(&id));
+    }
+    let exp = take_ttl(schema, &mut row);
+    check_constraints(tx, schema, &row)?;
+    let new = put_row(tx, schema, &row, exp)?;
+    touched.upserted(schema, new, None);
+    Ok(with_ttl(schema, row, exp))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
 
-    async fn insert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
+    async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
+        self.write(move |tx, touched| insert_in(tx, touched, schema, row))
+            .await
+    }
+
+    async fn insert_with_children(
+        &self,
+        schema: &'static EntitySchema,
+        row: Row,
+        children: Vec<(&'static EntitySchema, Row)>,
+    ) -> Result<Row> {
         self.write(move |tx, touched| {
-            touched.push(schema.name);
-            let id = row
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let exists: Option<i64> = tx
-                .query_row(
-                    &format!("SELECT 1 FROM \"{}\" WHERE id = ?1", schema.name),
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db_err)?;
-            if exists.is_some() {
-                return Err(Error::primary_key_violation(&id));
+            let saved = insert_in(tx, touched, schema, row)?;
+            for (s, r) in children {
+                insert_in(tx, touched, s, r)?;
             }
-            let exp = take_ttl(schema, &mut row);
-            check_constraints(tx, schema, &row)?;
-            let new = put_row(tx, schema, &row, exp)?;
-            touched.upserted(schema, new, None);
-            Ok(with_ttl(schema, row, exp))
+            Ok(saved)
         })
         .await
     }
