@@ -304,6 +304,11 @@ pub(crate) fn build() -> Value {
         for m in methods {
             let mut op = operation(m, shape);
             op.insert("operationId".into(), json!(operation_id(m, &path)));
+            // proxy-cache's api.lua answers a miss with a bare 404 (`kong.response.exit(404)`).
+            if path.starts_with("/proxy-cache/") {
+                op["responses"]["404"] =
+                    json!({ "description": "not in the cache (no body, as Kong)" });
+            }
             item.insert(m.to_ascii_lowercase(), Value::Object(op));
         }
         paths.insert(path, Value::Object(item));
