@@ -16,6 +16,7 @@ mod paging;
 pub mod postgres;
 mod rules;
 pub mod sqlite;
+mod test_script;
 
 pub use memory::MemoryStore;
 pub use paging::{decode_offset, encode_offset, Page, PageQuery, TagFilter};

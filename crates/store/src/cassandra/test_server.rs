@@ -139,20 +139,7 @@ impl TestCassandra {
     }
 
     fn ctl(&self, what: &str) {
-        let dir = self
-            .dir
-            .as_ref()
-            .expect("only a private test node can be stopped");
-        let out = std::process::Command::new(script())
-            .arg(what)
-            .arg(dir)
-            .output()
-            .expect("cannot run scripts/cassandra");
-        assert!(
-            out.status.success(),
-            "scripts/cassandra {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::test_script::ctl(&script(), what, self.dir.as_ref());
     }
 }
 

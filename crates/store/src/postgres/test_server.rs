@@ -164,20 +164,7 @@ impl TestServer {
     }
 
     fn ctl(&self, what: &str) {
-        let dir = self
-            .dir
-            .as_ref()
-            .expect("only a private test server can be stopped");
-        let out = std::process::Command::new(script())
-            .arg(what)
-            .arg(dir)
-            .output()
-            .expect("cannot run scripts/pg");
-        assert!(
-            out.status.success(),
-            "scripts/pg {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::test_script::ctl(&script(), what, self.dir.as_ref());
     }
 }
 
