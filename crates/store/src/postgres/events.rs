@@ -50,6 +50,16 @@ impl Feed {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets the position unless something else set it first; says whether it did.
+    fn set_last_if_unset(&self, id: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some() {
+            return false;
+        }
+        *last = Some(id);
+        true
+    }
+
     fn set_last(&self, id: i64) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
     }
@@ -78,9 +88,13 @@ impl Feed {
             // serves may be older than anything, reload it all. (Migrating sets the
             // position, so a node that bootstraps an empty database does not get here.)
             let head = Self::head(&self.pool).await?;
-            self.set_last(head);
-            self.deliver(ChangeEvent::Reset);
-            return Ok(());
+            // Migrating may have set the position while `head` was read; its position is
+            // older, and replaying from it delivers the writes since one by one.
+            if self.set_last_if_unset(head) {
+                self.deliver(ChangeEvent::Reset);
+                return Ok(());
+            }
+            return Box::pin(self.catch_up()).await;
         };
         let c = self.pool.get().await.map_err(super::pool_err)?;
         let floor: i64 = c
