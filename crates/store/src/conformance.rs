@@ -3,7 +3,7 @@
 //! same rows, errors and change events.
 
 use crate::rules::now;
-use crate::{ChangeEvent, ChangeEvents, ChangeOp, PageQuery, Row, Store, TagFilter};
+use crate::{ChangeEvent, ChangeEvents, ChangeOp, PageQuery, Purge, Row, Store, TagFilter};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tollgate_model::schema::{Context, Operation};
@@ -72,6 +72,11 @@ macro_rules! conformance_tests {
         async fn import_is_all_or_nothing() {
             let (_guard, s) = $open.await;
             $crate::conformance::import_is_all_or_nothing(&s).await;
+        }
+        #[tokio::test]
+        async fn broadcasts_reach_this_node_once_and_are_no_row_events() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::broadcasts_reach_this_node_once_and_are_no_row_events(&s).await;
         }
         #[tokio::test]
         async fn admin_tokens_are_kept_apart_from_entities() {
@@ -508,4 +513,87 @@ pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
         .await
         .unwrap();
     assert_eq!(got, vec![1, 5]);
+}
+
+/// Records what a channel's subscriber receives.
+pub(crate) fn recorder(s: &dyn Store, channel: &str) -> Arc<std::sync::Mutex<Vec<Purge>>> {
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    s.subscribe(
+        channel,
+        Arc::new(move |p: &Purge| g.lock().unwrap().push(p.clone())),
+    );
+    got
+}
+
+fn purges() -> [Purge; 3] {
+    [
+        Purge::Key {
+            instance: "kong_db_cache".into(),
+            key: "k:1\"/é".into(),
+        },
+        Purge::Instance("kong_db_cache".into()),
+        Purge::All,
+    ]
+}
+
+/// Longer than a feed cycle (200 ms in the tests): what a node would deliver twice, or
+/// as a row event, has been by then.
+async fn after_a_feed_cycle() {
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+}
+
+pub(crate) async fn broadcasts_reach_this_node_once_and_are_no_row_events(s: &dyn Store) {
+    let mut ev = s.events();
+    let changes = s.changes().borrow().clone();
+    let got = recorder(s, "proxy-cache:purge");
+    let twice = recorder(s, "proxy-cache:purge");
+    let other = recorder(s, "other");
+    for p in purges() {
+        s.broadcast("proxy-cache:purge", p.clone()).await.unwrap();
+        // Delivered here before broadcast returned.
+        assert_eq!(got.lock().unwrap().last(), Some(&p));
+    }
+    after_a_feed_cycle().await;
+    assert_eq!(*got.lock().unwrap(), purges(), "each once, in order");
+    assert_eq!(*twice.lock().unwrap(), purges(), "every subscriber");
+    assert!(other.lock().unwrap().is_empty(), "only its channel");
+    assert!(
+        matches!(
+            ev.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "no change event"
+    );
+    assert_eq!(*s.changes().borrow(), changes, "no counter moved");
+}
+
+/// Two stores on one database (PostgreSQL, Cassandra): a broadcast on either reaches the
+/// other's subscribers, once each.
+pub(crate) async fn broadcasts_reach_every_node(a: &dyn Store, b: &dyn Store) {
+    let (on_a, on_b) = (recorder(a, "c"), recorder(b, "c"));
+    for p in purges() {
+        a.broadcast("c", p).await.unwrap();
+    }
+    b.broadcast("c", Purge::Instance("from-b".into()))
+        .await
+        .unwrap();
+    let mut want = purges().to_vec();
+    want.push(Purge::Instance("from-b".into()));
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while on_a.lock().unwrap().len() < 4 || on_b.lock().unwrap().len() < 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a got {:?}, b got {:?}", on_a.lock(), on_b.lock()));
+    after_a_feed_cycle().await;
+    // Each node in the order it learnt them: its own at once, the other's when replayed.
+    for got in [&on_a, &on_b] {
+        let mut got = got.lock().unwrap().clone();
+        got.sort_by_key(|p| format!("{p:?}"));
+        let mut want = want.clone();
+        want.sort_by_key(|p| format!("{p:?}"));
+        assert_eq!(got, want);
+    }
 }

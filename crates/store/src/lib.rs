@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod conformance;
 
+mod broadcast;
 pub mod cassandra;
 mod codec;
 mod memory;
@@ -18,6 +19,7 @@ mod rules;
 pub mod sqlite;
 mod test_script;
 
+pub use broadcast::{Hub, Purge, Subscriber};
 pub use memory::MemoryStore;
 pub use paging::{decode_offset, encode_offset, Page, PageQuery, TagFilter};
 pub use sqlite::SqliteStore;
@@ -231,6 +233,22 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> tokio::sync::watch::Receiver<Changes>;
     /// Whether the database answers (`/status`'s `database.reachable`).
     async fn ping(&self) -> Result<()>;
+
+    /// This node's subscribers to [`Store::broadcast`].
+    fn hub(&self) -> &Hub;
+    /// Tells node-local caches on every node to drop what `purge` names (Kong's
+    /// `cluster_events:broadcast`): the subscribers of `channel` here get it before this
+    /// returns, those of the other nodes when they replay `cluster_events`. An error
+    /// means no node was told (this one included), so a retry finds the entry again.
+    async fn broadcast(&self, channel: &str, purge: Purge) -> Result<()> {
+        self.hub().deliver(channel, &purge);
+        Ok(())
+    }
+    /// Calls `f` with every purge broadcast on `channel` (this node's own included, once
+    /// each), and with [`Purge::All`] when this node may have missed some.
+    fn subscribe(&self, channel: &str, f: Subscriber) {
+        self.hub().subscribe(channel, f);
+    }
 
     /// The `cluster` rate-limiting policy: adds each increment to its counter atomically
     /// and answers the totals after them, in order (an empty batch checks the database

@@ -23,6 +23,8 @@ pub struct MemoryStore {
     data: RwLock<Arc<Compact>>,
     version: tokio::sync::watch::Sender<crate::Changes>,
     events: tokio::sync::broadcast::Sender<Arc<ChangeEvent>>,
+    /// DB-less nodes share nothing: broadcasts are delivered here only.
+    hub: crate::Hub,
 }
 
 impl Default for MemoryStore {
@@ -75,6 +77,7 @@ impl MemoryStore {
             data: RwLock::new(Arc::new(compact(set))),
             version: tx,
             events: crate::event_channel(),
+            hub: crate::Hub::default(),
         }
     }
 
@@ -275,6 +278,9 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+    fn hub(&self) -> &crate::Hub {
+        &self.hub
     }
     async fn migrations_status(&self) -> Result<MigrationStatus> {
         Ok(MigrationStatus {

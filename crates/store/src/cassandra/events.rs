@@ -9,8 +9,12 @@
 //! stamped by a coordinator whose clock is behind) and drops the events it already saw
 //! (by timeuuid). Server time comes from Cassandra, not this node's clock. After the
 //! database was unreachable, the node reloads everything (`ChangeEvent::Reset`).
+//!
+//! Broadcasts to node-local caches ([`crate::Hub`]) ride the same channel, tagged; after
+//! the database was unreachable the node's subscribers drop everything.
 
 use super::conn::{decode, Conn, Kind};
+use super::schema::EVENTS_TTL;
 use crate::codec;
 use crate::{ChangeEvent, Changes};
 use scylla::value::{CqlTimestamp, CqlTimeuuid};
@@ -36,6 +40,35 @@ pub(crate) struct Feed {
     pub cursor: Option<i64>,
     /// Events already replayed, with their time (ms), within the look-back window.
     pub seen: HashMap<CqlTimeuuid, i64>,
+    /// Where other nodes' broadcasts are delivered.
+    pub hub: Arc<crate::Hub>,
+}
+
+/// Records one event (its stored form) for the other nodes.
+pub(crate) async fn append(conn: &Conn, data: String) -> Result<()> {
+    conn.run(
+        &format!(
+            "INSERT INTO {} (channel, at, node_id, data) VALUES (?, now(), ?, ?) USING TTL {EVENTS_TTL}",
+            conn.ks.t("cluster_events"),
+        ),
+        Kind::Write,
+        (CHANNEL, &conn.settings.node_id, data),
+    )
+    .await
+    .map(drop)
+}
+
+/// [`crate::Store::broadcast`]: recorded for the other nodes, then delivered here (an
+/// error told nobody).
+pub(crate) async fn broadcast(
+    conn: &Conn,
+    hub: &crate::Hub,
+    channel: &str,
+    purge: crate::Purge,
+) -> Result<()> {
+    append(conn, hub.encode(channel, &purge)).await?;
+    hub.deliver(channel, &purge);
+    Ok(())
 }
 
 /// Cassandra's clock, in Unix milliseconds.
@@ -94,7 +127,7 @@ impl Feed {
             let rows = decode::<(CqlTimeuuid, i64, String, String)>(&r)?;
             for (at, ts, node, data) in &rows {
                 after = Some(*at);
-                if self.seen.insert(*at, *ts).is_some() || *node == me {
+                if self.seen.insert(*at, *ts).is_some() || *node == me || self.hub.receive(data) {
                     continue;
                 }
                 match codec::decode(data) {
@@ -129,6 +162,7 @@ impl Feed {
                     failing = false;
                     tracing::info!("database reachable again; reloading the configuration");
                     self.deliver(ChangeEvent::Reset);
+                    self.hub.missed();
                 }
                 Ok(()) => ever_read = true,
                 // Before the first successful read (the schema is being created) there is

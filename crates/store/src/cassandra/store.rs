@@ -33,6 +33,7 @@ pub struct CassandraStore {
     version: Arc<watch::Sender<Changes>>,
     events: broadcast::Sender<Arc<ChangeEvent>>,
     stop: watch::Sender<bool>,
+    hub: Arc<crate::Hub>,
 }
 
 impl Drop for CassandraStore {
@@ -89,6 +90,7 @@ impl CassandraStore {
         let (stop, _) = watch::channel(false);
         // Where replay starts: anything written from now on reaches the subscribers.
         let cursor = events::server_now(&conn).await.ok();
+        let hub = Arc::new(crate::Hub::default());
         let feed = Feed {
             conn: conn.clone(),
             events: events.clone(),
@@ -96,6 +98,7 @@ impl CassandraStore {
             frequency,
             cursor,
             seen: HashMap::new(),
+            hub: hub.clone(),
         };
         tokio::spawn(feed.run(stop.subscribe()));
         Ok(CassandraStore {
@@ -103,6 +106,7 @@ impl CassandraStore {
             version,
             events,
             stop,
+            hub,
         })
     }
 
@@ -403,18 +407,7 @@ impl CassandraStore {
             ChangeEvent::Rows(rows) => codec::encode(rows, false),
         };
         codec::deliver(&self.events, &self.version, e);
-        self.conn
-            .run(
-                &format!(
-                    "INSERT INTO {} (channel, at, node_id, data) VALUES (?, now(), ?, ?) USING TTL {}",
-                    self.t("cluster_events"),
-                    schema::EVENTS_TTL
-                ),
-                Kind::Write,
-                (events::CHANNEL, &self.conn.settings.node_id, data),
-            )
-            .await
-            .map(drop)
+        events::append(&self.conn, data).await
     }
 
     async fn put(&self, schema: &'static EntitySchema, mut row: Row, how: Write) -> Result<Row> {
@@ -892,6 +885,14 @@ impl Store for CassandraStore {
 
     fn changes(&self) -> watch::Receiver<Changes> {
         self.version.subscribe()
+    }
+
+    fn hub(&self) -> &crate::Hub {
+        &self.hub
+    }
+
+    async fn broadcast(&self, channel: &str, purge: crate::Purge) -> Result<()> {
+        events::broadcast(&self.conn, &self.hub, channel, purge).await
     }
 
     async fn ping(&self) -> Result<()> {

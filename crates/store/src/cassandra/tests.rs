@@ -247,3 +247,10 @@ async fn ring_two_coordinators_bootstrap_together_and_race_names_at_quorum() {
         .unwrap();
     assert_eq!(p.rows.len(), 10);
 }
+
+#[tokio::test]
+async fn broadcasts_reach_every_node() {
+    let (_k, a) = open().await;
+    let b = store(a.settings().keyspace.as_str(), Duration::from_millis(200)).await;
+    crate::conformance::broadcasts_reach_every_node(&a, &b).await;
+}

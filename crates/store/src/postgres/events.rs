@@ -11,6 +11,9 @@
 //! older than [`RETENTION`] are purged; a node that fell further behind than that (its
 //! last id is below the purge floor) reloads everything instead (`ChangeEvent::Reset`),
 //! as it does when the database comes back after it could not be read.
+//!
+//! Broadcasts to node-local caches ([`crate::Hub`]) ride the same rows and order; a
+//! node that may have missed some tells its subscribers to drop everything.
 
 use super::options::PgOptions;
 use crate::{ChangeEvent, Changes};
@@ -43,6 +46,8 @@ pub(crate) struct Feed {
     /// The last replayed id; `None` until the table could be read once. Shared with the
     /// store, which sets it right after migrating an empty database.
     pub last: Arc<std::sync::Mutex<Option<i64>>>,
+    /// Where other nodes' broadcasts are delivered.
+    pub hub: Arc<crate::Hub>,
 }
 
 impl Feed {
@@ -68,6 +73,12 @@ impl Feed {
         crate::codec::deliver(&self.events, &self.version, e);
     }
 
+    /// Reloads everything after events may have been missed, broadcasts included.
+    fn resync(&self) {
+        self.deliver(ChangeEvent::Reset);
+        self.hub.missed();
+    }
+
     /// The newest event id (where a node that just loaded everything starts).
     pub async fn head(pool: &deadpool_postgres::Pool) -> Result<i64> {
         let c = pool.get().await.map_err(super::pool_err)?;
@@ -91,7 +102,7 @@ impl Feed {
             // Migrating may have set the position while `head` was read; its position is
             // older, and replaying from it delivers the writes since one by one.
             if self.set_last_if_unset(head) {
-                self.deliver(ChangeEvent::Reset);
+                self.resync();
                 return Ok(());
             }
             return Box::pin(self.catch_up()).await;
@@ -110,7 +121,7 @@ impl Feed {
             );
             let head = Self::head(&self.pool).await?;
             self.set_last(head);
-            self.deliver(ChangeEvent::Reset);
+            self.resync();
             return Ok(());
         }
         loop {
@@ -126,6 +137,11 @@ impl Feed {
                 let data: &str = r.get(1);
                 if data == ADMIN_TOKENS_EVENT {
                     self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+                    last = id;
+                    self.set_last(id);
+                    continue;
+                }
+                if self.hub.receive(data) {
                     last = id;
                     self.set_last(id);
                     continue;
@@ -175,7 +191,7 @@ impl Feed {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("database reachable again; reloading the configuration");
-                    self.deliver(ChangeEvent::Reset);
+                    self.resync();
                 }
                 Ok(()) => {}
                 // Before the first successful read there is nothing to resync (the first

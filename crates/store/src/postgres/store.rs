@@ -39,6 +39,7 @@ pub struct PostgresStore {
     stop: watch::Sender<bool>,
     /// The feed's replay position (see [`Feed::last`]).
     last: Arc<std::sync::Mutex<Option<i64>>>,
+    hub: Arc<crate::Hub>,
 }
 
 impl Drop for PostgresStore {
@@ -54,6 +55,8 @@ struct Touched {
     reset: bool,
     /// The Admin API tokens changed (an event of its own: no rows, no reload).
     admin_tokens: bool,
+    /// A broadcast's stored form (an event of its own, for node-local caches).
+    broadcast: Option<String>,
 }
 
 impl PostgresStore {
@@ -71,6 +74,7 @@ impl PostgresStore {
         let events = crate::event_channel();
         let wake = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
+        let hub = Arc::new(crate::Hub::default());
         // Where replay starts: anything committed from now on reaches the subscribers.
         // Unknown while the database is down or not migrated; the feed then reloads
         // everything once it can read the table.
@@ -84,6 +88,7 @@ impl PostgresStore {
                 .update_frequency
                 .max(std::time::Duration::from_millis(10)),
             last: last.clone(),
+            hub: hub.clone(),
         };
         tokio::spawn(feed.run(stop.subscribe()));
         tokio::spawn(events::listen(
@@ -100,6 +105,7 @@ impl PostgresStore {
             wake,
             stop,
             last,
+            hub,
         })
     }
 
@@ -168,8 +174,14 @@ impl PostgresStore {
             exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
             let mut touched = Touched::default();
             let out = f(&tx, &mut touched).await?;
-            if touched.reset || touched.admin_tokens || !touched.rows.is_empty() {
-                let data = if touched.admin_tokens {
+            if touched.reset
+                || touched.admin_tokens
+                || touched.broadcast.is_some()
+                || !touched.rows.is_empty()
+            {
+                let data = if let Some(b) = touched.broadcast.take() {
+                    b
+                } else if touched.admin_tokens {
                     events::ADMIN_TOKENS_EVENT.to_string()
                 } else {
                     events::encode(&touched.rows, touched.reset)
@@ -859,6 +871,22 @@ impl Store for PostgresStore {
 
     fn changes(&self) -> watch::Receiver<Changes> {
         self.version.subscribe()
+    }
+
+    fn hub(&self) -> &crate::Hub {
+        &self.hub
+    }
+
+    async fn broadcast(&self, channel: &str, purge: crate::Purge) -> Result<()> {
+        let data = self.hub.encode(channel, &purge);
+        // Under the write lock like any write: event ids must grow in commit order.
+        self.write(move |_, touched| {
+            touched.broadcast = Some(data);
+            boxed(async { Ok(()) })
+        })
+        .await?;
+        self.hub.deliver(channel, &purge);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -130,3 +130,12 @@ async fn pg_schema_and_a_read_only_pool() {
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "Tollgate Data");
 }
+
+#[tokio::test]
+async fn broadcasts_reach_every_node() {
+    let (db, a) = open().await;
+    let b = PostgresStore::connect(settings(&db.name, Duration::from_millis(200)).await)
+        .await
+        .unwrap();
+    crate::conformance::broadcasts_reach_every_node(&a, &b).await;
+}

@@ -28,6 +28,8 @@ pub struct SqliteStore {
     path: PathBuf,
     version: Arc<tokio::sync::watch::Sender<Changes>>,
     events: tokio::sync::broadcast::Sender<Arc<ChangeEvent>>,
+    /// One node: broadcasts are delivered here only.
+    hub: crate::Hub,
 }
 
 /// What a write transaction touched: entities for the change counters, rows for the
@@ -97,6 +99,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             version: Arc::new(tx),
             events: crate::event_channel(),
+            hub: crate::Hub::default(),
         })
     }
 
@@ -763,6 +766,10 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    fn hub(&self) -> &crate::Hub {
+        &self.hub
     }
 
     async fn ping(&self) -> Result<()> {
