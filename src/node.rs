@@ -294,6 +294,9 @@ impl tollgate_admin::proxy_cache::ProxyCacheStore for ProxyCaches {
             d.flush();
         }
     }
+    fn flush_all(&self) {
+        tollgate_plugins::proxy_cache::caches().flush_all();
+    }
 }
 
 /// The Admin API's view of the proxy's balancers (`/upstreams/{u}/health`).

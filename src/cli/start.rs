@@ -292,7 +292,9 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     admin.gui_origins = gui_origins(&config);
     admin.upstream_health = Some(Arc::new(crate::node::BalancerHealth(snapshot.clone())));
     admin.auth = crate::admin_auth::guard(&config, &store).await?;
-    admin.proxy_cache = Some(Arc::new(crate::node::ProxyCaches));
+    let caches = Arc::new(crate::node::ProxyCaches);
+    tollgate_admin::proxy_cache::follow_purges(store.as_ref(), caches.clone());
+    admin.proxy_cache = Some(caches);
     let admin = Arc::new(admin);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,9 +1,9 @@
 //! proxy-cache end to end: hits answered without the upstream (it counts what it
 //! serves), Bypass for what may not be cached, TTL expiry, Cache-Control, and the Admin
-//! API's inspect and purge endpoints.
+//! API's inspect and purge endpoints, whose purges reach every node of a cluster.
 
 use crate::plugin_support::{get, ok, send, until_with, Resp};
-use crate::support::Gateway;
+use crate::support::{pg_env, Gateway, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,4 +309,76 @@ async fn a_dictionary_declared_in_the_configuration() {
     assert_eq!((status(&r), count.load(Ordering::SeqCst)), ("Hit", b));
     let (s, v) = g.get(&format!("/proxy-cache/{}", key(&r))).await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// Two nodes on one PostgreSQL database, both holding the same entries: each of Kong's
+/// purge forms sent to node 1's Admin API empties node 2's cache too, and node 1's own
+/// cache before it answers. (That a node acts on its own purge once is the store's
+/// conformance test: here its replay would land before the refill could show it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_reach_every_node_of_a_cluster() {
+    let server = TestServer::shared();
+    let db = server.fresh_database().await;
+    let env = pg_env(server, &db);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Gateway::start_with(&env).await;
+    let b = Gateway::start_with(&env).await;
+    let (up, _count) = counting_upstream().await;
+    let id = cached_route(&a, &up, "p", json!({})).await;
+    until_with(&b, "/p/warm-up", &[], |r| {
+        r.headers.contains_key("x-cache-status")
+    })
+    .await;
+
+    // Each path cached on both nodes, under the same key.
+    let mut keys = Vec::new();
+    for path in ["/p/one", "/p/two", "/p/three"] {
+        let mut key_on = Vec::new();
+        for g in [&a, &b] {
+            let r = get(g, path, &[]).await;
+            assert_eq!(status(&r), "Miss", "{path}");
+            let r = get(g, path, &[]).await;
+            assert_eq!(status(&r), "Hit", "{path}");
+            key_on.push(key(&r));
+        }
+        assert_eq!(key_on[0], key_on[1], "{path}: one key on both nodes");
+        keys.push(key_on.remove(0));
+    }
+    let miss = |r: &Resp| status(r) == "Miss";
+
+    // By plugin and key.
+    let purge = format!("/proxy-cache/{id}/caches/{}", keys[0]);
+    assert_eq!(a.delete(&purge).await, 204);
+    assert_eq!(status(&until_with(&b, "/p/one", &[], miss).await), "Miss");
+    assert_eq!(
+        status(&get(&b, "/p/two", &[]).await),
+        "Hit",
+        "only that key"
+    );
+    // Node 1 dropped it before answering; stored again, it stays.
+    assert_eq!(status(&get(&a, "/p/one", &[]).await), "Miss");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(status(&get(&a, "/p/one", &[]).await), "Hit");
+
+    // By key alone.
+    assert_eq!(a.delete(&format!("/proxy-cache/{}", keys[1])).await, 204);
+    assert_eq!(status(&until_with(&b, "/p/two", &[], miss).await), "Miss");
+    assert_eq!(status(&get(&a, "/p/two", &[]).await), "Miss");
+    assert_eq!(
+        status(&get(&b, "/p/three", &[]).await),
+        "Hit",
+        "only that key"
+    );
+
+    // Everything: node 2 refilled /p/one and /p/two above; all of it goes.
+    assert_eq!(status(&get(&b, "/p/one", &[]).await), "Hit");
+    assert_eq!(a.delete("/proxy-cache").await, 204);
+    for path in ["/p/three", "/p/one", "/p/two"] {
+        assert_eq!(
+            status(&until_with(&b, path, &[], miss).await),
+            "Miss",
+            "{path}"
+        );
+    }
+    assert_eq!(status(&get(&a, "/p/three", &[]).await), "Miss");
 }

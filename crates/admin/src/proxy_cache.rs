@@ -2,7 +2,13 @@
 //! `DELETE /proxy-cache` (purge everything), `GET|DELETE /proxy-cache/{cache_key}`
 //! (in any proxy-cache instance's dictionary) and
 //! `GET|DELETE /proxy-cache/{plugin_id}/caches/{cache_key}`. The dictionaries live in
-//! the node; the binary plugs them in as [`ProxyCacheStore`].
+//! each node; the binary plugs them in as [`ProxyCacheStore`].
+//!
+//! A purge reaches every node, as Kong's `proxy-cache:purge` cluster event does: the
+//! endpoint finds the entry here, then broadcasts it ([`Store::broadcast`]); each node,
+//! this one included, drops it in the subscriber [`follow_purges`] installs. The message
+//! names the dictionary, not the plugin: that is what a purge acts on, and a node need
+//! not have the plugin in its configuration yet to act on it.
 
 use crate::crud::{self, Request};
 use crate::error::{json_response, ApiError, ApiResult};
@@ -11,7 +17,9 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use std::sync::Arc;
 use tollgate_model::{entities, Row};
+use tollgate_store::{Purge, Store};
 
 /// The node's proxy-cache dictionaries, as the Admin API needs them.
 pub trait ProxyCacheStore: Send + Sync {
@@ -21,9 +29,27 @@ pub trait ProxyCacheStore: Send + Sync {
     fn purge(&self, dictionary: &str, key: &str) -> bool;
     /// Drops everything in `dictionary`.
     fn flush(&self, dictionary: &str);
+    /// Drops everything in every dictionary.
+    fn flush_all(&self);
 }
 
 const NAME: &str = "proxy-cache";
+/// Kong's cluster-event channel for purges.
+pub const PURGE_CHANNEL: &str = "proxy-cache:purge";
+
+/// Makes this node's dictionaries act on the purges broadcast by any node.
+pub fn follow_purges(store: &dyn Store, caches: Arc<dyn ProxyCacheStore>) {
+    store.subscribe(
+        PURGE_CHANNEL,
+        Arc::new(move |p: &Purge| match p {
+            Purge::All => caches.flush_all(),
+            Purge::Instance(dict) => caches.flush(dict),
+            Purge::Key { instance, key } => {
+                caches.purge(instance, key);
+            }
+        }),
+    );
+}
 
 /// Answers the request when it is one of these endpoints (and the plugin is enabled).
 pub(crate) async fn dispatch(st: &AdminState, req: &Request<'_>) -> Option<Response> {
@@ -72,32 +98,42 @@ async fn dictionaries(st: &AdminState) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
+/// Kong flushes every instance's dictionary, here and through the cluster, whether or
+/// not this node serves traffic.
 async fn flush_all(st: &AdminState) -> ApiResult<Response> {
-    if let Some(store) = &st.proxy_cache {
-        for d in dictionaries(st).await? {
-            store.flush(&d);
-        }
+    for d in dictionaries(st).await? {
+        st.store
+            .broadcast(PURGE_CHANNEL, Purge::Instance(d))
+            .await?;
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// Found: the object (GET) or 204 once purged (DELETE); else 404.
-fn answer(store: &dyn ProxyCacheStore, dict: &str, key: &str, delete: bool) -> Option<Response> {
-    let v = store.fetch(dict, key)?;
-    Some(if delete {
-        store.purge(dict, key);
-        empty(StatusCode::NO_CONTENT)
-    } else {
-        json_response(StatusCode::OK, &v)
-    })
+/// Found here: the object (GET) or 204 once purged on every node (DELETE); else 404.
+async fn answer(
+    st: &AdminState,
+    dict: &str,
+    key: &str,
+    delete: bool,
+) -> ApiResult<Option<Response>> {
+    let Some(v) = st.proxy_cache.as_ref().and_then(|c| c.fetch(dict, key)) else {
+        return Ok(None);
+    };
+    if !delete {
+        return Ok(Some(json_response(StatusCode::OK, &v)));
+    }
+    let purge = Purge::Key {
+        instance: dict.to_owned(),
+        key: key.to_owned(),
+    };
+    st.store.broadcast(PURGE_CHANNEL, purge).await?;
+    Ok(Some(empty(StatusCode::NO_CONTENT)))
 }
 
 async fn in_any(st: &AdminState, key: &str, delete: bool) -> ApiResult<Response> {
-    if let Some(store) = &st.proxy_cache {
-        for d in dictionaries(st).await? {
-            if let Some(r) = answer(store.as_ref(), &d, key, delete) {
-                return Ok(r);
-            }
+    for d in dictionaries(st).await? {
+        if let Some(r) = answer(st, &d, key, delete).await? {
+            return Ok(r);
         }
     }
     Ok(empty(StatusCode::NOT_FOUND))
@@ -109,9 +145,6 @@ async fn in_plugin(st: &AdminState, id: &str, key: &str, delete: bool) -> ApiRes
     let Some(row) = row.filter(|r| r.get("name").and_then(Value::as_str) == Some(NAME)) else {
         return Ok(empty(StatusCode::NOT_FOUND));
     };
-    let found = st
-        .proxy_cache
-        .as_ref()
-        .and_then(|s| answer(s.as_ref(), dictionary(&row), key, delete));
+    let found = answer(st, dictionary(&row), key, delete).await?;
     Ok(found.unwrap_or_else(|| empty(StatusCode::NOT_FOUND)))
 }

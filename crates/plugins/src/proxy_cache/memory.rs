@@ -154,6 +154,10 @@ impl Caches {
     pub fn dict(&self, name: &str) -> Option<&Arc<Dict>> {
         self.dicts.get(name)
     }
+    /// Drops every entry of every dictionary.
+    pub fn flush_all(&self) {
+        self.dicts.values().for_each(|d| d.flush());
+    }
 }
 
 static CACHES: OnceLock<Caches> = OnceLock::new();
