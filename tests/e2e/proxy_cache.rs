@@ -3,12 +3,13 @@
 //! API's inspect and purge endpoints, whose purges reach every node of a cluster.
 
 use crate::plugin_support::{get, ok, send, until_with, Resp};
-use crate::support::{pg_env, Gateway, TestServer};
+use crate::support::{cassandra_env, pg_env, Gateway, TestCassandra, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_store::cassandra::test_server::fresh_keyspace;
 
 /// An upstream answering `{"n": <its request count>, "uri": …}`; the query picks the
 /// status (`status=`), Content-Type (`ct=`) and Cache-Control (`cc=`).
@@ -311,15 +312,26 @@ async fn a_dictionary_declared_in_the_configuration() {
     assert_eq!(s, 200, "{v}");
 }
 
-/// Two nodes on one PostgreSQL database, both holding the same entries: each of Kong's
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_reach_every_node_on_postgres() {
+    let server = TestServer::shared();
+    let db = server.fresh_database().await;
+    purges_reach_every_node(pg_env(server, &db)).await;
+}
+
+/// The same on Cassandra, whose nodes poll `cluster_events` (here every 0.2 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_reach_every_node_on_cassandra() {
+    let mut env = cassandra_env(TestCassandra::shared(), &fresh_keyspace());
+    env.push(("TOLLGATE_DB_UPDATE_FREQUENCY".into(), "0.2".into()));
+    purges_reach_every_node(env).await;
+}
+
+/// Two nodes on one database, both holding the same entries: each of Kong's
 /// purge forms sent to node 1's Admin API empties node 2's cache too, and node 1's own
 /// cache before it answers. (That a node acts on its own purge once is the store's
 /// conformance test: here its replay would land before the refill could show it.)
-#[tokio::test(flavor = "multi_thread")]
-async fn purges_reach_every_node_of_a_cluster() {
-    let server = TestServer::shared();
-    let db = server.fresh_database().await;
-    let env = pg_env(server, &db);
+async fn purges_reach_every_node(env: Vec<(String, String)>) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let a = Gateway::start_with(&env).await;
     let b = Gateway::start_with(&env).await;
