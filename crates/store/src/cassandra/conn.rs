@@ -8,7 +8,9 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::frame::types::{Consistency, SerialConsistency};
 use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::errors::ExecutionError;
 use scylla::response::query_result::QueryRowsResult;
+use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use std::collections::HashMap;
@@ -201,6 +203,33 @@ impl Conn {
             Ok(r) => Ok(r.into_rows_result().map_err(|e| {
                 Error::database(format!("cassandra: an LWT returned no rows: {e}"))
             })?),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl Conn {
+    /// One page of at most `size` rows from `state`, and where the next page starts
+    /// (`None`: no more). The driver's own error is handed back (a client's paging state
+    /// that Cassandra rejects is an invalid offset, not a database error).
+    pub async fn page(
+        &self,
+        cql: &str,
+        kind: Kind,
+        values: impl SerializeRow,
+        state: PagingState,
+        size: usize,
+    ) -> Result<std::result::Result<(QueryRowsResult, Option<PagingState>), ExecutionError>> {
+        let mut p = self.prepare(cql, kind).await?;
+        p.set_page_size(size.clamp(1, i32::MAX as usize) as i32);
+        let s = self.session().await?;
+        Ok(match s.execute_single_page(&p, values, state).await {
+            Ok((r, next)) => {
+                let rows = r.into_rows_result().map_err(|e| {
+                    Error::database(format!("cassandra: unreadable result: {e}"))
+                })?;
+                Ok((rows, next.into_paging_control_flow().continue_value()))
+            }
             Err(e) => Err(e),
         })
     }

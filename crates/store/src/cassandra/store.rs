@@ -10,13 +10,14 @@
 use super::conn::{decode, Conn, Kind};
 use super::events::{self, Feed};
 use super::options::CassandraSettings;
+use super::paging::{self, Listing};
 use super::{schema, unique};
 use crate::codec;
-use crate::paging::{decode_offset, decode_tag_offset, encode_offset, encode_tag_offset};
+use crate::paging::{decode_tag_offset, encode_tag_offset};
 use crate::rules::{self, now, parse_row, take_ttl, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagPage,
+    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -67,6 +68,54 @@ fn live(expires: Option<i64>) -> bool {
 /// The foreign-key field names of a schema.
 fn fk_fields(schema: &EntitySchema) -> Vec<&'static str> {
     schema.foreign_fields().map(|f| f.name).collect()
+}
+
+/// The live rows of a listing that pass its tag filter.
+struct Shown<'a> {
+    schema: &'static EntitySchema,
+    tags: Option<&'a TagFilter>,
+}
+
+impl Shown<'_> {
+    fn show(&self, r: RawRow) -> Result<Option<Row>> {
+        if !live(r.expires_at) {
+            return Ok(None);
+        }
+        let row = with_ttl(self.schema, parse_row(&r.text)?, r.expires_at);
+        Ok(self.tags.is_none_or(|t| t.matches(&row)).then_some(row))
+    }
+}
+
+impl paging::Keep<(String, String, Option<i64>)> for Shown<'_> {
+    type Out = Row;
+    async fn keep(&self, (id, text, expires_at): (String, String, Option<i64>)) -> Result<Option<Row>> {
+        self.show(RawRow {
+            id: id.into_boxed_str(),
+            text: text.into_boxed_str(),
+            expires_at,
+        })
+    }
+}
+
+/// The children of one parent, listed from `refs`.
+struct Children<'a> {
+    store: &'a CassandraStore,
+    field: &'a str,
+    parent: &'a str,
+    shown: Shown<'a>,
+}
+
+impl paging::Keep<(String,)> for Children<'_> {
+    type Out = Row;
+    async fn keep(&self, (id,): (String,)) -> Result<Option<Row>> {
+        match self.store.select_raw(self.shown.schema, &id, true).await? {
+            // A reference whose child moved to another parent is skipped.
+            Some(r) if rules::fk_id(&parse_row(&r.text)?, self.field) == Some(self.parent) => {
+                self.shown.show(r)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 enum Write {
@@ -559,40 +608,6 @@ impl CassandraStore {
         }
     }
 
-    /// Candidate rows of a listing after `after`: the entity's partition, or the
-    /// children of one parent through `refs`.
-    async fn candidates(
-        &self,
-        schema: &'static EntitySchema,
-        q: &PageQuery,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<RawRow>, bool)> {
-        match &q.foreign {
-            None => {
-                let rows = self.rows_after(schema.name, after, false, limit).await?;
-                let more = rows.len() == limit;
-                Ok((rows, more))
-            }
-            Some((field, parent)) => {
-                let ids = self
-                    .ref_ids(schema.name, field, parent, after, Some(limit))
-                    .await?;
-                let more = ids.len() == limit;
-                let mut rows = Vec::with_capacity(ids.len());
-                for id in ids {
-                    // A reference whose child moved to another parent is skipped.
-                    if let Some(r) = self.select_raw(schema, &id, true).await? {
-                        if rules::fk_id(&parse_row(&r.text)?, field) == Some(parent.as_str()) {
-                            rows.push(r);
-                        }
-                    }
-                }
-                Ok((rows, more))
-            }
-        }
-    }
-
     /// Writes every row of a whole configuration after checking it: unique values free
     /// (or held by the same id) and unique within it, foreign keys present in it or in
     /// the database. Nothing is written when a check fails.
@@ -724,53 +739,44 @@ impl Store for CassandraStore {
     }
 
     async fn page(&self, schema: &'static EntitySchema, q: &PageQuery) -> Result<Page> {
-        let mut after = match &q.offset {
-            Some(off) => decode_offset(off)?,
-            None => String::new(),
+        let shown = Shown {
+            schema,
+            tags: q.tags.as_ref(),
         };
-        let want = q.size + 1;
-        // Filtered listings read ahead in bigger batches (most candidates may not match).
-        let batch = if q.tags.is_some() {
-            want.max(200)
-        } else {
-            want
+        let filtered = q.tags.is_some();
+        let (rows, next_offset) = match &q.foreign {
+            None => {
+                let l = Listing {
+                    cql: format!(
+                        "SELECT id, data, expires FROM {} WHERE entity = ?",
+                        self.t("entities")
+                    ),
+                    values: (schema.name,),
+                    scope: schema.name.to_string(),
+                    filtered,
+                };
+                paging::page(&self.conn, &l, q.offset.as_deref(), q.size, &shown).await?
+            }
+            Some((field, parent)) => {
+                let l = Listing {
+                    cql: format!(
+                        "SELECT id FROM {} WHERE entity = ? AND field = ? AND parent = ?",
+                        self.t("refs")
+                    ),
+                    values: (schema.name, *field, parent.as_str()),
+                    scope: format!("{}\u{1f}{field}\u{1f}{parent}", schema.name),
+                    filtered,
+                };
+                let children = Children {
+                    store: self,
+                    field,
+                    parent,
+                    shown,
+                };
+                paging::page(&self.conn, &l, q.offset.as_deref(), q.size, &children).await?
+            }
         };
-        let mut out: Vec<Row> = Vec::with_capacity(want);
-        loop {
-            let (rows, more) = self.candidates(schema, q, &after, batch).await?;
-            if let Some(last) = rows.last() {
-                after = last.id.to_string();
-            }
-            for r in rows {
-                if !live(r.expires_at) {
-                    continue;
-                }
-                let row = with_ttl(schema, parse_row(&r.text)?, r.expires_at);
-                if q.tags.as_ref().is_none_or(|t| t.matches(&row)) {
-                    out.push(row);
-                    if out.len() == want {
-                        break;
-                    }
-                }
-            }
-            if out.len() == want || !more {
-                break;
-            }
-        }
-        // One row read ahead: a next page exists only if it has a row.
-        let next_offset = if out.len() > q.size {
-            out.truncate(q.size);
-            out.last()
-                .and_then(|r| r.get("id"))
-                .and_then(Value::as_str)
-                .map(encode_offset)
-        } else {
-            None
-        };
-        Ok(Page {
-            rows: out,
-            next_offset,
-        })
+        Ok(Page { rows, next_offset })
     }
 
     async fn replace_all(&self, data: EntitySet) -> Result<()> {

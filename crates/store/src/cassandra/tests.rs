@@ -247,3 +247,167 @@ async fn ring_two_coordinators_bootstrap_together_and_race_names_at_quorum() {
         .unwrap();
     assert_eq!(p.rows.len(), 10);
 }
+
+/// Every page of `q` read through `stores` in turn (each page on the next store, as a
+/// client going through a load balancer): the rows' ids and each page's length.
+async fn page_through(
+    stores: &[&CassandraStore],
+    entity: &str,
+    mut q: PageQuery,
+) -> (Vec<String>, Vec<usize>) {
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    for turn in 0.. {
+        let p = stores[turn % stores.len()]
+            .page(schema(entity), &q)
+            .await
+            .unwrap();
+        sizes.push(p.rows.len());
+        ids.extend(p.rows.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match p.next_offset {
+            Some(o) => q.offset = Some(o),
+            None => return (ids, sizes),
+        }
+    }
+    unreachable!()
+}
+
+async fn insert_all(s: &CassandraStore, entity: &str, rows: Vec<tollgate_model::Row>) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(rows)
+        .for_each_concurrent(16, |r| async move {
+            s.insert(schema(entity), r).await.unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn paging_states_move_between_stores_without_repeats_and_pages_are_full() {
+    let (_k, a) = open().await;
+    let b = store(a.settings().keyspace.as_str(), Duration::from_secs(5)).await;
+    // 250 services (no name: no unique claims), every fifth tagged "odd-one".
+    let rows: Vec<_> = (0..250)
+        .map(|i| {
+            let tags = if i % 5 == 0 { json!(["odd-one"]) } else { json!(["x"]) };
+            row("services", json!({"host": format!("h{i}.com"), "tags": tags}))
+        })
+        .collect();
+    let mut all: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    all.sort();
+    insert_all(&a, "services", rows).await;
+
+    let q = PageQuery {
+        size: 7,
+        ..Default::default()
+    };
+    let (ids, sizes) = page_through(&[&a, &b], "services", q).await;
+    // 35 full pages and one of 5: no page cut short, no entity twice or missed.
+    assert_eq!(sizes.len(), 36, "{sizes:?}");
+    assert!(sizes[..35].iter().all(|n| *n == 7), "{sizes:?}");
+    assert_eq!(sizes[35], 5);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, all);
+
+    // A tag filter keeps 50 of them: pages of 7 are full although Cassandra's reads
+    // mostly hold rows that do not match.
+    let q = PageQuery {
+        size: 7,
+        tags: Some(crate::TagFilter::All(vec!["odd-one".into()])),
+        ..Default::default()
+    };
+    let (ids, sizes) = page_through(&[&b, &a], "services", q).await;
+    assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 7, 1]);
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 50);
+}
+
+#[tokio::test]
+async fn exactly_full_last_pages_have_no_next_nested_listings_too() {
+    let (_k, s) = open().await;
+    let svc = row("services", json!({"name": "parent", "host": "a.com"}));
+    let sid = svc["id"].clone();
+    s.insert(schema("services"), svc).await.unwrap();
+    let routes = (0..14)
+        .map(|i| {
+            row(
+                "routes",
+                json!({"paths": [format!("/r{i}")], "service": {"id": sid}}),
+            )
+        })
+        .collect();
+    insert_all(&s, "routes", routes).await;
+    for foreign in [None, Some(("service", sid.as_str().unwrap().to_string()))] {
+        let q = PageQuery {
+            size: 7,
+            foreign: foreign.clone(),
+            ..Default::default()
+        };
+        let (ids, sizes) = page_through(&[&s], "routes", q).await;
+        assert_eq!(sizes, [7, 7], "{foreign:?}");
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 14);
+    }
+    // A listing of exactly `size` rows: one page, no `next`.
+    let one = s
+        .page(
+            schema("routes"),
+            &PageQuery {
+                size: 14,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((one.rows.len(), one.next_offset), (14, None));
+}
+
+#[tokio::test]
+async fn malformed_and_foreign_offsets_are_kongs_invalid_offset() {
+    use super::paging::encode_token;
+    use scylla::response::PagingState;
+    let (_k, s) = open().await;
+    for i in 0..4 {
+        s.insert(
+            schema("consumers"),
+            row("consumers", json!({"username": format!("u{i}")})),
+        )
+        .await
+        .unwrap();
+    }
+    let first = s
+        .page(
+            schema("consumers"),
+            &PageQuery {
+                size: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = first.next_offset.expect("a next page");
+    let garbage = encode_token("consumers", &PagingState::new_from_raw_bytes(&[0xff; 9][..]))
+        .unwrap();
+    let cases = [
+        ("services", "!!!".to_string(), "bad base64 encoding"),
+        // A consumers token on the services listing.
+        ("services", token, "Invalid value for the paging state"),
+        // Ours, but Cassandra cannot read the state.
+        ("consumers", garbage, "Invalid value for the paging state"),
+    ];
+    for (entity, offset, why) in cases {
+        let q = PageQuery {
+            size: 2,
+            offset: Some(offset.clone()),
+            ..Default::default()
+        };
+        let e = s.page(schema(entity), &q).await.unwrap_err();
+        assert_eq!(e.http_status(), 400, "{offset}: {e:?}");
+        assert_eq!(e.to_json()["name"], "invalid offset");
+        assert_eq!(
+            e.message(),
+            format!("'{offset}' is not a valid offset: {why}")
+        );
+    }
+}
