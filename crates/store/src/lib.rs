@@ -17,6 +17,7 @@ pub mod postgres;
 mod rules;
 pub mod sqlite;
 mod test_script;
+mod tls;
 
 pub use memory::MemoryStore;
 pub use paging::{decode_offset, encode_offset, Page, PageQuery, TagFilter};

@@ -74,6 +74,10 @@ impl Conn {
         if let (Some(u), Some(p)) = (&st.username, &st.password) {
             b = b.user(u.clone(), p.clone());
         }
+        if st.ssl {
+            let tls = crate::tls::client_config("cassandra", st.ssl_verify, &st.trusted_cas)?;
+            b = b.tls_context(Some(Arc::new(tls)));
+        }
         let s = tokio::time::timeout(st.timeout + std::time::Duration::from_secs(1), b.build())
             .await
             .map_err(|_| {
@@ -84,8 +88,15 @@ impl Conn {
                 ))
             })?
             .map_err(|e| {
+                // A refused certificate reads as a plain connection failure: name the keys.
+                let tls = if st.ssl {
+                    " (cassandra_ssl = on: check the node's certificate against \
+                     cassandra_ssl_verify and lua_ssl_trusted_certificate)"
+                } else {
+                    ""
+                };
                 Error::database_unreachable(format!(
-                    "cassandra: cannot connect to {}: {e}",
+                    "cassandra: cannot connect to {}: {e}{tls}",
                     st.describe()
                 ))
             })?;
@@ -234,3 +245,4 @@ impl Conn {
         })
     }
 }
+

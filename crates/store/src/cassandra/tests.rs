@@ -411,3 +411,40 @@ async fn malformed_and_foreign_offsets_are_kongs_invalid_offset() {
         );
     }
 }
+
+/// The test node serves TLS and plaintext on one port (`optional`), with a certificate
+/// for its IP address signed by the test CA.
+#[tokio::test]
+async fn tls_with_verification_against_the_trusted_ca_or_without_verification() {
+    let node = TestCassandra::shared();
+    let tls = |verify: bool, cas: Vec<std::path::PathBuf>| {
+        let mut st = node.settings(&fresh_keyspace(), Duration::from_secs(5));
+        st.ssl = true;
+        st.ssl_verify = verify;
+        st.trusted_cas = cas;
+        st
+    };
+    let ca = super::test_server::test_ca();
+    // Verified against lua_ssl_trusted_certificate's CA: works.
+    let s = CassandraStore::connect(tls(true, vec![ca.clone()])).await.unwrap();
+    s.ping().await.unwrap();
+    // Verified against the bundled web roots, which do not know the test CA: refused,
+    // saying why and which keys decide it.
+    let s = CassandraStore::connect(tls(true, Vec::new())).await.unwrap();
+    let e = s.ping().await.unwrap_err();
+    let msg = e.message();
+    assert!(msg.contains("certificate"), "{msg}");
+    assert!(
+        msg.contains("cassandra_ssl_verify") && msg.contains("lua_ssl_trusted_certificate"),
+        "{msg}"
+    );
+    // Not verified (Kong's default): encrypted, and it works without the CA.
+    let s = CassandraStore::connect(tls(false, Vec::new())).await.unwrap();
+    s.ping().await.unwrap();
+    // A CA file that cannot be read is named.
+    let s = CassandraStore::connect(tls(true, vec![ca.with_extension("missing")]))
+        .await
+        .unwrap();
+    let msg = s.ping().await.unwrap_err().message().to_string();
+    assert!(msg.contains("cannot read the trusted certificate"), "{msg}");
+}
