@@ -216,7 +216,10 @@ mod tests {
         assert_eq!(e.http_status(), 400);
         // The last-id tokens of the other stores are not paging states.
         let legacy = crate::paging::encode_offset("6f4fc1ee-d6a6-4a1b-9c52-1b0d1b7c9f2a");
-        assert_eq!(decode_token("services", &legacy).unwrap_err().http_status(), 400);
+        assert_eq!(
+            decode_token("services", &legacy).unwrap_err().http_status(),
+            400
+        );
         assert!(encode_token("services", &PagingState::start()).is_none());
     }
 }

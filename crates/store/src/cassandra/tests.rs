@@ -288,8 +288,15 @@ async fn paging_states_move_between_stores_without_repeats_and_pages_are_full() 
     // 250 services (no name: no unique claims), every fifth tagged "odd-one".
     let rows: Vec<_> = (0..250)
         .map(|i| {
-            let tags = if i % 5 == 0 { json!(["odd-one"]) } else { json!(["x"]) };
-            row("services", json!({"host": format!("h{i}.com"), "tags": tags}))
+            let tags = if i % 5 == 0 {
+                json!(["odd-one"])
+            } else {
+                json!(["x"])
+            };
+            row(
+                "services",
+                json!({"host": format!("h{i}.com"), "tags": tags}),
+            )
         })
         .collect();
     let mut all: Vec<String> = rows
@@ -321,7 +328,10 @@ async fn paging_states_move_between_stores_without_repeats_and_pages_are_full() 
     };
     let (ids, sizes) = page_through(&[&b, &a], "services", q).await;
     assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 7, 1]);
-    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 50);
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        50
+    );
 }
 
 #[tokio::test]
@@ -347,7 +357,10 @@ async fn exactly_full_last_pages_have_no_next_nested_listings_too() {
         };
         let (ids, sizes) = page_through(&[&s], "routes", q).await;
         assert_eq!(sizes, [7, 7], "{foreign:?}");
-        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 14);
+        assert_eq!(
+            ids.iter().collect::<std::collections::HashSet<_>>().len(),
+            14
+        );
     }
     // A listing of exactly `size` rows: one page, no `next`.
     let one = s
@@ -387,8 +400,11 @@ async fn malformed_and_foreign_offsets_are_kongs_invalid_offset() {
         .await
         .unwrap();
     let token = first.next_offset.expect("a next page");
-    let garbage = encode_token("consumers", &PagingState::new_from_raw_bytes(&[0xff; 9][..]))
-        .unwrap();
+    let garbage = encode_token(
+        "consumers",
+        &PagingState::new_from_raw_bytes(&[0xff; 9][..]),
+    )
+    .unwrap();
     let cases = [
         ("services", "!!!".to_string(), "bad base64 encoding"),
         // A consumers token on the services listing.
@@ -426,11 +442,15 @@ async fn tls_with_verification_against_the_trusted_ca_or_without_verification() 
     };
     let ca = super::test_server::test_ca();
     // Verified against lua_ssl_trusted_certificate's CA: works.
-    let s = CassandraStore::connect(tls(true, vec![ca.clone()])).await.unwrap();
+    let s = CassandraStore::connect(tls(true, vec![ca.clone()]))
+        .await
+        .unwrap();
     s.ping().await.unwrap();
     // Verified against the bundled web roots, which do not know the test CA: refused,
     // saying why and which keys decide it.
-    let s = CassandraStore::connect(tls(true, Vec::new())).await.unwrap();
+    let s = CassandraStore::connect(tls(true, Vec::new()))
+        .await
+        .unwrap();
     let e = s.ping().await.unwrap_err();
     let msg = e.message();
     assert!(msg.contains("certificate"), "{msg}");
@@ -439,7 +459,9 @@ async fn tls_with_verification_against_the_trusted_ca_or_without_verification() 
         "{msg}"
     );
     // Not verified (Kong's default): encrypted, and it works without the CA.
-    let s = CassandraStore::connect(tls(false, Vec::new())).await.unwrap();
+    let s = CassandraStore::connect(tls(false, Vec::new()))
+        .await
+        .unwrap();
     s.ping().await.unwrap();
     // A CA file that cannot be read is named.
     let s = CassandraStore::connect(tls(true, vec![ca.with_extension("missing")]))
@@ -447,4 +469,62 @@ async fn tls_with_verification_against_the_trusted_ca_or_without_verification() 
         .unwrap();
     let msg = s.ping().await.unwrap_err().message().to_string();
     assert!(msg.contains("cannot read the trusted certificate"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_write_that_surely_failed_gives_its_claims_back_and_writes_nothing() {
+    use super::conn::Kind;
+    let (_k, s) = open().await;
+    let svc = row("services", json!({"host": "a.com"}));
+    let sid = svc["id"].clone();
+    s.insert(schema("services"), svc).await.unwrap();
+    // Without `refs`, the route's batch (its row, its reference, its event) is refused
+    // before anything is written — after its name was claimed.
+    s.conn()
+        .ddl(&format!("DROP TABLE {}", s.conn().ks.t("refs")))
+        .await
+        .unwrap();
+    let route = row(
+        "routes",
+        json!({"name": "r1", "paths": ["/r1"], "service": {"id": sid}}),
+    );
+    let rid = route["id"].as_str().unwrap().to_string();
+    s.insert(schema("routes"), route).await.unwrap_err();
+    let claims = s
+        .conn()
+        .rows(
+            &format!("SELECT k FROM {}", s.conn().ks.t("uniques")),
+            Kind::Read,
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.rows_num(), 0, "the name's claim was given back");
+    assert!(s.select(schema("routes"), &rid).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_write_above_the_batch_size_limit_is_written_statement_by_statement() {
+    let (_k, a) = open().await;
+    let b = store(a.settings().keyspace.as_str(), Duration::from_millis(100)).await;
+    let mut ev = b.events();
+    // ~80 KiB of tags: the row and its event exceed Cassandra's 50 KiB batch limit.
+    let tags: Vec<String> = (0..800).map(|i| format!("{i:0>95}")).collect();
+    let svc = row(
+        "services",
+        json!({"name": "big", "host": "a.com", "tags": tags}),
+    );
+    let id = svc["id"].as_str().unwrap().to_string();
+    a.insert(schema("services"), svc).await.unwrap();
+    let got = b.select(schema("services"), &id).await.unwrap().unwrap();
+    assert_eq!(got["tags"].as_array().unwrap().len(), 800);
+    // Its event still reaches the other store.
+    let e = tokio::time::timeout(Duration::from_secs(5), ev.recv())
+        .await
+        .expect("polled")
+        .unwrap();
+    match &*e {
+        ChangeEvent::Rows(r) => assert_eq!(&*r[0].id, id.as_str()),
+        ChangeEvent::Reset => panic!("reset"),
+    }
 }
