@@ -13,13 +13,6 @@ pub fn cassandra_settings(config: &Config) -> anyhow::Result<CassandraSettings> 
             .filter(|v| !v.is_empty())
     };
     let on = |k: &str| matches!(raw(k), Some("on" | "true"));
-    // Refused rather than ignored: the driver here is built without TLS.
-    if on("cassandra_ssl") {
-        anyhow::bail!(
-            "cassandra_ssl = on is not supported by this build of Tollgate yet (its Cassandra \
-             driver has no TLS): use a TLS tunnel or a private network, and cassandra_ssl = off"
-        );
-    }
     let local_datacenter = raw("cassandra_local_datacenter").map(str::to_string);
     let lb_policy = raw("cassandra_lb_policy").unwrap_or("RequestRoundRobin");
     let dc_aware = match lb_policy {
@@ -75,6 +68,9 @@ pub fn cassandra_settings(config: &Config) -> anyhow::Result<CassandraSettings> 
         local_datacenter,
         username: Some(config.cassandra_username.clone()),
         password: config.cassandra_password.clone().filter(|p| !p.is_empty()),
+        ssl: on("cassandra_ssl"),
+        ssl_verify: on("cassandra_ssl_verify"),
+        trusted_cas: crate::node::trusted_cas(config),
         timeout: config.cassandra_timeout,
         schema_consensus_timeout: crate::node::millis_key(
             config,
@@ -153,10 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_not_ignored() {
-        let e = settings(&[("cassandra_ssl", "on")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cassandra_ssl = on is not supported"), "{e}");
+    fn tls_keys() {
+        let s = settings(&[]).unwrap();
+        assert!(!s.ssl && !s.ssl_verify && s.trusted_cas.is_empty());
+        let s = settings(&[
+            ("cassandra_ssl", "on"),
+            ("cassandra_ssl_verify", "on"),
+            ("lua_ssl_trusted_certificate", "system,/etc/ca.pem"),
+        ])
+        .unwrap();
+        assert!(s.ssl && s.ssl_verify);
+        assert_eq!(s.trusted_cas, [std::path::PathBuf::from("/etc/ca.pem")]);
     }
 }

@@ -85,15 +85,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Kong's `pg_*` keys; `pg_ro_*` (a read replica, used when `pg_ro_host` is set) default
-/// to the `pg_*` values.
-pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
-    let trusted_cas = config
+/// The CA files of `lua_ssl_trusted_certificate` that verify the database's certificate
+/// (`system` adds none: the bundled web roots are used when no file is named).
+pub fn trusted_cas(config: &Config) -> Vec<std::path::PathBuf> {
+    config
         .lua_ssl_trusted_certificate
         .iter()
         .filter(|c| c.as_str() != "system")
         .map(std::path::PathBuf::from)
-        .collect();
+        .collect()
+}
+
+/// Kong's `pg_*` keys; `pg_ro_*` (a read replica, used when `pg_ro_host` is set) default
+/// to the `pg_*` values.
+pub fn pg_settings(config: &Config) -> anyhow::Result<PgSettings> {
+    let trusted_cas = trusted_cas(config);
     let primary = PgOptions {
         host: config.pg_host.clone(),
         port: config.pg_port,

@@ -18,6 +18,7 @@ pub mod postgres;
 mod rules;
 pub mod sqlite;
 mod test_script;
+mod tls;
 
 pub use broadcast::{Hub, Purge, Subscriber};
 pub use memory::MemoryStore;

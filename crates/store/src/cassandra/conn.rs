@@ -6,11 +6,15 @@ use super::{cerr, Keyspace};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::frame::types::{Consistency, SerialConsistency};
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryRowsResult;
+use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tollgate_model::{Error, Result};
@@ -72,6 +76,10 @@ impl Conn {
         if let (Some(u), Some(p)) = (&st.username, &st.password) {
             b = b.user(u.clone(), p.clone());
         }
+        if st.ssl {
+            let tls = crate::tls::client_config("cassandra", st.ssl_verify, &st.trusted_cas)?;
+            b = b.tls_context(Some(Arc::new(tls)));
+        }
         let s = tokio::time::timeout(st.timeout + std::time::Duration::from_secs(1), b.build())
             .await
             .map_err(|_| {
@@ -82,8 +90,15 @@ impl Conn {
                 ))
             })?
             .map_err(|e| {
+                // A refused certificate reads as a plain connection failure: name the keys.
+                let tls = if st.ssl {
+                    " (cassandra_ssl = on: check the node's certificate against \
+                     cassandra_ssl_verify and lua_ssl_trusted_certificate)"
+                } else {
+                    ""
+                };
                 Error::database_unreachable(format!(
-                    "cassandra: cannot connect to {}: {e}",
+                    "cassandra: cannot connect to {}: {e}{tls}",
                     st.describe()
                 ))
             })?;
@@ -203,5 +218,126 @@ impl Conn {
             })?),
             Err(e) => Err(e),
         })
+    }
+}
+
+impl Conn {
+    /// One page of at most `size` rows from `state`, and where the next page starts
+    /// (`None`: no more). The driver's own error is handed back (a client's paging state
+    /// that Cassandra rejects is an invalid offset, not a database error).
+    pub async fn page(
+        &self,
+        cql: &str,
+        kind: Kind,
+        values: impl SerializeRow,
+        state: PagingState,
+        size: usize,
+    ) -> Result<std::result::Result<(QueryRowsResult, Option<PagingState>), ExecutionError>> {
+        let mut p = self.prepare(cql, kind).await?;
+        p.set_page_size(size.clamp(1, i32::MAX as usize) as i32);
+        let s = self.session().await?;
+        Ok(match s.execute_single_page(&p, values, state).await {
+            Ok((r, next)) => {
+                let rows = r
+                    .into_rows_result()
+                    .map_err(|e| Error::database(format!("cassandra: unreadable result: {e}")))?;
+                Ok((rows, next.into_paging_control_flow().continue_value()))
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Plain (non-LWT) writes to apply together, in order.
+#[derive(Default)]
+pub(crate) struct Writes(Vec<(String, Vec<Option<CqlValue>>)>);
+
+impl Writes {
+    pub fn push(&mut self, cql: String, values: Vec<Option<CqlValue>>) {
+        self.0.push((cql, values));
+    }
+}
+
+/// A write that failed, and whether it may still have been applied (or may still be:
+/// a logged batch whose batchlog was written is replayed by Cassandra).
+pub(crate) struct Failed {
+    pub error: Error,
+    pub maybe_applied: bool,
+}
+
+/// Whether Cassandra surely did not apply a request that failed with `e` (refused
+/// before writing, or never sent).
+fn not_applied(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::BadQuery(_)
+        | ExecutionError::EmptyPlan
+        | ExecutionError::PrepareError(_)
+        | ExecutionError::ConnectionPoolError(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::AuthenticationError
+                | DbError::Unauthorized
+                | DbError::ConfigError
+                | DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::Unprepared { .. }
+                | DbError::ProtocolError
+                | DbError::RateLimitReached { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// Cassandra's refusal of a batch above `batch_size_fail_threshold` (50 KiB by default).
+fn too_large(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Invalid, msg))
+            if msg.contains("Batch too large")
+    )
+}
+
+impl Conn {
+    /// Applies `w` as one logged batch: all of it or nothing, even when this process dies
+    /// once it is sent (Cassandra's batchlog finishes it). A batch Cassandra refuses as
+    /// too large is applied statement by statement, in order, instead.
+    pub async fn apply(&self, w: &Writes) -> std::result::Result<(), Failed> {
+        let sure = |error| Failed {
+            error,
+            maybe_applied: false,
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut prepared = Vec::with_capacity(w.0.len());
+        for (cql, _) in &w.0 {
+            let p = self.prepare(cql, Kind::Write).await.map_err(sure)?;
+            batch.append_statement(p.clone());
+            prepared.push(p);
+        }
+        batch.set_consistency(self.settings.write_consistency);
+        let s = self.session().await.map_err(sure)?;
+        let values: Vec<&Vec<Option<CqlValue>>> = w.0.iter().map(|(_, v)| v).collect();
+        let e = match s.batch(&batch, &values).await {
+            Ok(_) => return Ok(()),
+            Err(e) if too_large(&e) => e,
+            Err(e) => {
+                return Err(Failed {
+                    maybe_applied: !not_applied(&e),
+                    error: cerr(e),
+                })
+            }
+        };
+        tracing::debug!("cassandra: {e}; writing its statements one by one");
+        for (i, (p, v)) in prepared.iter().zip(values).enumerate() {
+            if let Err(e) = s.execute_unpaged(p, v).await {
+                return Err(Failed {
+                    maybe_applied: i > 0 || !not_applied(&e),
+                    error: cerr(e),
+                });
+            }
+        }
+        Ok(())
     }
 }

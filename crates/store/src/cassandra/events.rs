@@ -44,13 +44,18 @@ pub(crate) struct Feed {
     pub hub: Arc<crate::Hub>,
 }
 
+/// The statement that records one event: (channel, node_id, data).
+pub(crate) fn insert_cql(conn: &Conn) -> String {
+    format!(
+        "INSERT INTO {} (channel, at, node_id, data) VALUES (?, now(), ?, ?) USING TTL {EVENTS_TTL}",
+        conn.ks.t("cluster_events"),
+    )
+}
+
 /// Records one event (its stored form) for the other nodes.
 pub(crate) async fn append(conn: &Conn, data: String) -> Result<()> {
     conn.run(
-        &format!(
-            "INSERT INTO {} (channel, at, node_id, data) VALUES (?, now(), ?, ?) USING TTL {EVENTS_TTL}",
-            conn.ks.t("cluster_events"),
-        ),
+        &insert_cql(conn),
         Kind::Write,
         (CHANNEL, &conn.settings.node_id, data),
     )

@@ -3,9 +3,9 @@
 //!
 //! Layout (few tables: every schema change costs a second on a slow cluster):
 //! - `entities ((entity), id)`: every row of one entity type in one partition, ordered by
-//!   id, as its JSON text and absolute expiry — listings and `size`/`offset` pages are
-//!   single-partition reads with the same `id > last` cursor as the SQL stores, so an
-//!   offset from one node works on any other and a page never repeats an entity.
+//!   id, as its JSON text and absolute expiry — listings are single-partition reads, and
+//!   the `offset` of a page is Cassandra's paging state ([`paging`]): valid on any node,
+//!   never repeating an entity.
 //! - `refs ((entity, field, parent), id)`: the children of a row, for nested listings,
 //!   cascades and restricted deletes.
 //! - `uniques (k)`: one row per unique value (and cache key), claimed with
@@ -19,6 +19,7 @@
 mod conn;
 mod events;
 mod options;
+mod paging;
 mod schema;
 mod store;
 #[doc(hidden)]

@@ -1,6 +1,7 @@
 //! Connection settings: Kong's `cassandra_*` keys.
 
 use scylla::frame::types::{Consistency, SerialConsistency};
+use std::path::PathBuf;
 use std::time::Duration;
 use tollgate_model::{Error, Result};
 
@@ -29,6 +30,12 @@ pub struct CassandraSettings {
     pub local_datacenter: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `cassandra_ssl`: TLS to every node.
+    pub ssl: bool,
+    /// `cassandra_ssl_verify`: check each node's certificate, for its IP address, against
+    /// `trusted_cas` (`lua_ssl_trusted_certificate`; the bundled web roots when empty).
+    pub ssl_verify: bool,
+    pub trusted_cas: Vec<PathBuf>,
     /// `cassandra_timeout`: connecting and each request.
     pub timeout: Duration,
     /// `cassandra_schema_consensus_timeout`: how long DDL waits for every node's schema.
@@ -53,6 +60,9 @@ impl Default for CassandraSettings {
             local_datacenter: None,
             username: None,
             password: None,
+            ssl: false,
+            ssl_verify: false,
+            trusted_cas: Vec::new(),
             timeout: Duration::from_secs(5),
             schema_consensus_timeout: Duration::from_secs(10),
             update_frequency: Duration::from_secs(5),

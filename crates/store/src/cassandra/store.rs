@@ -1,24 +1,36 @@
 //! [`CassandraStore`]: the [`Store`] operations as CQL statements (see the module docs
 //! of [`super`] for the tables).
 //!
-//! Writes are not transactions: a write claims its unique values (LWT), checks its
-//! foreign keys, writes the row and its references, releases values it no longer uses,
-//! then records its event. A crash midway leaves at worst a claim nobody uses, which the
-//! next claimant takes over once it is older than any write in progress and its owner row
-//! does not hold the value (deleted, renamed or expired).
+//! What is atomic (Cassandra has no transactions across partitions):
+//! - A write's plain rows — the entity row, its `refs` rows, and the `cluster_events`
+//!   row that tells the other nodes — go in one LOGGED BATCH: all of them land or none,
+//!   even if this process dies once it is sent (Cassandra's batchlog finishes it). A
+//!   delete's whole cascade is one batch too. Only a batch above Cassandra's
+//!   `batch_size_fail_threshold` (50 KiB by default: huge rows) is written statement by
+//!   statement, ordered so that a failure leaves at worst stale `refs` rows (readers
+//!   check them against the child row and skip them) or a change without its event.
+//! - Unique values are claimed first, each with its own LWT (a batch cannot hold LWTs on
+//!   other partitions). When the batch then surely failed, the claims are given back;
+//!   when it may have landed (a timeout), or the process died in between, a claim stays
+//!   behind, and the next claimant takes it over once it is older than any write in
+//!   progress and its owner row does not hold the value (deleted, renamed or expired).
+//!   Values a rename or delete gives up are released after the batch, the same way.
+//! - Not atomic: imports (`import`, `replace_all`), which write row by row.
 
-use super::conn::{decode, Conn, Kind};
+use super::conn::{decode, Conn, Failed, Kind, Writes};
 use super::events::{self, Feed};
 use super::options::CassandraSettings;
+use super::paging::{self, Listing};
 use super::{schema, unique};
 use crate::codec;
-use crate::paging::{decode_offset, decode_tag_offset, encode_offset, encode_tag_offset};
+use crate::paging::{decode_tag_offset, encode_tag_offset};
 use crate::rules::{self, now, parse_row, take_ttl, with_ttl};
 use crate::{
     ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagPage,
+    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage,
 };
 use async_trait::async_trait;
+use scylla::value::CqlValue;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -56,6 +68,11 @@ fn claims(schema: &'static EntitySchema, row: &Row) -> Vec<(String, Error)> {
         .collect()
 }
 
+/// A text value of a batched statement.
+fn text(s: &str) -> Option<CqlValue> {
+    Some(CqlValue::Text(s.to_string()))
+}
+
 /// A row's seconds to live in Cassandra (0: forever), a minute past its expiry.
 fn cql_ttl(expires: Option<i64>) -> i32 {
     expires.map_or(0, |e| ((e - now()).max(0) + 60).min(i32::MAX as i64) as i32)
@@ -68,6 +85,57 @@ fn live(expires: Option<i64>) -> bool {
 /// The foreign-key field names of a schema.
 fn fk_fields(schema: &EntitySchema) -> Vec<&'static str> {
     schema.foreign_fields().map(|f| f.name).collect()
+}
+
+/// The live rows of a listing that pass its tag filter.
+struct Shown<'a> {
+    schema: &'static EntitySchema,
+    tags: Option<&'a TagFilter>,
+}
+
+impl Shown<'_> {
+    fn show(&self, r: RawRow) -> Result<Option<Row>> {
+        if !live(r.expires_at) {
+            return Ok(None);
+        }
+        let row = with_ttl(self.schema, parse_row(&r.text)?, r.expires_at);
+        Ok(self.tags.is_none_or(|t| t.matches(&row)).then_some(row))
+    }
+}
+
+impl paging::Keep<(String, String, Option<i64>)> for Shown<'_> {
+    type Out = Row;
+    async fn keep(
+        &self,
+        (id, text, expires_at): (String, String, Option<i64>),
+    ) -> Result<Option<Row>> {
+        self.show(RawRow {
+            id: id.into_boxed_str(),
+            text: text.into_boxed_str(),
+            expires_at,
+        })
+    }
+}
+
+/// The children of one parent, listed from `refs`.
+struct Children<'a> {
+    store: &'a CassandraStore,
+    field: &'a str,
+    parent: &'a str,
+    shown: Shown<'a>,
+}
+
+impl paging::Keep<(String,)> for Children<'_> {
+    type Out = Row;
+    async fn keep(&self, (id,): (String,)) -> Result<Option<Row>> {
+        match self.store.select_raw(self.shown.schema, &id, true).await? {
+            // A reference whose child moved to another parent is skipped.
+            Some(r) if rules::fk_id(&parse_row(&r.text)?, self.field) == Some(self.parent) => {
+                self.shown.show(r)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 enum Write {
@@ -217,39 +285,30 @@ impl CassandraStore {
             .collect())
     }
 
-    async fn set_ref(
-        &self,
-        entity: &str,
-        field: &str,
-        parent: &str,
-        id: &str,
-        ttl: i32,
-    ) -> Result<()> {
-        self.conn
-            .run(
-                &format!(
-                    "INSERT INTO {} (entity, field, parent, id) VALUES (?, ?, ?, ?) USING TTL ?",
-                    self.t("refs")
-                ),
-                Kind::Write,
-                (entity, field, parent, id, ttl),
-            )
-            .await
-            .map(drop)
+    fn set_ref(&self, w: &mut Writes, entity: &str, field: &str, parent: &str, id: &str, ttl: i32) {
+        w.push(
+            format!(
+                "INSERT INTO {} (entity, field, parent, id) VALUES (?, ?, ?, ?) USING TTL ?",
+                self.t("refs")
+            ),
+            vec![
+                text(entity),
+                text(field),
+                text(parent),
+                text(id),
+                Some(CqlValue::Int(ttl)),
+            ],
+        );
     }
 
-    async fn unset_ref(&self, entity: &str, field: &str, parent: &str, id: &str) -> Result<()> {
-        self.conn
-            .run(
-                &format!(
-                    "DELETE FROM {} WHERE entity = ? AND field = ? AND parent = ? AND id = ?",
-                    self.t("refs")
-                ),
-                Kind::Write,
-                (entity, field, parent, id),
-            )
-            .await
-            .map(drop)
+    fn unset_ref(&self, w: &mut Writes, entity: &str, field: &str, parent: &str, id: &str) {
+        w.push(
+            format!(
+                "DELETE FROM {} WHERE entity = ? AND field = ? AND parent = ? AND id = ?",
+                self.t("refs")
+            ),
+            vec![text(entity), text(field), text(parent), text(id)],
+        );
     }
 
     /// The row that claimed the unique value `key`, if any (a plain read: callers check
@@ -324,14 +383,14 @@ impl CassandraStore {
     }
 
     /// Verifies `row`'s constraints in Kong's order (unique fields, cache key, foreign
-    /// keys), claiming the unique values it does not hold yet (`held`). On failure the
-    /// claims made here are released.
+    /// keys), claiming the unique values it does not hold yet (`held`): the keys claimed.
+    /// On failure the claims made here are released.
     async fn check_and_claim(
         &self,
         schema: &'static EntitySchema,
         row: &Row,
         held: &HashSet<String>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let id = rules::row_id(row);
         let mut claimed: Vec<String> = Vec::new();
         let result = async {
@@ -355,59 +414,93 @@ impl CassandraStore {
         }
         .await;
         if result.is_err() {
-            for k in &claimed {
-                let _ = unique::release(&self.conn, k, &id).await;
-            }
+            self.release(&claimed, &id).await;
         }
-        result
+        result.map(|()| claimed)
     }
 
-    /// Writes the row (and its references) as stored; `old` is the version it replaces.
-    async fn write_row(
+    /// Gives up claims this write no longer needs. A claim left behind (Cassandra
+    /// unreachable) only delays reusing its value: it is taken over once stale.
+    async fn release(&self, keys: &[String], id: &str) {
+        for k in keys {
+            if let Err(e) = unique::release(&self.conn, k, id).await {
+                tracing::warn!(
+                    "cassandra: claim {k:?} of {id} left behind: {}",
+                    e.message()
+                );
+            }
+        }
+    }
+
+    /// The writes that store the row and its references; `old` is the version it
+    /// replaces. New references come first and stale ones go last, so that even written
+    /// one by one (a batch too large) a failure leaves at worst a stale reference, which
+    /// readers check against the child row and skip, never a row its parent cannot find.
+    fn row_writes(
         &self,
+        w: &mut Writes,
         schema: &'static EntitySchema,
         row: &Row,
         expires: Option<i64>,
         old: Option<&Row>,
     ) -> Result<RawRow> {
         let id = rules::row_id(row);
-        let text = serde_json::to_string(row).map_err(|e| Error::database(e.to_string()))?;
+        let text_row = serde_json::to_string(row).map_err(|e| Error::database(e.to_string()))?;
         let ttl = cql_ttl(expires);
-        self.conn
-            .run(
-                &format!(
-                    "INSERT INTO {} (entity, id, data, expires) VALUES (?, ?, ?, ?) USING TTL ?",
-                    self.t("entities")
-                ),
-                Kind::Write,
-                (schema.name, &id, &text, expires, ttl),
-            )
-            .await?;
-        for f in fk_fields(schema) {
-            let new = rules::fk_id(row, f);
-            let prev = old.and_then(|o| rules::fk_id(o, f));
-            if let Some(p) = prev.filter(|p| Some(*p) != new) {
-                self.unset_ref(schema.name, f, p, &id).await?;
+        let fks = fk_fields(schema);
+        for f in &fks {
+            if let Some(n) = rules::fk_id(row, f) {
+                self.set_ref(w, schema.name, f, n, &id, ttl);
             }
-            if let Some(n) = new {
-                self.set_ref(schema.name, f, n, &id, ttl).await?;
+        }
+        w.push(
+            format!(
+                "INSERT INTO {} (entity, id, data, expires) VALUES (?, ?, ?, ?) USING TTL ?",
+                self.t("entities")
+            ),
+            vec![
+                text(schema.name),
+                text(&id),
+                text(&text_row),
+                expires.map(CqlValue::BigInt),
+                Some(CqlValue::Int(ttl)),
+            ],
+        );
+        for f in &fks {
+            let new = rules::fk_id(row, f);
+            if let Some(p) = old
+                .and_then(|o| rules::fk_id(o, f))
+                .filter(|p| Some(*p) != new)
+            {
+                self.unset_ref(w, schema.name, f, p, &id);
             }
         }
         Ok(RawRow {
             id: id.into(),
-            text: text.into_boxed_str(),
+            text: text_row.into_boxed_str(),
             expires_at: expires,
         })
     }
 
-    /// Records one commit's changes for the other nodes and delivers it here.
-    async fn commit(&self, e: ChangeEvent) -> Result<()> {
+    /// Applies `w` with the event recording its changes for the other nodes, in one
+    /// logged batch (the change and its event land together or not at all), then
+    /// delivers the event here.
+    async fn commit(&self, mut w: Writes, e: ChangeEvent) -> std::result::Result<(), Failed> {
         let data = match &e {
             ChangeEvent::Reset => codec::encode(&[], true),
             ChangeEvent::Rows(rows) => codec::encode(rows, false),
         };
+        w.push(
+            events::insert_cql(&self.conn),
+            vec![
+                text(events::CHANNEL),
+                text(&self.conn.settings.node_id),
+                Some(CqlValue::Text(data)),
+            ],
+        );
+        self.conn.apply(&w).await?;
         codec::deliver(&self.events, &self.version, e);
-        events::append(&self.conn, data).await
+        Ok(())
     }
 
     async fn put(&self, schema: &'static EntitySchema, mut row: Row, how: Write) -> Result<Row> {
@@ -439,22 +532,30 @@ impl CassandraStore {
             .map(|o| claims(schema, o).into_iter().map(|(k, _)| k).collect())
             .unwrap_or_default();
         let exp = take_ttl(schema, &mut row);
-        self.check_and_claim(schema, &row, &old_keys).await?;
-        let new = self.write_row(schema, &row, exp, old_row.as_ref()).await?;
-        let new_keys: HashSet<String> = claims(schema, &row).into_iter().map(|(k, _)| k).collect();
-        for k in old_keys.difference(&new_keys) {
-            unique::release(&self.conn, k, &id).await?;
-        }
+        let claimed = self.check_and_claim(schema, &row, &old_keys).await?;
+        let mut w = Writes::default();
+        let new = self.row_writes(&mut w, schema, &row, exp, old_row.as_ref())?;
         // An expired row replaced by a new one is gone, not "old", for the subscribers.
         let old = old.filter(|o| live(o.expires_at) || matches!(how, Write::Update));
-        self.commit(ChangeEvent::Rows(vec![RowChange {
+        let event = ChangeEvent::Rows(vec![RowChange {
             entity: schema.name,
             id: new.id.clone(),
             op: ChangeOp::Upsert,
             new: Some(new),
             old,
-        }]))
-        .await?;
+        }]);
+        if let Err(f) = self.commit(w, event).await {
+            // Claims of a row that surely was not written are given back at once; when it
+            // may have been (or may still be), they stay until found stale.
+            if !f.maybe_applied {
+                self.release(&claimed, &id).await;
+            }
+            return Err(f.error);
+        }
+        // Values a rename gave up, once the row no longer uses them.
+        let new_keys: HashSet<String> = claims(schema, &row).into_iter().map(|(k, _)| k).collect();
+        let gone: Vec<String> = old_keys.difference(&new_keys).cloned().collect();
+        self.release(&gone, &id).await;
         Ok(with_ttl(schema, row, exp))
     }
 
@@ -509,27 +610,27 @@ impl CassandraStore {
         })
     }
 
-    async fn remove(&self, schema: &'static EntitySchema, old: &RawRow) -> Result<()> {
-        let row = parse_row(&old.text)?;
-        self.conn
-            .run(
-                &format!(
-                    "DELETE FROM {} WHERE entity = ? AND id = ?",
-                    self.t("entities")
-                ),
-                Kind::Write,
-                (schema.name, &*old.id),
-            )
-            .await?;
+    /// The writes that remove a stored row and then its references (a stale reference
+    /// is harmless: readers check it against the child row).
+    fn remove_writes(
+        &self,
+        w: &mut Writes,
+        schema: &'static EntitySchema,
+        old: &RawRow,
+        row: &Row,
+    ) {
+        w.push(
+            format!(
+                "DELETE FROM {} WHERE entity = ? AND id = ?",
+                self.t("entities")
+            ),
+            vec![text(schema.name), text(&old.id)],
+        );
         for f in fk_fields(schema) {
-            if let Some(p) = rules::fk_id(&row, f) {
-                self.unset_ref(schema.name, f, p, &old.id).await?;
+            if let Some(p) = rules::fk_id(row, f) {
+                self.unset_ref(w, schema.name, f, p, &old.id);
             }
         }
-        for (k, _) in claims(schema, &row) {
-            unique::release(&self.conn, &k, &old.id).await?;
-        }
-        Ok(())
     }
 
     /// Every live row of one entity, in id order.
@@ -548,40 +649,6 @@ impl CassandraStore {
             match batch.last() {
                 Some(last) if batch.len() == SCAN_BATCH => after = last.id.to_string(),
                 _ => return Ok(out),
-            }
-        }
-    }
-
-    /// Candidate rows of a listing after `after`: the entity's partition, or the
-    /// children of one parent through `refs`.
-    async fn candidates(
-        &self,
-        schema: &'static EntitySchema,
-        q: &PageQuery,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<RawRow>, bool)> {
-        match &q.foreign {
-            None => {
-                let rows = self.rows_after(schema.name, after, false, limit).await?;
-                let more = rows.len() == limit;
-                Ok((rows, more))
-            }
-            Some((field, parent)) => {
-                let ids = self
-                    .ref_ids(schema.name, field, parent, after, Some(limit))
-                    .await?;
-                let more = ids.len() == limit;
-                let mut rows = Vec::with_capacity(ids.len());
-                for id in ids {
-                    // A reference whose child moved to another parent is skipped.
-                    if let Some(r) = self.select_raw(schema, &id, true).await? {
-                        if rules::fk_id(&parse_row(&r.text)?, field) == Some(parent.as_str()) {
-                            rows.push(r);
-                        }
-                    }
-                }
-                Ok((rows, more))
             }
         }
     }
@@ -637,7 +704,10 @@ impl CassandraStore {
             for (key, error) in claims(schema, row) {
                 self.claim(schema, &key, &id, error).await?;
             }
-            self.write_row(schema, row, *exp, old_row.as_ref()).await?;
+            // Each row with its references at once; the import as a whole is not atomic.
+            let mut w = Writes::default();
+            self.row_writes(&mut w, schema, row, *exp, old_row.as_ref())?;
+            self.conn.apply(&w).await.map_err(|f| f.error)?;
         }
         Ok(())
     }
@@ -702,9 +772,15 @@ impl Store for CassandraStore {
         let mut plan = Vec::new();
         self.plan_delete(schema, id.to_string(), old, &mut plan)
             .await?;
+        // The whole cascade, children first, and its event in one batch; the unique
+        // values are given back once the rows are gone.
+        let mut w = Writes::default();
         let mut changes = Vec::with_capacity(plan.len());
+        let mut freed = Vec::new();
         for (s, old) in plan {
-            self.remove(s, &old).await?;
+            let row = parse_row(&old.text)?;
+            self.remove_writes(&mut w, s, &old, &row);
+            freed.push((old.id.clone(), claims(s, &row)));
             changes.push(RowChange {
                 entity: s.name,
                 id: old.id.clone(),
@@ -713,57 +789,55 @@ impl Store for CassandraStore {
                 old: Some(old),
             });
         }
-        self.commit(ChangeEvent::Rows(changes)).await
+        self.commit(w, ChangeEvent::Rows(changes))
+            .await
+            .map_err(|f| f.error)?;
+        for (id, keys) in freed {
+            let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
+            self.release(&keys, &id).await;
+        }
+        Ok(())
     }
 
     async fn page(&self, schema: &'static EntitySchema, q: &PageQuery) -> Result<Page> {
-        let mut after = match &q.offset {
-            Some(off) => decode_offset(off)?,
-            None => String::new(),
+        let shown = Shown {
+            schema,
+            tags: q.tags.as_ref(),
         };
-        let want = q.size + 1;
-        // Filtered listings read ahead in bigger batches (most candidates may not match).
-        let batch = if q.tags.is_some() {
-            want.max(200)
-        } else {
-            want
+        let filtered = q.tags.is_some();
+        let (rows, next_offset) = match &q.foreign {
+            None => {
+                let l = Listing {
+                    cql: format!(
+                        "SELECT id, data, expires FROM {} WHERE entity = ?",
+                        self.t("entities")
+                    ),
+                    values: (schema.name,),
+                    scope: schema.name.to_string(),
+                    filtered,
+                };
+                paging::page(&self.conn, &l, q.offset.as_deref(), q.size, &shown).await?
+            }
+            Some((field, parent)) => {
+                let l = Listing {
+                    cql: format!(
+                        "SELECT id FROM {} WHERE entity = ? AND field = ? AND parent = ?",
+                        self.t("refs")
+                    ),
+                    values: (schema.name, *field, parent.as_str()),
+                    scope: format!("{}\u{1f}{field}\u{1f}{parent}", schema.name),
+                    filtered,
+                };
+                let children = Children {
+                    store: self,
+                    field,
+                    parent,
+                    shown,
+                };
+                paging::page(&self.conn, &l, q.offset.as_deref(), q.size, &children).await?
+            }
         };
-        let mut out: Vec<Row> = Vec::with_capacity(want);
-        loop {
-            let (rows, more) = self.candidates(schema, q, &after, batch).await?;
-            if let Some(last) = rows.last() {
-                after = last.id.to_string();
-            }
-            for r in rows {
-                if !live(r.expires_at) {
-                    continue;
-                }
-                let row = with_ttl(schema, parse_row(&r.text)?, r.expires_at);
-                if q.tags.as_ref().is_none_or(|t| t.matches(&row)) {
-                    out.push(row);
-                    if out.len() == want {
-                        break;
-                    }
-                }
-            }
-            if out.len() == want || !more {
-                break;
-            }
-        }
-        // One row read ahead: a next page exists only if it has a row.
-        let next_offset = if out.len() > q.size {
-            out.truncate(q.size);
-            out.last()
-                .and_then(|r| r.get("id"))
-                .and_then(Value::as_str)
-                .map(encode_offset)
-        } else {
-            None
-        };
-        Ok(Page {
-            rows: out,
-            next_offset,
-        })
+        Ok(Page { rows, next_offset })
     }
 
     async fn replace_all(&self, data: EntitySet) -> Result<()> {
@@ -773,13 +847,17 @@ impl Store for CassandraStore {
                 .await?;
         }
         let done = self.import_rows(&data).await;
-        self.commit(ChangeEvent::Reset).await?;
+        self.commit(Writes::default(), ChangeEvent::Reset)
+            .await
+            .map_err(|f| f.error)?;
         done
     }
 
     async fn import(&self, data: EntitySet) -> Result<()> {
         self.import_rows(&data).await?;
-        self.commit(ChangeEvent::Reset).await
+        self.commit(Writes::default(), ChangeEvent::Reset)
+            .await
+            .map_err(|f| f.error)
     }
 
     async fn tags_page(

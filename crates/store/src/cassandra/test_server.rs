@@ -143,6 +143,20 @@ impl TestCassandra {
     }
 }
 
+/// The CA that signs every test node's TLS certificate (`scripts/cassandra ca`).
+pub fn test_ca() -> PathBuf {
+    let out = std::process::Command::new(script())
+        .arg("ca")
+        .output()
+        .expect("cannot run scripts/cassandra");
+    assert!(
+        out.status.success(),
+        "scripts/cassandra ca failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// A fresh keyspace name (letters, digits and `_`, at most 48 characters).
 pub fn fresh_keyspace() -> String {
     format!("t_{}", unique_suffix())

@@ -254,3 +254,284 @@ async fn broadcasts_reach_every_node() {
     let b = store(a.settings().keyspace.as_str(), Duration::from_millis(200)).await;
     crate::conformance::broadcasts_reach_every_node(&a, &b).await;
 }
+
+/// Every page of `q` read through `stores` in turn (each page on the next store, as a
+/// client going through a load balancer): the rows' ids and each page's length.
+async fn page_through(
+    stores: &[&CassandraStore],
+    entity: &str,
+    mut q: PageQuery,
+) -> (Vec<String>, Vec<usize>) {
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    for turn in 0.. {
+        let p = stores[turn % stores.len()]
+            .page(schema(entity), &q)
+            .await
+            .unwrap();
+        sizes.push(p.rows.len());
+        ids.extend(p.rows.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match p.next_offset {
+            Some(o) => q.offset = Some(o),
+            None => return (ids, sizes),
+        }
+    }
+    unreachable!()
+}
+
+async fn insert_all(s: &CassandraStore, entity: &str, rows: Vec<tollgate_model::Row>) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(rows)
+        .for_each_concurrent(16, |r| async move {
+            s.insert(schema(entity), r).await.unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn paging_states_move_between_stores_without_repeats_and_pages_are_full() {
+    let (_k, a) = open().await;
+    let b = store(a.settings().keyspace.as_str(), Duration::from_secs(5)).await;
+    // 250 services (no name: no unique claims), every fifth tagged "odd-one".
+    let rows: Vec<_> = (0..250)
+        .map(|i| {
+            let tags = if i % 5 == 0 {
+                json!(["odd-one"])
+            } else {
+                json!(["x"])
+            };
+            row(
+                "services",
+                json!({"host": format!("h{i}.com"), "tags": tags}),
+            )
+        })
+        .collect();
+    let mut all: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    all.sort();
+    insert_all(&a, "services", rows).await;
+
+    let q = PageQuery {
+        size: 7,
+        ..Default::default()
+    };
+    let (ids, sizes) = page_through(&[&a, &b], "services", q).await;
+    // 35 full pages and one of 5: no page cut short, no entity twice or missed.
+    assert_eq!(sizes.len(), 36, "{sizes:?}");
+    assert!(sizes[..35].iter().all(|n| *n == 7), "{sizes:?}");
+    assert_eq!(sizes[35], 5);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, all);
+
+    // A tag filter keeps 50 of them: pages of 7 are full although Cassandra's reads
+    // mostly hold rows that do not match.
+    let q = PageQuery {
+        size: 7,
+        tags: Some(crate::TagFilter::All(vec!["odd-one".into()])),
+        ..Default::default()
+    };
+    let (ids, sizes) = page_through(&[&b, &a], "services", q).await;
+    assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 7, 1]);
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        50
+    );
+}
+
+#[tokio::test]
+async fn exactly_full_last_pages_have_no_next_nested_listings_too() {
+    let (_k, s) = open().await;
+    let svc = row("services", json!({"name": "parent", "host": "a.com"}));
+    let sid = svc["id"].clone();
+    s.insert(schema("services"), svc).await.unwrap();
+    let routes = (0..14)
+        .map(|i| {
+            row(
+                "routes",
+                json!({"paths": [format!("/r{i}")], "service": {"id": sid}}),
+            )
+        })
+        .collect();
+    insert_all(&s, "routes", routes).await;
+    for foreign in [None, Some(("service", sid.as_str().unwrap().to_string()))] {
+        let q = PageQuery {
+            size: 7,
+            foreign: foreign.clone(),
+            ..Default::default()
+        };
+        let (ids, sizes) = page_through(&[&s], "routes", q).await;
+        assert_eq!(sizes, [7, 7], "{foreign:?}");
+        assert_eq!(
+            ids.iter().collect::<std::collections::HashSet<_>>().len(),
+            14
+        );
+    }
+    // A listing of exactly `size` rows: one page, no `next`.
+    let one = s
+        .page(
+            schema("routes"),
+            &PageQuery {
+                size: 14,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((one.rows.len(), one.next_offset), (14, None));
+}
+
+#[tokio::test]
+async fn malformed_and_foreign_offsets_are_kongs_invalid_offset() {
+    use super::paging::encode_token;
+    use scylla::response::PagingState;
+    let (_k, s) = open().await;
+    for i in 0..4 {
+        s.insert(
+            schema("consumers"),
+            row("consumers", json!({"username": format!("u{i}")})),
+        )
+        .await
+        .unwrap();
+    }
+    let first = s
+        .page(
+            schema("consumers"),
+            &PageQuery {
+                size: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = first.next_offset.expect("a next page");
+    let garbage = encode_token(
+        "consumers",
+        &PagingState::new_from_raw_bytes(&[0xff; 9][..]),
+    )
+    .unwrap();
+    let cases = [
+        ("services", "!!!".to_string(), "bad base64 encoding"),
+        // A consumers token on the services listing.
+        ("services", token, "Invalid value for the paging state"),
+        // Ours, but Cassandra cannot read the state.
+        ("consumers", garbage, "Invalid value for the paging state"),
+    ];
+    for (entity, offset, why) in cases {
+        let q = PageQuery {
+            size: 2,
+            offset: Some(offset.clone()),
+            ..Default::default()
+        };
+        let e = s.page(schema(entity), &q).await.unwrap_err();
+        assert_eq!(e.http_status(), 400, "{offset}: {e:?}");
+        assert_eq!(e.to_json()["name"], "invalid offset");
+        assert_eq!(
+            e.message(),
+            format!("'{offset}' is not a valid offset: {why}")
+        );
+    }
+}
+
+/// The test node serves TLS and plaintext on one port (`optional`), with a certificate
+/// for its IP address signed by the test CA.
+#[tokio::test]
+async fn tls_with_verification_against_the_trusted_ca_or_without_verification() {
+    let node = TestCassandra::shared();
+    let tls = |verify: bool, cas: Vec<std::path::PathBuf>| {
+        let mut st = node.settings(&fresh_keyspace(), Duration::from_secs(5));
+        st.ssl = true;
+        st.ssl_verify = verify;
+        st.trusted_cas = cas;
+        st
+    };
+    let ca = super::test_server::test_ca();
+    // Verified against lua_ssl_trusted_certificate's CA: works.
+    let s = CassandraStore::connect(tls(true, vec![ca.clone()]))
+        .await
+        .unwrap();
+    s.ping().await.unwrap();
+    // Verified against the bundled web roots, which do not know the test CA: refused,
+    // saying why and which keys decide it.
+    let s = CassandraStore::connect(tls(true, Vec::new()))
+        .await
+        .unwrap();
+    let e = s.ping().await.unwrap_err();
+    let msg = e.message();
+    assert!(msg.contains("certificate"), "{msg}");
+    assert!(
+        msg.contains("cassandra_ssl_verify") && msg.contains("lua_ssl_trusted_certificate"),
+        "{msg}"
+    );
+    // Not verified (Kong's default): encrypted, and it works without the CA.
+    let s = CassandraStore::connect(tls(false, Vec::new()))
+        .await
+        .unwrap();
+    s.ping().await.unwrap();
+    // A CA file that cannot be read is named.
+    let s = CassandraStore::connect(tls(true, vec![ca.with_extension("missing")]))
+        .await
+        .unwrap();
+    let msg = s.ping().await.unwrap_err().message().to_string();
+    assert!(msg.contains("cannot read the trusted certificate"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_write_that_surely_failed_gives_its_claims_back_and_writes_nothing() {
+    use super::conn::Kind;
+    let (_k, s) = open().await;
+    let svc = row("services", json!({"host": "a.com"}));
+    let sid = svc["id"].clone();
+    s.insert(schema("services"), svc).await.unwrap();
+    // Without `refs`, the route's batch (its row, its reference, its event) is refused
+    // before anything is written — after its name was claimed.
+    s.conn()
+        .ddl(&format!("DROP TABLE {}", s.conn().ks.t("refs")))
+        .await
+        .unwrap();
+    let route = row(
+        "routes",
+        json!({"name": "r1", "paths": ["/r1"], "service": {"id": sid}}),
+    );
+    let rid = route["id"].as_str().unwrap().to_string();
+    s.insert(schema("routes"), route).await.unwrap_err();
+    let claims = s
+        .conn()
+        .rows(
+            &format!("SELECT k FROM {}", s.conn().ks.t("uniques")),
+            Kind::Read,
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.rows_num(), 0, "the name's claim was given back");
+    assert!(s.select(schema("routes"), &rid).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_write_above_the_batch_size_limit_is_written_statement_by_statement() {
+    let (_k, a) = open().await;
+    let b = store(a.settings().keyspace.as_str(), Duration::from_millis(100)).await;
+    let mut ev = b.events();
+    // ~80 KiB of tags: the row and its event exceed Cassandra's 50 KiB batch limit.
+    let tags: Vec<String> = (0..800).map(|i| format!("{i:0>95}")).collect();
+    let svc = row(
+        "services",
+        json!({"name": "big", "host": "a.com", "tags": tags}),
+    );
+    let id = svc["id"].as_str().unwrap().to_string();
+    a.insert(schema("services"), svc).await.unwrap();
+    let got = b.select(schema("services"), &id).await.unwrap().unwrap();
+    assert_eq!(got["tags"].as_array().unwrap().len(), 800);
+    // Its event still reaches the other store.
+    let e = tokio::time::timeout(Duration::from_secs(5), ev.recv())
+        .await
+        .expect("polled")
+        .unwrap();
+    match &*e {
+        ChangeEvent::Rows(r) => assert_eq!(&*r[0].id, id.as_str()),
+        ChangeEvent::Reset => panic!("reset"),
+    }
+}

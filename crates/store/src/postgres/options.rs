@@ -1,7 +1,6 @@
 //! Connection settings (Kong's `pg_*` keys) and the pools built from them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tollgate_model::{Error, Result};
 
@@ -111,39 +110,7 @@ impl PgOptions {
         if !self.ssl {
             return Ok(None);
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::database(format!("postgres TLS: {e}")))?;
-        let config = if self.ssl_verify {
-            let mut roots = rustls::RootCertStore::empty();
-            if self.trusted_cas.is_empty() {
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            }
-            for path in &self.trusted_cas {
-                let pem = std::fs::read(path).map_err(|e| {
-                    Error::database(format!(
-                        "cannot read the trusted certificate {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| {
-                        Error::database(format!("invalid PEM in {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        Error::database(format!("invalid certificate in {}: {e}", path.display()))
-                    })?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        } else {
-            // pg_ssl_verify = off (Kong's default): encrypted, server not authenticated.
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(tollgate_tls::NoVerify(provider)))
-                .with_no_client_auth()
-        };
+        let config = crate::tls::client_config("postgres", self.ssl_verify, &self.trusted_cas)?;
         Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
     }
 
