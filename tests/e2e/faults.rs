@@ -4,7 +4,7 @@
 //! target dying under load live with their subjects (outage.rs, upstreams.rs). Each test
 //! prints its figures; tests/hardening/REPORT.md keeps them.
 
-use crate::support::{echo_upstream, pairs, Db, Gateway, Load};
+use crate::support::{echo_upstream, pages, pairs, Db, Gateway, Load};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -172,17 +172,7 @@ fn cert_pair(name: &str) -> (String, String) {
 }
 
 async fn all_rows(g: &Gateway, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut next = format!("{path}?size=1000");
-    loop {
-        let (s, page) = g.get(&next).await;
-        assert_eq!(s, StatusCode::OK, "{page}");
-        out.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(n) => next = n.to_string(),
-            None => return out,
-        }
-    }
+    pages(g, &format!("{path}?size=1000")).await.concat()
 }
 
 /// After a restart every acknowledged write is there, and no write is half there: every
