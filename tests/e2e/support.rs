@@ -36,8 +36,9 @@ pub enum Db {
 impl Db {
     /// The environment of a gateway on a fresh database of this kind on the shared test
     /// server (none for SQLite: the gateway's prefix holds it). A fresh Cassandra keyspace
-    /// costs its gateway about six schema changes at start (~2.5 s here); a pool of
-    /// truncated keyspaces would save about one of them, as TRUNCATE flushes.
+    /// costs its gateway six schema changes at start (2.6 s against SQLite's 0.7 s here);
+    /// a pool of keyspaces emptied by TRUNCATE (four tables, 0.1-0.7 s each: it flushes)
+    /// would save about a second a test, not worth state shared between tests.
     pub async fn fresh_env(self) -> Vec<(String, String)> {
         match self {
             Db::Sqlite => Vec::new(),
@@ -187,8 +188,8 @@ impl OwnDatabase {
     }
 }
 
-/// Clients proxying without pause (one per URL, `pause` between their requests) until
-/// [`Load::finish`]; a request fails unless it gets a 200.
+/// Clients proxying until [`Load::finish`], one per URL, each waiting `pause` between its
+/// requests (not at all when zero); a request fails unless it gets a 200.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<(u64, u64)>>,
