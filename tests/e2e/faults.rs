@@ -226,11 +226,12 @@ async fn check_after_restart(g: &Gateway, consumers: &[String], certs: &[(String
 }
 
 async fn sigkill_during_admin_writes_loses_nothing_acknowledged(db: Db) {
-    let env = db.fresh_env().await;
+    let database = db.fresh().await;
+    let env = pairs(&database.env);
     let dir = tempfile::tempdir().unwrap();
-    let mut g = Gateway::launch(dir.path().to_path_buf(), &pairs(&env)).await;
+    let mut g = Gateway::launch(dir.path().to_path_buf(), &env).await;
     let (consumers, certs) = write_until_killed(&mut g).await;
-    let g = Gateway::launch(dir.path().to_path_buf(), &pairs(&env)).await;
+    let g = Gateway::launch(dir.path().to_path_buf(), &env).await;
     check_after_restart(&g, &consumers, &certs).await;
 }
 

@@ -34,19 +34,69 @@ pub enum Db {
 }
 
 impl Db {
-    /// The environment of a gateway on a fresh database of this kind on the shared test
-    /// server (none for SQLite: the gateway's prefix holds it). A fresh Cassandra keyspace
-    /// costs its gateway six schema changes at start (2.6 s against SQLite's 0.7 s here);
-    /// a pool of keyspaces emptied by TRUNCATE (four tables, 0.1-0.7 s each: it flushes)
-    /// would save about a second a test, not worth state shared between tests.
-    pub async fn fresh_env(self) -> Vec<(String, String)> {
+    /// A fresh database of this kind on the shared test server, for one test.
+    pub async fn fresh(self) -> FreshDb {
         match self {
-            Db::Sqlite => Vec::new(),
+            Db::Sqlite => FreshDb {
+                env: Vec::new(),
+                _keyspace: None,
+            },
             Db::Postgres => {
                 let server = TestServer::shared();
-                pg_env(server, &server.fresh_database().await)
+                FreshDb {
+                    env: pg_env(server, &server.fresh_database().await),
+                    _keyspace: None,
+                }
             }
-            Db::Cassandra => cassandra_env(TestCassandra::shared(), &fresh_keyspace()),
+            Db::Cassandra => {
+                let keyspace = Keyspace::lend().await;
+                FreshDb {
+                    env: cassandra_env(TestCassandra::shared(), &keyspace.name),
+                    _keyspace: Some(keyspace),
+                }
+            }
+        }
+    }
+}
+
+/// An empty database for one test; a Cassandra keyspace goes back to the pool when this is
+/// dropped (after the gateways on it: declare it first).
+pub struct FreshDb {
+    /// Points a gateway at the database (empty for SQLite: the gateway's prefix holds it).
+    pub env: Vec<(String, String)>,
+    _keyspace: Option<Keyspace>,
+}
+
+/// A keyspace of the shared test Cassandra node, lent to one test at a time. Every keyspace
+/// costs the node memory (about 80 of them exhausted its 512 MiB heap), so a used one is
+/// emptied (TRUNCATE, [`TestCassandra::empty_keyspace`]) and lent again: the node holds as
+/// many as tests ran at once. Emptying also costs less than the six schema changes of a
+/// new keyspace (2.6 s of gateway start against SQLite's 0.7 s here).
+struct Keyspace {
+    name: String,
+}
+
+static KEYSPACES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl Keyspace {
+    async fn lend() -> Keyspace {
+        let used = KEYSPACES.lock().unwrap().pop();
+        let name = match used {
+            Some(name) => {
+                TestCassandra::shared().empty_keyspace(&name).await;
+                name
+            }
+            // The first gateway on it creates it.
+            None => fresh_keyspace(),
+        };
+        Keyspace { name }
+    }
+}
+
+impl Drop for Keyspace {
+    fn drop(&mut self) {
+        if let Ok(mut free) = KEYSPACES.lock() {
+            free.push(std::mem::take(&mut self.name));
         }
     }
 }
@@ -248,6 +298,8 @@ pub struct Gateway {
     pub proxy: String,
     pub status: String,
     pub client: Client,
+    /// Released after the process stopped (fields drop after `Drop::drop`).
+    _database: Option<FreshDb>,
 }
 
 /// A command for the binary with a clean environment (no KONG_/TOLLGATE_ leaking in).
@@ -269,9 +321,12 @@ impl Gateway {
 
     /// Starts on a fresh database of the given kind.
     pub async fn start_on(db: Db, env: &[(&str, &str)]) -> Gateway {
-        let mut all = db.fresh_env().await;
+        let database = db.fresh().await;
+        let mut all = database.env.clone();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Gateway::start_with(&pairs(&all)).await
+        let mut g = Gateway::start_with(&pairs(&all)).await;
+        g._database = Some(database);
+        g
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> Gateway {
@@ -356,6 +411,7 @@ impl Gateway {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            _database: None,
         }
     }
 
