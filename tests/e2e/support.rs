@@ -195,29 +195,21 @@ enum OwnServer {
 
 impl OwnDatabase {
     /// A new server of kind `db` (PostgreSQL or Cassandra), deleted when this process
-    /// exits; `timeout_ms` is the gateway's database timeout (how soon it notices an
-    /// outage).
-    pub async fn start(db: Db, timeout_ms: u32) -> OwnDatabase {
-        let timeout = timeout_ms.to_string();
-        let (server, mut env, key) = match db {
+    /// exits.
+    pub async fn start(db: Db) -> OwnDatabase {
+        let (server, env) = match db {
             Db::Postgres => {
                 let server = TestServer::private();
                 let env = pg_env(&server, &server.fresh_database().await);
-                (OwnServer::Postgres(server), env, "TOLLGATE_PG_TIMEOUT")
+                (OwnServer::Postgres(server), env)
             }
             Db::Cassandra => {
                 let node = TestCassandra::private();
                 let env = cassandra_env(&node, &fresh_keyspace());
-                (
-                    OwnServer::Cassandra(node),
-                    env,
-                    "TOLLGATE_CASSANDRA_TIMEOUT",
-                )
+                (OwnServer::Cassandra(node), env)
             }
             Db::Sqlite => panic!("SQLite has no server to stop"),
         };
-        env.retain(|(k, _)| k != key);
-        env.push((key.to_string(), timeout));
         OwnDatabase { server, env }
     }
 
