@@ -1,28 +1,19 @@
 //! A cluster of gateways on one Cassandra node: two nodes bootstrapping an absent keyspace
 //! at the same moment, propagation of writes by polling `cluster_events`, the unique-name
 //! race through two nodes (exactly one 201), Kong's error bodies, pages whose offsets
-//! work on any node, and riding out a Cassandra outage.
+//! work on any node. The outage under load is in outage.rs.
 
 use crate::support::{cassandra_env, command, echo_upstream, until_status, Gateway, TestCassandra};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_store::cassandra::test_server::fresh_keyspace;
 
 /// Two gateways started at the same time on a keyspace that does not exist yet.
 async fn two_nodes(frequency: &str) -> Vec<Gateway> {
-    two_nodes_on(
-        TestCassandra::shared(),
-        &[("TOLLGATE_DB_UPDATE_FREQUENCY", frequency)],
-    )
-    .await
-}
-
-async fn two_nodes_on(node: &TestCassandra, extra: &[(&str, &str)]) -> Vec<Gateway> {
-    two_nodes_in(node, &fresh_keyspace(), extra).await
+    let extra = [("TOLLGATE_DB_UPDATE_FREQUENCY", frequency)];
+    two_nodes_in(TestCassandra::shared(), &fresh_keyspace(), &extra).await
 }
 
 async fn two_nodes_in(
@@ -32,15 +23,7 @@ async fn two_nodes_in(
 ) -> Vec<Gateway> {
     let mut env = cassandra_env(node, keyspace);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let starts = (0..2).map(|_| {
-        let env = env.clone();
-        async move {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            Gateway::start_with(&env).await
-        }
-    });
-    futures_util::future::join_all(starts).await
+    crate::support::cluster(&env, 2).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,101 +164,6 @@ async fn the_same_name_through_two_nodes_at_once_gives_one_201_and_one_409() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cassandra_outage_keeps_proxying_and_resyncs() {
-    // A node of its own: this test stops it.
-    let node = TestCassandra::private();
-    let nodes = two_nodes_on(
-        &node,
-        &[
-            ("TOLLGATE_DB_UPDATE_FREQUENCY", "0.5"),
-            ("TOLLGATE_CASSANDRA_TIMEOUT", "2000"),
-        ],
-    )
-    .await;
-    let (upstream, _h) = echo_upstream().await;
-    let (s, _) = nodes[0]
-        .post("/services", json!({"name": "echo", "url": upstream}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = nodes[0]
-        .post("/services/echo/routes", json!({"paths": ["/live"]}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    for g in &nodes {
-        until_status(g, "/live", StatusCode::OK, Duration::from_secs(5)).await;
-    }
-
-    // Light load on both nodes for the whole outage: not one request may fail.
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let load: Vec<_> = nodes
-        .iter()
-        .map(|g| {
-            let (url, client) = (format!("{}/live", g.proxy), g.client.clone());
-            let (ok, failed) = (ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                loop {
-                    match client.get(&url).send().await {
-                        Ok(r) if r.status() == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        })
-        .collect();
-
-    node.stop();
-    for g in &nodes {
-        let (s, st) = g.get("/status").await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(st["database"]["reachable"], false, "{st}");
-    }
-    let (s, body) = nodes[1]
-        .post("/services", json!({"name": "during", "url": upstream}))
-        .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let msg = body["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("The database is unreachable"), "{body}");
-
-    node.start();
-    for g in &nodes {
-        let t0 = Instant::now();
-        loop {
-            let (_, st) = g.get("/status").await;
-            if st["database"]["reachable"] == true {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "database still unreachable: {st}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    // Writes work again and reach the other node.
-    let t0 = Instant::now();
-    loop {
-        let (s, body) = nodes[1]
-            .post("/services/echo/routes", json!({"paths": ["/after"]}))
-            .await;
-        if s == StatusCode::CREATED {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{s} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    until_status(&nodes[0], "/after", StatusCode::OK, Duration::from_secs(5)).await;
-    for l in load {
-        l.abort();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("during the outage: {ok} proxied, {failed} failed");
-    assert!(ok > 100, "{ok}");
-    assert_eq!(failed, 0);
 }
 
 fn urlencode(s: &str) -> String {

@@ -11,6 +11,7 @@ mod hostile;
 mod kong_clients;
 mod kong_manager;
 mod logging;
+mod outage;
 mod phases;
 mod plugin_support;
 mod plugins;

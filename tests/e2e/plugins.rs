@@ -1,9 +1,10 @@
 //! Plugins end to end: key-auth, basic-auth and acl through the real binary; Kong's
 //! scoping precedence as a client sees it; anonymous consumers; consumer headers
-//! upstream; credentials taking effect without a restart; schemas and bad configs.
+//! upstream; credentials taking effect without a restart (on each database); schemas and
+//! bad configs.
 
 use crate::plugin_support::{echo, get, ok, routes, send, until, until_with, Resp};
-use crate::support::Gateway;
+use crate::support::{Db, Gateway};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -36,10 +37,9 @@ fn basic(user_pw: &str) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn key_auth_end_to_end() {
+async fn key_auth_end_to_end(db: Db) {
     let up = echo().await;
-    let g = Gateway::start().await;
+    let g = Gateway::start_on(db, &[]).await;
     routes(&g, &up, &[("r", "/ka")]).await;
     let alice = ok(
         &g,
@@ -187,10 +187,9 @@ async fn key_auth_end_to_end() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn basic_auth_and_acl() {
+async fn basic_auth_and_acl(db: Db) {
     let up = echo().await;
-    let g = Gateway::start().await;
+    let g = Gateway::start_on(db, &[]).await;
     routes(&g, &up, &[("r", "/ba"), ("d", "/deny")]).await;
     let alice = ok(&g, "/consumers", json!({"username": "alice"})).await;
     ok(&g, "/consumers", json!({"username": "bob"})).await;
@@ -259,8 +258,12 @@ async fn basic_auth_and_acl() {
         assert_eq!(r.status, 401, "{bad:.40}");
     }
 
+    // The acl created after basic-auth lands a moment later (the groups header is its).
     let good = basic("alice:pw");
-    let r = get(&g, "/ba", &[("authorization", &good)]).await;
+    let r = until_with(&g, "/ba", &[("authorization", &good)], |r| {
+        r.up("x-consumer-groups").is_some()
+    })
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.up("x-consumer-id"), alice["id"].as_str());
     assert_eq!(r.up("x-credential-identifier"), Some("alice"));
@@ -289,7 +292,8 @@ async fn basic_auth_and_acl() {
     .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.headers["www-authenticate"], "Basic realm=\"deny-realm\"");
-    let r = get(&g, "/deny", &[("authorization", &basic("bob:pw"))]).await;
+    // …and the route's acl, created last.
+    let r = until(&g, "/deny", &[("authorization", &basic("bob:pw"))], 403).await;
     assert_eq!(r.status, 403);
     let r = get(&g, "/deny", &[("authorization", &basic("alice:pw"))]).await;
     assert_eq!(r.status, 200);
@@ -387,10 +391,9 @@ async fn anonymous_consumers_and_logical_or() {
 /// Route+Service > Route > Service > Global, observed through key-auth's `key_names`
 /// (the bundled plugins are all `no_consumer`; the consumer rules are unit-tested in
 /// `tollgate-plugins`).
-#[tokio::test(flavor = "multi_thread")]
-async fn precedence_as_a_client_sees_it() {
+async fn precedence_as_a_client_sees_it(db: Db) {
     let up = echo().await;
-    let g = Gateway::start().await;
+    let g = Gateway::start_on(db, &[]).await;
     let s1 = ok(&g, "/services", json!({"name": "s1", "url": up})).await;
     ok(&g, "/services", json!({"name": "s2", "url": up})).await;
     let r1 = ok(
@@ -555,3 +558,9 @@ async fn schemas_and_bad_configs() {
     let (_, v) = g2.get("/plugins/enabled").await;
     assert_eq!(v["enabled_plugins"], json!(["acl"]));
 }
+
+crate::on_each_database!(
+    key_auth_end_to_end,
+    basic_auth_and_acl,
+    precedence_as_a_client_sees_it
+);

@@ -1,11 +1,9 @@
 //! A cluster of gateways on one PostgreSQL: concurrent bootstrap, propagation of writes
-//! (LISTEN/NOTIFY and the polling fallback), and riding out a database outage.
+//! (LISTEN/NOTIFY and the polling fallback); the outage under load is in outage.rs.
 
 use crate::support::{command, echo_upstream, pg_env, until_status, Gateway, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `n` gateways started at the same time on database `name` of `server`.
@@ -17,15 +15,7 @@ async fn cluster(
 ) -> Vec<Gateway> {
     let mut env = pg_env(server, name);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let starts = (0..n).map(|_| {
-        let env = env.clone();
-        async move {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            Gateway::start_with(&env).await
-        }
-    });
-    futures_util::future::join_all(starts).await
+    crate::support::cluster(&env, n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,102 +170,6 @@ async fn lost_notifications_are_recovered_by_polling() {
     // The LISTEN connection comes back and carries notifications again.
     let log = nodes[1].stderr();
     assert!(log.contains("LISTEN connection was lost"), "{log}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_database_outage_keeps_proxying_and_resyncs() {
-    // A server of its own: this test stops it.
-    let server = TestServer::private();
-    let db = server.fresh_database().await;
-    let nodes = cluster(
-        &server,
-        &db,
-        2,
-        &[
-            ("TOLLGATE_DB_UPDATE_FREQUENCY", "0.5"),
-            ("TOLLGATE_PG_TIMEOUT", "2000"),
-        ],
-    )
-    .await;
-    let (upstream, _h) = echo_upstream().await;
-    let (s, _) = nodes[0]
-        .post("/services", json!({"name": "echo", "url": upstream}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = nodes[0]
-        .post("/services/echo/routes", json!({"paths": ["/live"]}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    for g in &nodes {
-        until_status(g, "/live", StatusCode::OK, Duration::from_secs(3)).await;
-    }
-
-    // Light load on both nodes for the whole outage: not one request may fail.
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let load: Vec<_> = nodes
-        .iter()
-        .map(|g| {
-            let (url, client) = (format!("{}/live", g.proxy), g.client.clone());
-            let (ok, failed) = (ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                loop {
-                    match client.get(&url).send().await {
-                        Ok(r) if r.status() == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        })
-        .collect();
-
-    server.stop();
-    for g in &nodes {
-        let (s, st) = g.get("/status").await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(st["database"]["reachable"], false, "{st}");
-    }
-    // Admin writes fail clearly; reads of the database too.
-    let (s, body) = nodes[1]
-        .post("/services", json!({"name": "during", "url": upstream}))
-        .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let msg = body["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("The database is unreachable"), "{body}");
-    let (s, _) = nodes[0].get("/services").await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
-    // Issue 13: a whole minute without the database, under load, costs no request.
-    tokio::time::sleep(Duration::from_secs(60)).await;
-
-    server.start();
-    for g in &nodes {
-        let t0 = Instant::now();
-        loop {
-            let (_, st) = g.get("/status").await;
-            if st["database"]["reachable"] == true {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "database still unreachable: {st}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    // Writes work again and reach the other node.
-    let (s, body) = nodes[1]
-        .post("/services/echo/routes", json!({"paths": ["/after"]}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    until_status(&nodes[0], "/after", StatusCode::OK, Duration::from_secs(5)).await;
-    for l in load {
-        l.abort();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("during the outage: {ok} proxied, {failed} failed");
-    assert!(ok > 100, "{ok}");
-    assert_eq!(failed, 0);
 }
 
 #[test]

@@ -1,14 +1,16 @@
-//! The proxy path as a user first meets it: create a service and a route through the
-//! Admin API, then proxy a request (the README tour).
+//! The proxy path as a user first meets it, on each database: create a service and a
+//! route through the Admin API, then proxy a request (the README tour); certificates and
+//! SNIs picking what a TLS handshake gets.
 
-use crate::support::{echo_upstream, Gateway};
+use crate::support::{echo_upstream, free_port, peer_cert, Db, Gateway};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn readme_tour_proxies_a_request() {
+async fn readme_tour_proxies_a_request(db: Db) {
     let (upstream, _h) = echo_upstream().await;
-    let g = Gateway::start().await;
+    let g = Gateway::start_on(db, &[]).await;
     let r = g
         .proxy_until("/echo", None, |s| s == StatusCode::NOT_FOUND)
         .await;
@@ -60,3 +62,65 @@ async fn readme_tour_proxies_a_request() {
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+fn cert_pair(name: &str) -> (Vec<u8>, Value) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let body = json!({"cert": c.cert.pem(), "key": c.key_pair.serialize_pem()});
+    (c.cert.der().to_vec(), body)
+}
+
+/// Waits until a handshake for `name` at `addr` gets a certificate that `ok` accepts.
+async fn until_cert(g: &Gateway, addr: SocketAddr, name: &str, ok: impl Fn(&[u8]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !peer_cert(addr, name).await.is_some_and(|c| ok(&c)) {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not the expected certificate\n{}",
+            g.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn certificates_are_chosen_by_sni(db: Db) {
+    let ssl = free_port();
+    let listen = format!("127.0.0.1:{{proxy_port}}, 127.0.0.1:{ssl} ssl");
+    let g = Gateway::start_on(db, &[("TOLLGATE_PROXY_LISTEN", &listen)]).await;
+    let addr: SocketAddr = format!("127.0.0.1:{ssl}").parse().unwrap();
+
+    // An exact name with the certificate, a wildcard added later through /snis.
+    let (a, mut body) = cert_pair("a.test");
+    body["snis"] = json!(["a.test"]);
+    let (s, ca) = g.post("/certificates", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{ca}");
+    let (wild, body) = cert_pair("*.wild.test");
+    let (s, cw) = g.post("/certificates", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{cw}");
+    let (s, sni) = g
+        .post(
+            "/snis",
+            json!({"name": "*.wild.test", "certificate": {"id": cw["id"]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sni}");
+    until_cert(&g, addr, "a.test", |c| c == a).await;
+    until_cert(&g, addr, "x.wild.test", |c| c == wild).await;
+    assert_ne!(peer_cert(addr, "b.test").await.as_deref(), Some(&a[..]));
+
+    // A new key pair for the same certificate id is served without a restart.
+    let (renewed, body) = cert_pair("a.test");
+    let id = ca["id"].as_str().unwrap();
+    let (s, p) = g.patch(&format!("/certificates/{id}"), body).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    until_cert(&g, addr, "a.test", |c| c == renewed).await;
+
+    // The SNI gone, the name gets the default certificate; the wildcard still serves.
+    assert_eq!(g.delete("/snis/a.test").await, StatusCode::NO_CONTENT);
+    until_cert(&g, addr, "a.test", |c| c != renewed).await;
+    until_cert(&g, addr, "y.wild.test", |c| c == wild).await;
+}
+
+crate::on_each_database!(
+    readme_tour_proxies_a_request,
+    certificates_are_chosen_by_sni
+);

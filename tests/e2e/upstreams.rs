@@ -1,7 +1,8 @@
 //! Upstreams and targets end to end: several real HTTP servers on loopback that
-//! the tests stop and restart, behind the real binary's balancer.
+//! the tests stop and restart, behind the real binary's balancer (weights from each
+//! database).
 
-use crate::support::Gateway;
+use crate::support::{Db, Gateway, Load};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -229,14 +230,13 @@ async fn spread(g: &Gateway, path: &str, n: usize) -> HashMap<String, usize> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn round_robin_follows_weights_and_503_without_a_peer() {
+async fn round_robin_follows_weights_and_503_without_a_peer(db: Db) {
     let (a, b, c) = (
         Backend::start("a").await,
         Backend::start("b").await,
         Backend::start("c").await,
     );
-    let g = Gateway::start().await;
+    let g = Gateway::start_on(db, &[]).await;
     setup(&g, "rr", json!({}), &[(&a, 100), (&b, 200), (&c, 0)]).await;
 
     let got = spread(&g, "/rr", 300).await;
@@ -765,21 +765,8 @@ async fn a_target_killed_under_load_costs_no_client_errors_with_retries() {
         &[(&a, 100), (&b, 100), (&c, 100)],
     )
     .await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let (client, url, stop) = (g.client.clone(), format!("{}/load", g.proxy), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0, 0);
-            while !stop.load(Ordering::SeqCst) {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
-                    _ => failed += 1,
-                }
-            }
-            (ok, failed)
-        }));
-    }
+    let urls = (0..8).map(|_| format!("{}/load", g.proxy));
+    let load = Load::start(&g.client, urls, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -787,18 +774,8 @@ async fn a_target_killed_under_load_costs_no_client_errors_with_retries() {
     // Back again (passive checks alone never restore it: Kong's rule), still no error.
     c.restart().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    let (mut ok, mut failed) = (0, 0);
-    for w in workers {
-        let (o, f) = w.await.unwrap();
-        ok += o;
-        failed += f;
-    }
-    eprintln!(
-        "one of three targets killed and restarted under load: {ok} proxied, {failed} failed"
-    );
-    assert!(ok > 100, "{ok}");
-    assert_eq!(failed, 0, "{ok} ok");
+    load.finish("one of three targets killed and restarted under load")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -856,3 +833,5 @@ async fn below_the_health_threshold_the_upstream_takes_no_traffic() {
     assert_eq!(bh["data"]["health"], "UNHEALTHY", "{bh}");
     assert_eq!(bh["data"]["balancer_health"], "UNHEALTHY", "{bh}");
 }
+
+crate::on_each_database!(round_robin_follows_weights_and_503_without_a_peer);

@@ -4,29 +4,10 @@
 
 use crate::plugin_support::{echo, get, ok, routes, until};
 use crate::rate_limiting::Redis;
-use crate::support::{command, free_port, Gateway};
+use crate::support::{command, free_port, peer_cert, Gateway};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// The certificate the gateway presents for `name` over TLS at `addr`.
-async fn peer_cert(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
-    let c = reqwest::Client::builder()
-        .no_proxy()
-        .danger_accept_invalid_certs(true)
-        .tls_info(true)
-        .resolve(name, addr)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let resp = c
-        .get(format!("https://{name}:{}/", addr.port()))
-        .send()
-        .await
-        .ok()?;
-    let info = resp.extensions().get::<reqwest::tls::TlsInfo>()?;
-    info.peer_certificate().map(<[u8]>::to_vec)
-}
 
 /// Every file under `dir`, read as bytes.
 fn files(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {

@@ -87,13 +87,27 @@ pub(crate) async fn executed(conn: &Conn) -> Result<Vec<String>> {
     if !table_exists(conn, "meta").await? {
         return Ok(Vec::new());
     }
-    let r = conn
-        .rows(
-            &format!("SELECT key FROM {}", conn.ks.t("meta")),
-            Kind::Read,
-            (),
-        )
-        .await?;
+    // Another node's `CREATE TABLE meta` is visible in system_schema a moment before the
+    // table serves requests (as in `lock`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        match conn
+            .rows(
+                &format!("SELECT key FROM {}", conn.ks.t("meta")),
+                Kind::Read,
+                (),
+            )
+            .await
+        {
+            Err(e)
+                if e.message().contains("does not exist")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            r => break r?,
+        }
+    };
     let mut out: Vec<String> = decode::<(String,)>(&r)?
         .into_iter()
         .filter_map(|(k,)| k.strip_prefix("migration:").map(str::to_string))
