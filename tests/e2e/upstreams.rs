@@ -518,7 +518,7 @@ async fn consistent_hashing_is_sticky_and_remaps_minimally() {
 #[tokio::test(flavor = "multi_thread")]
 async fn least_connections_avoids_a_busy_target() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    a.delay.store(3000, Ordering::SeqCst);
+    a.delay.store(8000, Ordering::SeqCst);
     let g = Gateway::start().await;
     setup(
         &g,
@@ -527,22 +527,41 @@ async fn least_connections_avoids_a_busy_target() {
         &[(&a, 100), (&b, 100)],
     )
     .await;
-    let before = a.hits();
-    // one long request holds a; meanwhile everything goes to b
-    let mut reqs = Vec::new();
-    for _ in 0..20 {
-        let (c, url) = (g.client.clone(), format!("{}/lc", g.proxy));
-        reqs.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().text().await.unwrap()
-        }));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Requests go out one at a time until one lands on the slow target a and stays
+    // in flight there; from then on a holds one connection and b none whenever a
+    // request arrives, so every later one must go to b (no timing assumption).
+    let url = format!("{}/lc", g.proxy);
+    let held = loop {
+        let before = a.hits();
+        let (c, u) = (g.client.clone(), url.clone());
+        let r = tokio::spawn(async move { c.get(u).send().await.unwrap().text().await.unwrap() });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.hits() == before && !r.is_finished() {
+            assert!(Instant::now() < deadline, "no answer from the gateway");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if a.hits() > before {
+            break r;
+        }
+        assert_eq!(r.await.unwrap(), "b");
+    };
+    let held_at = a.hits();
     let mut got: HashMap<String, usize> = HashMap::new();
-    for r in reqs {
-        *got.entry(r.await.unwrap()).or_default() += 1;
+    for _ in 0..19 {
+        let body = g
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        *got.entry(body).or_default() += 1;
     }
-    assert!(a.hits() - before <= 1, "{got:?}");
-    assert!(got.get("b").copied().unwrap_or(0) >= 19, "{got:?}");
+    assert_eq!(a.hits(), held_at, "{got:?}");
+    assert_eq!(got.get("b").copied(), Some(19), "{got:?}");
+    assert_eq!(held.await.unwrap(), "a");
 }
 
 #[tokio::test(flavor = "multi_thread")]
