@@ -480,6 +480,16 @@ impl<'a> RequestCx<'a> {
         self.response_headers.push((name, value));
     }
 
+    /// [`RequestCx::set_response_header`] for each of `headers`, in order.
+    pub fn set_response_headers(&mut self, mut headers: Vec<(HeaderName, HeaderValue)>) {
+        if self.response_headers.is_empty() {
+            // (the common case: no copy)
+            std::mem::swap(&mut self.response_headers, &mut headers);
+        } else {
+            self.response_headers.append(&mut headers);
+        }
+    }
+
     /// The headers queued by [`RequestCx::set_response_header`].
     pub fn take_response_headers(&mut self) -> Vec<(HeaderName, HeaderValue)> {
         std::mem::take(&mut self.response_headers)

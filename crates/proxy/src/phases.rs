@@ -250,8 +250,8 @@ fn header_filter(
     connection: Connection,
     resp: &mut http::response::Parts,
 ) -> bool {
-    for (k, v) in &collected.response_headers {
-        resp.headers.insert(k.clone(), v.clone());
+    for (k, v) in std::mem::take(&mut collected.response_headers) {
+        resp.headers.insert(k, v);
     }
     let mut empty = false;
     for i in 0..collected.len() {
