@@ -136,10 +136,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn log_inline(&self) -> bool {
         false
     }
-    /// Whether [`Plugin::log`] reads the request's or the response's headers. When no
-    /// logging plugin of a request does, the proxy copies neither header map for the log
-    /// phase and [`LogCx`] carries empty maps (the sizes are still right).
-    fn log_reads_headers(&self) -> bool {
+    /// Whether [`Plugin::log`] reads more of [`LogCx`] than a metrics plugin counts: the
+    /// status, sizes, latencies, source, route, service and consumer. When no logging
+    /// plugin of a request does, the proxy captures nothing else for the log phase: the
+    /// header maps are empty and the request id, URI, host, upstream URI and tries are
+    /// empty, the start time 0 and the client IP the peer's (the sizes are still right).
+    fn log_reads_details(&self) -> bool {
         true
     }
     /// Kong's certificate phase (global instances only), during the TLS handshake, after
@@ -478,6 +480,16 @@ impl<'a> RequestCx<'a> {
     /// client gets (the upstream's), replacing the upstream's own.
     pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.response_headers.push((name, value));
+    }
+
+    /// [`RequestCx::set_response_header`] for each of `headers`, in order.
+    pub fn set_response_headers(&mut self, mut headers: Vec<(HeaderName, HeaderValue)>) {
+        if self.response_headers.is_empty() {
+            // (the common case: no copy)
+            std::mem::swap(&mut self.response_headers, &mut headers);
+        } else {
+            self.response_headers.append(&mut headers);
+        }
     }
 
     /// The headers queued by [`RequestCx::set_response_header`].

@@ -350,9 +350,12 @@ impl Chain {
                 }
             }
         }
-        collected
-            .response_headers
-            .append(&mut cx.take_response_headers());
+        let mut headers = cx.take_response_headers();
+        if collected.response_headers.is_empty() {
+            collected.response_headers = headers;
+        } else {
+            collected.response_headers.append(&mut headers);
+        }
         match exit {
             Some(e) => Flow::Exit(e),
             None => Flow::Continue,

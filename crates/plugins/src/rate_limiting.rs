@@ -16,7 +16,7 @@ use crate::api::{
     Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx, Resume,
 };
 use crate::rate_limiting_cluster::{self as cluster, Cluster, ClusterWindow};
-use crate::rate_limiting_store::{self as store, RedisConf, RedisPool, Window};
+use crate::rate_limiting_store::{self as store, LocalWindow, RedisConf, RedisPool, Window};
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -156,6 +156,36 @@ pub(crate) fn lua_number(n: f64) -> String {
     } else {
         format!("{n}")
     }
+}
+
+/// [`lua_number`] as a header value: small counts from a static table, other integers
+/// written without `fmt` (the request path sets a few of these per request).
+pub(crate) fn number_value(n: f64) -> HeaderValue {
+    if n.fract() != 0.0 || n.abs() >= 1e15 {
+        return hv(&lua_number(n));
+    }
+    let i = n as i64;
+    match usize::try_from(i).ok().and_then(|i| small_values().get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from_bytes(itoa::Buffer::new().format(i).as_bytes())
+            .unwrap_or(HeaderValue::from_static("0")),
+    }
+}
+
+/// `0`..`SMALL_VALUES` as static header values (cloning one copies no bytes).
+const SMALL_VALUES: usize = 4096;
+
+fn small_values() -> &'static [HeaderValue] {
+    static VALUES: std::sync::LazyLock<Box<[HeaderValue]>> = std::sync::LazyLock::new(|| {
+        (0..SMALL_VALUES)
+            .map(|i| {
+                // One process-wide table, built once: leaking it makes the values static.
+                let s: &'static str = Box::leak(i.to_string().into_boxed_str());
+                HeaderValue::from_static(s)
+            })
+            .collect()
+    });
+    &VALUES
 }
 
 // ----------------------------------------------------------------------------------------
@@ -353,6 +383,8 @@ enum Policy {
 struct Rules {
     /// The configured periods and their limits, in period order.
     limits: Vec<(Period, f64)>,
+    /// The limits as header values (made once, cloned per request).
+    limit_values: Vec<HeaderValue>,
     fault_tolerant: bool,
     hide_client_headers: bool,
     error_code: u16,
@@ -413,6 +445,7 @@ fn build(config: &Value) -> Result<RateLimiting, String> {
     let error_code = c.get("error_code").and_then(Value::as_f64).unwrap_or(429.0);
     Ok(RateLimiting {
         rules: Arc::new(Rules {
+            limit_values: limits.iter().map(|(_, l)| number_value(*l)).collect(),
             limits,
             fault_tolerant: b("fault_tolerant", true),
             hide_client_headers: b("hide_client_headers", false),
@@ -470,18 +503,36 @@ pub fn headers(
     now: u64,
     hide: bool,
 ) -> (Vec<(HeaderName, HeaderValue)>, Option<u64>) {
+    headers_with(usage, &[], now, hide)
+}
+
+/// [`headers`], with the limits' values made once per configuration when given
+/// (`limit_values[i]` is `usage[i].limit`'s).
+fn headers_with(
+    usage: &[Usage],
+    limit_values: &[HeaderValue],
+    now: u64,
+    hide: bool,
+) -> (Vec<(HeaderName, HeaderValue)>, Option<u64>) {
+    let limit_value = |i: usize| {
+        limit_values
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| number_value(usage[i].limit))
+    };
     // Kong's `stop`: the last exhausted period in iteration order.
     let stop = usage
         .iter()
         .rev()
         .find(|u| u.remaining <= 0.0)
         .map(|u| u.period);
-    let mut out = Vec::new();
     if hide {
-        return (out, stop.map(|_| 0));
+        return (Vec::new(), stop.map(|_| 0));
     }
-    let mut best: Option<(f64, u64, f64, u64)> = None; // limit, window, remaining, reset
-    for u in usage {
+    // (room for Retry-After too)
+    let mut out = Vec::with_capacity(2 * usage.len() + 4);
+    let mut best: Option<(usize, u64, f64, u64)> = None; // index, window, remaining, reset
+    for (i, u) in usage.iter().enumerate() {
         let window = u.period.expiration();
         let mut remaining = u.remaining;
         if stop.is_none() || stop == Some(u.period) {
@@ -495,15 +546,18 @@ pub fn headers(
         if better {
             let elapsed = now - u.period.start(now);
             let reset = window.saturating_sub(elapsed).max(1);
-            best = Some((u.limit, window, remaining, reset));
+            best = Some((i, window, remaining, reset));
         }
-        out.push((u.period.limit_header(), hv(&lua_number(u.limit))));
-        out.push((u.period.remaining_header(), hv(&lua_number(remaining))));
+        out.push((u.period.limit_header(), limit_value(i)));
+        out.push((u.period.remaining_header(), number_value(remaining)));
     }
-    let (limit, _, remaining, reset) = best.unwrap_or_default();
-    out.push((RATELIMIT_LIMIT, hv(&lua_number(limit))));
-    out.push((RATELIMIT_REMAINING, hv(&lua_number(remaining))));
-    out.push((RATELIMIT_RESET, HeaderValue::from(reset)));
+    let (limit, _, remaining, reset) = match best {
+        Some((i, w, r, reset)) => (limit_value(i), w, r, reset),
+        None => (number_value(0.0), 0, 0.0, 0),
+    };
+    out.push((RATELIMIT_LIMIT, limit));
+    out.push((RATELIMIT_REMAINING, number_value(remaining)));
+    out.push((RATELIMIT_RESET, number_value(reset as f64)));
     (out, stop.map(|_| reset))
 }
 
@@ -515,47 +569,99 @@ const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
+/// Writes an address as its `Display` does; IPv4 (the common case) without `fmt`.
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(*o));
+            }
+        }
+        v6 => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 impl RateLimiting {
     /// Kong's `get_identifier`.
+    #[cfg(test)]
     fn identifier(&self, cx: &RequestCx<'_>) -> String {
+        let mut out = String::new();
+        self.push_identifier(cx, &mut out);
+        out
+    }
+
+    /// Kong's `get_identifier`, written at the end of `out`.
+    fn push_identifier(&self, cx: &RequestCx<'_>, out: &mut String) {
         let id = match &self.limit_by {
-            LimitBy::Service => cx.service_id.map(str::to_owned),
-            LimitBy::Consumer => cx
-                .consumer()
-                .map(|c| c.id.to_string())
-                .or_else(|| cx.credential().map(|c| c.id.to_owned())),
-            LimitBy::Credential => cx.credential().map(|c| c.id.to_owned()),
-            LimitBy::Header(h) => cx.header(h).map(str::to_owned),
-            LimitBy::Path(p) => (cx.req.uri.path() == p).then(|| p.clone()),
+            LimitBy::Service => cx.service_id,
+            LimitBy::Consumer => match cx.consumer() {
+                Some(c) => Some(&*c.id),
+                None => cx.credential().map(|c| c.id),
+            },
+            LimitBy::Credential => cx.credential().map(|c| c.id),
+            LimitBy::Header(h) => cx.header(h),
+            LimitBy::Path(p) => (cx.req.uri.path() == p).then_some(p.as_str()),
             LimitBy::Ip => None,
         };
-        id.unwrap_or_else(|| cx.client_ip.to_string())
+        match id {
+            Some(id) => out.push_str(id),
+            None => push_ip(out, cx.client_ip),
+        }
     }
 
     /// The windows of this request, keyed as Kong keys them
-    /// (`ratelimit:<route>:<service>:<identifier>:<window start ms>:<period>`); local keys
-    /// are prefixed with the plugin id.
-    fn windows(&self, identifier: &str, now: u64, local: bool) -> Vec<Window> {
+    /// (`ratelimit:<route>:<service>:<identifier>:<window start ms>:<period>`).
+    fn windows(&self, identifier: &str, now: u64) -> Vec<Window> {
         self.rules
             .limits
             .iter()
             .map(|(p, _)| {
                 let start_ms = p.start(now) * 1000;
-                let key = if local {
-                    format!("{}:{identifier}:{start_ms}:{}", self.plugin_id, p.name())
-                } else {
-                    format!(
-                        "ratelimit:{}:{identifier}:{start_ms}:{}",
-                        self.scope,
-                        p.name()
-                    )
-                };
+                let key = format!(
+                    "ratelimit:{}:{identifier}:{start_ms}:{}",
+                    self.scope,
+                    p.name()
+                );
                 Window {
                     key,
                     ttl: p.expiration(),
                 }
             })
             .collect()
+    }
+
+    /// The local policy: the windows' counters under
+    /// `<plugin id>:<identifier>:<window start ms>:<period>`, in one shard per identifier.
+    fn count_local(&self, cx: &RequestCx<'_>, now: u64) -> [u64; PERIODS.len()] {
+        let mut key = String::with_capacity(self.plugin_id.len() + 64);
+        key.push_str(&self.plugin_id);
+        key.push(':');
+        self.push_identifier(cx, &mut key);
+        key.push(':');
+        let mut windows = [LocalWindow {
+            start_ms: 0,
+            period: "",
+            ttl: 0,
+            limit: 0.0,
+        }; PERIODS.len()];
+        let n = self.rules.limits.len();
+        for (w, (p, limit)) in windows.iter_mut().zip(&self.rules.limits) {
+            *w = LocalWindow {
+                start_ms: p.start(now) * 1000,
+                period: p.name(),
+                ttl: p.expiration(),
+                limit: *limit,
+            };
+        }
+        let mut usage = [0; PERIODS.len()];
+        store::LOCAL.usage_and_increment(&mut key, &windows[..n], now, &mut usage[..n]);
+        usage
     }
 }
 
@@ -569,17 +675,17 @@ impl Plugin for RateLimiting {
 
     fn access(&self, cx: &mut RequestCx<'_>) -> Result<Flow, PluginError> {
         let now = cx.now();
-        let identifier = self.identifier(cx);
         let rules = &self.rules;
+        if let Policy::Local = self.policy {
+            let used = self.count_local(cx, now);
+            return rules.answer(cx, now, Ok(&used[..rules.limits.len()]));
+        }
+        let mut identifier = String::new();
+        self.push_identifier(cx, &mut identifier);
         let used = match &self.policy {
-            Policy::Local => {
-                let limits: Vec<f64> = rules.limits.iter().map(|(_, l)| *l).collect();
-                let windows = self.windows(&identifier, now, true);
-                let shard = format!("{}:{identifier}", self.plugin_id);
-                Ok(store::LOCAL.usage_and_increment(&shard, &windows, &limits, now))
-            }
+            Policy::Local => unreachable!("counted above"),
             Policy::Cluster(c) => {
-                let windows = self.windows(&identifier, now, false);
+                let windows = self.windows(&identifier, now);
                 let cw: Vec<ClusterWindow<'_>> = windows
                     .iter()
                     .zip(&rules.limits)
@@ -602,15 +708,17 @@ impl Plugin for RateLimiting {
                 })
             }
             Policy::Redis(pool) => {
-                let usage = pool.usage(self.windows(&identifier, now, false));
+                let usage = pool.usage(self.windows(&identifier, now));
                 let rules = rules.clone();
                 return Ok(Flow::Await(Deferred::new(async move {
                     let used = usage.await;
-                    Box::new(move |cx: &mut RequestCx<'_>| rules.answer(cx, now, used)) as Resume
+                    Box::new(move |cx: &mut RequestCx<'_>| {
+                        rules.answer(cx, now, used.as_deref().map_err(String::as_str))
+                    }) as Resume
                 })));
             }
         };
-        rules.answer(cx, now, used)
+        rules.answer(cx, now, used.as_deref().map_err(String::as_str))
     }
 }
 
@@ -629,7 +737,7 @@ impl Rules {
         &self,
         cx: &mut RequestCx<'_>,
         now: u64,
-        used: Result<Vec<u64>, String>,
+        used: Result<&[u64], &str>,
     ) -> Result<Flow, PluginError> {
         let used = match used {
             Ok(u) => u,
@@ -639,17 +747,25 @@ impl Rules {
             }
             Err(e) => return Err(PluginError::new(format!("failed to get usage: {e}"))),
         };
-        let usage: Vec<Usage> = self
-            .limits
-            .iter()
-            .zip(used)
-            .map(|((period, limit), u)| Usage {
+        let mut usage = [Usage {
+            period: Period::Second,
+            limit: 0.0,
+            remaining: 0.0,
+        }; PERIODS.len()];
+        let n = self.limits.len().min(used.len());
+        for (out, ((period, limit), &u)) in usage.iter_mut().zip(self.limits.iter().zip(used)) {
+            *out = Usage {
                 period: *period,
                 limit: *limit,
                 remaining: limit - u as f64,
-            })
-            .collect();
-        let (hdrs, stop) = headers(&usage, now, self.hide_client_headers);
+            };
+        }
+        let (hdrs, stop) = headers_with(
+            &usage[..n],
+            &self.limit_values,
+            now,
+            self.hide_client_headers,
+        );
         if let Some(retry) = stop {
             let mut e = Exit::error(self.error_code, self.error_message.clone());
             if !self.hide_client_headers {
@@ -659,9 +775,7 @@ impl Rules {
             }
             return Ok(Flow::Exit(e));
         }
-        for (k, v) in hdrs {
-            cx.set_response_header(k, v);
-        }
+        cx.set_response_headers(hdrs);
         Ok(Flow::Continue)
     }
 }

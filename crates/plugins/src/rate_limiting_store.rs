@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,26 @@ pub struct Window {
 
 // ----------------------------------------------------------------------------------------
 // local
+
+/// One window of rate-limiting's local policy: its key's suffix (`<start ms>:<period>`),
+/// how long its counter lives and its limit.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalWindow {
+    pub start_ms: u64,
+    pub period: &'static str,
+    pub ttl: u64,
+    pub limit: f64,
+}
+
+impl LocalWindow {
+    /// Writes this window's key: `key[..prefix]` then the suffix.
+    fn key(&self, key: &mut String, prefix: usize) {
+        key.truncate(prefix);
+        key.push_str(itoa::Buffer::new().format(self.start_ms));
+        key.push(':');
+        key.push_str(self.period);
+    }
+}
 
 const SHARDS: usize = 16;
 /// At most this many counters are kept per shard (Kong's shm is bounded too; past it the
@@ -65,37 +85,45 @@ impl LocalStore {
     }
 
     /// Reads the usage of every window and, when none is at its limit, counts this request
-    /// in all of them, atomically (one shard holds every window of a `shard_key`).
-    /// `limits[i]` is the limit of `windows[i]`. Returns the usages before this request.
+    /// in all of them, atomically (one shard, chosen by the prefix, holds every window).
+    /// A window's key is `key` (its prefix, left as it was on return) followed by
+    /// `<start ms>:<period>`, built in place: no allocation unless the counter is new.
+    /// Answers the usages before this request into `usage` (one per window).
     pub fn usage_and_increment(
         &self,
-        shard_key: &str,
-        windows: &[Window],
-        limits: &[f64],
+        key: &mut String,
+        windows: &[LocalWindow],
         now: u64,
-    ) -> Vec<u64> {
-        let mut s = self.lock(shard_key);
-        let usage: Vec<u64> = windows
-            .iter()
-            .map(|w| match s.counters.get(&w.key) {
+        usage: &mut [u64],
+    ) {
+        let prefix = key.len();
+        let mut s = self.lock(key.as_str());
+        let mut stop = false;
+        for (w, u) in windows.iter().zip(usage.iter_mut()) {
+            w.key(key, prefix);
+            *u = match s.counters.get(key.as_str()) {
                 Some((n, exp)) if *exp > now => *n,
                 _ => 0,
-            })
-            .collect();
-        let stop = usage.iter().zip(limits).any(|(u, l)| l - *u as f64 <= 0.0);
+            };
+            stop |= w.limit - *u as f64 <= 0.0;
+        }
         if !stop {
             if s.counters.len() >= SHARD_CAP {
                 s.sweep(now);
             }
             for w in windows {
-                let e = s.counters.entry(w.key.clone()).or_insert((0, 0));
+                w.key(key, prefix);
+                let e = match s.counters.get_mut(key.as_str()) {
+                    Some(e) => e,
+                    None => s.counters.entry(key.clone()).or_insert((0, 0)),
+                };
                 if e.1 <= now {
                     *e = (0, now + w.ttl);
                 }
                 e.0 += 1;
             }
         }
-        usage
+        key.truncate(prefix);
     }
 
     /// The counters' values (response-ratelimiting's read, without counting).
@@ -125,7 +153,7 @@ impl LocalStore {
         }
     }
 
-    fn lock(&self, shard_key: &str) -> std::sync::MutexGuard<'_, Shard> {
+    fn lock(&self, shard_key: impl Hash) -> std::sync::MutexGuard<'_, Shard> {
         let shard = &self.shards[(self.hasher.hash_one(shard_key) as usize) % SHARDS];
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -198,6 +226,8 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 pub struct RedisPool {
     conf: RedisConf,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// The connection once made, for [`RedisPool::usage`] to use from the request's task.
+    ready: std::sync::OnceLock<redis::aio::ConnectionManager>,
 }
 
 static POOLS: LazyLock<Mutex<HashMap<RedisConf, Arc<RedisPool>>>> = LazyLock::new(Default::default);
@@ -210,6 +240,7 @@ pub fn pool(conf: &RedisConf) -> Arc<RedisPool> {
             Arc::new(RedisPool {
                 conf: conf.clone(),
                 conn: tokio::sync::Mutex::new(None),
+                ready: std::sync::OnceLock::new(),
             })
         })
         .clone()
@@ -239,6 +270,7 @@ impl RedisPool {
             .set_number_of_retries(1);
         let c = redis::aio::ConnectionManager::new_with_config(self.conf.client()?, cfg).await?;
         *g = Some(c.clone());
+        let _ = self.ready.set(c.clone());
         Ok(c)
     }
 
@@ -275,11 +307,19 @@ impl RedisPool {
 
     /// rate-limiting's realtime usage: counts this request in every window (Kong's
     /// script) and answers the usages before it.
+    ///
+    /// Once connected, the pipeline goes out from the caller's task (which must be on a
+    /// tokio runtime with timers): the connection's own task stays on the Redis runtime,
+    /// and the request skips a hand-off to that runtime and back. Still at most the
+    /// configured timeout.
     pub fn usage(
         self: &Arc<Self>,
         windows: Vec<Window>,
     ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
-        self.run(move |mut c| async move {
+        let ready = self.ready.get().cloned();
+        let t = Duration::from_millis(self.conf.timeout_ms);
+        let pool = self.clone();
+        let query = move |mut c: redis::aio::ConnectionManager| async move {
             let mut p = redis::pipe();
             for w in &windows {
                 p.cmd("EVAL")
@@ -289,10 +329,21 @@ impl RedisPool {
                     .arg(w.ttl);
             }
             let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
-            Ok(v.into_iter()
-                .map(|n| n.unwrap_or(0).max(0) as u64)
-                .collect())
-        })
+            redis::RedisResult::Ok(
+                v.into_iter()
+                    .map(|n| n.unwrap_or(0).max(0) as u64)
+                    .collect(),
+            )
+        };
+        async move {
+            match ready {
+                Some(c) => match tokio::time::timeout(t, query(c)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("timeout".to_owned()),
+                },
+                None => pool.run(query).await,
+            }
+        }
     }
 
     /// response-ratelimiting's usage: the counters' values (`GET`), 0 when absent.

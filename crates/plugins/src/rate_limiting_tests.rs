@@ -196,24 +196,88 @@ fn identifiers_follow_kong_fallbacks() {
 #[test]
 fn local_store_is_bounded_and_expires() {
     let s = store::LocalStore::new();
-    let w = |k: &str, ttl| Window { key: k.into(), ttl };
-    assert_eq!(
-        s.usage_and_increment("a", &[w("k1", 1)], &[5.0], 100),
-        vec![0]
-    );
-    assert_eq!(
-        s.usage_and_increment("a", &[w("k1", 1)], &[5.0], 100),
-        vec![1]
-    );
+    let w = |ttl, limit| LocalWindow {
+        start_ms: 0,
+        period: "second",
+        ttl,
+        limit,
+    };
+    let count = |prefix: &str, w: LocalWindow, now| {
+        let mut key = prefix.to_owned();
+        let mut usage = [0];
+        s.usage_and_increment(&mut key, &[w], now, &mut usage);
+        // The prefix is left as it was.
+        assert_eq!(key, prefix);
+        usage[0]
+    };
+    assert_eq!(count("a:", w(1, 5.0), 100), 0);
+    assert_eq!(count("a:", w(1, 5.0), 100), 1);
     // Expired: counts from zero again.
-    assert_eq!(
-        s.usage_and_increment("a", &[w("k1", 1)], &[5.0], 101),
-        vec![0]
-    );
+    assert_eq!(count("a:", w(1, 5.0), 101), 0);
     // At the limit: not counted.
-    let l = [1.0];
-    assert_eq!(s.usage_and_increment("b", &[w("k2", 60)], &l, 100), vec![0]);
-    assert_eq!(s.usage_and_increment("b", &[w("k2", 60)], &l, 100), vec![1]);
-    assert_eq!(s.usage_and_increment("b", &[w("k2", 60)], &l, 100), vec![1]);
+    assert_eq!(count("b:", w(60, 1.0), 100), 0);
+    assert_eq!(count("b:", w(60, 1.0), 100), 1);
+    assert_eq!(count("b:", w(60, 1.0), 100), 1);
     assert!(s.counters() <= 2);
+}
+
+#[test]
+fn local_windows_count_together() {
+    // Two windows of one identifier: a request is counted in both or in neither.
+    let s = store::LocalStore::new();
+    let ws = [
+        LocalWindow {
+            start_ms: 1000,
+            period: "second",
+            ttl: 1,
+            limit: 2.0,
+        },
+        LocalWindow {
+            start_ms: 0,
+            period: "minute",
+            ttl: 60,
+            limit: 10.0,
+        },
+    ];
+    let mut key = String::from("p:10.0.0.1:");
+    let mut usage = [0; 2];
+    for want in [[0, 0], [1, 1], [2, 2], [2, 2]] {
+        s.usage_and_increment(&mut key, &ws, 1, &mut usage);
+        assert_eq!(usage, want);
+    }
+    // The next second: a new window, the minute's count goes on.
+    let next = [
+        LocalWindow {
+            start_ms: 2000,
+            ..ws[0]
+        },
+        ws[1],
+    ];
+    s.usage_and_increment(&mut key, &next, 2, &mut usage);
+    assert_eq!(usage, [0, 2]);
+    s.usage_and_increment(&mut key, &next, 2, &mut usage);
+    assert_eq!(usage, [1, 3]);
+}
+
+#[test]
+fn header_numbers_are_lua_numbers() {
+    for (n, s) in [
+        (0.0, "0"),
+        (7.0, "7"),
+        (4095.0, "4095"),
+        (4096.0, "4096"),
+        (999_999_999.0, "999999999"),
+        (-3.0, "-3"),
+        (1.5, "1.5"),
+        (1e15, "1000000000000000"),
+    ] {
+        assert_eq!(number_value(n).to_str().unwrap(), s, "{n}");
+        assert_eq!(lua_number(n), s, "{n}");
+    }
+    let mut out = String::new();
+    push_ip(&mut out, [10, 0, 200, 1].into());
+    assert_eq!(out, "10.0.200.1");
+    out.clear();
+    push_ip(&mut out, "2001:db8::1".parse().unwrap());
+    assert_eq!(out, "2001:db8::1");
 }

@@ -49,6 +49,9 @@ impl BodyBytes {
 
 /// Everything the log phase reports, owned: it outlives the request's task.
 pub struct LogData {
+    /// Everything below was captured (else only what a metrics logger reads: see
+    /// `Plugin::log_reads_details`).
+    pub details: bool,
     pub request_id: String,
     pub method: Method,
     pub request_uri: String,
@@ -169,7 +172,7 @@ impl PendingLog {
             },
             tries: &d.tries,
             client_ip: d.client_ip,
-            started_at: epoch_of(d.start).0,
+            started_at: if d.details { epoch_of(d.start).0 } else { 0 },
             proxied: d.proxied,
         };
         for inst in &self.loggers {

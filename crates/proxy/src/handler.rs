@@ -673,7 +673,7 @@ async fn proxy<'s>(
         uri.push('?');
     }
 
-    if let Some(log) = plan.log.as_mut() {
+    if let Some(log) = plan.log.as_mut().filter(|l| l.details) {
         log.upstream_uri = uri.clone();
     }
     let head: &http::request::Parts = head;
@@ -880,7 +880,11 @@ async fn proxy<'s>(
             });
         }
         tries += 1;
-        let try_start = plan.log.is_some().then(Instant::now);
+        let try_start = plan
+            .log
+            .as_ref()
+            .is_some_and(|l| l.details)
+            .then(Instant::now);
         // pick a target
         let (target_host, mut target_port): (Cow<'_, str>, u16) = match upstream_entity {
             Some(u) => match u.pick(hash, tried) {

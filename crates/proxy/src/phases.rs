@@ -49,6 +49,9 @@ pub struct Plan<'s> {
 /// What the request path records for the log phase only.
 #[derive(Default)]
 pub struct LogPlan {
+    /// A logger reads the details (`Plugin::log_reads_details`): the upstream URI and the
+    /// tries are recorded only then.
+    pub details: bool,
     pub upstream_uri: String,
     pub upstream_status: Option<u16>,
     pub tries: Vec<Try>,
@@ -149,7 +152,10 @@ where
         .with_body(read);
     let flow = chain.access(&mut rcx, collected).await;
     if collected.any(|p| p.log) {
-        plan.log.get_or_insert_with(Default::default);
+        let details = collected
+            .iter()
+            .any(|i| i.spec.phases.log && i.plugin.log_reads_details());
+        plan.log.get_or_insert_with(Default::default).details = details;
     }
     // (also read by consistent hashing on `consumer`)
     {
@@ -250,8 +256,8 @@ fn header_filter(
     connection: Connection,
     resp: &mut http::response::Parts,
 ) -> bool {
-    for (k, v) in &collected.response_headers {
-        resp.headers.insert(k.clone(), v.clone());
+    for (k, v) in std::mem::take(&mut collected.response_headers) {
+        resp.headers.insert(k, v);
     }
     let mut empty = false;
     for i in 0..collected.len() {
@@ -380,9 +386,10 @@ fn run_response_phases<'s>(
         // The filters may change the length: chunked (HTTP/1.1) or DATA frames (h2).
         parts.headers.remove(CONTENT_LENGTH);
     }
-    // Header maps are copied for the log phase only when a logger reads them (http-log…);
-    // prometheus needs only their sizes. Body filters always see the response head.
-    let keep_headers = loggers.iter().any(|i| i.plugin.log_reads_headers());
+    // Header maps and the request's details are captured for the log phase only when a
+    // logger reads them (http-log…); prometheus needs only figures and names. Body
+    // filters always see the response head.
+    let keep_headers = loggers.iter().any(|i| i.plugin.log_reads_details());
     let status = parts.status.as_u16();
     let log = if loggers.is_empty() {
         None
@@ -405,28 +412,52 @@ fn run_response_phases<'s>(
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// The request's side of the log, captured when the response head is ready.
-fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>, keep_headers: bool) -> LogData {
+/// The request's side of the log, captured when the response head is ready; `details`
+/// as [`tollgate_plugins::Plugin::log_reads_details`] (else only what a metrics plugin
+/// reads).
+fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>, details: bool) -> LogData {
     let s = f.settings;
     let conn = f.conn;
-    let (host, port) = crate::handler::request_host(head, conn);
-    let request_uri = head
+    let uri = head
         .uri
         .path_and_query()
-        .map_or_else(|| head.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let line = crate::downstream::request_line_len(&head.method, &request_uri);
+        .map_or_else(|| head.uri.path(), |pq| pq.as_str());
+    let line = crate::downstream::request_line_len(&head.method, uri);
+    let (host, port, request_uri, request_id) = if details {
+        let (host, port) = crate::handler::request_host(head, conn);
+        (host, port, uri.to_owned(), f.request_id.to_owned())
+    } else {
+        (
+            String::new(),
+            conn.local.port(),
+            String::new(),
+            String::new(),
+        )
+    };
     let now = Instant::now();
     let service = plan.route.and_then(|r| r.service.as_ref());
     let log = plan.log.map(|l| *l).unwrap_or_default();
+    let client_ip = if details {
+        crate::headers::real_ip(
+            conn.peer.ip(),
+            &head.headers,
+            &s.trusted_ips,
+            &s.real_ip_header,
+            s.real_ip_recursive,
+        )
+    } else {
+        conn.peer.ip()
+    };
     LogData {
-        request_id: f.request_id.to_owned(),
+        details,
+        request_id,
         method: head.method.clone(),
         request_head_size: crate::downstream::head_size(line, &head.headers),
         request_uri,
         scheme: if conn.tls { "https" } else { "http" },
         host,
         port,
-        request_headers: if keep_headers {
+        request_headers: if details {
             head.headers.clone()
         } else {
             HeaderMap::new()
@@ -441,13 +472,7 @@ fn log_data(f: &Facts<'_>, head: &Parts, plan: Plan<'_>, keep_headers: bool) -> 
         upstream_uri: log.upstream_uri,
         upstream_status: log.upstream_status,
         tries: log.tries,
-        client_ip: crate::headers::real_ip(
-            conn.peer.ip(),
-            &head.headers,
-            &s.trusted_ips,
-            &s.real_ip_header,
-            s.real_ip_recursive,
-        ),
+        client_ip,
         proxied: plan.proxied,
         start: f.start,
         kong_latency: log

@@ -116,8 +116,8 @@ impl Plugin for Prometheus {
         true
     }
 
-    /// Status, sizes, latencies and names only: no header map copies for it.
-    fn log_reads_headers(&self) -> bool {
+    /// Status, sizes, latencies and names only: nothing else is captured for it.
+    fn log_reads_details(&self) -> bool {
         false
     }
 
