@@ -275,7 +275,7 @@ pub trait Store: Send + Sync + 'static {
 
 fn no_admin_tokens(kind: &str) -> tollgate_model::Error {
     tollgate_model::Error::database(format!(
-        "database = {kind} keeps no Admin API tokens (use database = sqlite or postgres, or admin_auth = mtls)"
+        "database = {kind} keeps no Admin API tokens (use database = sqlite, postgres or cassandra, or admin_auth = mtls)"
     ))
 }
 

@@ -53,6 +53,21 @@ pub(crate) async fn server_now(conn: &Conn) -> Result<i64> {
         .unwrap_or_default())
 }
 
+/// Records one commit's stored form (`data`) for the other nodes to replay.
+pub(crate) async fn record(conn: &Conn, data: String) -> Result<()> {
+    conn.run(
+        &format!(
+            "INSERT INTO {} (channel, at, node_id, data) VALUES (?, now(), ?, ?) USING TTL {}",
+            conn.ks.t("cluster_events"),
+            super::schema::EVENTS_TTL
+        ),
+        Kind::Write,
+        (CHANNEL, &conn.settings.node_id, data),
+    )
+    .await
+    .map(drop)
+}
+
 impl Feed {
     fn deliver(&self, e: ChangeEvent) {
         codec::deliver(&self.events, &self.version, e);
@@ -95,6 +110,10 @@ impl Feed {
             for (at, ts, node, data) in &rows {
                 after = Some(*at);
                 if self.seen.insert(*at, *ts).is_some() || *node == me {
+                    continue;
+                }
+                if data == codec::ADMIN_TOKENS_EVENT {
+                    self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
                     continue;
                 }
                 match codec::decode(data) {
