@@ -27,7 +27,7 @@ second, and with --routes N the start time of a node on a keyspace holding N rou
 
 Prints a Markdown table; --json FILE also writes the figures."""
 
-import argparse, http.client, json, os, re, shutil, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, re, shutil, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -136,12 +136,19 @@ def wait_ready(nodes, deadline_s=60):
             time.sleep(0.05)
 
 
-def propagation(nodes, writes):
+def propagation(nodes, writes, jitter=0.0):
+    """Milliseconds from each route create on node 1 until the others serve it. With a
+    polled store, `jitter` (the poll interval) spreads the writes over the poll cycle:
+    a write made right after the previous one was seen would always wait a full cycle."""
     admin = Conn(nodes[0][1]["admin"])
     pollers = [Conn(n[1]["proxy"]) for n in nodes[1:]]
     times = []
     for i in range(writes):
-        path = f"/prop{i}"
+        if jitter:
+            time.sleep(random.uniform(0, jitter))
+        # The trailing slash keeps /prop1/ from prefix-matching /prop10/ (an earlier
+        # route would serve the new path before the new route arrives).
+        path = f"/prop{i}/"
         t0 = time.perf_counter()
         s, body = admin.request("POST", "/services/up/routes", {"paths": [path]})
         if s != 201:
@@ -169,7 +176,7 @@ def admin_creates(node, n):
 
 
 def wrk(port, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/prop0"],
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/prop0/"],
                          check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -280,7 +287,7 @@ def start_time(a, tmp, contact, up_port):
         f.write(f'_format_version: "3.0"\nservices:\n- name: up\n  url: http://127.0.0.1:{up_port}\n'
                 "  routes:\n")
         for i in range(a.routes):
-            f.write(f"  - name: route-{i}\n    paths: [/r-{i}]\n")
+            f.write(f"  - name: route-{i}\n    paths: [/r-{i}/]\n")
     subprocess.run([a.bin, "migrations", "bootstrap"], env=env, check=True, capture_output=True)
     t0 = time.perf_counter()
     subprocess.run([a.bin, "config", "db_import", cfg], env=env, check=True, capture_output=True)
@@ -292,7 +299,7 @@ def start_time(a, tmp, contact, up_port):
         try:
             wait_ready([node], 180)
             ready.append(time.perf_counter() - t0)
-            until_serves(node[1]["proxy"], f"/r-{a.routes - 1}", 180)
+            until_serves(node[1]["proxy"], f"/r-{a.routes - 1}/", 180)
             serving.append(time.perf_counter() - t0)
         finally:
             benchlib.stop(node[0])
@@ -318,7 +325,7 @@ def main_cassandra(a):
             "POST", "/services", {"name": "up", "url": f"http://127.0.0.1:{up_port}"})
         if s != 201:
             benchlib.die(f"service create: {s} {body[:200]}")
-        times = propagation(nodes, a.writes)
+        times = propagation(nodes, a.writes, a.frequency)
         creates = admin_creates(nodes[0], a.creates)
         for p, _ in nodes:
             benchlib.stop(p)
