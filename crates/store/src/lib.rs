@@ -289,8 +289,8 @@ pub struct AdminToken {
     pub created_at: i64,
 }
 
-/// The [`Changes`] counter a token creation or revocation moves (on PostgreSQL on every
-/// node, through `cluster_events`).
+/// The [`Changes`] counter a token creation or revocation moves (on PostgreSQL and
+/// Cassandra on every node, through `cluster_events`).
 pub const ADMIN_TOKENS: &str = "admin_tokens";
 
 /// All migrations, in order. A backend maps each name to its own DDL.
