@@ -16,9 +16,18 @@
     python3 bench/propagation.py --bin target/release/tollgate
     python3 bench/propagation.py --bin target/debug/tollgate --smoke
 
+With --db cassandra (issue 12): two gateway nodes on one Cassandra node (scripts/cassandra,
+or an existing one with --cassandra HOST:PORT), polling `cluster_events` every --frequency
+seconds: propagation from node 1's Admin API to node 2's proxy, Admin API creates per
+second, and with --routes N the start time of a node on a keyspace holding N routes
+(written with `config db_import`): until /status/ready, and until the last route serves.
+
+    python3 bench/propagation.py --db cassandra --frequency 0.05 --bin target/release/tollgate
+    python3 bench/propagation.py --db cassandra --frequency 5 --writes 40 --routes 10000 …
+
 Prints a Markdown table; --json FILE also writes the figures."""
 
-import argparse, http.client, json, os, re, shutil, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, re, shutil, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -64,18 +73,42 @@ def start_pg(tmp):
     return port
 
 
-def start_node(binary, tmp, k, pg_port, frequency):
-    prefix = os.path.join(tmp, f"node{k}")
-    os.makedirs(prefix, exist_ok=True)
-    ports = [benchlib.free_port() for _ in range(3)]
-    env = {k2: v for k2, v in os.environ.items() if not k2.startswith(("KONG_", "TOLLGATE_"))}
-    env.update({
-        "TOLLGATE_PREFIX": prefix,
+def pg_env(pg_port):
+    return {
         "TOLLGATE_DATABASE": "postgres",
         "TOLLGATE_PG_HOST": "127.0.0.1",
         "TOLLGATE_PG_PORT": str(pg_port),
         "TOLLGATE_PG_USER": "postgres",
         "TOLLGATE_PG_DATABASE": "bench",
+    }
+
+
+def cassandra_env(contact, keyspace):
+    host, port = contact.rsplit(":", 1)
+    return {
+        "TOLLGATE_DATABASE": "cassandra",
+        "TOLLGATE_CASSANDRA_CONTACT_POINTS": host,
+        "TOLLGATE_CASSANDRA_PORT": port,
+        "TOLLGATE_CASSANDRA_KEYSPACE": keyspace,
+        # A busy 2-core machine: schema changes may take seconds each.
+        "TOLLGATE_CASSANDRA_SCHEMA_CONSENSUS_TIMEOUT": "60000",
+        "TOLLGATE_CASSANDRA_TIMEOUT": "10000",
+    }
+
+
+def clean_env(prefix, db_env):
+    env = {k2: v for k2, v in os.environ.items() if not k2.startswith(("KONG_", "TOLLGATE_"))}
+    env.update(db_env)
+    env["TOLLGATE_PREFIX"] = prefix
+    return env
+
+
+def start_node(binary, tmp, k, db_env, frequency):
+    prefix = os.path.join(tmp, f"node{k}")
+    os.makedirs(prefix, exist_ok=True)
+    ports = [benchlib.free_port() for _ in range(3)]
+    env = clean_env(prefix, db_env)
+    env.update({
         "TOLLGATE_DB_UPDATE_FREQUENCY": str(frequency),
         "TOLLGATE_PROXY_LISTEN": f"127.0.0.1:{ports[0]}",
         "TOLLGATE_ADMIN_LISTEN": f"127.0.0.1:{ports[1]}",
@@ -88,8 +121,8 @@ def start_node(binary, tmp, k, pg_port, frequency):
     return p, {"proxy": ports[0], "admin": ports[1], "status": ports[2]}
 
 
-def wait_ready(nodes):
-    deadline = time.time() + 60
+def wait_ready(nodes, deadline_s=60):
+    deadline = time.time() + deadline_s
     for p, ports in nodes:
         while True:
             try:
@@ -103,12 +136,19 @@ def wait_ready(nodes):
             time.sleep(0.05)
 
 
-def propagation(nodes, writes):
+def propagation(nodes, writes, jitter=0.0):
+    """Milliseconds from each route create on node 1 until the others serve it. With a
+    polled store, `jitter` (the poll interval) spreads the writes over the poll cycle:
+    a write made right after the previous one was seen would always wait a full cycle."""
     admin = Conn(nodes[0][1]["admin"])
     pollers = [Conn(n[1]["proxy"]) for n in nodes[1:]]
     times = []
     for i in range(writes):
-        path = f"/prop{i}"
+        if jitter:
+            time.sleep(random.uniform(0, jitter))
+        # The trailing slash keeps /prop1/ from prefix-matching /prop10/ (an earlier
+        # route would serve the new path before the new route arrives).
+        path = f"/prop{i}/"
         t0 = time.perf_counter()
         s, body = admin.request("POST", "/services/up/routes", {"paths": [path]})
         if s != 201:
@@ -136,7 +176,7 @@ def admin_creates(node, n):
 
 
 def wrk(port, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/prop0"],
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/prop0/"],
                          check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -215,8 +255,121 @@ def writer(node, rate, stop, count, tag):
             time.sleep(delay)
 
 
+def start_cassandra(tmp):
+    out = subprocess.run([os.path.join(benchlib.REPO, "scripts/cassandra"), "start",
+                          os.path.join(tmp, "cassandra"), "--owner", str(os.getpid())],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def until_serves(port, path, deadline_s):
+    c = Conn(port)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < deadline_s:
+        try:
+            if c.request("GET", path)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    benchlib.die(f"{path} did not serve within {deadline_s} s")
+
+
+def start_time(a, tmp, contact, up_port):
+    """Seconds until a node on a keyspace with --routes routes is ready, and until its last
+    route serves (median of 3 starts); the import's seconds."""
+    keyspace = f"bench_routes_{os.getpid()}"
+    prefix = os.path.join(tmp, "importer")
+    os.makedirs(prefix, exist_ok=True)
+    env = clean_env(prefix, cassandra_env(contact, keyspace))
+    cfg = os.path.join(tmp, "routes.yaml")
+    with open(cfg, "w") as f:
+        f.write(f'_format_version: "3.0"\nservices:\n- name: up\n  url: http://127.0.0.1:{up_port}\n'
+                "  routes:\n")
+        for i in range(a.routes):
+            f.write(f"  - name: route-{i}\n    paths: [/r-{i}/]\n")
+    subprocess.run([a.bin, "migrations", "bootstrap"], env=env, check=True, capture_output=True)
+    t0 = time.perf_counter()
+    subprocess.run([a.bin, "config", "db_import", cfg], env=env, check=True, capture_output=True)
+    imported = time.perf_counter() - t0
+    ready, serving = [], []
+    for k in range(3):
+        t0 = time.perf_counter()
+        node = start_node(a.bin, tmp, f"start{k}", cassandra_env(contact, keyspace), a.frequency)
+        try:
+            wait_ready([node], 180)
+            ready.append(time.perf_counter() - t0)
+            until_serves(node[1]["proxy"], f"/r-{a.routes - 1}/", 180)
+            serving.append(time.perf_counter() - t0)
+        finally:
+            benchlib.stop(node[0])
+    return sorted(ready)[1], sorted(serving)[1], imported
+
+
+def main_cassandra(a):
+    """Two nodes on one Cassandra node: propagation, creates/s, start time."""
+    benchlib.need_tools(["nginx"])
+    tmp = tempfile.mkdtemp(prefix="tollgate-prop-cass-")
+    up_port = benchlib.free_port()
+    nginx, _ = benchlib.start_nginx(tmp, "upstream", benchlib.upstream_conf(tmp, up_port, "/dev/null"),
+                                    0, up_port)
+    contact = a.cassandra or start_cassandra(tmp)
+    keyspace = f"bench_{os.getpid()}"
+    nodes = []
+    try:
+        # Started together on an absent keyspace: one bootstraps, the other waits for it.
+        nodes = [start_node(a.bin, tmp, k, cassandra_env(contact, keyspace), a.frequency)
+                 for k in range(2)]
+        wait_ready(nodes, 180)
+        s, body = Conn(nodes[0][1]["admin"]).request(
+            "POST", "/services", {"name": "up", "url": f"http://127.0.0.1:{up_port}"})
+        if s != 201:
+            benchlib.die(f"service create: {s} {body[:200]}")
+        times = propagation(nodes, a.writes, a.frequency)
+        creates = admin_creates(nodes[0], a.creates)
+        for p, _ in nodes:
+            benchlib.stop(p)
+        nodes = []
+        res = {
+            "db": "cassandra",
+            "db_update_frequency": a.frequency,
+            "propagation_ms": {"p50": pct(times, 50), "p99": pct(times, 99), "max": max(times),
+                               "writes": len(times)},
+            "admin_creates_per_s": creates,
+        }
+        print("| figure | value |\n|---|---|")
+        p = res["propagation_ms"]
+        print(f"| propagation, node 1 write → serving on node 2, db_update_frequency {a.frequency} "
+              f"({p['writes']} writes) | p50 {p['p50']:.1f} ms, p99 {p['p99']:.1f} ms, max {p['max']:.1f} ms |")
+        print(f"| Admin API creates/s on Cassandra (consumers, 1 client) | {creates:.0f} |")
+        if a.routes:
+            ready, serving, imported = start_time(a, tmp, contact, up_port)
+            res.update({"routes": a.routes, "start_ready_s": ready, "start_serving_s": serving,
+                        "db_import_s": imported})
+            print(f"| `config db_import` of {a.routes} routes into Cassandra | {imported:.1f} s |")
+            print(f"| start with {a.routes} routes in Cassandra (median of 3): ready / last route "
+                  f"serves | {ready:.2f} s / {serving:.2f} s |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=2)
+    finally:
+        for p, _ in nodes:
+            benchlib.stop(p)
+        benchlib.stop(nginx)
+        if not a.cassandra:
+            subprocess.run([os.path.join(benchlib.REPO, "scripts/cassandra"), "destroy",
+                            os.path.join(tmp, "cassandra")])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--db", choices=["postgres", "cassandra"], default="postgres")
+    ap.add_argument("--frequency", type=float, default=5,
+                    help="db_update_frequency of the Cassandra nodes (s)")
+    ap.add_argument("--cassandra", help="HOST:PORT of a running Cassandra (else one is started)")
+    ap.add_argument("--routes", type=int, default=0,
+                    help="Cassandra: also time a start with this many routes")
     ap.add_argument("--bin", default=benchlib.default_bin())
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes", type=int, default=200)
@@ -230,6 +383,9 @@ def main():
         benchlib.die("no binary: pass --bin")
     if a.smoke:
         a.writes, a.creates, a.seconds, a.rounds = 10, 50, 1, 1
+        a.routes = min(a.routes, 100)
+    if a.db == "cassandra":
+        return main_cassandra(a)
     benchlib.need_tools(["wrk", "nginx", "psql"])
     tmp = tempfile.mkdtemp(prefix="tollgate-prop-")
     os.chmod(tmp, 0o755)  # the PostgreSQL server runs as the postgres user
@@ -240,7 +396,7 @@ def main():
     nodes = []
     try:
         # Started together on the empty database: one bootstraps, the others wait for it.
-        nodes = [start_node(a.bin, tmp, k, pg_port, 5) for k in range(3)]
+        nodes = [start_node(a.bin, tmp, k, pg_env(pg_port), 5) for k in range(3)]
         wait_ready(nodes)
         s, body = Conn(nodes[0][1]["admin"]).request(
             "POST", "/services", {"name": "up", "url": f"http://127.0.0.1:{up_port}"})

@@ -43,13 +43,8 @@ pub fn load_config(common: &Common, file: Option<std::path::PathBuf>) -> anyhow:
 /// proxy-cache's dictionaries first: its schema checks that they exist.
 pub fn catalog(config: &Config) -> anyhow::Result<PluginCatalog> {
     install_proxy_caches(config);
-    // Kong leaves `cluster` out of the rate-limiting policies without a database; the
-    // Cassandra store keeps no counters yet, so it is refused there too (never accepted and
-    // then not enforced).
-    tollgate_plugins::set_dbless(matches!(
-        config.database,
-        Database::Off | Database::Cassandra
-    ));
+    // Kong leaves `cluster` out of the rate-limiting policies without a database.
+    tollgate_plugins::set_dbless(config.database == Database::Off);
     tollgate_plugins::catalog(&config.plugins)
         .map_err(|e| anyhow::anyhow!("invalid value for 'plugins': {e}"))
 }

@@ -2,6 +2,7 @@
 //! revocation while running), decK with `--headers`, mutual TLS with generated
 //! certificates, the audit log, and the start-up refusals.
 
+use crate::shared_db::SharedDb;
 use crate::support::{command, free_port, Db, Gateway};
 use crate::tools_support::{text, tool};
 use reqwest::{Client, Method, StatusCode};
@@ -445,15 +446,24 @@ fn start_refuses_what_it_cannot_enforce() {
 
 #[tokio::test]
 async fn postgres_tokens_reach_every_node_without_a_restart() {
-    use crate::support::{pg_env, TestServer};
-    let server = TestServer::shared();
-    let db = server.fresh_database().await;
-    let mut env = pg_env(server, &db);
-    env.push(("TOLLGATE_ADMIN_AUTH".into(), "token".into()));
     // Polling alone would take db_update_frequency (60 s here): what arrives sooner came
     // through the cluster event.
-    env.push(("TOLLGATE_DB_UPDATE_FREQUENCY".into(), "60".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    tokens_reach_every_node_without_a_restart(SharedDb::Postgres, "60").await;
+}
+
+#[tokio::test]
+async fn cassandra_tokens_reach_every_node_without_a_restart() {
+    // Cassandra's cluster events are polled: every db_update_frequency.
+    tokens_reach_every_node_without_a_restart(SharedDb::Cassandra, "0.5").await;
+}
+
+/// Tokens made and revoked with the CLI through one node's database guard both nodes'
+/// Admin APIs within seconds.
+async fn tokens_reach_every_node_without_a_restart(db: SharedDb, frequency: &str) {
+    use crate::shared_db::{pairs, shared_env};
+    let mut env = shared_env(db, frequency).await;
+    env.push(("TOLLGATE_ADMIN_AUTH".into(), "token".into()));
+    let env = pairs(&env);
     let a = Gateway::start_with(&env).await;
     let b = Gateway::start_with(&env).await;
     let token = create(&a.prefix, "ops", false, &env);

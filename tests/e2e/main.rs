@@ -25,6 +25,7 @@ mod proxy_cache;
 mod rate_limiting;
 mod rate_limiting_cluster;
 mod response_ratelimiting;
+mod shared_db;
 mod support;
 mod tools_support;
 mod upstreams;

@@ -1,9 +1,10 @@
 //! rate-limiting with `policy: cluster`: counters in the node's database (SQLite alone,
-//! PostgreSQL shared by two nodes, within one sync of each other), and Kong's refusal of
+//! PostgreSQL or Cassandra shared by two nodes, within one sync of each other), and Kong's refusal of
 //! `cluster` in DB-less mode.
 
 use crate::plugin_support::{echo, get, ok, routes, until_with, Resp};
 use crate::rate_limiting::{h, num};
+use crate::shared_db::{pairs, shared_env, SharedDb};
 use crate::support::{pg_env, Gateway, TestServer};
 use serde_json::json;
 use std::time::Duration;
@@ -62,10 +63,18 @@ async fn cluster_policy_on_sqlite_counts_in_the_database() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_on_postgres_share_cluster_counters() {
-    let server = TestServer::shared();
-    let db = server.fresh_database().await;
-    let env = pg_env(server, &db);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    two_nodes_share_cluster_counters(SharedDb::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_cassandra_share_cluster_counters() {
+    two_nodes_share_cluster_counters(SharedDb::Cassandra).await;
+}
+
+async fn two_nodes_share_cluster_counters(db: SharedDb) {
+    // Cassandra propagates the route and plugin by polling: poll often.
+    let env = shared_env(db, "0.2").await;
+    let env = pairs(&env);
     let a = Gateway::start_with(&env).await;
     let b = Gateway::start_with(&env).await;
     let up = echo().await;

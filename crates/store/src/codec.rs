@@ -5,6 +5,10 @@ use crate::{ChangeEvent, ChangeOp, RawRow, RowChange};
 use serde_json::{json, Value};
 use tollgate_model::{entities, Error, Result};
 
+/// The stored form of a commit that created or revoked an Admin API token: it moves the
+/// [`crate::ADMIN_TOKENS`] counter on every node, which then rereads the token table.
+pub(crate) const ADMIN_TOKENS_EVENT: &str = r#"{"admin_tokens":true}"#;
+
 /// The stored form of one commit (the `data` column).
 pub(crate) fn encode(rows: &[RowChange], reset: bool) -> String {
     if reset {

@@ -87,12 +87,6 @@ macro_rules! conformance_tests {
 }
 
 pub(crate) async fn admin_tokens_are_kept_apart_from_entities(s: &dyn Store) {
-    if s.kind() == "cassandra" {
-        // Not kept in Cassandra yet: refused clearly, never accepted and lost.
-        let e = s.admin_tokens().await.unwrap_err();
-        assert!(e.to_string().contains("cassandra"), "{e}");
-        return;
-    }
     let mut changes = s.changes();
     let token = |name: &str, read_only| crate::AdminToken {
         name: name.into(),
@@ -454,14 +448,6 @@ pub(crate) async fn counters_increment_atomically<S: Store>(s: &S) {
     };
     let t = CounterTable::RateLimiting;
     let live = now() + 60;
-    if s.kind() == "cassandra" {
-        // No counters in Cassandra yet (the plugins' schemas refuse `cluster` there too):
-        // refused clearly, never counted and lost.
-        let e = s.increment_counters(t, vec![inc("second", 1, live)]).await;
-        let e = e.unwrap_err().to_string();
-        assert!(e.contains("use the local or redis policy"), "{e}");
-        return;
-    }
     let got = s
         .increment_counters(t, vec![inc("second", 1, live), inc("minute", 3, live)])
         .await

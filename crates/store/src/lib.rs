@@ -294,7 +294,7 @@ pub trait Store: Send + Sync + 'static {
 
 fn no_admin_tokens(kind: &str) -> tollgate_model::Error {
     tollgate_model::Error::database(format!(
-        "database = {kind} keeps no Admin API tokens (use database = sqlite or postgres, or admin_auth = mtls)"
+        "database = {kind} keeps no Admin API tokens (use database = sqlite, postgres or cassandra, or admin_auth = mtls)"
     ))
 }
 
@@ -308,8 +308,8 @@ pub struct AdminToken {
     pub created_at: i64,
 }
 
-/// The [`Changes`] counter a token creation or revocation moves (on PostgreSQL on every
-/// node, through `cluster_events`).
+/// The [`Changes`] counter a token creation or revocation moves (on PostgreSQL and
+/// Cassandra on every node, through `cluster_events`).
 pub const ADMIN_TOKENS: &str = "admin_tokens";
 
 /// All migrations, in order. A backend maps each name to its own DDL.

@@ -135,6 +135,10 @@ impl Feed {
                 if self.seen.insert(*at, *ts).is_some() || *node == me || self.hub.receive(data) {
                     continue;
                 }
+                if data == codec::ADMIN_TOKENS_EVENT {
+                    self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+                    continue;
+                }
                 match codec::decode(data) {
                     Ok(e) => self.deliver(e),
                     Err(e) => {

@@ -12,11 +12,16 @@
 //!   `INSERT … IF NOT EXISTS` — a lightweight transaction, so the same name created
 //!   through two nodes at once gives exactly one winner ([`unique`]).
 //! - `cluster_events ((channel), at)` with a TTL: what the other nodes replay ([`events`]).
-//! - `meta (key)`: executed migrations and the migrations lock ([`schema`]).
+//! - `meta (key)`: executed migrations, the migrations lock ([`schema`]) and the Admin API
+//!   tokens ([`admin_tokens`]).
+//! - `counters`: the rate-limiting plugins' `cluster` counters, a counter table
+//!   ([`counters`]).
 //!
 //! Tags are read from the rows themselves (a tag filter scans the entity's partition).
 
+mod admin_tokens;
 mod conn;
+mod counters;
 mod events;
 mod options;
 mod paging;
@@ -125,3 +130,5 @@ pub(crate) fn cas_unknown(e: &ExecutionError) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shared_state;

@@ -62,10 +62,17 @@ fn migration(conn: &Conn, name: &str) -> Option<Vec<String>> {
         ]),
         // Tags are read from the rows themselves: nothing to index.
         "001_tags_index" => Some(Vec::new()),
-        // Admin API tokens and the cluster rate-limiting counters are not kept in
-        // Cassandra yet: the store refuses them (`admin_auth = token` at start, the
-        // `cluster` policy in the plugins' schemas), so these migrations have nothing to do.
-        "002_admin_tokens" | "003_counters" => Some(Vec::new()),
+        // Admin API tokens are rows of `meta` ([`super::admin_tokens`]).
+        "002_admin_tokens" => Some(Vec::new()),
+        // Both rate-limiting plugins' `cluster` counters ([`super::counters`]).
+        "003_counters" => Some(vec![create(
+            conn,
+            "counters",
+            "shard int, expires bigint, tbl text, identifier text, period text, period_date bigint, \
+             service_id text, route_id text, value counter, \
+             PRIMARY KEY ((shard), expires, tbl, identifier, period, period_date, service_id, route_id)",
+            "",
+        )]),
         _ => None,
     }
 }

@@ -21,13 +21,14 @@ use super::conn::{decode, Conn, Failed, Kind, Writes};
 use super::events::{self, Feed};
 use super::options::CassandraSettings;
 use super::paging::{self, Listing};
-use super::{schema, unique};
+use super::{admin_tokens, counters, schema, unique};
 use crate::codec;
 use crate::paging::{decode_tag_offset, encode_tag_offset};
 use crate::rules::{self, now, parse_row, take_ttl, with_ttl};
 use crate::{
-    ChangeEvent, ChangeEvents, ChangeOp, Changes, Dataset, EntitySet, MigrationStatus, Page,
-    PageQuery, RawRow, RowChange, ScanPage, Store, TagFilter, TagPage,
+    AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
+    Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
+    TagFilter, TagPage,
 };
 use async_trait::async_trait;
 use scylla::value::CqlValue;
@@ -997,5 +998,45 @@ impl Store for CassandraStore {
 
     async fn migrations_reset(&self) -> Result<()> {
         schema::reset(&self.conn).await
+    }
+
+    async fn increment_counters(
+        &self,
+        table: CounterTable,
+        rows: Vec<CounterIncrement>,
+    ) -> Result<Vec<i64>> {
+        if rows.is_empty() {
+            self.ping().await?;
+            return Ok(Vec::new());
+        }
+        counters::increment(&self.conn, table, &rows).await
+    }
+
+    async fn purge_counters(&self, now: i64) -> Result<()> {
+        counters::purge(&self.conn, now).await
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        admin_tokens::list(&self.conn).await
+    }
+
+    async fn admin_token_create(&self, token: AdminToken) -> Result<()> {
+        admin_tokens::create(&self.conn, &token).await?;
+        self.admin_tokens_changed().await
+    }
+
+    async fn admin_token_revoke(&self, name: &str) -> Result<bool> {
+        let gone = admin_tokens::revoke(&self.conn, name).await?;
+        self.admin_tokens_changed().await?;
+        Ok(gone)
+    }
+}
+
+impl CassandraStore {
+    /// Moves the Admin API tokens' counter here at once and, through `cluster_events`,
+    /// on every other node.
+    async fn admin_tokens_changed(&self) -> Result<()> {
+        self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+        events::append(&self.conn, codec::ADMIN_TOKENS_EVENT.to_string()).await
     }
 }

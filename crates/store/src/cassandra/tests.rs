@@ -9,15 +9,15 @@ use crate::{ChangeEvent, PageQuery, Store, MIGRATIONS};
 use serde_json::json;
 use std::time::Duration;
 
-struct Ks;
+pub(super) struct Ks;
 
-async fn store(ks: &str, frequency: Duration) -> CassandraStore {
+pub(super) async fn store(ks: &str, frequency: Duration) -> CassandraStore {
     CassandraStore::connect(TestCassandra::shared().settings(ks, frequency))
         .await
         .unwrap()
 }
 
-async fn open() -> (Ks, CassandraStore) {
+pub(super) async fn open() -> (Ks, CassandraStore) {
     let s = store(&fresh_keyspace(), Duration::from_millis(200)).await;
     assert_eq!(s.migrations_bootstrap().await.unwrap(), MIGRATIONS.to_vec());
     (Ks, s)

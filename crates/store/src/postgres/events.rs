@@ -30,11 +30,7 @@ pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 /// Rows read per poll query.
 const BATCH: i64 = 512;
 
-/// The stored form of a commit that created or revoked an Admin API token: it moves the
-/// [`crate::ADMIN_TOKENS`] counter on every node, which then rereads the token table.
-pub(crate) const ADMIN_TOKENS_EVENT: &str = r#"{"admin_tokens":true}"#;
-
-pub(crate) use crate::codec::{decode, encode};
+pub(crate) use crate::codec::{decode, encode, ADMIN_TOKENS_EVENT};
 
 /// Where this node's replay stands and where it delivers.
 pub(crate) struct Feed {
