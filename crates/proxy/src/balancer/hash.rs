@@ -264,6 +264,7 @@ mod tests {
             ip: None,
             weight,
             state: Arc::new(TargetState::default()),
+            addrs: Default::default(),
         }
     }
 
