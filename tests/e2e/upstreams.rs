@@ -467,9 +467,13 @@ async fn consistent_hashing_is_sticky_and_remaps_minimally() {
     wait_targets(&g, "ch", 4).await;
     let second = user_map(&g, "/ch", 200).await;
     let moved: Vec<_> = first.iter().zip(&second).filter(|(x, y)| x != y).collect();
+    // Kong's continuum: a new target's points that take an old target's
+    // positions give that target extra points, which take a sliver (about
+    // 1% of keys) from a neighbour; all else moves to the new target.
+    let elsewhere = moved.iter().filter(|(_, y)| *y != "d").count();
     assert!(
-        moved.iter().all(|(_, y)| *y == "d"),
-        "only to the new target"
+        elsewhere <= 8,
+        "moved to old targets: {elsewhere} of {moved:?}"
     );
     assert!((20..90).contains(&moved.len()), "moved {}", moved.len());
 

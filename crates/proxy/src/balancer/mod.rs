@@ -127,8 +127,8 @@ pub struct Balancer {
     pub targets: Vec<BTarget>,
     /// Round-robin wheel: target indices interleaved by weight.
     wheel: Vec<u32>,
-    /// Consistent-hashing ring: `slots` entries of target indices.
-    ring: Vec<u32>,
+    /// Consistent-hashing ring: Kong's continuum of `slots` positions.
+    ring: hash::Ring,
     pub hash: hash::HashCfg,
     state: Arc<UpstreamState>,
     /// Kong's `is_upstream_using_healthcheck`.
@@ -294,7 +294,7 @@ impl Balancer {
         let ring = if algorithm == Algorithm::ConsistentHashing {
             hash::build_ring(&list, slots)
         } else {
-            Vec::new()
+            hash::Ring::default()
         };
         let client_certificate = match row.get("client_certificate") {
             Some(serde_json::Value::Object(m)) => {
@@ -382,15 +382,10 @@ impl Balancer {
     fn pick_avoiding(&self, hash: Option<u64>, tried: u64) -> Option<usize> {
         match self.algorithm {
             Algorithm::ConsistentHashing if !self.ring.is_empty() => {
-                let n = self.ring.len();
-                // Without a hash value Kong's ring falls back to a round-robin walk.
-                let start = match hash {
-                    Some(h) => (h % n as u64) as usize,
-                    None => self.state.position.fetch_add(1, Ordering::Relaxed) % n,
-                };
-                (0..n)
-                    .map(|k| self.ring[(start + k) % n] as usize)
-                    .find(|&i| self.usable(i, tried))
+                // Without a value to hash, a round-robin walk of the ring.
+                let h = hash
+                    .unwrap_or_else(|| self.state.position.fetch_add(1, Ordering::Relaxed) as u64);
+                self.ring.walk(h).find(|&i| self.usable(i, tried))
             }
             Algorithm::LeastConnections | Algorithm::Latency => {
                 let start = self.state.position.fetch_add(1, Ordering::Relaxed);
