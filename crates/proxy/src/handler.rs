@@ -890,7 +890,13 @@ async fn proxy<'s>(
                     let t = &u.targets[i];
                     mark_tried(&mut tried, i);
                     picked = Some((t, i));
-                    in_flight = Some(InFlight::new(t));
+                    // (only the algorithms that read them pay for these counts)
+                    if matches!(
+                        u.algorithm,
+                        Algorithm::LeastConnections | Algorithm::Latency
+                    ) {
+                        in_flight = Some(InFlight::new(t));
+                    }
                     (Cow::Borrowed(t.host.as_str()), t.port)
                 }
                 None if tries == 1 => {
@@ -912,15 +918,15 @@ async fn proxy<'s>(
         let resolved = match (upstream_entity, picked) {
             // A target named by a host name: Kong's resolver (SRV, A, TTLs),
             // and one of its addresses, by their own health.
-            (Some(u), Some((t, _))) if t.ip.is_none() => {
+            (Some(u), Some((t, i))) if t.ip.is_none() => {
                 match t.resolve(&u.id).await {
                     Ok(set) => {
                         t.state.dns_error.store(false, Ordering::Relaxed);
                         let k = set
-                            .pick(hash, |a| {
-                                u.address_usable(a) && !tried_addrs.contains(&a.addr)
+                            .pick(hash, |k, a| {
+                                u.address_usable(a) && !tried_addrs.contains(i, k)
                             })
-                            .or_else(|| set.pick(hash, |a| u.address_usable(a)));
+                            .or_else(|| set.pick(hash, |_, a| u.address_usable(a)));
                         match k {
                             Some(k) => {
                                 let a = &set.addrs[k];
@@ -929,7 +935,7 @@ async fn proxy<'s>(
                                 }
                                 // (an SRV record's port; Kong's Host carries it)
                                 target_port = a.addr.port();
-                                tried_addrs.add(a.addr);
+                                tried_addrs.add(i, k);
                                 let addr = a.addr;
                                 picked_addr = Some((set, k));
                                 Some(addr)
@@ -1158,7 +1164,9 @@ async fn proxy<'s>(
                 if let (Some(u), Some((t, _))) = (upstream_entity, picked) {
                     let a = picked_addr.as_ref().map(|(s, k)| &s.addrs[*k]);
                     u.report_status(t, a, resp.status().as_u16());
-                    t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                    if u.algorithm == Algorithm::Latency {
+                        t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                    }
                 }
                 // The connection goes back to the pool when the response body ends.
                 let keep = upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS;

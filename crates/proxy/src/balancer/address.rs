@@ -51,7 +51,7 @@ impl AddrSet {
 
     /// An address `ok` accepts: round-robin, or for a hash value always the
     /// same one while it is up (stickiness within the name).
-    pub fn pick(&self, hash: Option<u64>, ok: impl Fn(&Address) -> bool) -> Option<usize> {
+    pub fn pick(&self, hash: Option<u64>, ok: impl Fn(usize, &Address) -> bool) -> Option<usize> {
         let n = self.addrs.len();
         if n == 0 {
             return None;
@@ -62,7 +62,7 @@ impl AddrSet {
         };
         (0..n)
             .map(|k| (start + k) % n)
-            .find(|&k| ok(&self.addrs[k]))
+            .find(|&k| ok(k, &self.addrs[k]))
     }
 
     pub fn any_healthy(&self) -> bool {
@@ -70,20 +70,20 @@ impl AddrSet {
     }
 }
 
-/// Addresses a request already failed on (a retry prefers others); a fixed
-/// array, so a request allocates nothing for it.
-#[derive(Default)]
-pub struct TriedAddrs {
-    list: [Option<SocketAddr>; 8],
-    n: usize,
-}
+/// Addresses a request already tried (a retry prefers others): a bit per
+/// (target, address) pair, folded into 128 bits so the request future stays
+/// small; a fold collision only makes a retry less choosy, never wrong.
+#[derive(Default, Clone, Copy)]
+pub struct TriedAddrs(u128);
 
 impl TriedAddrs {
-    pub fn add(&mut self, a: SocketAddr) {
-        self.list[self.n % 8] = Some(a);
-        self.n += 1;
+    fn bit(target: usize, addr: usize) -> u128 {
+        1 << ((target.wrapping_mul(16).wrapping_add(addr)) % 128)
     }
-    pub fn contains(&self, a: &SocketAddr) -> bool {
-        self.list.iter().any(|x| x.as_ref() == Some(a))
+    pub fn add(&mut self, target: usize, addr: usize) {
+        self.0 |= Self::bit(target, addr);
+    }
+    pub fn contains(&self, target: usize, addr: usize) -> bool {
+        self.0 & Self::bit(target, addr) != 0
     }
 }

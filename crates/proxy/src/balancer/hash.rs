@@ -104,7 +104,8 @@ impl HashCfg {
             let v: Option<Cow<'_, str>> = match on {
                 HashOn::None => return (None, None),
                 HashOn::Consumer => req.consumer.map(Cow::Borrowed),
-                HashOn::Ip => Some(Cow::Owned(req.ip.to_string())),
+                // (formatted on the stack: Kong's `remote_addr` text)
+                HashOn::Ip => return (Some(hash_ip(req.ip)), None),
                 HashOn::Header => header.as_deref().and_then(|h| {
                     let mut all = req
                         .headers
@@ -209,6 +210,16 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The hash of an IP's text, formatted without allocating.
+fn hash_ip(ip: IpAddr) -> u64 {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let n = 48 - w.len();
+    xxh32(&buf[..n]) as u64
 }
 
 /// The hash of a value to hash on: Kong's `xxhash32(tostring(value))`.
