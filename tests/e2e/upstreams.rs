@@ -147,20 +147,11 @@ async fn setup(g: &Gateway, name: &str, upstream: Value, targets: &[(&Backend, u
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    let (s, b) = g
-        .post(
-            "/services",
-            json!({"name": name, "host": name, "port": 80, "retries": 5}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = g
-        .post(
-            &format!("/services/{name}/routes"),
-            json!({"paths": [format!("/{name}")]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    service(
+        g,
+        json!({"name": name, "host": name, "port": 80, "retries": 5}),
+    )
+    .await;
     wait_targets(g, name, targets.len()).await;
     g.proxy_until(&format!("/{name}"), None, |s| s != StatusCode::NOT_FOUND)
         .await;
@@ -697,14 +688,7 @@ async fn target_names_resolve_through_the_configured_dns_server() {
     // the record moves: the old answer holds for its TTL, then the new one
     zone.set("app.test", vec![Rr::A("127.0.0.2".parse().unwrap(), 2)]);
     assert_eq!(spread(&g, "/named", 1).await.get("a"), Some(&1));
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        if spread(&g, "/named", 1).await.contains_key("y") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "TTL never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served_by(&g, "/named", "y").await;
     assert!(y.hits() >= 1);
 
     // SRV: the record's port, and with use_srv_name its name as Host
@@ -881,6 +865,32 @@ async fn addresses(g: &Gateway, name: &str) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// A service (`body`, with its `name`) and a route `/{name}` to it.
+async fn service(g: &Gateway, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    let (s, b) = g.post("/services", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = g
+        .post(
+            &format!("/services/{name}/routes"),
+            json!({"paths": [format!("/{name}")]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// Waits until `backend` answers on `path` (a DNS record moved, its TTL ran out).
+async fn until_served_by(g: &Gateway, path: &str, backend: &str) {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        if spread(g, path, 1).await.contains_key(backend) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "TTL never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_is_balanced_over_its_addresses_with_health_per_address() {
     let zone = Zone::default();
@@ -904,17 +914,7 @@ async fn a_name_is_balanced_over_its_addresses_with_health_per_address() {
         .post("/upstreams/multi/targets", json!({"target": target}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, _) = g
-        .post(
-            "/services",
-            json!({"name": "multi", "host": "multi", "retries": 3}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = g
-        .post("/services/multi/routes", json!({"paths": ["/multi"]}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    service(&g, json!({"name": "multi", "host": "multi", "retries": 3})).await;
     g.proxy_until("/multi", None, |s| s == StatusCode::OK).await;
 
     // both addresses take traffic, and /health lists each with its health
@@ -1005,20 +1005,7 @@ async fn service_hosts_resolve_through_the_configured_resolver() {
     ])
     .await;
     for (name, host) in [("svc", "svc.test"), ("hf", "hosts-only.test")] {
-        let (s, b) = g
-            .post(
-                "/services",
-                json!({"name": name, "host": host, "port": x.port}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-        let (s, _) = g
-            .post(
-                &format!("/services/{name}/routes"),
-                json!({"paths": [format!("/{name}")]}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED);
+        service(&g, json!({"name": name, "host": host, "port": x.port})).await;
     }
     let r = g.proxy_until("/svc", None, |s| s == StatusCode::OK).await;
     assert_eq!(r.text().await.unwrap(), "x");
@@ -1028,23 +1015,9 @@ async fn service_hosts_resolve_through_the_configured_resolver() {
 
     // the record moves: the old answer holds for its TTL, then the new one
     zone.set("svc.test", vec![Rr::A("127.0.0.3".parse().unwrap(), 1)]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if spread(&g, "/svc", 1).await.contains_key("y") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "TTL never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served_by(&g, "/svc", "y").await;
     // a name nobody knows: Kong's 503
-    let (s, _) = g
-        .post("/services", json!({"name": "nx", "host": "nx.test"}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = g
-        .post("/services/nx/routes", json!({"paths": ["/nx"]}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    service(&g, json!({"name": "nx", "host": "nx.test"})).await;
     let r = g
         .proxy_until("/nx", None, |s| s == StatusCode::SERVICE_UNAVAILABLE)
         .await;
