@@ -846,6 +846,10 @@ async fn proxy<'s>(
         Some(b) if b.algorithm == Algorithm::ConsistentHashing => b.hash.value(&HashInput {
             consumer: plan.auth.as_ref().map(|a| &*a.consumer_id),
             ip: remote_addr,
+            // (the connection's peer, already formatted once per connection)
+            ip_text: (remote_addr == peer_ip)
+                .then(|| conn.peer_ip_value.to_str().ok())
+                .flatten(),
             headers: client_headers,
             path: &norm,
             query: query.as_deref(),

@@ -60,6 +60,8 @@ pub struct HashCfg {
 pub struct HashInput<'a> {
     pub consumer: Option<&'a str>,
     pub ip: IpAddr,
+    /// `ip` as text, when the caller has it formatted already.
+    pub ip_text: Option<&'a str>,
     pub headers: &'a HeaderMap,
     /// The normalized request path (nginx `$uri`).
     pub path: &'a str,
@@ -105,7 +107,13 @@ impl HashCfg {
                 HashOn::None => return (None, None),
                 HashOn::Consumer => req.consumer.map(Cow::Borrowed),
                 // (formatted on the stack: Kong's `remote_addr` text)
-                HashOn::Ip => return (Some(hash_ip(req.ip)), None),
+                HashOn::Ip => {
+                    let h = match req.ip_text {
+                        Some(t) => hash_str(t),
+                        None => hash_ip(req.ip),
+                    };
+                    return (Some(h), None);
+                }
                 HashOn::Header => header.as_deref().and_then(|h| {
                     let mut all = req
                         .headers
@@ -519,6 +527,7 @@ mod tests {
         let input = |consumer| HashInput {
             consumer,
             ip: "10.0.0.1".parse().unwrap(),
+            ip_text: None,
             headers: &h,
             path: "/p",
             query: Some("k=v"),
