@@ -3,9 +3,11 @@
 //! ([`state`]) kept outside the snapshot so it survives rebuilds.
 //!
 //! Picking is lock-free: an atomic position on a precomputed weighted wheel
-//! (round-robin), a precomputed ring of `slots` (consistent-hashing), or a
-//! scan of the targets' atomics (least-connections, latency). Unhealthy
-//! targets, and targets this request already tried, are skipped.
+//! (round-robin), Kong's continuum of `slots` positions (consistent-hashing,
+//! [`hash`]), or a scan of the targets' atomics (least-connections, latency).
+//! Unhealthy targets, and targets this request already tried, are skipped. A
+//! target named by a host name then picks one of its resolved addresses
+//! ([`address`]), each with its own health, as Kong keeps it per address.
 
 pub mod address;
 pub mod dns;
