@@ -310,7 +310,8 @@ def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None
                 base_routes=True, prometheus=False, balanced=False, ratelimit=None):
     """Kong 3.0 declarative YAML with the same routes as peer_conf. `prometheus`: plus a
     global prometheus plugin counting statuses, latencies and bandwidth. `balanced`: the
-    base service goes through an upstream of three targets (127.0.0.1-3, round-robin).
+    base service goes through an upstream of three targets (127.0.0.1-3), round-robin
+    (True or "round-robin") or "consistent-hashing" (hash_on ip)
     `ratelimit`: plus a global rate-limiting plugin (see `ratelimit_plugin`)."""
     out = ['_format_version: "3.0"\n']
     if prometheus or ratelimit:
@@ -323,7 +324,10 @@ def declarative(upstream_port, ws_port=None, routes=0, consumers=0, keyauth=None
     if ratelimit:
         out.append(ratelimit_plugin(ratelimit))
     if balanced:
-        out.append("upstreams:\n- name: bench-3\n  targets:\n")
+        out.append("upstreams:\n- name: bench-3\n")
+        if balanced == "consistent-hashing":
+            out.append("  algorithm: consistent-hashing\n  hash_on: ip\n")
+        out.append("  targets:\n")
         for i in (1, 2, 3):
             out.append(f"  - target: 127.0.0.{i}:{upstream_port}\n")
     out.append("services:\n")

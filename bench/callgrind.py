@@ -84,7 +84,7 @@ def run_one(args, tmp, which, n, up_port, rep=0):
         cfg = os.path.join(prefix, "kong.yml")
         with open(cfg, "w") as f:
             f.write(B.declarative(up_port, prometheus=args.prometheus,
-                                  ratelimit=args.ratelimit_conf))
+                                  ratelimit=args.ratelimit_conf, balanced=args.upstream))
         port, admin, status = B.free_port(), B.free_port(), B.free_port()
         env = B.gateway_env(prefix, port, None, admin, status, cfg, None, None)
         log = open(os.path.join(prefix, "stderr.log"), "w")
@@ -121,6 +121,9 @@ def main():
     ap.add_argument("--ratelimit", choices=["local", "redis"], default=None,
                     help="the gateway with a global rate-limiting plugin (the 'ratelimit-*' "
                     "scenarios); redis starts a redis-server on core 0")
+    ap.add_argument("--upstream", choices=["round-robin", "consistent-hashing"], default=None,
+                    help="the gateway's service through an upstream of three targets "
+                    "(127.0.0.1-3) with this algorithm (consistent-hashing: hash_on ip)")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     B.need_tools(["valgrind", "nginx", "taskset", "callgrind_annotate"])

@@ -223,10 +223,15 @@ fn gui_config(config: &Config) -> anyhow::Result<Option<tollgate_admin::gui::Gui
 
 async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let catalog = Arc::new(node::catalog(&config)?);
-    if let Some(v) = config.dns.get("dns_resolver") {
-        let servers =
-            tollgate_proxy::balancer::dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?;
-        tollgate_proxy::balancer::dns::configure(servers);
+    {
+        use tollgate_proxy::balancer::dns;
+        let servers = match config.dns.get("dns_resolver") {
+            Some(v) => dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?,
+            None => Vec::new(),
+        };
+        let key = |k: &str| config.dns.get(k).map(String::as_str);
+        dns::configure(servers, key("dns_order"), key("dns_hostsfile"))
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
     node::install_counters(&config, &store);

@@ -148,20 +148,11 @@ async fn setup(g: &Gateway, name: &str, upstream: Value, targets: &[(&Backend, u
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    let (s, b) = g
-        .post(
-            "/services",
-            json!({"name": name, "host": name, "port": 80, "retries": 5}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = g
-        .post(
-            &format!("/services/{name}/routes"),
-            json!({"paths": [format!("/{name}")]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    service(
+        g,
+        json!({"name": name, "host": name, "port": 80, "retries": 5}),
+    )
+    .await;
     wait_targets(g, name, targets.len()).await;
     g.proxy_until(&format!("/{name}"), None, |s| s != StatusCode::NOT_FOUND)
         .await;
@@ -467,9 +458,13 @@ async fn consistent_hashing_is_sticky_and_remaps_minimally() {
     wait_targets(&g, "ch", 4).await;
     let second = user_map(&g, "/ch", 200).await;
     let moved: Vec<_> = first.iter().zip(&second).filter(|(x, y)| x != y).collect();
+    // Kong's continuum: a new target's points that take an old target's
+    // positions give that target extra points, which take a sliver (about
+    // 1% of keys) from a neighbour; all else moves to the new target.
+    let elsewhere = moved.iter().filter(|(_, y)| *y != "d").count();
     assert!(
-        moved.iter().all(|(_, y)| *y == "d"),
-        "only to the new target"
+        elsewhere <= 8,
+        "moved to old targets: {elsewhere} of {moved:?}"
     );
     assert!((20..90).contains(&moved.len()), "moved {}", moved.len());
 
@@ -712,14 +707,7 @@ async fn target_names_resolve_through_the_configured_dns_server() {
     // the record moves: the old answer holds for its TTL, then the new one
     zone.set("app.test", vec![Rr::A("127.0.0.2".parse().unwrap(), 2)]);
     assert_eq!(spread(&g, "/named", 1).await.get("a"), Some(&1));
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        if spread(&g, "/named", 1).await.contains_key("y") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "TTL never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served_by(&g, "/named", "y").await;
     assert!(y.hits() >= 1);
 
     // SRV: the record's port, and with use_srv_name its name as Host
@@ -854,3 +842,183 @@ async fn below_the_health_threshold_the_upstream_takes_no_traffic() {
 }
 
 crate::on_each_database!(round_robin_follows_weights_and_503_without_a_peer);
+
+/// ip → health of the addresses of `name`'s first target, from
+/// `GET /upstreams/{u}/health` (`data[].data.addresses[]`).
+async fn addresses(g: &Gateway, name: &str) -> HashMap<String, String> {
+    let (s, b) = g.get(&format!("/upstreams/{name}/health")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["data"][0]["data"]["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| {
+                    Some((
+                        x["ip"].as_str()?.to_owned(),
+                        x["health"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A service (`body`, with its `name`) and a route `/{name}` to it.
+async fn service(g: &Gateway, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    let (s, b) = g.post("/services", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = g
+        .post(
+            &format!("/services/{name}/routes"),
+            json!({"paths": [format!("/{name}")]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// Waits until `backend` answers on `path` (a DNS record moved, its TTL ran out).
+async fn until_served_by(g: &Gateway, path: &str, backend: &str) {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        if spread(g, path, 1).await.contains_key(backend) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "TTL never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_balanced_over_its_addresses_with_health_per_address() {
+    let zone = Zone::default();
+    let (dns, _dh) = zone.serve().await;
+    let one = Backend::start("one").await;
+    let _two = Backend::start_at("two", &format!("127.0.0.2:{}", one.port)).await;
+    zone.set(
+        "multi.test",
+        vec![
+            Rr::A("127.0.0.1".parse().unwrap(), 30),
+            Rr::A("127.0.0.2".parse().unwrap(), 30),
+        ],
+    );
+    let g = Gateway::start_with(&[("KONG_DNS_RESOLVER", &dns.to_string())]).await;
+    let target = format!("multi.test:{}", one.port);
+    let mut up = passive(2, 0);
+    up["name"] = json!("multi");
+    let (s, b) = g.post("/upstreams", up).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = g
+        .post("/upstreams/multi/targets", json!({"target": target}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    service(&g, json!({"name": "multi", "host": "multi", "retries": 3})).await;
+    g.proxy_until("/multi", None, |s| s == StatusCode::OK).await;
+
+    // both addresses take traffic, and /health lists each with its health
+    let got = spread(&g, "/multi", 20).await;
+    assert_eq!(
+        (got.get("one"), got.get("two")),
+        (Some(&10), Some(&10)),
+        "{got:?}"
+    );
+    let want = |a: &str, b: &str| {
+        HashMap::from([
+            ("127.0.0.1".to_owned(), a.to_owned()),
+            ("127.0.0.2".to_owned(), b.to_owned()),
+        ])
+    };
+    assert_eq!(addresses(&g, "multi").await, want("HEALTHY", "HEALTHY"));
+
+    // one address marked unhealthy through the per-address endpoint: only
+    // the other takes traffic, and the target stays healthy
+    let (s, b) = g
+        .put(
+            &format!(
+                "/upstreams/multi/targets/{target}/127.0.0.2:{}/unhealthy",
+                one.port
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    assert_eq!(addresses(&g, "multi").await, want("HEALTHY", "UNHEALTHY"));
+    assert_eq!(health(&g, "multi").await[&target], "HEALTHY");
+    assert_eq!(
+        spread(&g, "/multi", 10).await,
+        HashMap::from([("one".to_owned(), 10)])
+    );
+
+    // back, then the other address killed: the passive breaker takes out
+    // that address alone, retries keep client errors at zero
+    let (s, _) = g
+        .put(
+            &format!(
+                "/upstreams/multi/targets/{target}/127.0.0.2:{}/healthy",
+                one.port
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    one.stop();
+    assert_eq!(
+        spread(&g, "/multi", 20).await,
+        HashMap::from([("two".to_owned(), 20)])
+    );
+    assert_eq!(addresses(&g, "multi").await, want("UNHEALTHY", "HEALTHY"));
+
+    // the whole target by name: every address
+    let (s, _) = g
+        .put(
+            &format!("/upstreams/multi/targets/{target}/unhealthy"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(addresses(&g, "multi").await, want("UNHEALTHY", "UNHEALTHY"));
+    assert_eq!(health(&g, "multi").await[&target], "UNHEALTHY");
+    let r = g
+        .client
+        .get(format!("{}/multi", g.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_hosts_resolve_through_the_configured_resolver() {
+    let zone = Zone::default();
+    let (dns, _dh) = zone.serve().await;
+    // only on 127.0.0.2: the system resolver knows no such names
+    let x = Backend::start_at("x", "127.0.0.2:0").await;
+    let _y = Backend::start_at("y", &format!("127.0.0.3:{}", x.port)).await;
+    zone.set("svc.test", vec![Rr::A("127.0.0.2".parse().unwrap(), 1)]);
+    let hosts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(hosts.path(), "# test\n127.0.0.3 hosts-only.test\n").unwrap();
+    let g = Gateway::start_with(&[
+        ("KONG_DNS_RESOLVER", &dns.to_string()),
+        ("KONG_DNS_HOSTSFILE", hosts.path().to_str().unwrap()),
+    ])
+    .await;
+    for (name, host) in [("svc", "svc.test"), ("hf", "hosts-only.test")] {
+        service(&g, json!({"name": name, "host": host, "port": x.port})).await;
+    }
+    let r = g.proxy_until("/svc", None, |s| s == StatusCode::OK).await;
+    assert_eq!(r.text().await.unwrap(), "x");
+    // a name only the hosts file (dns_hostsfile) knows
+    let r = g.proxy_until("/hf", None, |s| s == StatusCode::OK).await;
+    assert_eq!(r.text().await.unwrap(), "y");
+
+    // the record moves: the old answer holds for its TTL, then the new one
+    zone.set("svc.test", vec![Rr::A("127.0.0.3".parse().unwrap(), 1)]);
+    until_served_by(&g, "/svc", "y").await;
+    // a name nobody knows: Kong's 503
+    service(&g, json!({"name": "nx", "host": "nx.test"})).await;
+    let r = g
+        .proxy_until("/nx", None, |s| s == StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "name resolution failed");
+}

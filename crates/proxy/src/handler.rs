@@ -1,5 +1,6 @@
 //! The request path: route, Kong's checks, forward, respond.
 
+use crate::balancer::address::{AddrSet, TriedAddrs};
 use crate::balancer::hash::HashInput;
 use crate::balancer::state::Outcome;
 use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
@@ -839,13 +840,16 @@ async fn proxy<'s>(
     // Balancer: targets to try.
     let mut tries: u32 = 0;
     let mut last_connect_err: Option<ConnectError> = None;
-    let mut dns_cache: Option<Vec<SocketAddr>> = None;
     let upstream_entity: Option<&Arc<Balancer>> = snap.upstreams.get(&service.host);
     // Consistent hashing: the value is hashed once, on the first try (Kong).
     let (hash, hash_cookie) = match upstream_entity {
         Some(b) if b.algorithm == Algorithm::ConsistentHashing => b.hash.value(&HashInput {
             consumer: plan.auth.as_ref().map(|a| &*a.consumer_id),
             ip: remote_addr,
+            // (the connection's peer, already formatted once per connection)
+            ip_text: (remote_addr == peer_ip)
+                .then(|| conn.peer_ip_value.to_str().ok())
+                .flatten(),
             headers: client_headers,
             path: &norm,
             query: query.as_deref(),
@@ -858,6 +862,8 @@ async fn proxy<'s>(
     let mut picked: Option<(&BTarget, usize)> = None;
     let mut in_flight: Option<InFlight<'_>> = None;
     let mut dns_skips = 0;
+    // Addresses of named targets this request failed on.
+    let mut tried_addrs = TriedAddrs::default();
     let proxy_latency = ms_since(cx.start);
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
@@ -892,7 +898,13 @@ async fn proxy<'s>(
                     let t = &u.targets[i];
                     mark_tried(&mut tried, i);
                     picked = Some((t, i));
-                    in_flight = Some(InFlight::new(t));
+                    // (only the algorithms that read them pay for these counts)
+                    if matches!(
+                        u.algorithm,
+                        Algorithm::LeastConnections | Algorithm::Latency
+                    ) {
+                        in_flight = Some(InFlight::new(t));
+                    }
                     (Cow::Borrowed(t.host.as_str()), t.port)
                 }
                 None if tries == 1 => {
@@ -908,27 +920,42 @@ async fn proxy<'s>(
             },
             None => (Cow::Borrowed(&service.host), service.port),
         };
-        // Passive health check report on the target picked for this try.
-        let report = |o: Outcome| {
-            if let (Some(u), Some((_, i))) = (upstream_entity, picked) {
-                u.report_passive(i, o);
-            }
-        };
         let mut target_host = target_host;
+        // The address of a named target picked for this try.
+        let mut picked_addr: Option<(Arc<AddrSet>, usize)> = None;
         let resolved = match (upstream_entity, picked) {
-            // A target named by a host name: Kong's resolver (SRV, A, TTLs).
-            (Some(u), Some((t, _))) if t.ip.is_none() => {
-                match crate::balancer::dns::resolve(&t.host, t.port).await {
-                    Ok(r) => {
+            // A target named by a host name: Kong's resolver (SRV, A, TTLs),
+            // and one of its addresses, by their own health.
+            (Some(u), Some((t, i))) if t.ip.is_none() => {
+                match t.resolve(&u.id).await {
+                    Ok(set) => {
                         t.state.dns_error.store(false, Ordering::Relaxed);
-                        r.pick().map(|(a, srv)| {
-                            if let (true, Some(n)) = (u.use_srv_name, srv) {
-                                target_host = Cow::Owned(n.clone());
+                        let k = set
+                            .pick(hash, |k, a| {
+                                u.address_usable(a) && !tried_addrs.contains(i, k)
+                            })
+                            .or_else(|| set.pick(hash, |_, a| u.address_usable(a)));
+                        match k {
+                            Some(k) => {
+                                let a = &set.addrs[k];
+                                if let (true, Some(n)) = (u.use_srv_name, &a.srv_name) {
+                                    target_host = Cow::Owned(n.clone());
+                                }
+                                // (an SRV record's port; Kong's Host carries it)
+                                target_port = a.addr.port();
+                                tried_addrs.add(i, k);
+                                let addr = a.addr;
+                                picked_addr = Some((set, k));
+                                Some(addr)
                             }
-                            // (an SRV record's port; Kong's Host carries it)
-                            target_port = a.port();
-                            *a
-                        })
+                            // every address went down since the pick: another target
+                            None if dns_skips < u.targets.len() => {
+                                dns_skips += 1;
+                                tries -= 1;
+                                continue;
+                            }
+                            None => None,
+                        }
                     }
                     Err(e) => {
                         tracing::debug!(target = %t.target, "target name resolution failed: {e}");
@@ -943,15 +970,33 @@ async fn proxy<'s>(
                     }
                 }
             }
+            // An IP target, or the service's own host: a name goes through
+            // the same resolver (`dns_resolver`, `dns_order`, TTLs).
             _ => {
-                resolve(
-                    &target_host,
-                    target_port,
-                    upstream_entity.is_none(),
-                    &mut dns_cache,
-                    tries,
-                )
-                .await
+                let h = target_host.trim_start_matches('[').trim_end_matches(']');
+                match h.parse::<IpAddr>() {
+                    Ok(ip) => Some(SocketAddr::new(ip, target_port)),
+                    Err(_) => {
+                        match crate::balancer::dns::resolve_in(&service.resolved, h, target_port)
+                            .await
+                        {
+                            Ok(r) => r.pick().map(|(a, _)| {
+                                target_port = a.port();
+                                *a
+                            }),
+                            Err(e) => {
+                                tracing::debug!(host = %h, "service host resolution failed: {e}");
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        // Passive health check report on the target (address) picked for this try.
+        let report = |o: Outcome| {
+            if let (Some(u), Some((t, _))) = (upstream_entity, picked) {
+                u.report_passive(t, picked_addr.as_ref().map(|(s, k)| &s.addrs[*k]), o);
             }
         };
         let addr = match resolved {
@@ -1124,9 +1169,12 @@ async fn proxy<'s>(
                 break Err(504);
             }
             Watched::Sent(Ok(resp)) => {
-                if let (Some(u), Some((t, i))) = (upstream_entity, picked) {
-                    u.report_status(i, resp.status().as_u16());
-                    t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                if let (Some(u), Some((t, _))) = (upstream_entity, picked) {
+                    let a = picked_addr.as_ref().map(|(s, k)| &s.addrs[*k]);
+                    u.report_status(t, a, resp.status().as_u16());
+                    if u.algorithm == Algorithm::Latency {
+                        t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                    }
                 }
                 // The connection goes back to the pool when the response body ends.
                 let keep = upgrade_to.is_none() || resp.status() != StatusCode::SWITCHING_PROTOCOLS;
@@ -1366,30 +1414,6 @@ fn is_timeout(e: &hyper::Error) -> bool {
         src = s.source();
     }
     e.is_timeout()
-}
-
-async fn resolve(
-    host: &str,
-    port: u16,
-    cache: bool,
-    dns_cache: &mut Option<Vec<SocketAddr>>,
-    attempt: u32,
-) -> Option<SocketAddr> {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = h.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    if cache {
-        if dns_cache.is_none() {
-            *dns_cache = Some(tokio::net::lookup_host((h, port)).await.ok()?.collect());
-        }
-        let list = dns_cache.as_ref()?;
-        if list.is_empty() {
-            return None;
-        }
-        return Some(list[(attempt as usize - 1) % list.len()]);
-    }
-    tokio::net::lookup_host((h, port)).await.ok()?.next()
 }
 
 /// What went wrong with the client's request body.

@@ -8,8 +8,9 @@
 //!   on `ssl` listeners), routes with `tollgate-router` and forwards through the
 //!   upstream connection pool ([`upstream`]).
 //! * [`balancer`]: Kong's upstreams (round-robin, consistent-hashing,
-//!   least-connections, latency), passive and active health checks and target
-//!   name resolution; state outlives snapshots. [`Snapshot::health_states`]
+//!   least-connections, latency), passive and active health checks (per
+//!   resolved address) and name resolution for targets and service hosts
+//!   ([`balancer::dns`]); state outlives snapshots. [`Snapshot::health_states`]
 //!   reports each target address's health (Admin API, metrics).
 //! * [`errors`]: Kong's exact client-visible error bodies.
 //! * [`phases`]: the plugin phase runner; [`downstream`]: the body_filter and log

@@ -4,10 +4,10 @@
 //! when no snapshot holds the upstream any more. Target state lives in
 //! [`super::state`], so it is the same state the request path reads.
 
-use super::state::Outcome;
+use super::state::{Outcome, TargetState};
 use super::{ActiveCfg, Balancer};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -63,25 +63,57 @@ async fn run(mut rx: watch::Receiver<Weak<Balancer>>) {
     }
 }
 
-/// Probes the targets whose interval (healthy or unhealthy, by their state)
-/// has elapsed, `concurrency` at a time.
+/// One address to probe.
+struct Job {
+    /// The target's `target` and the address, for logs and `last`.
+    key: String,
+    host: String,
+    addr: Option<SocketAddr>,
+    state: Arc<TargetState>,
+}
+
+/// Probes the addresses whose interval (healthy or unhealthy, by their
+/// state) has elapsed, `concurrency` at a time. A name's addresses are
+/// probed one by one, each reporting to its own state.
 async fn check_due(b: &Arc<Balancer>, cfg: &ActiveCfg, last: &mut HashMap<String, Instant>) {
     let now = Instant::now();
-    let due: Vec<usize> = (0..b.targets.len())
-        .filter(|&i| {
-            let t = &b.targets[i];
-            let every = if t.state.is_healthy() {
-                cfg.healthy_interval
-            } else {
-                cfg.unhealthy_interval
-            };
-            !every.is_zero()
-                && t.weight > 0
-                && last
-                    .get(&t.target)
-                    .is_none_or(|l| now.duration_since(*l) >= every)
-        })
-        .collect();
+    let mut jobs = Vec::new();
+    for t in b.targets.iter().filter(|t| t.weight > 0) {
+        match t.ip {
+            Some(ip) => jobs.push(Job {
+                key: t.target.clone(),
+                host: t.host.clone(),
+                addr: Some(SocketAddr::new(ip, t.port)),
+                state: t.state.clone(),
+            }),
+            None => match t.resolve(&b.id).await {
+                Ok(set) => jobs.extend(set.addrs.iter().map(|a| Job {
+                    key: super::address::address_key(&t.target, &a.addr),
+                    host: t.host.clone(),
+                    addr: Some(a.addr),
+                    state: a.state.clone(),
+                })),
+                // (the request path marks the DNS error)
+                Err(_) => jobs.push(Job {
+                    key: t.target.clone(),
+                    host: t.host.clone(),
+                    addr: None,
+                    state: t.state.clone(),
+                }),
+            },
+        }
+    }
+    jobs.retain(|j| {
+        let every = if j.state.is_healthy() {
+            cfg.healthy_interval
+        } else {
+            cfg.unhealthy_interval
+        };
+        !every.is_zero()
+            && last
+                .get(&j.key)
+                .is_none_or(|l| now.duration_since(*l) >= every)
+    });
     let tls = if cfg.kind == "https" {
         match crate::tls::client_config(cfg.https_verify, &[], b.client_cert.as_ref(), b"http/1.1")
         {
@@ -94,21 +126,16 @@ async fn check_due(b: &Arc<Balancer>, cfg: &ActiveCfg, last: &mut HashMap<String
     } else {
         None
     };
-    for chunk in due.chunks(cfg.concurrency) {
-        let probes = chunk.iter().map(|&i| {
-            let t = &b.targets[i];
-            last.insert(t.target.clone(), now);
+    for chunk in jobs.chunks(cfg.concurrency) {
+        let probes = chunk.iter().map(|j| {
+            last.insert(j.key.clone(), now);
             let tls = tls.clone();
-            async move {
-                let outcome = probe(&t.host, t.ip, t.port, cfg, tls).await;
-                (i, outcome)
-            }
+            async move { (j, probe(&j.host, j.addr, cfg, tls).await) }
         });
-        for (i, outcome) in futures_util::future::join_all(probes).await {
+        for (j, outcome) in futures_util::future::join_all(probes).await {
             let Some(o) = outcome else { continue };
-            let t = &b.targets[i];
-            if let Some(h) = t.state.report(o, &cfg.thresholds) {
-                tracing::info!(upstream = %b.name, target = %t.target, healthy = h,
+            if let Some(h) = j.state.report(o, &cfg.thresholds) {
+                tracing::info!(upstream = %b.name, address = %j.key, healthy = h,
                     "active health check changed the target's state");
             }
         }
@@ -118,17 +145,12 @@ async fn check_due(b: &Arc<Balancer>, cfg: &ActiveCfg, last: &mut HashMap<String
 /// One probe; `None` when the response status is in neither list.
 async fn probe(
     host: &str,
-    ip: Option<IpAddr>,
-    port: u16,
+    addr: Option<SocketAddr>,
     cfg: &ActiveCfg,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Option<Outcome> {
-    let addr = match ip {
-        Some(ip) => SocketAddr::new(ip, port),
-        None => match tokio::net::lookup_host((host, port)).await {
-            Ok(mut a) => a.next()?,
-            Err(_) => return Some(Outcome::TcpFailure),
-        },
+    let Some(addr) = addr else {
+        return Some(Outcome::TcpFailure);
     };
     let fut = async {
         let tcp = match tokio::net::TcpStream::connect(addr).await {

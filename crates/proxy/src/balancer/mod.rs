@@ -3,10 +3,13 @@
 //! ([`state`]) kept outside the snapshot so it survives rebuilds.
 //!
 //! Picking is lock-free: an atomic position on a precomputed weighted wheel
-//! (round-robin), a precomputed ring of `slots` (consistent-hashing), or a
-//! scan of the targets' atomics (least-connections, latency). Unhealthy
-//! targets, and targets this request already tried, are skipped.
+//! (round-robin), Kong's continuum of `slots` positions (consistent-hashing,
+//! [`hash`]), or a scan of the targets' atomics (least-connections, latency).
+//! Unhealthy targets, and targets this request already tried, are skipped. A
+//! target named by a host name then picks one of its resolved addresses
+//! ([`address`]), each with its own health, as Kong keeps it per address.
 
+pub mod address;
 pub mod dns;
 pub mod hash;
 pub mod health;
@@ -14,6 +17,8 @@ pub mod state;
 
 use crate::snapshot::{split_host_port, Row};
 use crate::tls::CertPair;
+use address::{AddrSet, Address};
+use arc_swap::ArcSwapOption;
 use state::{Outcome, TargetState, Thresholds, UpstreamState};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -42,7 +47,45 @@ pub struct BTarget {
     pub port: u16,
     pub ip: Option<IpAddr>,
     pub weight: u32,
+    /// Target-wide state: connections, latency, DNS errors, and the health
+    /// of an IP target (a name's health is per address, in `addrs`).
     pub state: Arc<TargetState>,
+    /// A name's addresses from its latest DNS answer.
+    pub addrs: ArcSwapOption<AddrSet>,
+}
+
+impl BTarget {
+    /// Whether the target can take traffic (health checks aside): an IP
+    /// target's own state, a name's addresses (any one up; not resolved yet
+    /// counts as up).
+    pub fn healthy(&self) -> bool {
+        if self.ip.is_some() {
+            return self.state.is_healthy();
+        }
+        self.addrs.load().as_ref().is_none_or(|s| s.any_healthy())
+    }
+
+    /// A name's addresses, from the set while its DNS answer is fresh (no
+    /// lock, no allocation), else from the resolver.
+    pub async fn resolve(&self, upstream_id: &str) -> Result<Arc<AddrSet>, String> {
+        if let Some(s) = self.addrs.load_full().filter(|s| s.source.fresh()) {
+            return Ok(s);
+        }
+        let r = dns::resolve(&self.host, self.port).await?;
+        Ok(self.addresses(upstream_id, r))
+    }
+
+    /// The address set for answer `r`, rebuilt when the answer changed.
+    fn addresses(&self, upstream_id: &str, r: Arc<dns::Resolved>) -> Arc<AddrSet> {
+        if let Some(s) = self.addrs.load_full() {
+            if Arc::ptr_eq(&s.source, &r) {
+                return s;
+            }
+        }
+        let s = Arc::new(AddrSet::build(upstream_id, &self.target, r));
+        self.addrs.store(Some(s.clone()));
+        s
+    }
 }
 
 /// Active health check settings (`healthchecks.active`).
@@ -86,8 +129,8 @@ pub struct Balancer {
     pub targets: Vec<BTarget>,
     /// Round-robin wheel: target indices interleaved by weight.
     wheel: Vec<u32>,
-    /// Consistent-hashing ring: `slots` entries of target indices.
-    ring: Vec<u32>,
+    /// Consistent-hashing ring: Kong's continuum of `slots` positions.
+    ring: hash::Ring,
     pub hash: hash::HashCfg,
     state: Arc<UpstreamState>,
     /// Kong's `is_upstream_using_healthcheck`.
@@ -162,7 +205,14 @@ impl Balancer {
                 .and_then(|v| v.as_u64())
                 .unwrap_or(100)
                 .min(65535) as u32;
+            // A name's known answer: its addresses keep their health
+            // across this rebuild.
+            let addrs = ArcSwapOption::from(match ip {
+                Some(_) => None,
+                None => dns::cached(&host, port).map(|r| Arc::new(AddrSet::build(&id, &target, r))),
+            });
             list.push(BTarget {
+                addrs,
                 state: state::target_state(&id, &target),
                 id: t
                     .get("id")
@@ -246,7 +296,7 @@ impl Balancer {
         let ring = if algorithm == Algorithm::ConsistentHashing {
             hash::build_ring(&list, slots)
         } else {
-            Vec::new()
+            hash::Ring::default()
         };
         let client_certificate = match row.get("client_certificate") {
             Some(serde_json::Value::Object(m)) => {
@@ -283,7 +333,7 @@ impl Balancer {
 
     fn usable(&self, i: usize, tried: u64) -> bool {
         let t = &self.targets[i];
-        t.weight > 0 && (!self.checks_enabled || t.state.is_healthy()) && !is_tried(tried, i)
+        t.weight > 0 && (!self.checks_enabled || t.healthy()) && !is_tried(tried, i)
     }
 
     /// Kong's balancer health (balancers.lua): the available share of the
@@ -291,9 +341,23 @@ impl Balancer {
     pub fn is_healthy(&self) -> bool {
         let (mut total, mut unavailable) = (0u64, 0u64);
         for t in &self.targets {
-            total += t.weight as u64;
-            if self.checks_enabled && !t.state.is_healthy() {
-                unavailable += t.weight as u64;
+            let w = t.weight as u64;
+            match (&t.ip, &*t.addrs.load()) {
+                // Each address of a name weighs the target's weight (A records).
+                (None, Some(set)) => {
+                    for a in &set.addrs {
+                        total += w;
+                        if self.checks_enabled && !a.state.is_healthy() {
+                            unavailable += w;
+                        }
+                    }
+                }
+                _ => {
+                    total += w;
+                    if self.checks_enabled && !t.healthy() {
+                        unavailable += w;
+                    }
+                }
             }
         }
         total > 0 && ((total - unavailable) as f64 / total as f64 * 100.0) > self.threshold
@@ -303,7 +367,7 @@ impl Balancer {
     pub fn has_healthy(&self) -> bool {
         self.targets
             .iter()
-            .any(|t| t.weight > 0 && (!self.checks_enabled || t.state.is_healthy()))
+            .any(|t| t.weight > 0 && (!self.checks_enabled || t.healthy()))
     }
 
     /// Picks a target for a request: `hash` for consistent-hashing, `tried`
@@ -320,15 +384,10 @@ impl Balancer {
     fn pick_avoiding(&self, hash: Option<u64>, tried: u64) -> Option<usize> {
         match self.algorithm {
             Algorithm::ConsistentHashing if !self.ring.is_empty() => {
-                let n = self.ring.len();
-                // Without a hash value Kong's ring falls back to a round-robin walk.
-                let start = match hash {
-                    Some(h) => (h % n as u64) as usize,
-                    None => self.state.position.fetch_add(1, Ordering::Relaxed) % n,
-                };
-                (0..n)
-                    .map(|k| self.ring[(start + k) % n] as usize)
-                    .find(|&i| self.usable(i, tried))
+                // Without a value to hash, a round-robin walk of the ring.
+                let h = hash
+                    .unwrap_or_else(|| self.state.position.fetch_add(1, Ordering::Relaxed) as u64);
+                self.ring.walk(h).find(|&i| self.usable(i, tried))
             }
             Algorithm::LeastConnections | Algorithm::Latency => {
                 let start = self.state.position.fetch_add(1, Ordering::Relaxed);
@@ -365,28 +424,34 @@ impl Balancer {
         }
     }
 
-    /// A request to target `i` ended with `outcome` (passive health check).
-    pub fn report_passive(&self, i: usize, outcome: Outcome) {
+    /// Whether a name's address can take traffic.
+    pub fn address_usable(&self, a: &Address) -> bool {
+        !self.checks_enabled || a.state.is_healthy()
+    }
+
+    /// A request to target `t` (at address `a` for a name) ended with
+    /// `outcome` (passive health check).
+    pub fn report_passive(&self, t: &BTarget, a: Option<&Address>, outcome: Outcome) {
         if !self.checks_enabled {
             return;
         }
-        if let Some(t) = self.targets.get(i) {
-            if let Some(h) = t.state.report(outcome, &self.passive.thresholds) {
-                tracing::info!(upstream = %self.name, target = %t.target, healthy = h,
-                    "passive health check changed the target's state");
-            }
+        let state = a.map_or(&t.state, |a| &a.state);
+        if let Some(h) = state.report(outcome, &self.passive.thresholds) {
+            tracing::info!(upstream = %self.name, target = %t.target,
+                address = ?a.map(|a| a.addr), healthy = h,
+                "passive health check changed the target's state");
         }
     }
 
     /// The passive outcome of an upstream response status.
-    pub fn report_status(&self, i: usize, status: u16) {
+    pub fn report_status(&self, t: &BTarget, a: Option<&Address>, status: u16) {
         if !self.checks_enabled {
             return;
         }
         if self.passive.unhealthy_statuses.contains(&status) {
-            self.report_passive(i, Outcome::HttpFailure);
+            self.report_passive(t, a, Outcome::HttpFailure);
         } else if self.passive.healthy_statuses.contains(&status) {
-            self.report_passive(i, Outcome::Success);
+            self.report_passive(t, a, Outcome::Success);
         }
     }
 }
@@ -478,38 +543,44 @@ impl Balancer {
     /// `HEALTHCHECKS_OFF` without health checks or with weight 0).
     pub fn health_states(&self) -> Vec<AddressHealth> {
         let mut out = Vec::new();
-        for t in &self.targets {
-            let health = if t.state.dns_error.load(Ordering::Relaxed) {
-                Health::DnsError
-            } else if !self.checks_enabled || t.weight == 0 {
+        let health = |t: &BTarget, s: &TargetState| {
+            if !self.checks_enabled || t.weight == 0 {
                 Health::HealthchecksOff
-            } else if t.state.is_healthy() {
+            } else if s.is_healthy() {
                 Health::Healthy
             } else {
                 Health::Unhealthy
-            };
-            let one = |ip: String, port: u16| AddressHealth {
+            }
+        };
+        for t in &self.targets {
+            let one = |ip: String, port: u16, health: Health| AddressHealth {
                 target: t.target.clone(),
                 ip,
                 port,
                 weight: t.weight,
                 health,
             };
-            // A name lists the addresses it last resolved to.
-            match (t.ip, dns::cached(&t.host, t.port)) {
-                (None, Some(r)) if health != Health::DnsError => out.extend(
-                    r.addrs
+            if t.state.dns_error.load(Ordering::Relaxed) {
+                out.push(one(t.host.clone(), t.port, Health::DnsError));
+                continue;
+            }
+            match (t.ip, &*t.addrs.load()) {
+                // A name lists the addresses it last resolved to, each with its health.
+                (None, Some(set)) => out.extend(
+                    set.addrs
                         .iter()
-                        .map(|(a, _)| one(a.ip().to_string(), a.port())),
+                        .map(|a| one(a.addr.ip().to_string(), a.addr.port(), health(t, &a.state))),
                 ),
-                _ => out.push(one(t.host.clone(), t.port)),
+                _ => out.push(one(t.host.clone(), t.port, health(t, &t.state))),
             }
         }
         out
     }
 
-    /// Sets targets' health by hand (`POST …/healthy|unhealthy`): `target`
-    /// is the entity's target, `address` optionally one `ip:port` of it.
+    /// Sets targets' health by hand (`PUT …/healthy|unhealthy`): `target`
+    /// is the entity's target, `address` optionally one `ip[:port]` of it
+    /// (port 8000 when absent, as Kong's `post_health`); without one, every
+    /// address of the target.
     pub fn set_health(
         &self,
         target: &str,
@@ -519,20 +590,40 @@ impl Balancer {
         if !self.checks_enabled {
             return Err(format!("no healthchecker found for {}", self.name));
         }
+        let want = match address {
+            Some(a) => {
+                let (h, p) = split_host_port(a).ok_or_else(|| format!("invalid address: {a}"))?;
+                // (a name instead of an ip means the whole target, as in Kong)
+                h.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, p.unwrap_or(DEFAULT_PORT)))
+            }
+            None => None,
+        };
         let mut found = false;
-        for t in &self.targets {
-            let matches = match address {
-                None => t.target == target,
-                Some(a) => {
-                    t.target == target
-                        && split_host_port(a).is_some_and(|(h, p)| {
-                            h == t.host && p.unwrap_or(DEFAULT_PORT) == t.port
-                        })
+        for t in self.targets.iter().filter(|t| t.target == target) {
+            let set = t.addrs.load();
+            match (want, t.ip, &*set) {
+                (Some(w), None, Some(set)) => {
+                    for a in set.addrs.iter().filter(|a| a.addr == w) {
+                        a.state.set_healthy(healthy);
+                        found = true;
+                    }
                 }
-            };
-            if matches {
-                t.state.set_healthy(healthy);
-                found = true;
+                (Some(w), Some(ip), _) => {
+                    if w.ip() == ip && w.port() == t.port {
+                        t.state.set_healthy(healthy);
+                        found = true;
+                    }
+                }
+                (Some(_), None, None) => {}
+                (None, _, set) => {
+                    t.state.set_healthy(healthy);
+                    for a in set.iter().flat_map(|s| &s.addrs) {
+                        a.state.set_healthy(healthy);
+                    }
+                    found = true;
+                }
             }
         }
         if found {

@@ -357,6 +357,7 @@ fn service_info(
         protocol,
         id,
         row: row.clone(),
+        resolved: Default::default(),
     })
 }
 

@@ -57,6 +57,8 @@ pub struct ServiceInfo {
     pub client_cert_missing: bool,
     /// The row, for the log phase (`kong.log.serialize().service`).
     pub row: Arc<Row>,
+    /// `host`'s latest DNS answer, when it is a name.
+    pub resolved: arc_swap::ArcSwapOption<crate::balancer::dns::Resolved>,
 }
 
 impl ServiceInfo {
