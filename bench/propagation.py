@@ -64,7 +64,8 @@ def start_pg(tmp):
     return port
 
 
-def start_node(binary, tmp, k, pg_port, frequency):
+def start_node(binary, tmp, k, pg_port, frequency, wrap=()):
+    """Node k on the database; `wrap` goes before the binary (taskset, valgrind)."""
     prefix = os.path.join(tmp, f"node{k}")
     os.makedirs(prefix, exist_ok=True)
     ports = [benchlib.free_port() for _ in range(3)]
@@ -84,12 +85,12 @@ def start_node(binary, tmp, k, pg_port, frequency):
         "TOLLGATE_NGINX_WORKER_PROCESSES": "1",
     })
     log = open(os.path.join(prefix, "out.log"), "w")
-    p = subprocess.Popen([binary, "start"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([*wrap, binary, "start"], env=env, stdout=log, stderr=subprocess.STDOUT)
     return p, {"proxy": ports[0], "admin": ports[1], "status": ports[2]}
 
 
-def wait_ready(nodes):
-    deadline = time.time() + 60
+def wait_ready(nodes, deadline_s=60):
+    deadline = time.time() + deadline_s
     for p, ports in nodes:
         while True:
             try:
