@@ -103,7 +103,8 @@ def clean_env(prefix, db_env):
     return env
 
 
-def start_node(binary, tmp, k, db_env, frequency):
+def start_node(binary, tmp, k, db_env, frequency, wrap=()):
+    """Node k on the database (`db_env`); `wrap` goes before the binary (taskset, valgrind)."""
     prefix = os.path.join(tmp, f"node{k}")
     os.makedirs(prefix, exist_ok=True)
     ports = [benchlib.free_port() for _ in range(3)]
@@ -117,7 +118,7 @@ def start_node(binary, tmp, k, db_env, frequency):
         "TOLLGATE_NGINX_WORKER_PROCESSES": "1",
     })
     log = open(os.path.join(prefix, "out.log"), "w")
-    p = subprocess.Popen([binary, "start"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([*wrap, binary, "start"], env=env, stdout=log, stderr=subprocess.STDOUT)
     return p, {"proxy": ports[0], "admin": ports[1], "status": ports[2]}
 
 

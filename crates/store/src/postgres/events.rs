@@ -5,8 +5,11 @@
 //! Consistency: writes are serialised cluster-wide by an advisory lock
 //! ([`super::schema::WRITE_LOCK`]), so event ids grow in commit order and a node that has
 //! replayed id N has replayed every earlier write (each node applies all writes in one
-//! global order, no gaps). The notification is only a wake-up: it makes propagation take
-//! one round trip; when it is lost (LISTEN connection dropped, partition) the poll every
+//! global order, no gaps). The notification carries the event's id and, when it fits in a
+//! payload, its text: a node that has replayed the id before it applies the event without
+//! a query (the common case: one write, one notification); any other notification (a gap
+//! in the ids, an event too large to ride along) reads the table, one round trip. When a
+//! notification is lost (LISTEN connection dropped, partition) the poll every
 //! `db_update_frequency` reads the same rows, so a change is late, never lost. Events
 //! older than [`RETENTION`] are purged; a node that fell further behind than that (its
 //! last id is below the purge floor) reloads everything instead (`ChangeEvent::Reset`),
@@ -18,6 +21,7 @@
 use super::options::PgOptions;
 use crate::{ChangeEvent, Changes};
 use futures_util::StreamExt;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -29,6 +33,15 @@ pub(crate) const CHANNEL: &str = "tollgate_events";
 pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 /// Rows read per poll query.
 const BATCH: i64 = 512;
+/// The largest event text a notification carries (PostgreSQL's payload limit is 8000
+/// bytes, the id and a space included); larger events are read from the table.
+pub(crate) const PAYLOAD_MAX: usize = 7900;
+/// Notifications kept for the feed; beyond this the oldest are dropped, which the feed
+/// sees as a gap and reads from the table instead.
+const QUEUE_MAX: usize = 256;
+
+/// Notifications received and not yet replayed: (event id, the event text if it fitted).
+pub(crate) type Notified = Arc<std::sync::Mutex<VecDeque<(i64, Option<String>)>>>;
 
 pub(crate) use crate::codec::{decode, encode, ADMIN_TOKENS_EVENT};
 
@@ -38,6 +51,7 @@ pub(crate) struct Feed {
     pub events: broadcast::Sender<Arc<ChangeEvent>>,
     pub version: Arc<watch::Sender<Changes>>,
     pub wake: Arc<Notify>,
+    pub notified: Notified,
     pub frequency: Duration,
     /// The last replayed id; `None` until the table could be read once. Shared with the
     /// store, which sets it right after migrating an empty database.
@@ -69,7 +83,7 @@ impl Feed {
         crate::codec::deliver(&self.events, &self.version, e);
     }
 
-    /// Reloads everything after events may have been missed, broadcasts included.
+    /// After events may have been missed: everything reloads, node-local caches empty.
     fn resync(&self) {
         self.deliver(ChangeEvent::Reset);
         self.hub.missed();
@@ -104,58 +118,92 @@ impl Feed {
             return Box::pin(self.catch_up()).await;
         };
         let c = self.pool.get().await.map_err(super::pool_err)?;
-        let floor: i64 = c
-            .query_one("SELECT purged FROM cluster_events_floor", &[])
+        // The purge floor and the rows after `last` in one round trip (the floor row is
+        // always there, the events may not be).
+        let query = c
+            .prepare_cached(
+                "SELECT f.purged, e.id, e.data FROM cluster_events_floor f LEFT JOIN LATERAL \
+                 (SELECT id, data FROM cluster_events WHERE id > $1 ORDER BY id LIMIT $2) e ON true \
+                 ORDER BY e.id",
+            )
             .await
-            .map_err(super::db_err)?
-            .get(0);
-        if floor > last {
-            tracing::warn!(
-                last,
-                floor,
-                "missed events were purged; reloading everything"
-            );
-            let head = Self::head(&self.pool).await?;
-            self.set_last(head);
-            self.resync();
-            return Ok(());
-        }
+            .map_err(super::db_err)?;
         loop {
             let rows = c
-                .query(
-                    "SELECT id, data FROM cluster_events WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&last, &BATCH],
-                )
+                .query(&query, &[&last, &BATCH])
                 .await
                 .map_err(super::db_err)?;
-            for r in &rows {
-                let id: i64 = r.get(0);
-                let data: &str = r.get(1);
-                if data == ADMIN_TOKENS_EVENT {
-                    self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
-                    last = id;
-                    self.set_last(id);
-                    continue;
-                }
-                if self.hub.receive(data) {
-                    last = id;
-                    self.set_last(id);
-                    continue;
-                }
-                match decode(data) {
-                    Ok(e) => self.deliver(e),
-                    Err(e) => {
-                        tracing::error!(id, error = %e, "reloading everything");
-                        self.deliver(ChangeEvent::Reset);
-                    }
-                }
-                last = id;
-                self.set_last(id);
+            let floor: i64 = rows.first().map_or(0, |r| r.get(0));
+            if floor > last {
+                tracing::warn!(
+                    last,
+                    floor,
+                    "missed events were purged; reloading everything"
+                );
+                let head = Self::head(&self.pool).await?;
+                self.set_last(head);
+                self.resync();
+                return Ok(());
             }
-            if (rows.len() as i64) < BATCH {
+            let mut read = 0;
+            for r in &rows {
+                let (Some(id), Some(data)) =
+                    (r.get::<_, Option<i64>>(1), r.get::<_, Option<&str>>(2))
+                else {
+                    continue;
+                };
+                self.replay(id, data);
+                last = id;
+                read += 1;
+            }
+            if read < BATCH {
                 return Ok(());
             }
         }
+    }
+
+    /// Delivers the event stored as `id` and moves the position past it.
+    fn replay(&self, id: i64, data: &str) {
+        if data == ADMIN_TOKENS_EVENT {
+            self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+        } else if self.hub.receive(data) {
+            // a broadcast to node-local caches, delivered by the hub
+        } else {
+            match decode(data) {
+                Ok(e) => self.deliver(e),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "reloading everything");
+                    self.deliver(ChangeEvent::Reset);
+                }
+            }
+        }
+        self.set_last(id);
+    }
+
+    /// Replays the events the notifications carried; `false` when that is not enough
+    /// (nothing was notified, an id was skipped, an event did not fit in its
+    /// notification) and the table must be read.
+    fn replay_notified(&self) -> bool {
+        let pending = std::mem::take(&mut *self.notified.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(mut last) = self.last() else {
+            return false;
+        };
+        if pending.is_empty() {
+            return false;
+        }
+        for (id, data) in pending {
+            if id <= last {
+                continue; // already read from the table
+            }
+            match data {
+                Some(data) if id == last + 1 => {
+                    self.replay(id, &data);
+                    last = id;
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Drops events older than [`RETENTION`], raising the floor past them.
@@ -178,12 +226,14 @@ impl Feed {
         let mut failing = false;
         let mut last_purge = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.frequency) => {}
+            let notified = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(self.frequency) => false,
                 _ = stop.changed() => return,
-            }
-            match self.catch_up().await {
+            };
+            // The poll always reads the table: it is what heals lost notifications.
+            let done = notified && !failing && self.replay_notified();
+            match if done { Ok(()) } else { self.catch_up().await } {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("database reachable again; reloading the configuration");
@@ -212,11 +262,16 @@ impl Feed {
 
 /// Keeps one connection LISTENing and wakes the feed on each notification, reconnecting
 /// (and catching up) after it drops.
-pub(crate) async fn listen(opts: PgOptions, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn listen(
+    opts: PgOptions,
+    (wake, notified): (Arc<Notify>, Notified),
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
+        let to = (wake.clone(), notified.clone());
         let connected = match opts.tls() {
-            Ok(Some(tls)) => listen_once(&opts, tls, wake.clone()).await,
-            Ok(None) => listen_once(&opts, tokio_postgres::NoTls, wake.clone()).await,
+            Ok(Some(tls)) => listen_once(&opts, tls, to).await,
+            Ok(None) => listen_once(&opts, tokio_postgres::NoTls, to).await,
             Err(e) => Err(e),
         };
         match connected {
@@ -242,7 +297,7 @@ pub(crate) async fn listen(opts: PgOptions, wake: Arc<Notify>, mut stop: watch::
 async fn listen_once<T>(
     opts: &PgOptions,
     tls: T,
-    wake: Arc<Notify>,
+    (wake, notified): (Arc<Notify>, Notified),
 ) -> Result<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>)>
 where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
@@ -258,7 +313,10 @@ where
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
-                Ok(tokio_postgres::AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    queue(&notified, n.payload());
+                    wake.notify_one();
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "LISTEN connection ended");
@@ -273,4 +331,21 @@ where
         .await
         .map_err(super::db_err)?;
     Ok((client, ended))
+}
+
+/// Queues a notification's `id[ text]` payload for the feed (one that does not parse
+/// still wakes it, and the feed then reads the table).
+fn queue(notified: &Notified, payload: &str) {
+    let (id, data) = match payload.split_once(' ') {
+        Some((id, data)) => (id, Some(data.to_owned())),
+        None => (payload, None),
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return;
+    };
+    let mut q = notified.lock().unwrap_or_else(|e| e.into_inner());
+    if q.len() >= QUEUE_MAX {
+        q.pop_front();
+    }
+    q.push_back((id, data));
 }

@@ -73,6 +73,7 @@ impl PostgresStore {
         let version = Arc::new(version);
         let events = crate::event_channel();
         let wake = Arc::new(Notify::new());
+        let notified = events::Notified::default();
         let (stop, _) = watch::channel(false);
         let hub = Arc::new(crate::Hub::default());
         // Where replay starts: anything committed from now on reaches the subscribers.
@@ -84,6 +85,7 @@ impl PostgresStore {
             events: events.clone(),
             version: version.clone(),
             wake: wake.clone(),
+            notified: notified.clone(),
             frequency: settings
                 .update_frequency
                 .max(std::time::Duration::from_millis(10)),
@@ -93,7 +95,7 @@ impl PostgresStore {
         tokio::spawn(feed.run(stop.subscribe()));
         tokio::spawn(events::listen(
             settings.primary.clone(),
-            wake.clone(),
+            (wake.clone(), notified),
             stop.subscribe(),
         ));
         Ok(PostgresStore {
@@ -189,7 +191,13 @@ impl PostgresStore {
                 let node = &self.settings.node_id;
                 exec(
                     &tx,
-                    &format!("WITH e AS (INSERT INTO cluster_events (node_id, data) VALUES ($1, $2) RETURNING id) SELECT pg_notify('{}', id::text) FROM e", events::CHANNEL),
+                    // The event rides in the notification when it fits (see events.rs).
+                    &format!(
+                        "WITH e AS (INSERT INTO cluster_events (node_id, data) VALUES ($1, $2) RETURNING id) \
+                         SELECT pg_notify('{}', CASE WHEN octet_length($2) <= {} THEN id::text || ' ' || $2 ELSE id::text END) FROM e",
+                        events::CHANNEL,
+                        events::PAYLOAD_MAX
+                    ),
                     &[node, &data],
                 )
                 .await?;

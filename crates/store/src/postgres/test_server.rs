@@ -130,10 +130,15 @@ impl TestServer {
 
     /// Runs one statement on the server's `postgres` database.
     pub async fn execute(&self, sql: &str) {
+        self.execute_in("postgres", sql).await
+    }
+
+    /// Runs one statement on database `db`.
+    pub async fn execute_in(&self, db: &str, sql: &str) {
         let mut last = String::new();
         for _ in 0..50 {
             match self
-                .options("postgres")
+                .options(db)
                 .pg_config("tollgate-test")
                 .connect(tokio_postgres::NoTls)
                 .await

@@ -98,6 +98,51 @@ async fn writes_reach_other_stores_and_polling_covers_lost_notifications() {
     assert!(matches!(&*e, ChangeEvent::Rows(r) if r[0].op == crate::ChangeOp::Delete));
 }
 
+/// The events ride in their notifications; what does not (an event too large for a
+/// payload, a skipped id) is read from the table, in order, with nothing lost.
+#[tokio::test]
+async fn notified_events_skipped_ids_and_large_events_arrive_in_order() {
+    let (db, a) = open().await;
+    // b polls rarely: what it sees within seconds came through LISTEN/NOTIFY.
+    let b = PostgresStore::connect(settings(&db.name, Duration::from_secs(30)).await)
+        .await
+        .unwrap();
+    let mut ev = b.events();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut expect = Vec::new();
+    for i in 0..6 {
+        if i == 2 {
+            // An id taken and never committed (a rolled-back write): a gap in the ids.
+            TestServer::shared()
+                .execute_in(&db.name, "SELECT nextval('cluster_events_id_seq')")
+                .await;
+        }
+        // Event 4 is larger than a notification payload carries.
+        let custom = if i == 4 {
+            "x".repeat(10_000)
+        } else {
+            format!("c{i}")
+        };
+        let c = row(
+            "consumers",
+            json!({"username": format!("u{i}"), "custom_id": custom}),
+        );
+        expect.push(c["id"].as_str().unwrap().to_string());
+        a.insert(schema("consumers"), c).await.unwrap();
+    }
+    for (i, id) in expect.iter().enumerate() {
+        let e = tokio::time::timeout(Duration::from_secs(3), ev.recv())
+            .await
+            .unwrap_or_else(|_| panic!("event {i} not notified"))
+            .unwrap();
+        match &*e {
+            ChangeEvent::Rows(r) => assert_eq!(&*r[0].id, id.as_str(), "event {i}"),
+            ChangeEvent::Reset => panic!("reset"),
+        }
+    }
+    assert_eq!(b.changes().borrow().get("consumers"), 6);
+}
+
 #[tokio::test]
 async fn pg_schema_and_a_read_only_pool() {
     let name = TestServer::shared().fresh_database().await;
