@@ -50,19 +50,6 @@ def add_routes(admin_port, have, want):
             benchlib.die(f"route create: {s} {body[:200]}")
 
 
-def wait_serving(port, path, deadline_s=600):
-    c = prop.Conn(port)
-    t0 = time.time()
-    while time.time() - t0 < deadline_s:
-        try:
-            if c.request("GET", path)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    benchlib.die(f"{path} not serving on {port}")
-
-
 class Writers:
     """`rate` writes/s through `node` (two writers, one request at a time each, so the
     rate holds on a busy machine) until stopped; `.made` counts them."""
@@ -210,7 +197,7 @@ def main():
                 p = start(a.bin, tmp, 0, pg_port, 1)
                 procs.append(p[0])
                 prop.wait_ready([p])
-                wait_serving(p[1]["proxy"], path)
+                prop.until_serves(p[1]["proxy"], path, 600)
                 wrk(p[1]["proxy"], 1, path)  # warm-up
                 rounds = [cpu_round(p, w, a.rate, a.seconds, path) for _ in range(a.rounds)]
                 benchlib.stop(p[0])

@@ -32,6 +32,17 @@ async fn open() -> (Db, PostgresStore) {
 
 crate::conformance_tests!(open());
 
+/// A second store on `db` that polls rarely, so what it sees within seconds came through
+/// LISTEN/NOTIFY; returned once its LISTEN connection had time to come up.
+async fn listener(db: &Db) -> (PostgresStore, crate::ChangeEvents) {
+    let b = PostgresStore::connect(settings(&db.name, Duration::from_secs(30)).await)
+        .await
+        .unwrap();
+    let ev = b.events();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (b, ev)
+}
+
 #[tokio::test]
 async fn concurrent_bootstraps_make_one_schema() {
     let name = TestServer::shared().fresh_database().await;
@@ -58,13 +69,7 @@ async fn concurrent_bootstraps_make_one_schema() {
 #[tokio::test]
 async fn writes_reach_other_stores_and_polling_covers_lost_notifications() {
     let (db, a) = open().await;
-    // b polls rarely: what it sees within a second came through LISTEN/NOTIFY.
-    let b = PostgresStore::connect(settings(&db.name, Duration::from_secs(30)).await)
-        .await
-        .unwrap();
-    let mut ev = b.events();
-    // Let b's LISTEN connection come up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b, mut ev) = listener(&db).await;
     let c = row("consumers", json!({"username": "carol"}));
     let cid = c["id"].as_str().unwrap().to_string();
     a.insert(schema("consumers"), c).await.unwrap();
@@ -103,12 +108,7 @@ async fn writes_reach_other_stores_and_polling_covers_lost_notifications() {
 #[tokio::test]
 async fn notified_events_skipped_ids_and_large_events_arrive_in_order() {
     let (db, a) = open().await;
-    // b polls rarely: what it sees within seconds came through LISTEN/NOTIFY.
-    let b = PostgresStore::connect(settings(&db.name, Duration::from_secs(30)).await)
-        .await
-        .unwrap();
-    let mut ev = b.events();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b, mut ev) = listener(&db).await;
     let mut expect = Vec::new();
     for i in 0..6 {
         if i == 2 {
