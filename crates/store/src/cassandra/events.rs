@@ -201,9 +201,14 @@ impl Feed {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut failing = false;
         let mut ever_read = false;
+        // Polls start every `frequency` (a poll's own time does not stretch the period);
+        // a poll slower than that is followed by the next at once, never by a burst.
+        let mut tick = tokio::time::interval(self.frequency);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.frequency) => {}
+                _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
             match self.poll().await {
