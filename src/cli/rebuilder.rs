@@ -15,7 +15,8 @@ use tollgate_store::{ChangeEvent, ChangeEvents, Store};
 
 /// The least time between two swaps on PostgreSQL, where many nodes write: a burst of
 /// writes folds into one swap. A lone write is not delayed (the previous swap is long
-/// past); on one node (SQLite) a write's own swap is what its writer waits for.
+/// past); on one node (SQLite) a write's own swap is what its writer waits for. Cassandra's
+/// events already arrive in one batch per poll, so spacing would only add delay there.
 const SWAP_SPACING: Duration = Duration::from_millis(25);
 
 /// The safety net: a full reload this often even when the events said nothing (it swaps
@@ -32,7 +33,7 @@ pub(super) fn spawn(
     healthy_db: Arc<AtomicBool>,
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let spaced = matches!(store.kind(), "postgres" | "cassandra");
+    let spaced = store.kind() == "postgres";
     tokio::spawn(async move {
         let mut last_swap: Option<Instant> = None;
         let mut next_full = Instant::now() + FULL_RELOAD_EVERY;

@@ -96,6 +96,82 @@ impl Feed {
         codec::deliver(&self.events, &self.version, e);
     }
 
+    /// Applies one other node's stored event.
+    fn apply(&self, data: &str) {
+        if self.hub.receive(data) {
+            return;
+        }
+        if data == codec::ADMIN_TOKENS_EVENT {
+            self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
+            return;
+        }
+        match codec::decode(data) {
+            Ok(e) => self.deliver(e),
+            Err(e) => {
+                tracing::error!(error = %e, "reloading everything");
+                self.deliver(ChangeEvent::Reset);
+            }
+        }
+    }
+
+    /// Reads and applies the events after `cursor` (less the look-back) that this node
+    /// has not seen; `fresh` holds those it marked seen, and is drained as they apply.
+    /// Every poll looks back over the last seconds, where nearly every row was seen
+    /// already: only the keys are read there, then the bodies of the rows that are new.
+    async fn read(&mut self, table: &str, cursor: i64, fresh: &mut Vec<CqlTimeuuid>) -> Result<()> {
+        let me = self.conn.settings.node_id.clone();
+        let mut after: Option<CqlTimeuuid> = None;
+        loop {
+            let r = match after {
+                None => {
+                    self.conn
+                        .rows(
+                            &format!("SELECT at, toUnixTimestamp(at), node_id FROM {table} WHERE channel = ? AND at > minTimeuuid(?) LIMIT {BATCH}"),
+                            Kind::Read,
+                            (CHANNEL, CqlTimestamp(cursor - LOOKBACK)),
+                        )
+                        .await?
+                }
+                Some(at) => {
+                    self.conn
+                        .rows(
+                            &format!("SELECT at, toUnixTimestamp(at), node_id FROM {table} WHERE channel = ? AND at > ? LIMIT {BATCH}"),
+                            Kind::Read,
+                            (CHANNEL, at),
+                        )
+                        .await?
+                }
+            };
+            let rows = decode::<(CqlTimeuuid, i64, String)>(&r)?;
+            for (at, ts, node) in &rows {
+                after = Some(*at);
+                if self.seen.insert(*at, *ts).is_none() && *node != me {
+                    fresh.push(*at);
+                }
+            }
+            if (rows.len() as i32) < BATCH {
+                break;
+            }
+        }
+        while !fresh.is_empty() {
+            let n = fresh.len().min(BATCH as usize);
+            let r = self
+                .conn
+                .rows(
+                    &format!("SELECT data FROM {table} WHERE channel = ? AND at IN ?"),
+                    Kind::Read,
+                    (CHANNEL, &fresh[..n]),
+                )
+                .await?;
+            // IN on the clustering key answers in clustering (time) order.
+            for (data,) in decode::<(String,)>(&r)? {
+                self.apply(&data);
+            }
+            fresh.drain(..n);
+        }
+        Ok(())
+    }
+
     async fn poll(&mut self) -> Result<()> {
         let now = server_now(&self.conn).await?;
         let Some(cursor) = self.cursor else {
@@ -106,50 +182,14 @@ impl Feed {
             return Ok(());
         };
         let table = self.conn.ks.t("cluster_events");
-        let me = self.conn.settings.node_id.clone();
-        let mut after: Option<CqlTimeuuid> = None;
-        loop {
-            let r = match after {
-                None => {
-                    self.conn
-                        .rows(
-                            &format!("SELECT at, toUnixTimestamp(at), node_id, data FROM {table} WHERE channel = ? AND at > minTimeuuid(?) LIMIT {BATCH}"),
-                            Kind::Read,
-                            (CHANNEL, CqlTimestamp(cursor - LOOKBACK)),
-                        )
-                        .await?
-                }
-                Some(at) => {
-                    self.conn
-                        .rows(
-                            &format!("SELECT at, toUnixTimestamp(at), node_id, data FROM {table} WHERE channel = ? AND at > ? LIMIT {BATCH}"),
-                            Kind::Read,
-                            (CHANNEL, at),
-                        )
-                        .await?
-                }
-            };
-            let rows = decode::<(CqlTimeuuid, i64, String, String)>(&r)?;
-            for (at, ts, node, data) in &rows {
-                after = Some(*at);
-                if self.seen.insert(*at, *ts).is_some() || *node == me || self.hub.receive(data) {
-                    continue;
-                }
-                if data == codec::ADMIN_TOKENS_EVENT {
-                    self.version.send_modify(|c| c.bump(&[crate::ADMIN_TOKENS]));
-                    continue;
-                }
-                match codec::decode(data) {
-                    Ok(e) => self.deliver(e),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reloading everything");
-                        self.deliver(ChangeEvent::Reset);
-                    }
-                }
+        let mut fresh: Vec<CqlTimeuuid> = Vec::new();
+        let read = self.read(&table, cursor, &mut fresh).await;
+        if let Err(e) = read {
+            // Seen but not applied: forget them so the next poll reads them again.
+            for at in &fresh {
+                self.seen.remove(at);
             }
-            if (rows.len() as i32) < BATCH {
-                break;
-            }
+            return Err(e);
         }
         self.cursor = Some(now);
         self.seen.retain(|_, t| *t >= now - 2 * LOOKBACK);
@@ -161,9 +201,14 @@ impl Feed {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut failing = false;
         let mut ever_read = false;
+        // Polls start every `frequency` (a poll's own time does not stretch the period);
+        // a poll slower than that is followed by the next at once, never by a burst.
+        let mut tick = tokio::time::interval(self.frequency);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.frequency) => {}
+                _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
             match self.poll().await {
