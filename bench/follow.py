@@ -213,15 +213,9 @@ def main():
                       f"req/s {res['idle_rps']:.0f} / {res['writes_rps']:.0f}; "
                       f"non-2xx {res['non_2xx']}", flush=True)
             results[n_routes] = res
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(results, f, indent=1)
+        prop.write_json(a.json, results, indent=1)
     finally:
-        for p in procs:
-            benchlib.stop(p)
-        benchlib.stop(nginx)
-        subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "destroy", os.path.join(tmp, "pg")])
-        shutil.rmtree(tmp, ignore_errors=True)
+        prop.cleanup(procs, nginx, tmp, "pg")
 
 
 if __name__ == "__main__":

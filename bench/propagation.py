@@ -63,6 +63,24 @@ class Conn:
                     raise
 
 
+def write_json(path, data, indent=2):
+    """The results as JSON at `path` (when one was asked for)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=indent)
+
+
+def cleanup(procs, nginx, tmp, db=None):
+    """Stops the nodes and nginx, destroys the database this run started (`db`: "pg" or
+    "cassandra", kept under tmp) and removes tmp."""
+    for p in procs:
+        benchlib.stop(p)
+    benchlib.stop(nginx)
+    if db:
+        subprocess.run([os.path.join(benchlib.REPO, "scripts", db), "destroy", os.path.join(tmp, db)])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def start_pg(tmp):
     out = subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "start",
                           os.path.join(tmp, "pg"), "--owner", str(os.getpid())],
@@ -354,17 +372,9 @@ def main_cassandra(a):
             print(f"| `config db_import` of {a.routes} routes into Cassandra | {imported:.1f} s |")
             print(f"| start with {a.routes} routes in Cassandra (median of 3): ready / last route "
                   f"serves | {ready:.2f} s / {serving:.2f} s |")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
+        write_json(a.json, res)
     finally:
-        for p, _ in nodes:
-            benchlib.stop(p)
-        benchlib.stop(nginx)
-        if not a.cassandra:
-            subprocess.run([os.path.join(benchlib.REPO, "scripts/cassandra"), "destroy",
-                            os.path.join(tmp, "cassandra")])
-        shutil.rmtree(tmp, ignore_errors=True)
+        cleanup([p for p, _ in nodes], nginx, tmp, None if a.cassandra else "cassandra")
 
 
 def main():
@@ -456,15 +466,9 @@ def main():
         print(f"| non-2xx proxied responses | {errors} |")
         print(f"| CPU per write, no proxy load (median of {a.rounds}): node 1 (follows) / "
               f"cluster (3 nodes + PostgreSQL) | {cpu_node1:.2f} ms / {cpu_cluster:.2f} ms |")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=2)
+        write_json(a.json, res)
     finally:
-        for p, _ in nodes:
-            benchlib.stop(p)
-        benchlib.stop(nginx)
-        subprocess.run([os.path.join(benchlib.REPO, "scripts/pg"), "destroy", os.path.join(tmp, "pg")])
-        shutil.rmtree(tmp, ignore_errors=True)
+        cleanup([p for p, _ in nodes], nginx, tmp, "pg")
 
 
 if __name__ == "__main__":
