@@ -23,3 +23,20 @@ pub(crate) fn ctl(script: &Path, what: &str, dir: Option<&PathBuf>) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A name part unique across test processes and within one (pid, clock, counter): for
+/// test databases, keyspaces and their directories.
+pub(crate) fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -47,7 +47,10 @@ impl TestCassandra {
     /// A node of its own (for tests that stop and restart it), deleted when this process
     /// exits.
     pub fn private() -> TestCassandra {
-        let dir = std::env::temp_dir().join(format!("tollgate-cassandra-{}", unique_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-cassandra-{}",
+            crate::test_script::unique_suffix()
+        ));
         let out = std::process::Command::new(script())
             .arg("start")
             .arg(&dir)
@@ -79,8 +82,10 @@ impl TestCassandra {
         let starts: Vec<_> = ["127.0.0.1", "127.0.0.2"]
             .iter()
             .map(|addr| {
-                let dir =
-                    std::env::temp_dir().join(format!("tollgate-cassandra-{}", unique_suffix()));
+                let dir = std::env::temp_dir().join(format!(
+                    "tollgate-cassandra-{}",
+                    crate::test_script::unique_suffix()
+                ));
                 let child = std::process::Command::new(script())
                     .arg("start")
                     .arg(&dir)
@@ -123,7 +128,7 @@ impl TestCassandra {
             timeout: Duration::from_secs(10),
             schema_consensus_timeout: Duration::from_secs(60),
             update_frequency: frequency,
-            node_id: format!("test-{}", unique_suffix()),
+            node_id: format!("test-{}", crate::test_script::unique_suffix()),
             ..CassandraSettings::default()
         }
     }
@@ -191,20 +196,5 @@ pub fn test_ca() -> PathBuf {
 
 /// A fresh keyspace name (letters, digits and `_`, at most 48 characters).
 pub fn fresh_keyspace() -> String {
-    format!("t_{}", unique_suffix())
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("t_{}", crate::test_script::unique_suffix())
 }

@@ -66,7 +66,10 @@ impl TestServer {
     }
 
     fn private_with(flags: &[&str]) -> TestServer {
-        let dir = std::env::temp_dir().join(format!("tollgate-pg-{}", uuid_like()));
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-pg-{}",
+            crate::test_script::unique_suffix()
+        ));
         let out = std::process::Command::new(script())
             .arg("start")
             .arg(&dir)
@@ -107,7 +110,7 @@ impl TestServer {
 
     /// Creates an empty database with a fresh name and returns that name.
     pub async fn fresh_database(&self) -> String {
-        let name = format!("t_{}", uuid_like());
+        let name = format!("t_{}", crate::test_script::unique_suffix());
         self.execute(&format!("CREATE DATABASE {name}")).await;
         name
     }
@@ -171,19 +174,4 @@ impl TestServer {
     fn ctl(&self, what: &str) {
         crate::test_script::ctl(&script(), what, self.dir.as_ref());
     }
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
