@@ -3,7 +3,7 @@
 //! race through two nodes (exactly one 201), Kong's error bodies, pages whose offsets
 //! work on any node. The outage under load is in outage.rs.
 
-use crate::support::{cassandra_env, command, echo_upstream, until_status, Gateway, TestCassandra};
+use crate::support::{cassandra_env, echo_upstream, until_status, Gateway, TestCassandra};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -31,19 +31,7 @@ async fn two_nodes_bootstrap_together_share_writes_and_pages() {
     let node = TestCassandra::shared();
     let keyspace = fresh_keyspace();
     let nodes = two_nodes_in(node, &keyspace, &[("TOLLGATE_DB_UPDATE_FREQUENCY", "0.2")]).await;
-    // One schema, fully migrated, whoever ran it.
-    let out = command(&nodes[0].prefix)
-        .args(["migrations", "list"])
-        .envs(cassandra_env(node, &keyspace))
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("Database is up-to-date"), "{list}");
-    for g in &nodes {
-        let (s, st) = g.get("/status").await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(st["database"]["reachable"], true, "{st}");
-    }
+    crate::support::assert_one_schema(&nodes, &cassandra_env(node, &keyspace)).await;
     let (upstream, _h) = echo_upstream().await;
     let (s, svc) = nodes[0]
         .post("/services", json!({"name": "echo", "url": upstream}))

@@ -23,19 +23,7 @@ async fn three_nodes_bootstrap_together_and_serve_each_others_writes() {
     let server = TestServer::shared();
     let db = server.fresh_database().await;
     let nodes = cluster(server, &db, 3, &[("TOLLGATE_DB_UPDATE_FREQUENCY", "5")]).await;
-    // One schema, fully migrated, whoever ran it.
-    let out = command(&nodes[0].prefix)
-        .args(["migrations", "list"])
-        .envs(pg_env(server, &db))
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("Database is up-to-date"), "{list}");
-    for g in &nodes {
-        let (s, st) = g.get("/status").await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(st["database"]["reachable"], true);
-    }
+    crate::support::assert_one_schema(&nodes, &pg_env(server, &db)).await;
 
     let (upstream, _h) = echo_upstream().await;
     let (s, svc) = nodes[0]

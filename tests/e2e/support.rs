@@ -552,6 +552,23 @@ impl Gateway {
     }
 }
 
+/// Nodes that bootstrapped one database together (`env` points at it) ended with one
+/// schema, fully migrated whoever ran it, and each reports the database reachable.
+pub async fn assert_one_schema(nodes: &[Gateway], env: &[(String, String)]) {
+    let out = command(&nodes[0].prefix)
+        .args(["migrations", "list"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("Database is up-to-date"), "{list}");
+    for g in nodes {
+        let (s, st) = g.get("/status").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(st["database"]["reachable"], true, "{st}");
+    }
+}
+
 /// The rows of every page of a listing, following `next` from `first`.
 pub async fn pages(g: &Gateway, first: &str) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
