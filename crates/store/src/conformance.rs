@@ -69,6 +69,11 @@ macro_rules! conformance_tests {
             $crate::conformance::writes_emit_row_events_in_commit_order_with_cascades(&s).await;
         }
         #[tokio::test]
+        async fn a_row_and_its_children_are_one_write() {
+            let (_guard, s) = $open.await;
+            $crate::conformance::a_row_and_its_children_are_one_write(&s).await;
+        }
+        #[tokio::test]
         async fn import_is_all_or_nothing() {
             let (_guard, s) = $open.await;
             $crate::conformance::import_is_all_or_nothing(&s).await;
@@ -381,6 +386,82 @@ pub(crate) async fn writes_emit_row_events_in_commit_order_with_cascades(s: &dyn
 
     s.replace_all(crate::EntitySet::default()).await.unwrap();
     assert_eq!(*next_event(&mut ev).await, ChangeEvent::Reset);
+}
+
+/// `insert_with_children` (a certificate and its SNIs): a refused child leaves nothing
+/// behind, not even a claimed unique value, and a good one lands whole with one event.
+pub(crate) async fn a_row_and_its_children_are_one_write(s: &dyn Store) {
+    let service = |name: &str| row("services", json!({"name": name, "host": "a.com"}));
+    let route = |name: &str, sid: &Value| {
+        row(
+            "routes",
+            json!({"name": name, "paths": [format!("/{name}")], "service": {"id": sid}}),
+        )
+    };
+    let base = s.insert(schema("services"), service("base")).await.unwrap();
+    s.insert(schema("routes"), route("taken", &base["id"]))
+        .await
+        .unwrap();
+    let refused = service("refused");
+    let kids = vec![
+        (schema("routes"), route("free", &refused["id"])),
+        (schema("routes"), route("taken", &refused["id"])),
+    ];
+    let e = s
+        .insert_with_children(schema("services"), refused.clone(), kids)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tollgate_model::ErrorCode::UniqueViolation,
+        "{e:?}"
+    );
+    let id = refused["id"].as_str().unwrap();
+    assert!(s.select(schema("services"), id).await.unwrap().is_none());
+    assert!(s
+        .select_by_field(schema("routes"), "name", "free")
+        .await
+        .unwrap()
+        .is_none());
+    // The name the refused write wanted is free again.
+    s.insert(schema("routes"), route("free", &base["id"]))
+        .await
+        .unwrap();
+
+    let mut ev = s.events();
+    let parent = service("parent");
+    let kids: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|n| (schema("routes"), route(n, &parent["id"])))
+        .collect();
+    let mut want: Vec<String> = std::iter::once(&parent)
+        .chain(kids.iter().map(|(_, r)| r))
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let saved = s
+        .insert_with_children(schema("services"), parent.clone(), kids)
+        .await
+        .unwrap();
+    assert_eq!(saved["name"], "parent");
+    for n in ["one", "two"] {
+        let r = s
+            .select_by_field(schema("routes"), "name", n)
+            .await
+            .unwrap();
+        assert_eq!(r.unwrap()["service"]["id"], parent["id"]);
+    }
+    // One event carries the parent and its children (events of earlier writes may
+    // still be arriving on backends that deliver after the commit).
+    let mut got: Vec<String> = loop {
+        if let ChangeEvent::Rows(rows) = &*next_event(&mut ev).await {
+            if rows.iter().any(|r| *r.id == *want[0]) {
+                break rows.iter().map(|r| r.id.to_string()).collect();
+            }
+        }
+    };
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 pub(crate) async fn import_is_all_or_nothing(s: &dyn Store) {

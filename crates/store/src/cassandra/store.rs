@@ -38,6 +38,17 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use tollgate_model::{entities, EntitySchema, Error, Result, Row};
 
+/// A row checked, claimed and added to a batch, waiting for the batch.
+struct Prepared {
+    id: String,
+    /// Unique values claimed for it.
+    claimed: Vec<String>,
+    /// Unique values its old version held and it gave up.
+    gone: Vec<String>,
+    change: RowChange,
+    row: Row,
+}
+
 /// Rows read per query when scanning a partition.
 const SCAN_BATCH: usize = 1000;
 
@@ -391,12 +402,16 @@ impl CassandraStore {
         schema: &'static EntitySchema,
         row: &Row,
         held: &HashSet<String>,
+        pending: &[(&str, &str)],
     ) -> Result<Vec<String>> {
         let id = rules::row_id(row);
         let mut claimed: Vec<String> = Vec::new();
         let result = async {
             for c in rules::checks(schema, row) {
                 if c.must_exist {
+                    if pending.contains(&(c.table, c.value.as_str())) {
+                        continue;
+                    }
                     let parent = entities::by_name(c.table)
                         .ok_or_else(|| Error::database(format!("unknown entity {}", c.table)))?;
                     if self.select_raw(parent, &c.value, false).await?.is_none() {
@@ -504,7 +519,17 @@ impl CassandraStore {
         Ok(())
     }
 
-    async fn put(&self, schema: &'static EntitySchema, mut row: Row, how: Write) -> Result<Row> {
+    /// Checks and claims what writing `row` needs, and adds its writes to `w`: the row
+    /// ready to commit. `pending` rows are written in the same batch and count as
+    /// existing for foreign keys (a certificate for its SNIs).
+    async fn prepare(
+        &self,
+        w: &mut Writes,
+        schema: &'static EntitySchema,
+        mut row: Row,
+        how: Write,
+        pending: &[(&str, &str)],
+    ) -> Result<Prepared> {
         let id = rules::row_id(&row);
         let old = match how {
             Write::Insert => {
@@ -533,31 +558,66 @@ impl CassandraStore {
             .map(|o| claims(schema, o).into_iter().map(|(k, _)| k).collect())
             .unwrap_or_default();
         let exp = take_ttl(schema, &mut row);
-        let claimed = self.check_and_claim(schema, &row, &old_keys).await?;
-        let mut w = Writes::default();
-        let new = self.row_writes(&mut w, schema, &row, exp, old_row.as_ref())?;
+        let claimed = self
+            .check_and_claim(schema, &row, &old_keys, pending)
+            .await?;
+        let new = match self.row_writes(w, schema, &row, exp, old_row.as_ref()) {
+            Ok(new) => new,
+            Err(e) => {
+                self.release(&claimed, &id).await;
+                return Err(e);
+            }
+        };
+        // Values a rename gives up, once the row no longer uses them.
+        let new_keys: HashSet<String> = claims(schema, &row).into_iter().map(|(k, _)| k).collect();
+        let gone = old_keys.difference(&new_keys).cloned().collect();
         // An expired row replaced by a new one is gone, not "old", for the subscribers.
         let old = old.filter(|o| live(o.expires_at) || matches!(how, Write::Update));
-        let event = ChangeEvent::Rows(vec![RowChange {
-            entity: schema.name,
-            id: new.id.clone(),
-            op: ChangeOp::Upsert,
-            new: Some(new),
-            old,
-        }]);
-        if let Err(f) = self.commit(w, event).await {
-            // Claims of a row that surely was not written are given back at once; when it
-            // may have been (or may still be), they stay until found stale.
+        Ok(Prepared {
+            change: RowChange {
+                entity: schema.name,
+                id: new.id.clone(),
+                op: ChangeOp::Upsert,
+                new: Some(new),
+                old,
+            },
+            row: with_ttl(schema, row, exp),
+            id,
+            claimed,
+            gone,
+        })
+    }
+
+    /// Commits prepared rows as one batch with their event. Claims of rows that surely
+    /// were not written are given back at once; when they may have been (or may still
+    /// be), they stay until found stale. Values the rows gave up are released after.
+    async fn commit_prepared(&self, w: Writes, rows: Vec<Prepared>) -> Result<Vec<Row>> {
+        let changes = rows.iter().map(|p| p.change.clone()).collect();
+        if let Err(f) = self.commit(w, ChangeEvent::Rows(changes)).await {
             if !f.maybe_applied {
-                self.release(&claimed, &id).await;
+                self.release_all(&rows).await;
             }
             return Err(f.error);
         }
-        // Values a rename gave up, once the row no longer uses them.
-        let new_keys: HashSet<String> = claims(schema, &row).into_iter().map(|(k, _)| k).collect();
-        let gone: Vec<String> = old_keys.difference(&new_keys).cloned().collect();
-        self.release(&gone, &id).await;
-        Ok(with_ttl(schema, row, exp))
+        let mut out = Vec::with_capacity(rows.len());
+        for p in rows {
+            self.release(&p.gone, &p.id).await;
+            out.push(p.row);
+        }
+        Ok(out)
+    }
+
+    async fn release_all(&self, rows: &[Prepared]) {
+        for p in rows {
+            self.release(&p.claimed, &p.id).await;
+        }
+    }
+
+    async fn put(&self, schema: &'static EntitySchema, row: Row, how: Write) -> Result<Row> {
+        let mut w = Writes::default();
+        let p = self.prepare(&mut w, schema, row, how, &[]).await?;
+        let mut rows = self.commit_prepared(w, vec![p]).await?;
+        Ok(rows.remove(0))
     }
 
     /// Everything deleting `id` removes, children first, or Kong's error when a child
@@ -722,6 +782,31 @@ impl Store for CassandraStore {
 
     async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
         self.put(schema, row, Write::Insert).await
+    }
+
+    /// The parent and its children in one logged batch with one event: a crash or a
+    /// refused child never leaves a certificate without its SNIs.
+    async fn insert_with_children(
+        &self,
+        schema: &'static EntitySchema,
+        row: Row,
+        children: Vec<(&'static EntitySchema, Row)>,
+    ) -> Result<Row> {
+        let parent_id = rules::row_id(&row);
+        let pending = [(schema.name, parent_id.as_str())];
+        let mut w = Writes::default();
+        let mut rows = Vec::with_capacity(children.len() + 1);
+        for (s, r) in std::iter::once((schema, row)).chain(children) {
+            match self.prepare(&mut w, s, r, Write::Insert, &pending).await {
+                Ok(p) => rows.push(p),
+                Err(e) => {
+                    self.release_all(&rows).await;
+                    return Err(e);
+                }
+            }
+        }
+        let mut out = self.commit_prepared(w, rows).await?;
+        Ok(out.remove(0))
     }
 
     async fn upsert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
