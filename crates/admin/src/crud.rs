@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 use tollgate_model::schema::{is_uuid, Context, Operation};
 use tollgate_model::{entities, EntitySchema, Error, Row};
-use tollgate_store::{PageQuery, TagFilter};
+use tollgate_store::{PageQuery, TagFilter, WriteMode};
 
 pub(crate) struct Request<'a> {
     pub method: &'a Method,
@@ -462,7 +462,14 @@ fn take_snis(schema: &EntitySchema, row: &mut Row) -> Option<Vec<String>> {
     }
 }
 
-async fn sync_snis(st: &AdminState, cert_id: &str, names: Vec<String>) -> ApiResult<()> {
+/// SNI rows added and removed when a certificate's `snis` list becomes `names`.
+type SniChanges = (
+    Vec<(&'static EntitySchema, Row)>,
+    Vec<(&'static EntitySchema, String)>,
+);
+
+/// What turns the certificate's stored SNIs into `names`.
+async fn sni_changes(st: &AdminState, cert_id: &str, names: Vec<String>) -> ApiResult<SniChanges> {
     let snis = entities::by_name("snis").ok_or_else(ApiError::not_found)?;
     let q = PageQuery {
         size: 1000,
@@ -470,29 +477,40 @@ async fn sync_snis(st: &AdminState, cert_id: &str, names: Vec<String>) -> ApiRes
         ..Default::default()
     };
     let existing = st.store.page(snis, &q).await?.rows;
-    for r in &existing {
-        let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
-        if !names.iter().any(|n| n == name) {
-            st.store.delete(snis, id_of(r)).await?;
-        }
-    }
-    for n in names {
-        if existing
-            .iter()
-            .any(|r| r.get("name").and_then(Value::as_str) == Some(n.as_str()))
-        {
-            continue;
-        }
-        let mut m = Map::new();
-        m.insert("name".into(), json!(n));
-        m.insert("certificate".into(), json!({ "id": cert_id }));
-        let row = snis.process(m, &Context::new(Operation::Insert))?;
-        st.store.insert(snis, row).await?;
-    }
-    Ok(())
+    let name_of = |r: &Row| r.get("name").and_then(Value::as_str).map(str::to_string);
+    let remove = existing
+        .iter()
+        .filter(|r| name_of(r).is_none_or(|n| !names.contains(&n)))
+        .map(|r| (snis, id_of(r).to_string()))
+        .collect();
+    let fresh = names
+        .into_iter()
+        .filter(|n| !existing.iter().any(|r| name_of(r).as_ref() == Some(n)))
+        .collect();
+    Ok((sni_rows(cert_id, fresh)?, remove))
 }
 
-/// The SNI rows a new certificate's `snis` list stands for.
+/// Writes a certificate and its SNIs as one (other entities alone).
+async fn write_with_snis(
+    st: &AdminState,
+    schema: &'static EntitySchema,
+    row: Row,
+    mode: WriteMode,
+    snis: Option<Vec<String>>,
+) -> ApiResult<Row> {
+    let (add, remove) = match snis {
+        // A new certificate has no SNIs yet.
+        Some(names) if mode == WriteMode::Insert => (sni_rows(id_of(&row), names)?, Vec::new()),
+        Some(names) => sni_changes(st, id_of(&row), names).await?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(st
+        .store
+        .write_family(schema, row, mode, add, remove)
+        .await?)
+}
+
+/// The SNI rows of a certificate for `names`.
 fn sni_rows(cert_id: &str, names: Vec<String>) -> ApiResult<Vec<(&'static EntitySchema, Row)>> {
     let snis = entities::by_name("snis").ok_or_else(ApiError::not_found)?;
     names
@@ -554,13 +572,7 @@ async fn create(
         row.insert("ttl".into(), t);
     }
     // A certificate and its SNIs are one write: never one without the other.
-    let saved = match snis {
-        Some(names) => {
-            let children = sni_rows(id_of(&row), names)?;
-            st.store.insert_with_children(schema, row, children).await?
-        }
-        None => st.store.insert(schema, row).await?,
-    };
+    let saved = write_with_snis(st, schema, row, WriteMode::Insert, snis).await?;
     let out = present(st, schema, saved).await?;
     Ok(json_response(StatusCode::CREATED, &Value::Object(out)))
 }
@@ -620,10 +632,7 @@ async fn entity(
             if let Some(t) = ttl {
                 row.insert("ttl".into(), t);
             }
-            let saved = st.store.update(schema, row).await?;
-            if let Some(names) = snis {
-                sync_snis(st, id_of(&saved), names).await?;
-            }
+            let saved = write_with_snis(st, schema, row, WriteMode::Update, snis).await?;
             let out = present(st, schema, saved).await?;
             Ok(json_response(StatusCode::OK, &Value::Object(out)))
         }
@@ -666,10 +675,7 @@ async fn entity(
             if let Some(t) = ttl {
                 row.insert("ttl".into(), t);
             }
-            let saved = st.store.upsert(schema, row).await?;
-            if let Some(names) = snis {
-                sync_snis(st, id_of(&saved), names).await?;
-            }
+            let saved = write_with_snis(st, schema, row, WriteMode::Upsert, snis).await?;
             let out = present(st, schema, saved).await?;
             Ok(json_response(StatusCode::OK, &Value::Object(out)))
         }

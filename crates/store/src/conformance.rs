@@ -3,7 +3,9 @@
 //! same rows, errors and change events.
 
 use crate::rules::now;
-use crate::{ChangeEvent, ChangeEvents, ChangeOp, PageQuery, Purge, Row, Store, TagFilter};
+use crate::{
+    ChangeEvent, ChangeEvents, ChangeOp, PageQuery, Purge, Row, Store, TagFilter, WriteMode,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tollgate_model::schema::{Context, Operation};
@@ -388,8 +390,9 @@ pub(crate) async fn writes_emit_row_events_in_commit_order_with_cascades(s: &dyn
     assert_eq!(*next_event(&mut ev).await, ChangeEvent::Reset);
 }
 
-/// `insert_with_children` (a certificate and its SNIs): a refused child leaves nothing
-/// behind, not even a claimed unique value, and a good one lands whole with one event.
+/// `write_family` (a certificate and its SNIs): a refused child leaves nothing behind,
+/// not even a claimed unique value, and a good write lands whole with one event; an
+/// update that swaps children is one write too.
 pub(crate) async fn a_row_and_its_children_are_one_write(s: &dyn Store) {
     let service = |name: &str| row("services", json!({"name": name, "host": "a.com"}));
     let route = |name: &str, sid: &Value| {
@@ -408,7 +411,13 @@ pub(crate) async fn a_row_and_its_children_are_one_write(s: &dyn Store) {
         (schema("routes"), route("taken", &refused["id"])),
     ];
     let e = s
-        .insert_with_children(schema("services"), refused.clone(), kids)
+        .write_family(
+            schema("services"),
+            refused.clone(),
+            WriteMode::Insert,
+            kids,
+            vec![],
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -439,7 +448,13 @@ pub(crate) async fn a_row_and_its_children_are_one_write(s: &dyn Store) {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     let saved = s
-        .insert_with_children(schema("services"), parent.clone(), kids)
+        .write_family(
+            schema("services"),
+            parent.clone(),
+            WriteMode::Insert,
+            kids,
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(saved["name"], "parent");
@@ -462,6 +477,57 @@ pub(crate) async fn a_row_and_its_children_are_one_write(s: &dyn Store) {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+
+    // An update that drops "one" and adds "taken" is refused whole: "one" stays, the
+    // parent keeps its host.
+    let one = s
+        .select_by_field(schema("routes"), "name", "one")
+        .await
+        .unwrap()
+        .unwrap();
+    let one_id = one["id"].as_str().unwrap().to_string();
+    let mut moved = parent.clone();
+    moved.insert("host".into(), json!("b.com"));
+    let e = s
+        .write_family(
+            schema("services"),
+            moved.clone(),
+            WriteMode::Update,
+            vec![(schema("routes"), route("taken", &parent["id"]))],
+            vec![(schema("routes"), one_id.clone())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tollgate_model::ErrorCode::UniqueViolation,
+        "{e:?}"
+    );
+    let pid = parent["id"].as_str().unwrap();
+    let kept = s.select(schema("services"), pid).await.unwrap().unwrap();
+    assert_eq!(kept["host"], "a.com");
+    assert!(s.select(schema("routes"), &one_id).await.unwrap().is_some());
+    // The same swap with a free name lands whole, and the dropped name is free again.
+    s.write_family(
+        schema("services"),
+        moved,
+        WriteMode::Update,
+        vec![(schema("routes"), route("three", &parent["id"]))],
+        vec![(schema("routes"), one_id.clone())],
+    )
+    .await
+    .unwrap();
+    let kept = s.select(schema("services"), pid).await.unwrap().unwrap();
+    assert_eq!(kept["host"], "b.com");
+    assert!(s.select(schema("routes"), &one_id).await.unwrap().is_none());
+    let three = s
+        .select_by_field(schema("routes"), "name", "three")
+        .await
+        .unwrap();
+    assert_eq!(three.unwrap()["service"]["id"], parent["id"]);
+    s.insert(schema("routes"), route("one", &base["id"]))
+        .await
+        .unwrap();
 }
 
 pub(crate) async fn import_is_all_or_nothing(s: &dyn Store) {

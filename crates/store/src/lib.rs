@@ -84,6 +84,17 @@ pub struct RawRow {
     pub expires_at: Option<i64>,
 }
 
+/// How a write treats a stored row with the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The id must be new (POST).
+    Insert,
+    /// Create or fully replace (PUT).
+    Upsert,
+    /// The row must exist (PATCH).
+    Update,
+}
+
 /// What a committed write did to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeOp {
@@ -168,17 +179,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a processed row. Errors: primary key, unique, foreign key violations.
     async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row>;
-    /// Inserts a row and rows that reference it (a certificate and its SNIs) as one write:
-    /// all or nothing where the database has transactions (SQLite, PostgreSQL), so a crash
-    /// or a refused child never leaves the parent half-written. Answers the parent.
-    async fn insert_with_children(
+    /// Writes a row with `mode` together with rows that reference it (a certificate and
+    /// its SNIs): removes the `remove` rows and inserts the `add` rows, as one write —
+    /// all or nothing where the database has transactions (SQLite, PostgreSQL) or logged
+    /// batches (Cassandra), so a crash or a refused child never leaves the parent
+    /// half-written. Answers the parent.
+    async fn write_family(
         &self,
         schema: &'static EntitySchema,
         row: Row,
-        children: Vec<(&'static EntitySchema, Row)>,
+        mode: WriteMode,
+        add: Vec<(&'static EntitySchema, Row)>,
+        remove: Vec<(&'static EntitySchema, String)>,
     ) -> Result<Row> {
-        let saved = self.insert(schema, row).await?;
-        for (s, r) in children {
+        let saved = match mode {
+            WriteMode::Insert => self.insert(schema, row).await?,
+            WriteMode::Upsert => self.upsert(schema, row).await?,
+            WriteMode::Update => self.update(schema, row).await?,
+        };
+        for (s, id) in remove {
+            self.delete(s, &id).await?;
+        }
+        for (s, r) in add {
             self.insert(s, r).await?;
         }
         Ok(saved)

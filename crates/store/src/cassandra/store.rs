@@ -25,6 +25,7 @@ use super::{admin_tokens, counters, schema, unique};
 use crate::codec;
 use crate::paging::{decode_tag_offset, encode_tag_offset};
 use crate::rules::{self, now, parse_row, take_ttl, with_ttl};
+use crate::WriteMode as Write;
 use crate::{
     AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
     Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
@@ -47,6 +48,13 @@ struct Prepared {
     gone: Vec<String>,
     change: RowChange,
     row: Row,
+}
+
+/// Rows a write deletes: their change events, and the unique values to release after.
+#[derive(Default)]
+struct Removed {
+    changes: Vec<RowChange>,
+    freed: Vec<(String, Vec<String>)>,
 }
 
 /// Rows read per query when scanning a partition.
@@ -148,12 +156,6 @@ impl paging::Keep<(String,)> for Children<'_> {
             _ => Ok(None),
         }
     }
-}
-
-enum Write {
-    Insert,
-    Upsert,
-    Update,
 }
 
 impl CassandraStore {
@@ -588,16 +590,26 @@ impl CassandraStore {
         })
     }
 
-    /// Commits prepared rows as one batch with their event. Claims of rows that surely
-    /// were not written are given back at once; when they may have been (or may still
-    /// be), they stay until found stale. Values the rows gave up are released after.
-    async fn commit_prepared(&self, w: Writes, rows: Vec<Prepared>) -> Result<Vec<Row>> {
-        let changes = rows.iter().map(|p| p.change.clone()).collect();
+    /// Commits removals and prepared rows as one batch with their event. Claims of rows
+    /// that surely were not written are given back at once; when they may have been (or
+    /// may still be), they stay until found stale. Values the removed rows held and the
+    /// written rows gave up are released once the batch landed.
+    async fn commit_prepared(
+        &self,
+        w: Writes,
+        removed: Removed,
+        rows: Vec<Prepared>,
+    ) -> Result<Vec<Row>> {
+        let mut changes = removed.changes;
+        changes.extend(rows.iter().map(|p| p.change.clone()));
         if let Err(f) = self.commit(w, ChangeEvent::Rows(changes)).await {
             if !f.maybe_applied {
                 self.release_all(&rows).await;
             }
             return Err(f.error);
+        }
+        for (id, keys) in removed.freed {
+            self.release(&keys, &id).await;
         }
         let mut out = Vec::with_capacity(rows.len());
         for p in rows {
@@ -605,6 +617,37 @@ impl CassandraStore {
             out.push(p.row);
         }
         Ok(out)
+    }
+
+    /// Adds deleting `id` (and its cascade, children first) to `w`; nothing when there
+    /// is no such row.
+    async fn removal(
+        &self,
+        w: &mut Writes,
+        removed: &mut Removed,
+        schema: &'static EntitySchema,
+        id: &str,
+    ) -> Result<()> {
+        let Some(old) = self.select_raw(schema, id, true).await? else {
+            return Ok(());
+        };
+        let mut plan = Vec::new();
+        self.plan_delete(schema, id.to_string(), old, &mut plan)
+            .await?;
+        for (s, old) in plan {
+            let row = parse_row(&old.text)?;
+            self.remove_writes(w, s, &old, &row);
+            let keys = claims(s, &row).into_iter().map(|(k, _)| k).collect();
+            removed.freed.push((old.id.to_string(), keys));
+            removed.changes.push(RowChange {
+                entity: s.name,
+                id: old.id.clone(),
+                op: ChangeOp::Delete,
+                new: None,
+                old: Some(old),
+            });
+        }
+        Ok(())
     }
 
     async fn release_all(&self, rows: &[Prepared]) {
@@ -616,7 +659,7 @@ impl CassandraStore {
     async fn put(&self, schema: &'static EntitySchema, row: Row, how: Write) -> Result<Row> {
         let mut w = Writes::default();
         let p = self.prepare(&mut w, schema, row, how, &[]).await?;
-        let mut rows = self.commit_prepared(w, vec![p]).await?;
+        let mut rows = self.commit_prepared(w, Removed::default(), vec![p]).await?;
         Ok(rows.remove(0))
     }
 
@@ -784,20 +827,28 @@ impl Store for CassandraStore {
         self.put(schema, row, Write::Insert).await
     }
 
-    /// The parent and its children in one logged batch with one event: a crash or a
-    /// refused child never leaves a certificate without its SNIs.
-    async fn insert_with_children(
+    /// The parent, its removed and its added children in one logged batch with one
+    /// event: a crash or a refused child never leaves a certificate without its SNIs.
+    async fn write_family(
         &self,
         schema: &'static EntitySchema,
         row: Row,
-        children: Vec<(&'static EntitySchema, Row)>,
+        mode: Write,
+        add: Vec<(&'static EntitySchema, Row)>,
+        remove: Vec<(&'static EntitySchema, String)>,
     ) -> Result<Row> {
         let parent_id = rules::row_id(&row);
         let pending = [(schema.name, parent_id.as_str())];
         let mut w = Writes::default();
-        let mut rows = Vec::with_capacity(children.len() + 1);
-        for (s, r) in std::iter::once((schema, row)).chain(children) {
-            match self.prepare(&mut w, s, r, Write::Insert, &pending).await {
+        let mut removed = Removed::default();
+        for (s, id) in remove {
+            self.removal(&mut w, &mut removed, s, &id).await?;
+        }
+        let mut rows = Vec::with_capacity(add.len() + 1);
+        let all = std::iter::once((schema, row, mode))
+            .chain(add.into_iter().map(|(s, r)| (s, r, Write::Insert)));
+        for (s, r, m) in all {
+            match self.prepare(&mut w, s, r, m, &pending).await {
                 Ok(p) => rows.push(p),
                 Err(e) => {
                     self.release_all(&rows).await;
@@ -805,7 +856,7 @@ impl Store for CassandraStore {
                 }
             }
         }
-        let mut out = self.commit_prepared(w, rows).await?;
+        let mut out = self.commit_prepared(w, removed, rows).await?;
         Ok(out.remove(0))
     }
 
@@ -852,36 +903,13 @@ impl Store for CassandraStore {
     }
 
     async fn delete(&self, schema: &'static EntitySchema, id: &str) -> Result<()> {
-        let Some(old) = self.select_raw(schema, id, true).await? else {
-            return Ok(());
-        };
-        let mut plan = Vec::new();
-        self.plan_delete(schema, id.to_string(), old, &mut plan)
-            .await?;
-        // The whole cascade, children first, and its event in one batch; the unique
-        // values are given back once the rows are gone.
         let mut w = Writes::default();
-        let mut changes = Vec::with_capacity(plan.len());
-        let mut freed = Vec::new();
-        for (s, old) in plan {
-            let row = parse_row(&old.text)?;
-            self.remove_writes(&mut w, s, &old, &row);
-            freed.push((old.id.clone(), claims(s, &row)));
-            changes.push(RowChange {
-                entity: s.name,
-                id: old.id.clone(),
-                op: ChangeOp::Delete,
-                new: None,
-                old: Some(old),
-            });
+        let mut removed = Removed::default();
+        self.removal(&mut w, &mut removed, schema, id).await?;
+        if removed.changes.is_empty() {
+            return Ok(());
         }
-        self.commit(w, ChangeEvent::Rows(changes))
-            .await
-            .map_err(|f| f.error)?;
-        for (id, keys) in freed {
-            let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
-            self.release(&keys, &id).await;
-        }
+        self.commit_prepared(w, removed, Vec::new()).await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use super::schema::{self, MIGRATION_LOCK, WRITE_LOCK};
 use super::{db_err, pool_err};
 use crate::paging::{decode_offset, encode_offset};
 use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
+use crate::WriteMode as Write;
 use crate::{
     AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
     Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
@@ -490,12 +491,6 @@ async fn executed<C: GenericClient>(c: &C) -> Result<Vec<String>> {
         .collect())
 }
 
-enum Write {
-    Insert,
-    Upsert,
-    Update,
-}
-
 impl PostgresStore {
     async fn put(&self, schema: &'static EntitySchema, row: Row, how: Write) -> Result<Row> {
         self.write(move |tx, touched| boxed(put_in(tx, touched, schema, row, how)))
@@ -637,16 +632,21 @@ impl Store for PostgresStore {
         self.put(schema, row, Write::Insert).await
     }
 
-    async fn insert_with_children(
+    async fn write_family(
         &self,
         schema: &'static EntitySchema,
         row: Row,
-        children: Vec<(&'static EntitySchema, Row)>,
+        mode: Write,
+        add: Vec<(&'static EntitySchema, Row)>,
+        remove: Vec<(&'static EntitySchema, String)>,
     ) -> Result<Row> {
         self.write(move |tx, touched| {
             boxed(async move {
-                let saved = put_in(tx, touched, schema, row, Write::Insert).await?;
-                for (s, r) in children {
+                let saved = put_in(tx, touched, schema, row, mode).await?;
+                for (s, id) in remove {
+                    delete_tx(tx, s, id, touched).await?;
+                }
+                for (s, r) in add {
                     put_in(tx, touched, s, r, Write::Insert).await?;
                 }
                 Ok(saved)

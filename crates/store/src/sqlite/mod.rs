@@ -11,7 +11,7 @@ use crate::rules::{self, fk_col, now, parse_row, take_ttl, with_ttl};
 use crate::{
     AdminToken, ChangeEvent, ChangeEvents, ChangeOp, Changes, CounterIncrement, CounterTable,
     Dataset, EntitySet, MigrationStatus, Page, PageQuery, RawRow, RowChange, ScanPage, Store,
-    TagFilter, MIGRATIONS,
+    TagFilter, WriteMode, MIGRATIONS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -509,6 +509,64 @@ fn insert_in(
     Ok(with_ttl(schema, row, exp))
 }
 
+fn put_in(
+    tx: &Transaction<'_>,
+    touched: &mut Touched,
+    schema: &'static EntitySchema,
+    row: Row,
+    mode: WriteMode,
+) -> Result<Row> {
+    match mode {
+        WriteMode::Insert => insert_in(tx, touched, schema, row),
+        WriteMode::Upsert => upsert_in(tx, touched, schema, row),
+        WriteMode::Update => update_in(tx, touched, schema, row),
+    }
+}
+
+/// Creates or fully replaces a row, keeping a live row's `created_at`.
+fn upsert_in(
+    tx: &Transaction<'_>,
+    touched: &mut Touched,
+    schema: &'static EntitySchema,
+    mut row: Row,
+) -> Result<Row> {
+    touched.push(schema.name);
+    let id = rules::row_id(&row);
+    let old = select_raw_tx(tx, schema, &id, true)?;
+    if let Some(old) = old
+        .as_ref()
+        .filter(|o| o.expires_at.is_none_or(|t| t > now()))
+    {
+        if let Some(c) = parse_row(&old.text)?.get("created_at") {
+            row.insert("created_at".into(), c.clone());
+        }
+    }
+    let exp = take_ttl(schema, &mut row);
+    check_constraints(tx, schema, &row)?;
+    let new = put_row(tx, schema, &row, exp)?;
+    touched.upserted(schema, new, old);
+    Ok(with_ttl(schema, row, exp))
+}
+
+/// Replaces a live row; not found otherwise.
+fn update_in(
+    tx: &Transaction<'_>,
+    touched: &mut Touched,
+    schema: &'static EntitySchema,
+    mut row: Row,
+) -> Result<Row> {
+    touched.push(schema.name);
+    let id = rules::row_id(&row);
+    let Some(old) = select_raw_tx(tx, schema, &id, false)? else {
+        return Err(Error::not_found(json!({ "id": id })));
+    };
+    let exp = take_ttl(schema, &mut row);
+    check_constraints(tx, schema, &row)?;
+    let new = put_row(tx, schema, &row, exp)?;
+    touched.upserted(schema, new, Some(old));
+    Ok(with_ttl(schema, row, exp))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -520,15 +578,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_with_children(
+    async fn write_family(
         &self,
         schema: &'static EntitySchema,
         row: Row,
-        children: Vec<(&'static EntitySchema, Row)>,
+        mode: WriteMode,
+        add: Vec<(&'static EntitySchema, Row)>,
+        remove: Vec<(&'static EntitySchema, String)>,
     ) -> Result<Row> {
         self.write(move |tx, touched| {
-            let saved = insert_in(tx, touched, schema, row)?;
-            for (s, r) in children {
+            let saved = put_in(tx, touched, schema, row, mode)?;
+            for (s, id) in remove {
+                delete_tx(tx, s, &id, touched)?;
+            }
+            for (s, r) in add {
                 insert_in(tx, touched, s, r)?;
             }
             Ok(saved)
@@ -536,50 +599,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
-        self.write(move |tx, touched| {
-            touched.push(schema.name);
-            let id = row
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let old = select_raw_tx(tx, schema, &id, true)?;
-            if let Some(old) = old
-                .as_ref()
-                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
-            {
-                if let Some(c) = parse_row(&old.text)?.get("created_at") {
-                    row.insert("created_at".into(), c.clone());
-                }
-            }
-            let exp = take_ttl(schema, &mut row);
-            check_constraints(tx, schema, &row)?;
-            let new = put_row(tx, schema, &row, exp)?;
-            touched.upserted(schema, new, old);
-            Ok(with_ttl(schema, row, exp))
-        })
-        .await
+    async fn upsert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
+        self.write(move |tx, touched| upsert_in(tx, touched, schema, row))
+            .await
     }
 
-    async fn update(&self, schema: &'static EntitySchema, mut row: Row) -> Result<Row> {
-        self.write(move |tx, touched| {
-            touched.push(schema.name);
-            let id = row
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let Some(old) = select_raw_tx(tx, schema, &id, false)? else {
-                return Err(Error::not_found(json!({ "id": id })));
-            };
-            let exp = take_ttl(schema, &mut row);
-            check_constraints(tx, schema, &row)?;
-            let new = put_row(tx, schema, &row, exp)?;
-            touched.upserted(schema, new, Some(old));
-            Ok(with_ttl(schema, row, exp))
-        })
-        .await
+    async fn update(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
+        self.write(move |tx, touched| update_in(tx, touched, schema, row))
+            .await
     }
 
     async fn select(&self, schema: &'static EntitySchema, id: &str) -> Result<Option<Row>> {
