@@ -558,9 +558,13 @@ impl Health {
 pub struct AddressHealth {
     /// The entity's `target` (`host:port`).
     pub target: String,
+    /// Kong's `address.ip`: an IP, or an SRV record's target name.
     pub ip: String,
     pub port: u16,
+    /// The address's weight (an SRV record's own).
     pub weight: u32,
+    /// The target's weight.
+    pub node_weight: u32,
     pub health: Health,
 }
 
@@ -585,6 +589,7 @@ impl Balancer {
                 ip,
                 port,
                 weight,
+                node_weight: t.weight,
                 health,
             };
             if t.state.dns_error.load(Ordering::Relaxed) {
