@@ -151,17 +151,7 @@ async fn upstream(g: &Gateway, name: &str, upstream: Value, target: &str, weight
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = g
-        .post("/services", json!({"name": name, "host": name}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = g
-        .post(
-            &format!("/services/{name}/routes"),
-            json!({"paths": [format!("/{name}")]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    super::service(g, json!({"name": name, "host": name})).await;
 }
 
 /// Status of a request to `path`.
@@ -176,14 +166,14 @@ async fn status(g: &Gateway, path: &str) -> StatusCode {
 
 /// The SRV records of `_svc._tcp.srv.test`: a (weight 10), b (30), c (0,
 /// Kong's "hit least", weighing 1), and d at a lower priority (never used).
-fn srv_zone(zone: &Zone, a: &Backend, b: &Backend, c: &Backend, d: &Backend, ttl: u32) {
+fn srv_zone(zone: &Zone, b: &[Backend; 4], ttl: u32) {
     zone.set(
         "_svc._tcp.srv.test",
         vec![
-            Rr::srv(10, 10, a.port, "a.srv.test", ttl),
-            Rr::srv(10, 30, b.port, "b.srv.test", ttl),
-            Rr::srv(10, 0, c.port, "c.srv.test", ttl),
-            Rr::srv(20, 100, d.port, "d.srv.test", ttl),
+            Rr::srv(10, 10, b[0].port, "a.srv.test", ttl),
+            Rr::srv(10, 30, b[1].port, "b.srv.test", ttl),
+            Rr::srv(10, 0, b[2].port, "c.srv.test", ttl),
+            Rr::srv(20, 100, b[3].port, "d.srv.test", ttl),
         ],
     );
     for n in ["a", "b", "c", "d"] {
@@ -194,18 +184,25 @@ fn srv_zone(zone: &Zone, a: &Backend, b: &Backend, c: &Backend, d: &Backend, ttl
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn srv_records_weigh_their_own_weight_in_every_algorithm() {
+/// A DNS server with [`srv_zone`] (records of `ttl`), its four backends
+/// a, b, c, d, and a gateway asking that server.
+async fn srv_setup(ttl: u32) -> (Zone, JoinHandle<()>, [Backend; 4], Gateway) {
     let zone = Zone::default();
-    let (dns, _dh) = zone.serve().await;
-    let (a, b, c, d) = (
+    let (dns, dh) = zone.serve().await;
+    let b = [
         Backend::start("a").await,
         Backend::start("b").await,
         Backend::start("c").await,
         Backend::start("d").await,
-    );
-    srv_zone(&zone, &a, &b, &c, &d, 60);
+    ];
+    srv_zone(&zone, &b, ttl);
     let g = Gateway::start_with(&[("KONG_DNS_RESOLVER", &dns.to_string())]).await;
+    (zone, dh, b, g)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn srv_records_weigh_their_own_weight_in_every_algorithm() {
+    let (_zone, _dh, [a, b, c, _d], g) = srv_setup(60).await;
     // (the target's weight, 5, is not used: Kong takes the records')
     upstream(&g, "rr", json!({}), "_svc._tcp.srv.test:80", 5).await;
     g.proxy_until("/rr", None, |s| s == StatusCode::OK).await;
@@ -284,16 +281,7 @@ async fn srv_records_weigh_their_own_weight_in_every_algorithm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn srv_answers_are_asked_again_after_their_ttl() {
-    let zone = Zone::default();
-    let (dns, _dh) = zone.serve().await;
-    let (a, b, c, d) = (
-        Backend::start("a").await,
-        Backend::start("b").await,
-        Backend::start("c").await,
-        Backend::start("d").await,
-    );
-    srv_zone(&zone, &a, &b, &c, &d, 1);
-    let g = Gateway::start_with(&[("KONG_DNS_RESOLVER", &dns.to_string())]).await;
+    let (zone, _dh, [_a, b, _c, d], g) = srv_setup(1).await;
     upstream(&g, "ttl", json!({}), "_svc._tcp.srv.test:80", 100).await;
     g.proxy_until("/ttl", None, |s| s == StatusCode::OK).await;
     let asked = zone.asked("_svc._tcp.srv.test");
@@ -331,7 +319,7 @@ async fn a_missing_name_is_asked_again_after_dns_not_found_ttl() {
     assert!(asked > 0);
     // the name appears; the "not found" answer holds for 3 s, unasked
     zone.set("late.test", vec![Rr::A("127.0.0.1".parse().unwrap(), 60)]);
-    while first.elapsed() < Duration::from_millis(2500) {
+    while first.elapsed() < Duration::from_millis(2000) {
         assert_eq!(status(&g, "/late").await, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             zone.asked("late.test"),
@@ -346,7 +334,8 @@ async fn a_missing_name_is_asked_again_after_dns_not_found_ttl() {
         assert!(Instant::now() < deadline, "never asked again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(first.elapsed() >= Duration::from_secs(3));
+    // (`first` came just after the answer was cached)
+    assert!(first.elapsed() >= Duration::from_millis(2800));
     assert!(zone.asked("late.test") > asked);
 }
 
@@ -394,7 +383,7 @@ async fn a_stale_answer_is_served_for_dns_stale_ttl_while_the_server_fails() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(resolved.elapsed() >= Duration::from_secs(5));
+    assert!(resolved.elapsed() >= Duration::from_millis(4800));
     // the server recovers: the error is asked again after dns_error_ttl (2 s)
     let failed = Instant::now();
     let asked = zone.asked("flaky.test");

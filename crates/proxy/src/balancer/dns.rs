@@ -545,6 +545,7 @@ async fn lookup(name: &str) -> Result<Resolved, Failure> {
         nx: false,
         msg: format!("{name}: no record type to try"),
     };
+    let mut tried: Vec<Kind> = Vec::with_capacity(4);
     for kind in &s.order {
         let kind = match kind {
             Kind::Last => match last {
@@ -553,6 +554,11 @@ async fn lookup(name: &str) -> Result<Resolved, Failure> {
             },
             k => *k,
         };
+        // (LAST is also in the list: asked once)
+        if tried.contains(&kind) {
+            continue;
+        }
+        tried.push(kind);
         let r = match kind {
             Kind::Srv => srv(res, name).await,
             Kind::A | Kind::Aaaa => ips(res, name, kind == Kind::Aaaa).await,

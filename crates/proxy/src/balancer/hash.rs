@@ -4,8 +4,9 @@
 //! of `"<ip>:<:port> <i>"` places each address's points on a circle of
 //! `slots` positions (1000 when fewer), a value hashes to
 //! `xxh32(value) % points + 1`, and the first point at or below that
-//! position (going down, wrapping) owns it. The same keys thus reach the
-//! same targets as on Kong.
+//! position (going down, wrapping) owns it. A named target's addresses are
+//! placed each by its own ip (an SRV record's by its target name) and port.
+//! The same keys thus reach the same addresses as on Kong.
 
 use crate::snapshot::Row;
 use http::HeaderMap;
