@@ -476,8 +476,12 @@ fn classify(name: &str, e: &NetError) -> Failure {
 }
 
 async fn ask_and_store(key: &str) -> Result<Arc<Resolved>, String> {
+    settle(key, lookup(key).await)
+}
+
+/// Caches the outcome of a lookup of `key` by Kong's rules (`cacheinsert`).
+fn settle(key: &str, outcome: Result<Resolved, Failure>) -> Result<Arc<Resolved>, String> {
     let s = &settings().opts;
-    let outcome = lookup(key).await;
     let now = Instant::now();
     let (answer, ttl, keep_records) = match outcome {
         Ok(r) => {
@@ -704,6 +708,55 @@ mod tests {
         assert_eq!(h["app.test"], vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
         assert_eq!(h["app"].len(), 2);
         assert!(!h.contains_key("x"));
+    }
+
+    fn answer(ip: &str, ttl: Duration) -> Resolved {
+        let e = Entry::new(None, vec![ip.parse().unwrap()], None, None);
+        Resolved::new(vec![e], Instant::now() + ttl)
+    }
+
+    fn cached_ip(key: &str) -> Option<String> {
+        match &cache_get(key)?.answer {
+            Answer::Found(r) => Some(r.entries[0].ips[0].to_string()),
+            Answer::Failed(e) => Some(format!("failed: {e}")),
+        }
+    }
+
+    /// Kong's `cacheinsert` (default lifetimes): a name error replaces the
+    /// records held, an empty answer or a server error does not, a network
+    /// failure is not cached; failures are kept for their TTL.
+    #[test]
+    fn failures_replace_records_as_kongs_cache_does() {
+        let k = "cache-rules.test";
+        let ok = settle(k, Ok(answer("10.0.0.1", Duration::ZERO))).unwrap();
+        assert!(!ok.fresh());
+        let empty = Failure::NotFound {
+            nx: false,
+            msg: "empty".into(),
+        };
+        assert!(settle(k, Err(empty)).is_err());
+        assert_eq!(cached_ip(k).as_deref(), Some("10.0.0.1"));
+        assert!(settle(k, Err(Failure::Server("servfail".into()))).is_err());
+        assert_eq!(cached_ip(k).as_deref(), Some("10.0.0.1"));
+        assert!(settle(k, Err(Failure::Network("timeout".into()))).is_err());
+        assert_eq!(cached_ip(k).as_deref(), Some("10.0.0.1"));
+        let nx = Failure::NotFound {
+            nx: true,
+            msg: "nxdomain".into(),
+        };
+        assert!(settle(k, Err(nx)).is_err());
+        assert_eq!(cached_ip(k).as_deref(), Some("failed: nxdomain"));
+        let c = cache_get(k).unwrap();
+        let ttl = c.until.saturating_duration_since(Instant::now());
+        assert!(ttl > Duration::from_secs(29) && ttl <= Duration::from_secs(30));
+        assert_eq!(c.stale_until - c.until, Duration::from_secs(3600));
+        // no records held: a server error is kept for dns_error_ttl
+        let k = "cache-rules-2.test";
+        assert!(settle(k, Err(Failure::Server("servfail".into()))).is_err());
+        let c = cache_get(k).unwrap();
+        assert!(c.until.saturating_duration_since(Instant::now()) <= Duration::from_secs(1));
+        assert!(settle(k, Ok(answer("10.0.0.2", Duration::from_secs(60)))).is_ok());
+        assert_eq!(cached_ip(k).as_deref(), Some("10.0.0.2"));
     }
 
     #[test]
