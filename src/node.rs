@@ -318,6 +318,7 @@ impl tollgate_admin::upstream_health::UpstreamHealth for BalancerHealth {
                     ip: a.ip,
                     port: a.port,
                     weight: a.weight,
+                    node_weight: a.node_weight,
                     health: a.health.as_str(),
                 })
                 .collect(),

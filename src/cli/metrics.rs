@@ -82,10 +82,10 @@ async fn target_health(snap: &Snapshot) -> Vec<TargetHealth> {
                 // A name no request has resolved yet: resolve it now (cached for the
                 // proxy too), as Kong's balancer does when it is created.
                 Err(_) if a.health != Health::DnsError => {
-                    let lookup = tollgate_proxy::balancer::dns::resolve(&a.ip, a.port);
+                    let lookup = tollgate_proxy::balancer::dns::resolve(&a.ip);
                     match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
                         Ok(Ok(r)) => {
-                            for (addr, _) in r.addrs.iter() {
+                            for addr in r.addrs(a.port) {
                                 out.push(TargetHealth {
                                     upstream: u.name.clone(),
                                     target: a.target.clone(),

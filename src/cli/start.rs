@@ -229,9 +229,20 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
             Some(v) => dns::parse_servers(v).map_err(|e| anyhow::anyhow!(e))?,
             None => Vec::new(),
         };
-        let key = |k: &str| config.dns.get(k).map(String::as_str);
-        dns::configure(servers, key("dns_order"), key("dns_hostsfile"))
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let key = |k: &str| config.dns.get(k).cloned();
+        let defaults = dns::Options::default();
+        dns::configure(dns::Options {
+            servers,
+            order: key("dns_order").unwrap_or(defaults.order),
+            hostsfile: key("dns_hostsfile"),
+            valid_ttl: config.dns_valid_ttl,
+            stale_ttl: config.dns_stale_ttl,
+            not_found_ttl: config.dns_not_found_ttl,
+            error_ttl: config.dns_error_ttl,
+            cache_size: config.dns_cache_size as usize,
+            no_sync: config.dns_no_sync,
+        })
+        .map_err(|e| anyhow::anyhow!(e))?;
     }
     let (store, initial_hash, saved) = open(&config, &catalog, run_migrations).await?;
     node::install_counters(&config, &store);

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
+mod dns;
+use dns::{Rr, Zone};
+
 /// An upstream server that answers every request with its name as the body
 /// and a status the test can change; it can be stopped (listener and open
 /// connections closed) and started again on the same port.
@@ -575,93 +578,6 @@ async fn latency_prefers_the_fast_target() {
     assert!(got.get("b").copied().unwrap_or(0) >= 37, "{got:?}");
 }
 
-/// A DNS server on loopback UDP answering A and SRV questions from a table
-/// the test changes; other types get an empty answer, unknown names NXDOMAIN.
-#[derive(Clone, Default)]
-struct Zone(Arc<Mutex<HashMap<String, Vec<Rr>>>>);
-
-#[derive(Clone)]
-enum Rr {
-    A(std::net::Ipv4Addr, u32),
-    Srv(u16, String, u32),
-}
-
-impl Zone {
-    fn set(&self, name: &str, rrs: Vec<Rr>) {
-        self.0.lock().unwrap().insert(name.to_owned(), rrs);
-    }
-
-    async fn serve(&self) -> (std::net::SocketAddr, JoinHandle<()>) {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let zone = self.clone();
-        let h = tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            loop {
-                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                if let Some(resp) = zone.answer(&buf[..n]) {
-                    let _ = sock.send_to(&resp, peer).await;
-                }
-            }
-        });
-        (addr, h)
-    }
-
-    fn answer(&self, q: &[u8]) -> Option<Vec<u8>> {
-        // question: labels from byte 12, then type and class
-        let mut i = 12;
-        let mut labels = Vec::new();
-        while *q.get(i)? != 0 {
-            let l = q[i] as usize;
-            labels.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + l)?).to_lowercase());
-            i += 1 + l;
-        }
-        let qend = i + 5;
-        let qtype = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
-        let name = labels.join(".");
-        let zone = self.0.lock().unwrap();
-        let rrs = zone.get(&name);
-        let answers: Vec<&Rr> = rrs
-            .map(|v| {
-                v.iter()
-                    .filter(|r| matches!((r, qtype), (Rr::A(..), 1) | (Rr::Srv(..), 33)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        out.extend_from_slice(&q[0..2]);
-        out.extend_from_slice(&[0x81, if rrs.is_some() { 0x80 } else { 0x83 }]);
-        out.extend_from_slice(&[0, 1]);
-        out.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(q.get(12..qend)?);
-        for r in answers {
-            out.extend_from_slice(&[0xc0, 12]);
-            let (ty, ttl, data) = match r {
-                Rr::A(ip, ttl) => (1u16, *ttl, ip.octets().to_vec()),
-                Rr::Srv(port, target, ttl) => {
-                    let mut d = vec![0, 10, 0, 10];
-                    d.extend_from_slice(&port.to_be_bytes());
-                    for l in target.split('.') {
-                        d.push(l.len() as u8);
-                        d.extend_from_slice(l.as_bytes());
-                    }
-                    d.push(0);
-                    (33, *ttl, d)
-                }
-            };
-            out.extend_from_slice(&ty.to_be_bytes());
-            out.extend_from_slice(&[0, 1]);
-            out.extend_from_slice(&ttl.to_be_bytes());
-            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            out.extend_from_slice(&data);
-        }
-        Some(out)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn target_names_resolve_through_the_configured_dns_server() {
     let zone = Zone::default();
@@ -674,7 +590,7 @@ async fn target_names_resolve_through_the_configured_dns_server() {
     let echo_port: u16 = echo.rsplit(':').next().unwrap().parse().unwrap();
     zone.set(
         "srv.test",
-        vec![Rr::Srv(echo_port, "node1.test".into(), 30)],
+        vec![Rr::srv(0, 10, echo_port, "node1.test", 30)],
     );
     zone.set("node1.test", vec![Rr::A("127.0.0.1".parse().unwrap(), 30)]);
 

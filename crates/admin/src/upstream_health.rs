@@ -18,7 +18,10 @@ pub struct AddressHealth {
     pub target: String,
     pub ip: String,
     pub port: u16,
+    /// The address's weight (an SRV record's own).
     pub weight: u32,
+    /// The target's weight (Kong's `nodeWeight`).
+    pub node_weight: u32,
     /// `HEALTHY`, `UNHEALTHY`, `HEALTHCHECKS_OFF` or `DNS_ERROR`.
     pub health: &'static str,
 }
@@ -157,7 +160,7 @@ async fn health(st: &AdminState, u: &str, query: &[(String, String)]) -> ApiResu
                     json!({
                         "host": host,
                         "port": port,
-                        "nodeWeight": first.weight,
+                        "nodeWeight": first.node_weight,
                         "weight": {
                             "total": total,
                             "unavailable": unavailable,

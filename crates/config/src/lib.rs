@@ -595,6 +595,19 @@ pub struct Config {
 
     /// All `dns_*` keys that have a value, as strings.
     pub dns: BTreeMap<String, String>,
+    /// `dns_valid_ttl`: overrides every DNS record's TTL.
+    pub dns_valid_ttl: Option<Duration>,
+    /// `dns_stale_ttl`: how long an expired DNS answer is still served while
+    /// it is refreshed.
+    pub dns_stale_ttl: Duration,
+    /// `dns_not_found_ttl`: how long a name error or empty answer is cached.
+    pub dns_not_found_ttl: Duration,
+    /// `dns_error_ttl`: how long another DNS server error is cached.
+    pub dns_error_ttl: Duration,
+    /// `dns_cache_size`: names kept in the DNS cache.
+    pub dns_cache_size: u64,
+    /// `dns_no_sync`: concurrent lookups of a name do not share one query.
+    pub dns_no_sync: bool,
 
     /// Every key with a value, in effective (post-precedence) form: Kong's
     /// keys, Tollgate's keys and injected `nginx_*` directives. Unset keys
@@ -1198,6 +1211,15 @@ fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
         .filter(|(k, _)| k.starts_with("dns_"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Kong 3.9's new resolver (`resolver_*` keys) is not built: refused,
+    // rather than silently resolving with the `dns_*` settings.
+    if cx.boolean("new_dns_client") {
+        cx.fail(
+            "new_dns_client",
+            "on",
+            "off (the new DNS client is not supported; the dns_* keys configure the resolver)",
+        );
+    }
     let dns_order = cx.list("dns_order");
     cx.list_entries("dns_order", &dns_order, |e| {
         if ["LAST", "A", "AAAA", "CNAME", "SRV"].contains(&e.to_ascii_uppercase().as_str()) {
@@ -1338,6 +1360,12 @@ fn build(cx: &mut Ctx<'_>, prefix: PathBuf, sqlite_path: PathBuf) -> Config {
         proxy_server: cx.opt_string("proxy_server"),
         proxy_server_ssl_verify: cx.boolean("proxy_server_ssl_verify"),
         dns,
+        dns_valid_ttl: cx.opt("dns_valid_ttl", values::parse_seconds),
+        dns_stale_ttl: cx.val("dns_stale_ttl", values::parse_seconds),
+        dns_not_found_ttl: cx.val("dns_not_found_ttl", values::parse_seconds),
+        dns_error_ttl: cx.val("dns_error_ttl", values::parse_seconds),
+        dns_cache_size: cx.int("dns_cache_size", 1, u64::from(u32::MAX)),
+        dns_no_sync: cx.boolean("dns_no_sync"),
         raw: BTreeMap::new(),
         sources: BTreeMap::new(),
     };

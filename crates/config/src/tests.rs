@@ -121,6 +121,13 @@ fn defaults_follow_kong() {
     );
     assert_eq!(c.dns.get("dns_stale_ttl").map(String::as_str), Some("3600"));
     assert!(!c.dns.contains_key("dns_resolver"));
+    // Kong's DNS cache lifetimes (kong_defaults.lua)
+    assert_eq!(c.dns_valid_ttl, None);
+    assert_eq!(c.dns_stale_ttl, Duration::from_secs(3600));
+    assert_eq!(c.dns_not_found_ttl, Duration::from_secs(30));
+    assert_eq!(c.dns_error_ttl, Duration::from_secs(1));
+    assert_eq!(c.dns_cache_size, 10000);
+    assert!(!c.dns_no_sync);
     // every Kong default with a value is in raw (except where Tollgate differs)
     for (k, v) in KONG_DEFAULTS {
         if v.is_empty() || ["prefix", "database", "anonymous_reports"].contains(k) {
@@ -439,7 +446,13 @@ fn invalid_values_name_key_value_and_allowed() {
         ("dns_order", "LAST,MX", "invalid value for 'dns_order': 'MX'"),
         ("admin_gui_path", "/manager/", "'admin_gui_path': '/manager/'"),
         // generic Kong type checks for keys Tollgate does not type
-        ("dns_stale_ttl", "forever", "invalid value for 'dns_stale_ttl': 'forever' (expected a number)"),
+        ("dns_stale_ttl", "forever", "invalid value for 'dns_stale_ttl': 'forever' (expected a non-negative number of seconds)"),
+        ("dns_not_found_ttl", "-1", "'dns_not_found_ttl': '-1'"),
+        ("dns_error_ttl", "soon", "'dns_error_ttl': 'soon'"),
+        ("dns_valid_ttl", "-5", "'dns_valid_ttl': '-5'"),
+        ("dns_cache_size", "0", "'dns_cache_size': '0' (expected an integer between 1 and"),
+        ("dns_no_sync", "maybe", "'dns_no_sync': 'maybe'"),
+        ("new_dns_client", "on", "'new_dns_client': 'on' (expected off (the new DNS client is not supported"),
         ("wasm", "perhaps", "'wasm': 'perhaps' (expected a boolean"),
         ("cluster_mtls", "none", "'cluster_mtls': 'none' (expected one of: shared, pki)"),
         ("ssl_session_tickets", "true", "'ssl_session_tickets': 'true' (expected on or off)"),

@@ -1,8 +1,8 @@
 //! The request path: route, Kong's checks, forward, respond.
 
-use crate::balancer::address::{AddrSet, TriedAddrs};
+use crate::balancer::address::AddrSet;
 use crate::balancer::hash::HashInput;
-use crate::balancer::state::Outcome;
+use crate::balancer::state::{Outcome, TargetState};
 use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
 use crate::buffering::buffer_response;
 use crate::downstream::BodyBytes;
@@ -857,13 +857,16 @@ async fn proxy<'s>(
         }),
         _ => (None, None),
     };
-    // Targets this request failed on: retries move to the next one.
+    // Addresses this request failed on: retries move to the next one.
     let mut tried: u64 = 0;
-    let mut picked: Option<(&BTarget, usize)> = None;
-    let mut in_flight: Option<InFlight<'_>> = None;
-    let mut dns_skips = 0;
-    // Addresses of named targets this request failed on.
-    let mut tried_addrs = TriedAddrs::default();
+    // The target picked for this try and, for a name, its address.
+    let mut picked: Option<&BTarget> = None;
+    let mut picked_addr: Option<(Arc<AddrSet>, usize)> = None;
+    let mut in_flight: Option<InFlight> = None;
+    if let Some(u) = upstream_entity {
+        // (named targets whose DNS answer ran out are resolved again first)
+        u.refresh_names().await;
+    }
     let proxy_latency = ms_since(cx.start);
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
@@ -891,111 +894,75 @@ async fn proxy<'s>(
             .as_ref()
             .is_some_and(|l| l.details)
             .then(Instant::now);
-        // pick a target
-        let (target_host, mut target_port): (Cow<'_, str>, u16) = match upstream_entity {
-            Some(u) => match u.pick(hash, tried) {
-                Some(i) => {
-                    let t = &u.targets[i];
-                    mark_tried(&mut tried, i);
-                    picked = Some((t, i));
-                    // (only the algorithms that read them pay for these counts)
-                    if matches!(
-                        u.algorithm,
-                        Algorithm::LeastConnections | Algorithm::Latency
-                    ) {
-                        in_flight = Some(InFlight::new(t));
-                    }
-                    (Cow::Borrowed(t.host.as_str()), t.port)
-                }
-                None if tries == 1 => {
-                    return cx.error(503, errors::NO_PEER, client_headers, Negotiation::Accept);
-                }
-                // Every target went unhealthy while retrying: the last failure stands.
-                None => {
-                    break Err(last_send_err.unwrap_or(match last_connect_err.take() {
-                        Some(ConnectError::Timeout) => 504,
-                        _ => 502,
-                    }));
-                }
-            },
-            None => (Cow::Borrowed(&service.host), service.port),
-        };
-        let mut target_host = target_host;
-        // The address of a named target picked for this try.
-        let mut picked_addr: Option<(Arc<AddrSet>, usize)> = None;
-        let resolved = match (upstream_entity, picked) {
-            // A target named by a host name: Kong's resolver (SRV, A, TTLs),
-            // and one of its addresses, by their own health.
-            (Some(u), Some((t, i))) if t.ip.is_none() => {
-                match t.resolve(&u.id).await {
-                    Ok(set) => {
-                        t.state.dns_error.store(false, Ordering::Relaxed);
-                        let k = set
-                            .pick(hash, |k, a| {
-                                u.address_usable(a) && !tried_addrs.contains(i, k)
-                            })
-                            .or_else(|| set.pick(hash, |_, a| u.address_usable(a)));
-                        match k {
-                            Some(k) => {
-                                let a = &set.addrs[k];
-                                if let (true, Some(n)) = (u.use_srv_name, &a.srv_name) {
-                                    target_host = Cow::Owned(n.clone());
+        // pick an address
+        let mut target_host: Cow<'_, str> = Cow::Borrowed(&service.host);
+        let mut target_port = service.port;
+        let resolved = match upstream_entity {
+            Some(u) => {
+                let plan = u.plan();
+                match u.pick(&plan, hash, tried) {
+                    Some(p) => {
+                        mark_tried(&mut tried, p.slot);
+                        let t = &u.targets[p.target];
+                        picked = Some(t);
+                        target_host = Cow::Borrowed(t.host.as_str());
+                        target_port = t.port;
+                        picked_addr = p.addr.zip(plan.sets[p.target].clone()).map(|(k, s)| (s, k));
+                        // (only the algorithms that read them pay for these counts)
+                        if matches!(
+                            u.algorithm,
+                            Algorithm::LeastConnections | Algorithm::Latency
+                        ) {
+                            let st = plan.state(&u.targets, &plan.slots[p.slot]);
+                            in_flight = Some(InFlight::new(st.clone()));
+                        }
+                        match (&picked_addr, t.ip) {
+                            (Some((set, k)), _) => set.socket(*k).map(|(a, srv_name)| {
+                                if let (true, Some(n)) = (u.use_srv_name, srv_name) {
+                                    target_host = Cow::Owned(n.to_owned());
                                 }
                                 // (an SRV record's port; Kong's Host carries it)
-                                target_port = a.addr.port();
-                                tried_addrs.add(i, k);
-                                let addr = a.addr;
-                                picked_addr = Some((set, k));
-                                Some(addr)
-                            }
-                            // every address went down since the pick: another target
-                            None if dns_skips < u.targets.len() => {
-                                dns_skips += 1;
-                                tries -= 1;
-                                continue;
-                            }
-                            None => None,
+                                target_port = a.port();
+                                a
+                            }),
+                            (None, Some(ip)) => Some(SocketAddr::new(ip, t.port)),
+                            (None, None) => None,
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!(target = %t.target, "target name resolution failed: {e}");
-                        t.state.dns_error.store(true, Ordering::Relaxed);
-                        // another target may resolve: not a try
-                        if dns_skips < u.targets.len() {
-                            dns_skips += 1;
-                            tries -= 1;
-                            continue;
-                        }
-                        None
+                    None if tries == 1 => {
+                        return cx.error(503, errors::NO_PEER, client_headers, Negotiation::Accept);
+                    }
+                    // Every address went unhealthy while retrying: the last failure stands.
+                    None => {
+                        break Err(last_send_err.unwrap_or(match last_connect_err.take() {
+                            Some(ConnectError::Timeout) => 504,
+                            _ => 502,
+                        }));
                     }
                 }
             }
-            // An IP target, or the service's own host: a name goes through
-            // the same resolver (`dns_resolver`, `dns_order`, TTLs).
-            _ => {
+            // The service's own host: a name goes through the same resolver
+            // (`dns_resolver`, `dns_order`, TTLs).
+            None => {
                 let h = target_host.trim_start_matches('[').trim_end_matches(']');
                 match h.parse::<IpAddr>() {
                     Ok(ip) => Some(SocketAddr::new(ip, target_port)),
-                    Err(_) => {
-                        match crate::balancer::dns::resolve_in(&service.resolved, h, target_port)
-                            .await
-                        {
-                            Ok(r) => r.pick().map(|(a, _)| {
-                                target_port = a.port();
-                                *a
-                            }),
-                            Err(e) => {
-                                tracing::debug!(host = %h, "service host resolution failed: {e}");
-                                None
-                            }
+                    Err(_) => match crate::balancer::dns::resolve_in(&service.resolved, h).await {
+                        Ok(r) => r.pick(target_port).map(|(a, _)| {
+                            target_port = a.port();
+                            a
+                        }),
+                        Err(e) => {
+                            tracing::debug!(host = %h, "service host resolution failed: {e}");
+                            None
                         }
-                    }
+                    },
                 }
             }
         };
         // Passive health check report on the target (address) picked for this try.
         let report = |o: Outcome| {
-            if let (Some(u), Some((t, _))) = (upstream_entity, picked) {
+            if let (Some(u), Some(t)) = (upstream_entity, picked) {
                 u.report_passive(t, picked_addr.as_ref().map(|(s, k)| &s.addrs[*k]), o);
             }
         };
@@ -1169,11 +1136,13 @@ async fn proxy<'s>(
                 break Err(504);
             }
             Watched::Sent(Ok(resp)) => {
-                if let (Some(u), Some((t, _))) = (upstream_entity, picked) {
+                if let (Some(u), Some(t)) = (upstream_entity, picked) {
                     let a = picked_addr.as_ref().map(|(s, k)| &s.addrs[*k]);
                     u.report_status(t, a, resp.status().as_u16());
-                    if u.algorithm == Algorithm::Latency {
-                        t.state.record_latency(sent_at.elapsed().as_micros() as u64);
+                    if let Some(f) = &in_flight {
+                        if u.algorithm == Algorithm::Latency {
+                            f.0.record_latency(sent_at.elapsed().as_micros() as u64);
+                        }
                     }
                 }
                 // The connection goes back to the pool when the response body ends.
@@ -1343,18 +1312,18 @@ async fn proxy<'s>(
 
 /// A request in flight to a target (least-connections), counted until the
 /// response head arrives or the try fails.
-struct InFlight<'a>(&'a BTarget);
+struct InFlight(Arc<TargetState>);
 
-impl<'a> InFlight<'a> {
-    fn new(t: &'a BTarget) -> Self {
-        t.state.active.fetch_add(1, Ordering::Relaxed);
-        InFlight(t)
+impl InFlight {
+    fn new(s: Arc<TargetState>) -> Self {
+        s.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(s)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.state.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,19 +1,29 @@
-//! The addresses a target's name resolves to, each with its own health
-//! (Kong's balancer and healthchecker key health by ip, port and the target's
-//! name, so one dead instance behind a name does not take the others out).
+//! The addresses a target's name resolves to, as Kong's balancer adds them
+//! (`balancer_mt:addAddress`): one per A/AAAA record, weighing the target's
+//! weight, or one per SRV record, weighing the record's weight (0 counts
+//! as 1, Kong's `SRV_0_WEIGHT`; the target's weight is not used) and named
+//! after the record's target. Each has its own health (Kong's healthchecker
+//! keys it by ip, port and the target's name), so one dead instance behind
+//! a name does not take the others out.
 
 use super::dns::Resolved;
 use super::state::{self, TargetState};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// One resolved address of a named target.
+/// Kong's weight for an SRV record of weight 0: hit least, not never.
+const SRV_0_WEIGHT: u32 = 1;
+
+/// One balancer address of a named target.
 #[derive(Debug)]
 pub struct Address {
-    pub addr: SocketAddr,
-    /// The SRV record's target name (`use_srv_name`).
-    pub srv_name: Option<String>,
+    /// Kong's `address.ip`: the IP of an A/AAAA record, or an SRV record's
+    /// target (a name, or an IP).
+    pub ip: String,
+    pub port: u16,
+    pub weight: u32,
+    /// The record in `AddrSet::source`.
+    entry: usize,
     pub state: Arc<TargetState>,
 }
 
@@ -23,67 +33,56 @@ pub struct Address {
 pub struct AddrSet {
     pub source: Arc<Resolved>,
     pub addrs: Vec<Address>,
-    next: AtomicUsize,
 }
 
 /// The registry key of an address of `target` (`name:port|ip:port`).
-pub fn address_key(target: &str, addr: &SocketAddr) -> String {
-    format!("{target}|{addr}")
+pub fn address_key(target: &str, ip: &str, port: u16) -> String {
+    format!("{target}|{ip}:{port}")
 }
 
 impl AddrSet {
-    pub fn build(upstream_id: &str, target: &str, source: Arc<Resolved>) -> AddrSet {
+    /// The addresses of `target` (port `port`, weight `weight`) in answer
+    /// `source`.
+    pub fn build(
+        upstream_id: &str,
+        target: &str,
+        port: u16,
+        weight: u32,
+        source: Arc<Resolved>,
+    ) -> AddrSet {
         let addrs = source
-            .addrs
+            .entries
             .iter()
-            .map(|(a, n)| Address {
-                addr: *a,
-                srv_name: n.clone(),
-                state: state::target_state(upstream_id, &address_key(target, a)),
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let ip = match (&e.name, e.ips.first()) {
+                    (Some(n), _) => n.clone(),
+                    (None, Some(ip)) => ip.to_string(),
+                    (None, None) => return None,
+                };
+                let port = e.port_or(port);
+                Some(Address {
+                    state: state::target_state(upstream_id, &address_key(target, &ip, port)),
+                    weight: e.weight.map_or(weight, |w| u32::from(w).max(SRV_0_WEIGHT)),
+                    ip,
+                    port,
+                    entry: i,
+                })
             })
             .collect();
-        AddrSet {
-            source,
-            addrs,
-            next: AtomicUsize::new(0),
-        }
+        AddrSet { source, addrs }
     }
 
-    /// An address `ok` accepts: round-robin, or for a hash value always the
-    /// same one while it is up (stickiness within the name).
-    pub fn pick(&self, hash: Option<u64>, ok: impl Fn(usize, &Address) -> bool) -> Option<usize> {
-        let n = self.addrs.len();
-        if n == 0 {
-            return None;
-        }
-        let start = match hash {
-            Some(h) => (h % n as u64) as usize,
-            None => self.next.fetch_add(1, Ordering::Relaxed),
-        };
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&k| ok(k, &self.addrs[k]))
+    /// Where to send a request for address `k` now (an SRV record's target
+    /// name with several addresses takes them in turn, Kong's `toip`), and
+    /// the SRV record's target name.
+    pub fn socket(&self, k: usize) -> Option<(SocketAddr, Option<&str>)> {
+        let a = &self.addrs[k];
+        let e = &self.source.entries[a.entry];
+        Some((SocketAddr::new(e.ip()?, a.port), e.name.as_deref()))
     }
 
     pub fn any_healthy(&self) -> bool {
         self.addrs.iter().any(|a| a.state.is_healthy())
-    }
-}
-
-/// Addresses a request already tried (a retry prefers others): a bit per
-/// (target, address) pair, folded into 128 bits so the request future stays
-/// small; a fold collision only makes a retry less choosy, never wrong.
-#[derive(Default, Clone, Copy)]
-pub struct TriedAddrs(u128);
-
-impl TriedAddrs {
-    fn bit(target: usize, addr: usize) -> u128 {
-        1 << ((target.wrapping_mul(16).wrapping_add(addr)) % 128)
-    }
-    pub fn add(&mut self, target: usize, addr: usize) {
-        self.0 |= Self::bit(target, addr);
-    }
-    pub fn contains(&self, target: usize, addr: usize) -> bool {
-        self.0 & Self::bit(target, addr) != 0
     }
 }

@@ -4,10 +4,10 @@
 //! of `"<ip>:<:port> <i>"` places each address's points on a circle of
 //! `slots` positions (1000 when fewer), a value hashes to
 //! `xxh32(value) % points + 1`, and the first point at or below that
-//! position (going down, wrapping) owns it. The same keys thus reach the
-//! same targets as on Kong.
+//! position (going down, wrapping) owns it. A named target's addresses are
+//! placed each by its own ip (an SRV record's by its target name) and port.
+//! The same keys thus reach the same addresses as on Kong.
 
-use super::BTarget;
 use crate::snapshot::Row;
 use http::HeaderMap;
 use std::borrow::Cow;
@@ -301,7 +301,13 @@ impl Ring {
         self.entries.is_empty()
     }
 
-    /// The targets a hash value reaches, in Kong's order: the entry at or
+    /// The occupied positions and their owners.
+    #[cfg(test)]
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.entries
+    }
+
+    /// The addresses (owner indices) a hash value reaches, in Kong's order: the entry at or
     /// below `hash % points + 1`, then on down the circle (wrapping), each
     /// entry once.
     pub fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
@@ -313,49 +319,72 @@ impl Ring {
     }
 }
 
-/// Builds Kong's continuum (`afterHostUpdate`). Each target is one address
-/// here: an IP target is its own address, exactly as in Kong; a name target
-/// stands for its addresses as one point set named after the name (Kong
-/// would place each resolved address, so keys on a name target can land
-/// differently than on Kong; within the name, a key sticks to one address).
-pub fn build_ring(targets: &[BTarget], slots: usize) -> Ring {
+/// One address to place on the ring: its target's name and port (Kong's
+/// sort order), Kong's `address.ip` (an IP, or an SRV record's target name)
+/// and port, and its weight.
+#[derive(Debug, Clone, Copy)]
+pub struct RingItem<'a> {
+    pub target: &'a str,
+    pub target_port: u16,
+    pub ip: &'a str,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// Builds Kong's continuum (`consistent_hashing:afterHostUpdate`) over the
+/// balancer's addresses: `targets` targets in all (weight 0 ones included),
+/// each address getting floor(weight / total weight * targets * 160) points
+/// named `"<ip>::<port> <i>"`. An address of a name is placed by its own ip
+/// and port (an SRV record's by its target name), so a new DNS answer moves
+/// only the keys of the addresses that came or went. Owners are indices in
+/// `items`.
+pub fn build_ring(items: &[RingItem<'_>], targets: usize, slots: usize) -> Ring {
     use std::fmt::Write;
     let points: u32 = if slots >= 1000 {
         slots.min(u32::MAX as usize) as u32
     } else {
         1000
     };
-    let total: f64 = targets.iter().map(|t| t.weight as f64).sum();
+    let total: f64 = items.iter().map(|t| t.weight as f64).sum();
     if total == 0.0 {
         return Ring::default();
     }
-    // Kong sorts targets by name, then port (`sort_hosts_and_addresses`), so
-    // collisions always resolve the same way.
-    fn name(t: &BTarget) -> &str {
-        t.target
-            .rsplit_once(':')
-            .map_or(t.target.as_str(), |(h, _)| h)
-    }
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ta, tb) = (&targets[a], &targets[b]);
-        name(ta).cmp(name(tb)).then(ta.port.cmp(&tb.port))
+    // Kong sorts targets by name, then port, and a target's addresses by
+    // "ip:port" (`sort_hosts_and_addresses`), so collisions always resolve
+    // the same way.
+    let mut order: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i, format!("{}:{}", a.ip, a.port)))
+        .collect();
+    order.sort_by(|(a, ka), (b, kb)| {
+        let (ta, tb) = (&items[*a], &items[*b]);
+        ta.target
+            .cmp(tb.target)
+            .then(ta.target_port.cmp(&tb.target_port))
+            .then(ka.cmp(kb))
     });
-    let count = targets.len() as f64;
+    let count = targets as f64;
     let mut owner: Vec<u32> = vec![u32::MAX; points as usize + 1];
     let mut key = String::with_capacity(64);
-    'targets: for i in order {
-        let t = &targets[i];
+    'items: for (i, _) in order {
+        let t = &items[i];
         // (Lua's left-to-right float arithmetic, floored)
         let mut entries = (t.weight as f64 / total * count * SERVER_POINTS).floor() as u64;
         if t.weight > 0 && entries == 0 {
             entries = 1;
         }
+        // Kong's AAAA addresses carry brackets
+        let v6 = t.ip.contains(':') && !t.ip.starts_with('[');
         let mut k: u64 = 1;
         while k <= entries {
             key.clear();
             // Kong's name: ip .. ":" .. (":" .. port) .. " " .. i
-            let _ = write!(key, "{}::{} {}", t.host, t.port, k);
+            if v6 {
+                let _ = write!(key, "[{}]::{} {}", t.ip, t.port, k);
+            } else {
+                let _ = write!(key, "{}::{} {}", t.ip, t.port, k);
+            }
             let idx = (xxh32(key.as_bytes()) % points) as usize + 1;
             if owner[idx] == u32::MAX {
                 owner[idx] = i as u32;
@@ -365,7 +394,7 @@ pub fn build_ring(targets: &[BTarget], slots: usize) -> Ring {
             k += 1;
             if k > points as u64 {
                 tracing::error!("consistent hashing needs more slots for the targets' weights");
-                break 'targets;
+                break 'items;
             }
         }
     }
@@ -382,6 +411,7 @@ pub fn build_ring(targets: &[BTarget], slots: usize) -> Ring {
 mod tests {
     use super::*;
     use crate::balancer::state::TargetState;
+    use crate::balancer::BTarget;
     use std::sync::Arc;
 
     fn t(target: &str, weight: u32) -> BTarget {
@@ -394,8 +424,22 @@ mod tests {
             ip: host.parse().ok(),
             weight,
             state: Arc::new(TargetState::default()),
-            addrs: Default::default(),
         }
+    }
+
+    /// The ring of targets that are each one address (IP targets).
+    fn ring_of(ts: &[BTarget], slots: usize) -> Ring {
+        let items: Vec<RingItem<'_>> = ts
+            .iter()
+            .map(|t| RingItem {
+                target: &t.host,
+                target_port: t.port,
+                ip: &t.host,
+                port: t.port,
+                weight: t.weight,
+            })
+            .collect();
+        build_ring(&items, ts.len(), slots)
     }
 
     fn ip_target(ip: &str, port: u16, weight: u32) -> BTarget {
@@ -440,7 +484,7 @@ mod tests {
             ip_target("10.0.0.3", 8080, 50),
             ip_target("10.0.0.4", 80, 0),
         ];
-        let ring = build_ring(&ts, 10000);
+        let ring = ring_of(&ts, 10000);
         let count = |i: u32| ring.entries.iter().filter(|e| e.1 == i).count();
         assert_eq!((count(0), count(1), count(2), count(3)), (256, 256, 128, 0));
         let p = ring.entries.partition_point(|e| e.0 <= 4560);
@@ -463,7 +507,7 @@ mod tests {
             assert_eq!(owner(&ts, &ring, key), want, "{key}");
         }
         // slots below 1000: Kong's continuum has 1000 positions
-        let ring = build_ring(&ts, 100);
+        let ring = ring_of(&ts, 100);
         for (key, want) in [
             ("user-0", b),
             ("user-1", c),
@@ -477,7 +521,7 @@ mod tests {
         // 10.0.0.4 at weight 100: 182 points each for .1 .2 .4, 91 for .3
         let mut ts = ts;
         ts[3] = ip_target("10.0.0.4", 80, 100);
-        let ring = build_ring(&ts, 10000);
+        let ring = ring_of(&ts, 10000);
         for (key, want) in [
             ("user-0", b),
             ("user-5", "10.0.0.4:80"),
@@ -491,11 +535,11 @@ mod tests {
     #[test]
     fn adding_a_target_moves_about_its_share_to_it() {
         let a = vec![t("a:1", 100), t("b:1", 100), t("c:1", 100)];
-        let r1 = build_ring(&a, 10000);
+        let r1 = ring_of(&a, 10000);
         let mut b = a;
         // (sorting first, its points win the positions they share)
         b.push(t("0:1", 100));
-        let r2 = build_ring(&b, 10000);
+        let r2 = ring_of(&b, 10000);
         let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
         let (mut to_new, mut elsewhere) = (0, 0);
         for k in &keys {

@@ -78,31 +78,38 @@ struct Job {
 async fn check_due(b: &Arc<Balancer>, cfg: &ActiveCfg, last: &mut HashMap<String, Instant>) {
     let now = Instant::now();
     let mut jobs = Vec::new();
-    for t in b.targets.iter().filter(|t| t.weight > 0) {
-        match t.ip {
-            Some(ip) => jobs.push(Job {
+    b.refresh_names().await;
+    let plan = b.plan();
+    for (i, t) in b.targets.iter().enumerate() {
+        match (t.ip, &plan.sets[i]) {
+            (Some(ip), _) if t.weight > 0 => jobs.push(Job {
                 key: t.target.clone(),
                 host: t.host.clone(),
                 addr: Some(SocketAddr::new(ip, t.port)),
                 state: t.state.clone(),
             }),
-            None => match t.resolve(&b.id).await {
-                Ok(set) => jobs.extend(set.addrs.iter().map(|a| Job {
-                    key: super::address::address_key(&t.target, &a.addr),
-                    host: t.host.clone(),
-                    addr: Some(a.addr),
-                    state: a.state.clone(),
-                })),
-                // (the request path marks the DNS error)
-                Err(_) => jobs.push(Job {
-                    key: t.target.clone(),
-                    host: t.host.clone(),
-                    addr: None,
-                    state: t.state.clone(),
-                }),
-            },
+            // (Kong's healthchecker skips addresses of weight 0)
+            (None, Some(set)) => {
+                for (k, a) in set.addrs.iter().enumerate().filter(|(_, a)| a.weight > 0) {
+                    jobs.push(Job {
+                        key: super::address::address_key(&t.target, &a.ip, a.port),
+                        host: t.host.clone(),
+                        addr: set.socket(k).map(|(s, _)| s),
+                        state: a.state.clone(),
+                    })
+                }
+            }
+            // (the request path marks the DNS error)
+            (None, None) if t.weight > 0 => jobs.push(Job {
+                key: t.target.clone(),
+                host: t.host.clone(),
+                addr: None,
+                state: t.state.clone(),
+            }),
+            _ => {}
         }
     }
+    drop(plan);
     jobs.retain(|j| {
         let every = if j.state.is_healthy() {
             cfg.healthy_interval

@@ -2,23 +2,28 @@
 //! service whose host names an upstream goes through it), with their state
 //! ([`state`]) kept outside the snapshot so it survives rebuilds.
 //!
-//! Picking is lock-free: an atomic position on a precomputed weighted wheel
-//! (round-robin), Kong's continuum of `slots` positions (consistent-hashing,
-//! [`hash`]), or a scan of the targets' atomics (least-connections, latency).
-//! Unhealthy targets, and targets this request already tried, are skipped. A
-//! target named by a host name then picks one of its resolved addresses
-//! ([`address`]), each with its own health, as Kong keeps it per address.
+//! Kong balances over addresses, not targets: an IP target is one address,
+//! a named target the addresses of its DNS answer ([`address`]: A/AAAA
+//! records weigh the target's weight, SRV records their own). The
+//! addresses and what picks among them make a [`plan::Plan`], rebuilt when
+//! an answer changes. Picking is lock-free: an atomic position on a
+//! precomputed weighted wheel (round-robin), Kong's continuum of `slots`
+//! positions (consistent-hashing, [`hash`]), or a scan of the addresses'
+//! atomics (least-connections, latency). Unhealthy addresses, and addresses
+//! this request already tried, are skipped.
 
 pub mod address;
 pub mod dns;
 pub mod hash;
 pub mod health;
+pub mod plan;
 pub mod state;
 
 use crate::snapshot::{split_host_port, Row};
 use crate::tls::CertPair;
 use address::{AddrSet, Address};
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
+use plan::{Plan, Slot};
 use state::{Outcome, TargetState, Thresholds, UpstreamState};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,45 +52,19 @@ pub struct BTarget {
     pub port: u16,
     pub ip: Option<IpAddr>,
     pub weight: u32,
-    /// Target-wide state: connections, latency, DNS errors, and the health
-    /// of an IP target (a name's health is per address, in `addrs`).
+    /// Target-wide state: connections, latency and health of an IP target,
+    /// DNS errors of a name (a name's health is per address, in the plan).
     pub state: Arc<TargetState>,
-    /// A name's addresses from its latest DNS answer.
-    pub addrs: ArcSwapOption<AddrSet>,
 }
 
-impl BTarget {
-    /// Whether the target can take traffic (health checks aside): an IP
-    /// target's own state, a name's addresses (any one up; not resolved yet
-    /// counts as up).
-    pub fn healthy(&self) -> bool {
-        if self.ip.is_some() {
-            return self.state.is_healthy();
-        }
-        self.addrs.load().as_ref().is_none_or(|s| s.any_healthy())
-    }
-
-    /// A name's addresses, from the set while its DNS answer is fresh (no
-    /// lock, no allocation), else from the resolver.
-    pub async fn resolve(&self, upstream_id: &str) -> Result<Arc<AddrSet>, String> {
-        if let Some(s) = self.addrs.load_full().filter(|s| s.source.fresh()) {
-            return Ok(s);
-        }
-        let r = dns::resolve(&self.host, self.port).await?;
-        Ok(self.addresses(upstream_id, r))
-    }
-
-    /// The address set for answer `r`, rebuilt when the answer changed.
-    fn addresses(&self, upstream_id: &str, r: Arc<dns::Resolved>) -> Arc<AddrSet> {
-        if let Some(s) = self.addrs.load_full() {
-            if Arc::ptr_eq(&s.source, &r) {
-                return s;
-            }
-        }
-        let s = Arc::new(AddrSet::build(upstream_id, &self.target, r));
-        self.addrs.store(Some(s.clone()));
-        s
-    }
+/// A picked address.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick {
+    /// Its index in the plan's slots (what `tried` marks).
+    pub slot: usize,
+    pub target: usize,
+    /// The address in the target's set (`None`: an IP target).
+    pub addr: Option<usize>,
 }
 
 /// Active health check settings (`healthchecks.active`).
@@ -127,10 +106,12 @@ pub struct Balancer {
     pub algorithm: Algorithm,
     /// Every target, weight 0 included (they are never picked).
     pub targets: Vec<BTarget>,
-    /// Round-robin wheel: target indices interleaved by weight.
-    wheel: Vec<u32>,
-    /// Consistent-hashing ring: Kong's continuum of `slots` positions.
-    ring: hash::Ring,
+    /// The addresses and what picks among them.
+    plan: ArcSwap<Plan>,
+    /// Held while named targets are resolved again.
+    refreshing: tokio::sync::Mutex<()>,
+    /// `slots`.
+    slots: usize,
     pub hash: hash::HashCfg,
     state: Arc<UpstreamState>,
     /// Kong's `is_upstream_using_healthcheck`.
@@ -205,14 +186,7 @@ impl Balancer {
                 .and_then(|v| v.as_u64())
                 .unwrap_or(100)
                 .min(65535) as u32;
-            // A name's known answer: its addresses keep their health
-            // across this rebuild.
-            let addrs = ArcSwapOption::from(match ip {
-                Some(_) => None,
-                None => dns::cached(&host, port).map(|r| Arc::new(AddrSet::build(&id, &target, r))),
-            });
             list.push(BTarget {
-                addrs,
                 state: state::target_state(&id, &target),
                 id: t
                     .get("id")
@@ -291,13 +265,17 @@ impl Balancer {
             .and_then(|v| v.as_u64())
             .unwrap_or(10000)
             .clamp(10, 65536) as usize;
-        let weights: Vec<u32> = list.iter().map(|t| t.weight).collect();
-        let wheel = build_wheel(&weights);
-        let ring = if algorithm == Algorithm::ConsistentHashing {
-            hash::build_ring(&list, slots)
-        } else {
-            hash::Ring::default()
-        };
+        // A name's known answer: its addresses keep their health across
+        // this rebuild.
+        let sets = list
+            .iter()
+            .map(|t| match t.ip {
+                Some(_) => None,
+                None => dns::cached(&t.host)
+                    .map(|r| Arc::new(AddrSet::build(&id, &t.target, t.port, t.weight, r))),
+            })
+            .collect();
+        let plan = Plan::build(&list, sets, algorithm, slots, false);
         let client_certificate = match row.get("client_certificate") {
             Some(serde_json::Value::Object(m)) => {
                 m.get("id").and_then(|v| v.as_str()).map(str::to_owned)
@@ -322,8 +300,9 @@ impl Balancer {
             name,
             algorithm,
             targets: list,
-            wheel,
-            ring,
+            plan: ArcSwap::from_pointee(plan),
+            refreshing: tokio::sync::Mutex::new(()),
+            slots,
             checks_enabled,
             active,
             passive,
@@ -331,102 +310,149 @@ impl Balancer {
         })
     }
 
-    fn usable(&self, i: usize, tried: u64) -> bool {
-        let t = &self.targets[i];
-        t.weight > 0 && (!self.checks_enabled || t.healthy()) && !is_tried(tried, i)
+    /// The addresses and what picks among them.
+    pub fn plan(&self) -> arc_swap::Guard<Arc<Plan>> {
+        self.plan.load()
+    }
+
+    /// Resolves named targets again once an answer ran out (Kong's renewal
+    /// timer; here the first request or health check after it, the others
+    /// waiting for it). A changed answer makes a new plan: the addresses
+    /// that stayed keep their state and, on the ring, their points.
+    pub async fn refresh_names(&self) {
+        if !self.plan.load().due() {
+            return;
+        }
+        let _g = self.refreshing.lock().await;
+        let plan = self.plan.load_full();
+        if !plan.due() {
+            return;
+        }
+        let mut sets = plan.sets.clone();
+        let mut changed = false;
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.ip.is_some() || plan.sets[i].as_ref().is_some_and(|s| s.source.fresh()) {
+                continue;
+            }
+            match dns::resolve(&t.host).await {
+                Ok(r) => {
+                    t.state.dns_error.store(false, Ordering::Relaxed);
+                    if plan.sets[i]
+                        .as_ref()
+                        .is_none_or(|s| !Arc::ptr_eq(&s.source, &r))
+                    {
+                        let set = AddrSet::build(&self.id, &t.target, t.port, t.weight, r);
+                        sets[i] = Some(Arc::new(set));
+                        changed = true;
+                    }
+                }
+                // Kong leaves a name that does not resolve without addresses.
+                Err(e) => {
+                    tracing::debug!(target = %t.target, "target name resolution failed: {e}");
+                    t.state.dns_error.store(true, Ordering::Relaxed);
+                    changed |= sets[i].take().is_some();
+                }
+            }
+        }
+        if changed {
+            let p = Plan::build(&self.targets, sets, self.algorithm, self.slots, true);
+            self.plan.store(Arc::new(p));
+        } else {
+            plan.set_recheck(&self.targets, true);
+        }
+    }
+
+    fn usable(&self, plan: &Plan, k: usize, tried: u64) -> bool {
+        let s = &plan.slots[k];
+        s.weight > 0
+            && (!self.checks_enabled || plan.state(&self.targets, s).is_healthy())
+            && !is_tried(tried, k)
     }
 
     /// Kong's balancer health (balancers.lua): the available share of the
-    /// weight is above `threshold` percent.
+    /// addresses' weight is above `threshold` percent.
     pub fn is_healthy(&self) -> bool {
+        let plan = self.plan.load();
         let (mut total, mut unavailable) = (0u64, 0u64);
-        for t in &self.targets {
-            let w = t.weight as u64;
-            match (&t.ip, &*t.addrs.load()) {
-                // Each address of a name weighs the target's weight (A records).
-                (None, Some(set)) => {
-                    for a in &set.addrs {
-                        total += w;
-                        if self.checks_enabled && !a.state.is_healthy() {
-                            unavailable += w;
-                        }
-                    }
-                }
-                _ => {
-                    total += w;
-                    if self.checks_enabled && !t.healthy() {
-                        unavailable += w;
-                    }
-                }
+        for s in &plan.slots {
+            let w = s.weight as u64;
+            total += w;
+            if self.checks_enabled && !plan.state(&self.targets, s).is_healthy() {
+                unavailable += w;
             }
         }
         total > 0 && ((total - unavailable) as f64 / total as f64 * 100.0) > self.threshold
     }
 
-    /// Whether some target can take traffic.
+    /// Whether some address can take traffic.
     pub fn has_healthy(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|t| t.weight > 0 && (!self.checks_enabled || t.healthy()))
+        let plan = self.plan.load();
+        (0..plan.slots.len()).any(|k| self.usable(&plan, k, 0))
     }
 
-    /// Picks a target for a request: `hash` for consistent-hashing, `tried`
-    /// a bit set of target indices this request already failed on (they are
-    /// avoided while another target is available). `None`: no healthy target.
-    pub fn pick(&self, hash: Option<u64>, tried: u64) -> Option<usize> {
+    /// Picks an address for a request from `plan`: `hash` for
+    /// consistent-hashing, `tried` a bit set of slots this request already
+    /// failed on (avoided while another address is available). `None`: no
+    /// healthy address.
+    pub fn pick(&self, plan: &Plan, hash: Option<u64>, tried: u64) -> Option<Pick> {
         if self.threshold > 0.0 && !self.is_healthy() {
             return None;
         }
-        self.pick_avoiding(hash, tried)
-            .or_else(|| (tried != 0).then(|| self.pick_avoiding(hash, 0)).flatten())
+        let k = self.pick_avoiding(plan, hash, tried).or_else(|| {
+            (tried != 0)
+                .then(|| self.pick_avoiding(plan, hash, 0))
+                .flatten()
+        })?;
+        let Slot { target, addr, .. } = plan.slots[k];
+        Some(Pick {
+            slot: k,
+            target: target as usize,
+            addr: addr.map(|a| a as usize),
+        })
     }
 
-    fn pick_avoiding(&self, hash: Option<u64>, tried: u64) -> Option<usize> {
+    fn pick_avoiding(&self, plan: &Plan, hash: Option<u64>, tried: u64) -> Option<usize> {
         match self.algorithm {
-            Algorithm::ConsistentHashing if !self.ring.is_empty() => {
+            Algorithm::ConsistentHashing if !plan.ring.is_empty() => {
                 // Without a value to hash, a round-robin walk of the ring.
                 let h = hash
                     .unwrap_or_else(|| self.state.position.fetch_add(1, Ordering::Relaxed) as u64);
-                self.ring.walk(h).find(|&i| self.usable(i, tried))
+                plan.ring.walk(h).find(|&k| self.usable(plan, k, tried))
             }
             Algorithm::LeastConnections | Algorithm::Latency => {
                 let start = self.state.position.fetch_add(1, Ordering::Relaxed);
-                let n = self.targets.len();
+                let n = plan.slots.len();
                 let mut best: Option<(f64, usize)> = None;
-                for k in 0..n {
-                    let i = (start + k) % n;
-                    if !self.usable(i, tried) {
+                for j in 0..n {
+                    let k = (start + j) % n;
+                    if !self.usable(plan, k, tried) {
                         continue;
                     }
-                    let t = &self.targets[i];
-                    let load = t.state.active.load(Ordering::Relaxed) as f64 + 1.0;
+                    let s = &plan.slots[k];
+                    let st = plan.state(&self.targets, s);
+                    let load = st.active.load(Ordering::Relaxed) as f64 + 1.0;
                     let score = if self.algorithm == Algorithm::Latency {
-                        t.state.ewma() * load / t.weight as f64
+                        st.ewma() * load / s.weight as f64
                     } else {
-                        load / t.weight as f64
+                        load / s.weight as f64
                     };
                     if best.is_none_or(|(b, _)| score < b) {
-                        best = Some((score, i));
+                        best = Some((score, k));
                     }
                 }
-                best.map(|(_, i)| i)
+                best.map(|(_, k)| k)
             }
             _ => {
-                let n = self.wheel.len();
+                let n = plan.wheel.len();
                 if n == 0 {
                     return None;
                 }
                 let start = self.state.position.fetch_add(1, Ordering::Relaxed);
                 (0..n)
-                    .map(|k| self.wheel[(start + k) % n] as usize)
-                    .find(|&i| self.usable(i, tried))
+                    .map(|j| plan.wheel[(start + j) % n] as usize)
+                    .find(|&k| self.usable(plan, k, tried))
             }
         }
-    }
-
-    /// Whether a name's address can take traffic.
-    pub fn address_usable(&self, a: &Address) -> bool {
-        !self.checks_enabled || a.state.is_healthy()
     }
 
     /// A request to target `t` (at address `a` for a name) ended with
@@ -438,7 +464,7 @@ impl Balancer {
         let state = a.map_or(&t.state, |a| &a.state);
         if let Some(h) = state.report(outcome, &self.passive.thresholds) {
             tracing::info!(upstream = %self.name, target = %t.target,
-                address = ?a.map(|a| a.addr), healthy = h,
+                address = ?a.map(|a| (&a.ip, a.port)), healthy = h,
                 "passive health check changed the target's state");
         }
     }
@@ -456,7 +482,7 @@ impl Balancer {
     }
 }
 
-/// Marks target `i` as tried in a bit set (targets past 63 are not tracked).
+/// Marks slot `i` as tried in a bit set (slots past 63 are not tracked).
 pub fn mark_tried(tried: &mut u64, i: usize) {
     if i < 64 {
         *tried |= 1 << i;
@@ -469,7 +495,7 @@ fn is_tried(tried: u64, i: usize) -> bool {
 /// An interleaved weighted wheel (smooth weighted round-robin unrolled over
 /// one period), so picking is an atomic increment. Weights are scaled down by
 /// their gcd, and the period is capped at 2^16 entries.
-fn build_wheel(weights: &[u32]) -> Vec<u32> {
+pub(crate) fn build_wheel(weights: &[u32]) -> Vec<u32> {
     let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
     if g == 0 {
         return Vec::new();
@@ -532,9 +558,13 @@ impl Health {
 pub struct AddressHealth {
     /// The entity's `target` (`host:port`).
     pub target: String,
+    /// Kong's `address.ip`: an IP, or an SRV record's target name.
     pub ip: String,
     pub port: u16,
+    /// The address's weight (an SRV record's own).
     pub weight: u32,
+    /// The target's weight.
+    pub node_weight: u32,
     pub health: Health,
 }
 
@@ -552,26 +582,29 @@ impl Balancer {
                 Health::Unhealthy
             }
         };
-        for t in &self.targets {
-            let one = |ip: String, port: u16, health: Health| AddressHealth {
+        let plan = self.plan.load();
+        for (i, t) in self.targets.iter().enumerate() {
+            let one = |ip: String, port: u16, weight: u32, health: Health| AddressHealth {
                 target: t.target.clone(),
                 ip,
                 port,
-                weight: t.weight,
+                weight,
+                node_weight: t.weight,
                 health,
             };
             if t.state.dns_error.load(Ordering::Relaxed) {
-                out.push(one(t.host.clone(), t.port, Health::DnsError));
+                out.push(one(t.host.clone(), t.port, t.weight, Health::DnsError));
                 continue;
             }
-            match (t.ip, &*t.addrs.load()) {
-                // A name lists the addresses it last resolved to, each with its health.
+            match (t.ip, &plan.sets[i]) {
+                // A name lists the addresses it last resolved to, each with
+                // its weight and health.
                 (None, Some(set)) => out.extend(
                     set.addrs
                         .iter()
-                        .map(|a| one(a.addr.ip().to_string(), a.addr.port(), health(t, &a.state))),
+                        .map(|a| one(a.ip.clone(), a.port, a.weight, health(t, &a.state))),
                 ),
-                _ => out.push(one(t.host.clone(), t.port, health(t, &t.state))),
+                _ => out.push(one(t.host.clone(), t.port, t.weight, health(t, &t.state))),
             }
         }
         out
@@ -600,12 +633,20 @@ impl Balancer {
             }
             None => None,
         };
+        let plan = self.plan.load();
         let mut found = false;
-        for t in self.targets.iter().filter(|t| t.target == target) {
-            let set = t.addrs.load();
-            match (want, t.ip, &*set) {
+        for (i, t) in self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.target == target)
+        {
+            match (want, t.ip, &plan.sets[i]) {
                 (Some(w), None, Some(set)) => {
-                    for a in set.addrs.iter().filter(|a| a.addr == w) {
+                    let same = |a: &Address| {
+                        a.port == w.port() && a.ip.parse::<IpAddr>().is_ok_and(|ip| ip == w.ip())
+                    };
+                    for a in set.addrs.iter().filter(|a| same(a)) {
                         a.state.set_healthy(healthy);
                         found = true;
                     }
