@@ -240,16 +240,12 @@ impl Coalescer {
 }
 
 /// The answer `rx` will carry; no windows (`None`) count nothing.
-fn answer_of(
-    rx: Option<oneshot::Receiver<Answer>>,
-) -> impl std::future::Future<Output = Answer> + Send + 'static {
-    async move {
-        match rx {
-            Some(rx) => rx
-                .await
-                .unwrap_or_else(|_| Err("redis connection task ended".to_owned())),
-            None => Ok([0; MAX_WINDOWS]),
-        }
+async fn answer_of(rx: Option<oneshot::Receiver<Answer>>) -> Answer {
+    match rx {
+        Some(rx) => rx
+            .await
+            .unwrap_or_else(|_| Err("redis connection task ended".to_owned())),
+        None => Ok([0; MAX_WINDOWS]),
     }
 }
 
