@@ -8,7 +8,8 @@
 //! node's database, synced in the background: see [`crate::rate_limiting_cluster`]; refused
 //! in DB-less mode, as Kong's schema does) and `redis` (Kong's keys and script, so Kong and
 //! Tollgate nodes can share a Redis; the round trip is awaited on the request's task, see
-//! [`Flow::Await`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
+//! [`Flow::Await`], and the counts of concurrent requests go out as one pipeline, see
+//! [`crate::rate_limiting_redis`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
 //! seconds by the same engine as `cluster`). `redis.server_name` other than the host is
 //! refused.
 
