@@ -496,3 +496,90 @@ async fn redis_policy_auth_database_and_tls() {
     let r = until(&g, "/tlsverify", &[], 500).await;
     assert_eq!(r.status, 500, "{:?}", r.body);
 }
+
+/// The redis policy under concurrency (requests counted together in one pipeline): exactly
+/// `limit` requests pass, each with its own X-RateLimit-Remaining (every value from
+/// limit-1 down to 0 once), the others get the 429; Redis stopped in the middle of a burst
+/// with fault_tolerant false: every request is either counted (its headers) or a 500, and
+/// after the stop every one is a 500, never a pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_policy_concurrent_requests_exact_counts_and_no_fail_open() {
+    let mut redis = Redis::start();
+    let up = echo().await;
+    let g = Gateway::start().await;
+    ok(&g, "/services", json!({"name": "s", "url": up})).await;
+    let limit = 40;
+    for (name, hour) in [("burst", limit), ("stop", 100_000)] {
+        ok(
+            &g,
+            "/services/s/routes",
+            json!({"name": name, "paths": [format!("/{name}")]}),
+        )
+        .await;
+        ok(
+            &g,
+            &format!("/routes/{name}/plugins"),
+            json!({"name": "rate-limiting", "config": {"hour": hour, "limit_by": "ip",
+                   "policy": "redis", "fault_tolerant": false,
+                   "redis": {"host": "127.0.0.1", "port": redis.port, "timeout": 1000}}}),
+        )
+        .await;
+    }
+    // Not across an hour boundary (a fresh window would count again).
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if secs % 3600 > 3580 {
+        tokio::time::sleep(Duration::from_secs(3600 - secs % 3600 + 1)).await;
+    }
+    for path in ["/burst", "/stop"] {
+        let r = first_limited(&g, path, &[], "x-ratelimit-limit-hour").await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    // One request was counted by first_limited: limit - 1 remain, for 3x as many requests.
+    let rs = futures_util::future::join_all((0..3 * limit).map(|_| get(&g, "/burst", &[]))).await;
+    let mut remaining: Vec<i64> = rs
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| num(r, "x-ratelimit-remaining-hour"))
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..limit - 1).collect::<Vec<_>>());
+    for r in rs.iter().filter(|r| r.status != 200) {
+        assert_kong_429(r, "API rate limit exceeded");
+        assert_eq!(num(r, "x-ratelimit-remaining-hour"), 0);
+    }
+    let keys = redis.cli(&["--scan", "--pattern", "ratelimit:*:hour"]);
+    let counted: i64 = keys
+        .lines()
+        .map(|k| redis.cli(&["GET", k]).trim().parse::<i64>().unwrap())
+        .sum();
+    // Every request counted (Kong's script counts the refused ones too), in both routes.
+    assert_eq!(counted, 3 * limit + 2, "{keys}");
+
+    // Redis stopped while a burst is in flight.
+    let burst = futures_util::future::join_all((0..200).map(|_| get(&g, "/stop", &[])));
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        redis.stop();
+    };
+    let (rs, ()) = tokio::join!(burst, stop);
+    for r in &rs {
+        match r.status.as_u16() {
+            200 => assert!(
+                h(r, "x-ratelimit-remaining-hour").is_some(),
+                "{:?}",
+                r.headers
+            ),
+            500 => assert_eq!(r.body["message"], "An unexpected error occurred"),
+            s => panic!("{s} {:?}", r.body),
+        }
+    }
+    let rs = futures_util::future::join_all((0..50).map(|_| get(&g, "/stop", &[]))).await;
+    assert!(
+        rs.iter().all(|r| r.status == 500),
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}

@@ -40,6 +40,7 @@ pub mod prometheus;
 pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod rate_limiting_cluster;
+pub mod rate_limiting_redis;
 pub mod rate_limiting_store;
 pub mod request_size_limiting;
 pub mod request_termination;

@@ -8,7 +8,8 @@
 //! node's database, synced in the background: see [`crate::rate_limiting_cluster`]; refused
 //! in DB-less mode, as Kong's schema does) and `redis` (Kong's keys and script, so Kong and
 //! Tollgate nodes can share a Redis; the round trip is awaited on the request's task, see
-//! [`Flow::Await`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
+//! [`Flow::Await`], and the counts of concurrent requests go out as one pipeline, see
+//! [`crate::rate_limiting_redis`]; with a `sync_rate`, counted by the node and synced every `sync_rate`
 //! seconds by the same engine as `cluster`). `redis.server_name` other than the host is
 //! refused.
 
@@ -16,6 +17,7 @@ use crate::api::{
     Deferred, Exit, Flow, InstanceScope, Phases, Plugin, PluginError, PluginSpec, RequestCx, Resume,
 };
 use crate::rate_limiting_cluster::{self as cluster, Cluster, ClusterWindow};
+use crate::rate_limiting_redis::Counts;
 use crate::rate_limiting_store::{self as store, LocalWindow, RedisConf, RedisPool, Window};
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
@@ -636,21 +638,15 @@ impl RateLimiting {
             .collect()
     }
 
-    /// The local policy: the windows' counters under
-    /// `<plugin id>:<identifier>:<window start ms>:<period>`, in one shard per identifier.
-    fn count_local(&self, cx: &RequestCx<'_>, now: u64) -> [u64; PERIODS.len()] {
-        let mut key = String::with_capacity(self.plugin_id.len() + 64);
-        key.push_str(&self.plugin_id);
-        key.push(':');
-        self.push_identifier(cx, &mut key);
-        key.push(':');
+    /// This request's windows (key suffixes, expiries and limits), the first
+    /// `limits.len()` of the array.
+    fn key_windows(&self, now: u64) -> [LocalWindow; PERIODS.len()] {
         let mut windows = [LocalWindow {
             start_ms: 0,
             period: "",
             ttl: 0,
             limit: 0.0,
         }; PERIODS.len()];
-        let n = self.rules.limits.len();
         for (w, (p, limit)) in windows.iter_mut().zip(&self.rules.limits) {
             *w = LocalWindow {
                 start_ms: p.start(now) * 1000,
@@ -659,9 +655,42 @@ impl RateLimiting {
                 limit: *limit,
             };
         }
+        windows
+    }
+
+    /// The local policy: the windows' counters under
+    /// `<plugin id>:<identifier>:<window start ms>:<period>`, in one shard per identifier.
+    fn count_local(&self, cx: &RequestCx<'_>, now: u64) -> [u64; PERIODS.len()] {
+        let mut key = String::with_capacity(self.plugin_id.len() + 64);
+        key.push_str(&self.plugin_id);
+        key.push(':');
+        self.push_identifier(cx, &mut key);
+        key.push(':');
+        let windows = self.key_windows(now);
+        let n = self.rules.limits.len();
         let mut usage = [0; PERIODS.len()];
         store::LOCAL.usage_and_increment(&mut key, &windows[..n], now, &mut usage[..n]);
         usage
+    }
+
+    /// The redis policy: Kong's keys
+    /// (`ratelimit:<route>:<service>:<identifier>:<window start ms>:<period>`), counted
+    /// by the pool's pipelined connection.
+    fn count_redis(
+        &self,
+        pool: &RedisPool,
+        cx: &RequestCx<'_>,
+        now: u64,
+    ) -> impl std::future::Future<Output = Result<Counts, String>> + Send + 'static {
+        let mut key = String::with_capacity(self.scope.len() + 96);
+        key.push_str("ratelimit:");
+        key.push_str(&self.scope);
+        key.push(':');
+        self.push_identifier(cx, &mut key);
+        key.push(':');
+        let windows = self.key_windows(now);
+        pool.usage
+            .usage(&mut key, &windows[..self.rules.limits.len()])
     }
 }
 
@@ -680,10 +709,21 @@ impl Plugin for RateLimiting {
             let used = self.count_local(cx, now);
             return rules.answer(cx, now, Ok(&used[..rules.limits.len()]));
         }
+        if let Policy::Redis(pool) = &self.policy {
+            let usage = self.count_redis(pool, cx, now);
+            let rules = rules.clone();
+            return Ok(Flow::Await(Deferred::new(async move {
+                let used = usage.await;
+                Box::new(move |cx: &mut RequestCx<'_>| {
+                    let used = used.as_ref().map(|u| &u[..rules.limits.len()]);
+                    rules.answer(cx, now, used.map_err(String::as_str))
+                }) as Resume
+            })));
+        }
         let mut identifier = String::new();
         self.push_identifier(cx, &mut identifier);
         let used = match &self.policy {
-            Policy::Local => unreachable!("counted above"),
+            Policy::Local | Policy::Redis(_) => unreachable!("counted above"),
             Policy::Cluster(c) => {
                 let windows = self.windows(&identifier, now);
                 let cw: Vec<ClusterWindow<'_>> = windows
@@ -706,16 +746,6 @@ impl Plugin for RateLimiting {
                 c.count(&scope, &shard, &cw, |usage| {
                     (!rules.stopped(usage)).then_some(1)
                 })
-            }
-            Policy::Redis(pool) => {
-                let usage = pool.usage(self.windows(&identifier, now));
-                let rules = rules.clone();
-                return Ok(Flow::Await(Deferred::new(async move {
-                    let used = usage.await;
-                    Box::new(move |cx: &mut RequestCx<'_>| {
-                        rules.answer(cx, now, used.as_deref().map_err(String::as_str))
-                    }) as Resume
-                })));
             }
         };
         rules.answer(cx, now, used.as_deref().map_err(String::as_str))

@@ -18,8 +18,8 @@ pub struct Window {
 // ----------------------------------------------------------------------------------------
 // local
 
-/// One window of rate-limiting's local policy: its key's suffix (`<start ms>:<period>`),
-/// how long its counter lives and its limit.
+/// One window of rate-limiting (local and redis policies): its key's suffix
+/// (`<start ms>:<period>`), how long its counter lives and its limit.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalWindow {
     pub start_ms: u64,
@@ -30,7 +30,7 @@ pub struct LocalWindow {
 
 impl LocalWindow {
     /// Writes this window's key: `key[..prefix]` then the suffix.
-    fn key(&self, key: &mut String, prefix: usize) {
+    pub(crate) fn key(&self, key: &mut String, prefix: usize) {
         key.truncate(prefix);
         key.push_str(itoa::Buffer::new().format(self.start_ms));
         key.push(':');
@@ -211,8 +211,9 @@ impl RedisConf {
 }
 
 /// The runtime the Redis connections live on: independent of the proxy's, so a
-/// connection outlives snapshots and request tasks.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+/// connection outlives snapshots and request tasks. (rate-limiting's per-request counting
+/// has its own connection on the proxy's runtime: see [`crate::rate_limiting_redis`].)
+pub(crate) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ratelimit-redis")
@@ -226,8 +227,8 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 pub struct RedisPool {
     conf: RedisConf,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// The connection once made, for [`RedisPool::usage`] to use from the request's task.
-    ready: std::sync::OnceLock<redis::aio::ConnectionManager>,
+    /// rate-limiting's per-request counting, pipelined across requests.
+    pub usage: Arc<crate::rate_limiting_redis::Coalescer>,
 }
 
 static POOLS: LazyLock<Mutex<HashMap<RedisConf, Arc<RedisPool>>>> = LazyLock::new(Default::default);
@@ -240,22 +241,11 @@ pub fn pool(conf: &RedisConf) -> Arc<RedisPool> {
             Arc::new(RedisPool {
                 conf: conf.clone(),
                 conn: tokio::sync::Mutex::new(None),
-                ready: std::sync::OnceLock::new(),
+                usage: crate::rate_limiting_redis::Coalescer::new(conf.clone()),
             })
         })
         .clone()
 }
-
-/// Kong's usage script: count this request and answer the count before it; the first
-/// increment of a window sets its expiry.
-const USAGE_SCRIPT: &str = r#"
-local cache_key, expiration = KEYS[1], ARGV[1]
-local result_incr = redis.call("incr", cache_key)
-if result_incr == 1 then
-  redis.call("expire", cache_key, expiration)
-end
-return result_incr - 1
-"#;
 
 impl RedisPool {
     async fn connection(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
@@ -270,7 +260,6 @@ impl RedisPool {
             .set_number_of_retries(1);
         let c = redis::aio::ConnectionManager::new_with_config(self.conf.client()?, cfg).await?;
         *g = Some(c.clone());
-        let _ = self.ready.set(c.clone());
         Ok(c)
     }
 
@@ -302,47 +291,6 @@ impl RedisPool {
         async move {
             rx.await
                 .unwrap_or_else(|_| Err("redis task ended".to_owned()))
-        }
-    }
-
-    /// rate-limiting's realtime usage: counts this request in every window (Kong's
-    /// script) and answers the usages before it.
-    ///
-    /// Once connected, the pipeline goes out from the caller's task (which must be on a
-    /// tokio runtime with timers): the connection's own task stays on the Redis runtime,
-    /// and the request skips a hand-off to that runtime and back. Still at most the
-    /// configured timeout.
-    pub fn usage(
-        self: &Arc<Self>,
-        windows: Vec<Window>,
-    ) -> impl Future<Output = Result<Vec<u64>, String>> + Send + 'static {
-        let ready = self.ready.get().cloned();
-        let t = Duration::from_millis(self.conf.timeout_ms);
-        let pool = self.clone();
-        let query = move |mut c: redis::aio::ConnectionManager| async move {
-            let mut p = redis::pipe();
-            for w in &windows {
-                p.cmd("EVAL")
-                    .arg(USAGE_SCRIPT)
-                    .arg(1)
-                    .arg(&w.key)
-                    .arg(w.ttl);
-            }
-            let v: Vec<Option<i64>> = p.query_async(&mut c).await?;
-            redis::RedisResult::Ok(
-                v.into_iter()
-                    .map(|n| n.unwrap_or(0).max(0) as u64)
-                    .collect(),
-            )
-        };
-        async move {
-            match ready {
-                Some(c) => match tokio::time::timeout(t, query(c)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("timeout".to_owned()),
-                },
-                None => pool.run(query).await,
-            }
         }
     }
 
