@@ -24,7 +24,11 @@ pub(crate) struct LazyRegex {
 }
 
 impl LazyRegex {
-    pub(crate) fn new(pattern: String, route_id: &str, original: &str) -> Result<LazyRegex, BuildError> {
+    pub(crate) fn new(
+        pattern: String,
+        route_id: &str,
+        original: &str,
+    ) -> Result<LazyRegex, BuildError> {
         let hir =
             regex_syntax::Parser::new()
                 .parse(&pattern)
@@ -244,7 +248,6 @@ pub(crate) struct RouteConds {
     /// compiled regex per path index (None for prefix paths)
     pub(crate) regexes: Vec<Option<LazyRegex>>,
 }
-
 
 pub(crate) fn is_stream_route(r: &RouteSpec) -> bool {
     matches!(

@@ -185,15 +185,16 @@ fn places(c: &Cand, mut f: impl FnMut(u8, &Arc<str>, Option<&[u8]>)) {
     let r = &c.route;
     let mut paths: Vec<Option<&[u8]>> = Vec::new();
     match &r.groups[c.group as usize].paths {
-        PathGroup::Prefix(idx) => {
-            paths.extend(idx.iter().map(|&i| Some(r.spec.paths[i as usize].as_bytes())))
-        }
-        PathGroup::Regex(idx) => paths.extend(idx.iter().map(|&i| {
-            match &r.conds.regexes[i as usize] {
+        PathGroup::Prefix(idx) => paths.extend(
+            idx.iter()
+                .map(|&i| Some(r.spec.paths[i as usize].as_bytes())),
+        ),
+        PathGroup::Regex(idx) => {
+            paths.extend(idx.iter().map(|&i| match &r.conds.regexes[i as usize] {
                 Some(rx) if !rx.literal_prefix.is_empty() => Some(&*rx.literal_prefix),
                 _ => None,
-            }
-        })),
+            }))
+        }
         PathGroup::None => paths.push(None),
     }
     let none: Arc<str> = Arc::from("");

@@ -12,7 +12,6 @@ use crate::persistent::Slots;
 use crate::priority::{group_paths, is_regex_path, priority_of};
 use crate::{BuildError, Captures, Match, RequestInfo, RouteSpec};
 
-
 /// Namespace Kong uses for the uuid v5 ids of split routes
 /// (`transform.lua`, `uuid.factory_v5`).
 const SPLIT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7f145bf9_0dce_4f91_98eb_debbce4b9f6b);
@@ -34,7 +33,6 @@ pub enum TieBreak {
 pub struct BuildOptions {
     pub tie_break: TieBreak,
 }
-
 
 #[derive(Debug)]
 pub(crate) enum PathGroup {
@@ -146,7 +144,6 @@ fn cands(tie_break: TieBreak, slot: usize, r: &Arc<Compiled>) -> impl Iterator<I
     })
 }
 
-
 fn uuid_key(id: &str) -> Option<u128> {
     uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
@@ -166,7 +163,13 @@ impl Router {
             tie_break: opts.tie_break,
             index: Index::default(),
         };
-        empty.update(routes.iter().cloned().enumerate().map(|(i, r)| (i, Some(r))))
+        empty.update(
+            routes
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, r)| (i, Some(r))),
+        )
     }
 
     /// The next router: each `(slot, spec)` puts `spec` at route index `slot` (`None`

@@ -7,11 +7,12 @@ use super::{b, fk, ms, n, s, strs, CertStore, RouteInfo, Row, ServiceInfo, Share
 use super::{Snapshot, VERSION};
 use crate::balancer::Balancer;
 use crate::tls::{self, CertPair};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tollgate_model::vault;
 use tollgate_plugins::{PluginSpec, Plugins};
+use tollgate_router::persistent::PMap;
 use tollgate_router::{PathHandling, RouteSpec, Router};
 
 /// Certificates, SNIs and CA certificates are few and feed services and balancers: a
@@ -36,13 +37,11 @@ pub(super) fn compile(
     };
 
     let (certificates, certificates_by_id) = match prev {
-        Some(p) => (
-            CertStore {
-                exact: p.certificates.exact.clone(),
-            },
-            p.certificates_by_id.clone(),
-        ),
-        None => certificates(&source)?,
+        Some(p) => (p.certificates.clone(), p.certificates_by_id.clone()),
+        None => {
+            let (store, by_id) = certificates(&source)?;
+            (Arc::new(store), Arc::new(by_id))
+        }
     };
     let services = services(prev, &source, touched, &certificates_by_id)?;
     let upstreams = upstreams(prev, &source, touched, &certificates_by_id)?;
@@ -84,73 +83,120 @@ pub(super) fn compile(
                 || service.is_some_and(|s| touched.plugin_services.contains(s)))
     };
 
-    // routes: kept when neither the row, its service nor its chain changed
-    let prev_routes: HashMap<&str, usize> = prev
-        .map(|p| {
-            p.routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.as_str(), i))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut routes: Vec<Arc<RouteInfo>> = Vec::new();
-    // For each route, its spec's index in the previous router when the row is unchanged.
-    let mut kept_specs: Vec<Option<usize>> = Vec::new();
-    for row in source.rows("routes") {
-        let id = s(row, "id").ok_or("route without id")?;
-        let service = match fk(row, "service") {
-            Some(sid) => match services.get(&sid) {
-                Some(svc) => Some(svc.clone()),
-                None => return Err(format!("route {id}: service {sid} not found")),
-            },
-            None => None,
-        };
-        // Kong leaves routes of disabled services out of the router.
-        if service.as_ref().is_some_and(|s| !s.enabled) {
-            continue;
-        }
-        let earlier = prev_routes
-            .get(id.as_str())
-            .filter(|_| !touched.has_id("routes", &id));
-        kept_specs.push(earlier.copied());
-        let service_id = service.as_ref().map(|s| s.id.as_str());
-        if let (Some(&i), Some(p)) = (earlier, prev) {
-            let was = &p.routes[i];
-            let same_service = match (&was.service, &service) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if same_service && !chain_touched(&id, service_id) {
-                routes.push(was.clone());
-                continue;
+    // routes: only those whose row, service or chain changed are visited
+    let all_routes = prev.is_none() || chains_everywhere || touched.has("upstreams");
+    let mut slots = prev.map(|p| p.slots.clone()).unwrap_or_default();
+    let mut routes = prev.map(|p| p.routes.clone()).unwrap_or_default();
+    match prev {
+        None => {
+            for row in source.rows("routes") {
+                if let (Some(id), Some(svc)) = (s(row, "id"), fk(row, "service")) {
+                    slots.by_service.insert((svc.into(), id.into()), ());
+                }
             }
         }
-        let chain = plugins.chain(Some(&id), service_id);
-        routes.push(Arc::new(route_info(id, row, service, chain)));
+        Some(_) => {
+            for (id, was, is) in &touched.route_moves {
+                if let Some(svc) = was {
+                    slots.by_service.remove(&(svc.as_str().into(), id.clone()));
+                }
+                if let Some(svc) = is {
+                    slots
+                        .by_service
+                        .insert((svc.as_str().into(), id.clone()), ());
+                }
+            }
+        }
+    }
+    let mut dirty: BTreeSet<Arc<str>> = touched.ids("routes").cloned().collect();
+    if all_routes {
+        dirty.extend(source.ids("routes").cloned());
+    } else {
+        let plugin_services = touched.plugin_services.iter().filter(|_| plugins_changed);
+        for svc in touched
+            .ids("services")
+            .map(|s| &**s)
+            .chain(plugin_services.map(|s| s.as_str()))
+        {
+            let from = (Arc::<str>::from(svc), Arc::<str>::from(""));
+            dirty.extend(
+                slots
+                    .by_service
+                    .iter_from(&from)
+                    .take_while(|((s, _), _)| &**s == svc)
+                    .map(|((_, r), _)| r.clone()),
+            );
+        }
+        if plugins_changed {
+            dirty.extend(touched.plugin_routes.iter().map(|r| r.as_str().into()));
+        }
+    }
+    let mut router_changes = Vec::new();
+    for id in dirty {
+        let at = slots.by_id.get(&*id).map(|&s| s as usize);
+        let written = touched.has_id("routes", &id);
+        let info = match source.row("routes", &id) {
+            None => None,
+            Some(row) => {
+                let service = match fk(row, "service") {
+                    Some(sid) => match services.get(&sid) {
+                        Some(svc) => Some(svc.clone()),
+                        None => return Err(format!("route {id}: service {sid} not found")),
+                    },
+                    None => None,
+                };
+                // Kong leaves routes of disabled services out of the router.
+                if service.as_ref().is_some_and(|s| !s.enabled) {
+                    None
+                } else {
+                    let service_id = service.as_ref().map(|s| s.id.as_str());
+                    let was = at.filter(|_| !written).and_then(|i| routes.get(i));
+                    let same_service = |was: &RouteInfo| match (&was.service, &service) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    match was {
+                        Some(was) if same_service(was) && !chain_touched(&id, service_id) => {
+                            Some(was.clone())
+                        }
+                        _ => {
+                            let chain = plugins.chain(Some(&id), service_id);
+                            Some(Arc::new(route_info(id.to_string(), row, service, chain)))
+                        }
+                    }
+                }
+            }
+        };
+        match (at, info) {
+            (None, None) => {}
+            (Some(i), None) => {
+                routes.set(i, None);
+                slots.release(&id, i);
+                router_changes.push((i, None));
+            }
+            (at, Some(info)) => {
+                let i = at.unwrap_or_else(|| slots.take(&id));
+                if written || at.is_none() {
+                    router_changes.push((i, Some(route_spec(&id, &info.row))));
+                }
+                if !routes.get(i).is_some_and(|r| Arc::ptr_eq(r, &info)) {
+                    routes.set(i, Some(info));
+                }
+            }
+        }
     }
 
-    // The router: kept unless the routed set or a route row changed; otherwise compiled
-    // from the kept specs plus the changed rows' (no row parsed again for nothing).
+    // The router: only the routes whose row changed or which entered or left it are
+    // compiled again; the others are shared with the previous router.
     let router = match prev {
-        Some(p)
-            if !touched.has("routes")
-                && routes.len() == p.routes.len()
-                && routes.iter().zip(&p.routes).all(|(a, b)| a.id == b.id) =>
-        {
-            p.router.clone()
-        }
+        Some(p) if router_changes.is_empty() => p.router.clone(),
         _ => {
-            let specs: Vec<RouteSpec> = routes
-                .iter()
-                .zip(&kept_specs)
-                .map(|(r, kept)| match (kept, prev) {
-                    (Some(i), Some(p)) => p.router.routes()[*i].clone(),
-                    _ => route_spec(&r.id, &r.row),
-                })
-                .collect();
-            Arc::new(Router::build(&specs).map_err(|e| e.to_string())?)
+            let base = match prev {
+                Some(p) => p.router.clone(),
+                None => Arc::new(Router::build(&[]).map_err(|e| e.to_string())?),
+            };
+            Arc::new(base.update(router_changes).map_err(|e| e.to_string())?)
         }
     };
 
@@ -158,6 +204,7 @@ pub(super) fn compile(
         version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
         router,
         routes,
+        slots,
         services,
         upstreams,
         certificates,
@@ -244,24 +291,37 @@ fn services(
     source: &Source,
     touched: &Touched,
     certs: &HashMap<String, Arc<CertPair>>,
-) -> Result<HashMap<String, Arc<ServiceInfo>>, String> {
-    let rebuild_all = prev.is_none() || touched.has("upstreams");
-    let mut cx: Option<ServiceCx> = None;
-    let mut out = HashMap::new();
-    for row in source.rows("services") {
-        let id = s(row, "id").ok_or("service without id")?;
-        if !rebuild_all && !touched.has_id("services", &id) {
-            if let Some(svc) = prev.and_then(|p| p.services.get(&id)) {
-                out.insert(id, svc.clone());
-                continue;
+) -> Result<Services, String> {
+    // read only when a service is compiled
+    let cx = std::cell::OnceCell::new();
+    let compile = |id: &str, row: &Arc<Row>| -> Result<_, String> {
+        let cx = cx.get_or_init(|| ServiceCx::new(source));
+        Ok(Arc::new(service_info(id.to_owned(), row, cx, certs)?))
+    };
+    match prev {
+        Some(p) if !touched.has("upstreams") => {
+            let mut out = p.services.clone();
+            for id in touched.ids("services") {
+                match source.row("services", id) {
+                    Some(row) => out.insert(id.to_string(), compile(id, row)?),
+                    None => out.remove(&**id),
+                };
             }
+            Ok(out)
         }
-        let cx = cx.get_or_insert_with(|| ServiceCx::new(source));
-        let info = service_info(id.clone(), row, cx, certs)?;
-        out.insert(id, Arc::new(info));
+        _ => {
+            let mut out = Vec::new();
+            for row in source.rows("services") {
+                let id = s(row, "id").ok_or("service without id")?;
+                let svc = compile(&id, row)?;
+                out.push((id, svc));
+            }
+            Ok(out.into_iter().collect())
+        }
     }
-    Ok(out)
 }
+
+type Services = PMap<String, Arc<ServiceInfo>>;
 
 /// What compiling a service reads besides its row.
 struct ServiceCx {
@@ -368,7 +428,10 @@ fn upstreams(
     source: &Source,
     touched: &Touched,
     certs: &HashMap<String, Arc<CertPair>>,
-) -> Result<HashMap<String, Arc<Balancer>>, String> {
+) -> Result<Arc<HashMap<String, Arc<Balancer>>>, String> {
+    if let Some(p) = prev.filter(|_| touched.upstreams.is_empty() && !touched.has("upstreams")) {
+        return Ok(p.upstreams.clone());
+    }
     let earlier: HashMap<&str, &Arc<Balancer>> = prev
         .map(|p| p.upstreams.values().map(|b| (b.id.as_str(), b)).collect())
         .unwrap_or_default();
@@ -407,7 +470,7 @@ fn upstreams(
     if rebuilt || out.len() != earlier.len() {
         crate::balancer::state::prune();
     }
-    Ok(out)
+    Ok(Arc::new(out))
 }
 
 fn route_spec(id: &str, row: &Row) -> RouteSpec {

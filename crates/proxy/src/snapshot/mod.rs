@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
+use tollgate_router::persistent::{PMap, POrdMap, Slots};
 use tollgate_router::{PathHandling, Router};
 
 mod compile;
@@ -119,18 +120,48 @@ impl CertStore {
     }
 }
 
+/// Which route index each routed route holds, and the routes of each service (so a
+/// service write reaches its routes without a scan of them all).
+#[derive(Clone, Default)]
+struct RouteSlots {
+    by_id: PMap<Arc<str>, u32>,
+    /// Indexes given up by routes that left, taken again first.
+    free: Vec<u32>,
+    end: u32,
+    /// (service id, route id) of every route row naming a service, routed or not.
+    by_service: POrdMap<(Arc<str>, Arc<str>), ()>,
+}
+
+impl RouteSlots {
+    fn take(&mut self, id: &Arc<str>) -> usize {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.end += 1;
+            self.end - 1
+        });
+        self.by_id.insert(id.clone(), i);
+        i as usize
+    }
+
+    fn release(&mut self, id: &str, i: usize) {
+        self.by_id.remove(id);
+        self.free.push(i as u32);
+    }
+}
+
 /// Everything a request needs, immutable.
 pub struct Snapshot {
     version: u64,
     pub router: Arc<Router>,
-    /// Parallel to the router's routes (index = `Match::route_index`).
-    pub routes: Vec<Arc<RouteInfo>>,
-    pub services: HashMap<String, Arc<ServiceInfo>>,
+    /// The routed routes by the router's route index (`Match::route_index`).
+    pub routes: Slots<Arc<RouteInfo>>,
+    /// Where each route sits in `routes` and the router.
+    slots: RouteSlots,
+    pub services: PMap<String, Arc<ServiceInfo>>,
     /// Compiled balancers by upstream name (a service host naming one goes through it).
-    pub upstreams: HashMap<String, Arc<Balancer>>,
-    pub certificates: CertStore,
+    pub upstreams: Arc<HashMap<String, Arc<Balancer>>>,
+    pub certificates: Arc<CertStore>,
     /// Certificates by id (for client certificates).
-    pub certificates_by_id: HashMap<String, Arc<CertPair>>,
+    pub certificates_by_id: Arc<HashMap<String, Arc<CertPair>>>,
     /// Every enabled plugin configuration, compiled (global rewrite plugins run from here).
     pub plugins: Arc<Plugins>,
     pub consumers: SharedConsumers,
