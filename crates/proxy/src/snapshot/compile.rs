@@ -2,18 +2,18 @@
 //! row edits touched afterwards. One code path for both, so an incremental snapshot is
 //! the full build of the same rows (pinned by the property test in `tests.rs`).
 
+use super::routes;
 use super::source::{Source, Touched};
-use super::{b, fk, ms, n, s, strs, CertStore, RouteInfo, Row, ServiceInfo, SharedConsumers};
+use super::{b, fk, ms, n, s, CertStore, Row, ServiceInfo, SharedConsumers};
 use super::{Snapshot, VERSION};
 use crate::balancer::Balancer;
 use crate::tls::{self, CertPair};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tollgate_model::vault;
 use tollgate_plugins::{PluginSpec, Plugins};
 use tollgate_router::persistent::PMap;
-use tollgate_router::{PathHandling, RouteSpec, Router};
 
 /// Certificates, SNIs and CA certificates are few and feed services and balancers: a
 /// change to any of them compiles everything again.
@@ -76,129 +76,14 @@ pub(super) fn compile(
                 || p.plugins.reads_router_rows()
                 || plugins.reads_router_rows()
         });
-    let chain_touched = |route: &str, service: Option<&str>| {
-        plugins_changed
-            && (chains_everywhere
-                || touched.plugin_routes.contains(route)
-                || service.is_some_and(|s| touched.plugin_services.contains(s)))
-    };
-
-    // routes: only those whose row, service or chain changed are visited
-    let all_routes = prev.is_none() || chains_everywhere || touched.has("upstreams");
-    let mut slots = prev.map(|p| p.slots.clone()).unwrap_or_default();
-    let mut routes = prev.map(|p| p.routes.clone()).unwrap_or_default();
-    match prev {
-        None => {
-            for row in source.rows("routes") {
-                if let (Some(id), Some(svc)) = (s(row, "id"), fk(row, "service")) {
-                    slots.by_service.insert((svc.into(), id.into()), ());
-                }
-            }
-        }
-        Some(_) => {
-            for (id, was, is) in &touched.route_moves {
-                if let Some(svc) = was {
-                    slots.by_service.remove(&(svc.as_str().into(), id.clone()));
-                }
-                if let Some(svc) = is {
-                    slots
-                        .by_service
-                        .insert((svc.as_str().into(), id.clone()), ());
-                }
-            }
-        }
-    }
-    let mut dirty: BTreeSet<Arc<str>> = touched.ids("routes").cloned().collect();
-    if all_routes {
-        dirty.extend(source.ids("routes").cloned());
-    } else {
-        let plugin_services = touched.plugin_services.iter().filter(|_| plugins_changed);
-        for svc in touched
-            .ids("services")
-            .map(|s| &**s)
-            .chain(plugin_services.map(|s| s.as_str()))
-        {
-            let from = (Arc::<str>::from(svc), Arc::<str>::from(""));
-            dirty.extend(
-                slots
-                    .by_service
-                    .iter_from(&from)
-                    .take_while(|((s, _), _)| &**s == svc)
-                    .map(|((_, r), _)| r.clone()),
-            );
-        }
-        if plugins_changed {
-            dirty.extend(touched.plugin_routes.iter().map(|r| r.as_str().into()));
-        }
-    }
-    let mut router_changes = Vec::new();
-    for id in dirty {
-        let at = slots.by_id.get(&*id).map(|&s| s as usize);
-        let written = touched.has_id("routes", &id);
-        let info = match source.row("routes", &id) {
-            None => None,
-            Some(row) => {
-                let service = match fk(row, "service") {
-                    Some(sid) => match services.get(&sid) {
-                        Some(svc) => Some(svc.clone()),
-                        None => return Err(format!("route {id}: service {sid} not found")),
-                    },
-                    None => None,
-                };
-                // Kong leaves routes of disabled services out of the router.
-                if service.as_ref().is_some_and(|s| !s.enabled) {
-                    None
-                } else {
-                    let service_id = service.as_ref().map(|s| s.id.as_str());
-                    let was = at.filter(|_| !written).and_then(|i| routes.get(i));
-                    let same_service = |was: &RouteInfo| match (&was.service, &service) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    };
-                    match was {
-                        Some(was) if same_service(was) && !chain_touched(&id, service_id) => {
-                            Some(was.clone())
-                        }
-                        _ => {
-                            let chain = plugins.chain(Some(&id), service_id);
-                            Some(Arc::new(route_info(id.to_string(), row, service, chain)))
-                        }
-                    }
-                }
-            }
-        };
-        match (at, info) {
-            (None, None) => {}
-            (Some(i), None) => {
-                routes.set(i, None);
-                slots.release(&id, i);
-                router_changes.push((i, None));
-            }
-            (at, Some(info)) => {
-                let i = at.unwrap_or_else(|| slots.take(&id));
-                if written || at.is_none() {
-                    router_changes.push((i, Some(route_spec(&id, &info.row))));
-                }
-                if !routes.get(i).is_some_and(|r| Arc::ptr_eq(r, &info)) {
-                    routes.set(i, Some(info));
-                }
-            }
-        }
-    }
-
-    // The router: only the routes whose row changed or which entered or left it are
-    // compiled again; the others are shared with the previous router.
-    let router = match prev {
-        Some(p) if router_changes.is_empty() => p.router.clone(),
-        _ => {
-            let base = match prev {
-                Some(p) => p.router.clone(),
-                None => Arc::new(Router::build(&[]).map_err(|e| e.to_string())?),
-            };
-            Arc::new(base.update(router_changes).map_err(|e| e.to_string())?)
-        }
-    };
+    let (routes, slots, router) = routes::compile(
+        prev,
+        &source,
+        touched,
+        &services,
+        &plugins,
+        (plugins_changed, chains_everywhere),
+    )?;
 
     Ok(Snapshot {
         version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
@@ -321,7 +206,7 @@ fn services(
     }
 }
 
-type Services = PMap<String, Arc<ServiceInfo>>;
+pub(super) type Services = PMap<String, Arc<ServiceInfo>>;
 
 /// What compiling a service reads besides its row.
 struct ServiceCx {
@@ -471,58 +356,4 @@ fn upstreams(
         crate::balancer::state::prune();
     }
     Ok(Arc::new(out))
-}
-
-fn route_spec(id: &str, row: &Row) -> RouteSpec {
-    let headers = match row.get("headers") {
-        Some(serde_json::Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let vals = v
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (k.clone(), vals)
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    RouteSpec {
-        id: id.to_owned(),
-        created_at: n(row, "created_at", 0),
-        protocols: strs(row, "protocols"),
-        methods: strs(row, "methods"),
-        hosts: strs(row, "hosts"),
-        paths: strs(row, "paths"),
-        headers,
-        snis: strs(row, "snis"),
-        regex_priority: n(row, "regex_priority", 0),
-    }
-}
-
-fn route_info(
-    id: String,
-    row: &Arc<Row>,
-    service: Option<Arc<ServiceInfo>>,
-    plugins: tollgate_plugins::Chain,
-) -> RouteInfo {
-    RouteInfo {
-        id,
-        name: s(row, "name"),
-        service,
-        strip_path: b(row, "strip_path", true),
-        preserve_host: b(row, "preserve_host", false),
-        https_redirect_status_code: n(row, "https_redirect_status_code", 426) as u16,
-        path_handling: s(row, "path_handling")
-            .and_then(|p| PathHandling::parse(&p))
-            .unwrap_or_default(),
-        request_buffering: b(row, "request_buffering", true),
-        response_buffering: b(row, "response_buffering", true),
-        plugins,
-        row: row.clone(),
-    }
 }

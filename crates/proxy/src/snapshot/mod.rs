@@ -7,14 +7,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
-use tollgate_router::persistent::{PMap, POrdMap, Slots};
+use tollgate_router::persistent::{PMap, Slots};
 use tollgate_router::{PathHandling, Router};
 
 mod compile;
+mod routes;
 mod source;
 #[cfg(test)]
 mod tests;
 
+use routes::RouteSlots;
 use source::Touched;
 pub use source::{Edit, Source, ENTITIES};
 
@@ -117,34 +119,6 @@ impl CertStore {
             }
         }
         None
-    }
-}
-
-/// Which route index each routed route holds, and the routes of each service (so a
-/// service write reaches its routes without a scan of them all).
-#[derive(Clone, Default)]
-struct RouteSlots {
-    by_id: PMap<Arc<str>, u32>,
-    /// Indexes given up by routes that left, taken again first.
-    free: Vec<u32>,
-    end: u32,
-    /// (service id, route id) of every route row naming a service, routed or not.
-    by_service: POrdMap<(Arc<str>, Arc<str>), ()>,
-}
-
-impl RouteSlots {
-    fn take(&mut self, id: &Arc<str>) -> usize {
-        let i = self.free.pop().unwrap_or_else(|| {
-            self.end += 1;
-            self.end - 1
-        });
-        self.by_id.insert(id.clone(), i);
-        i as usize
-    }
-
-    fn release(&mut self, id: &str, i: usize) {
-        self.by_id.remove(id);
-        self.free.push(i as u32);
     }
 }
 
