@@ -247,11 +247,12 @@ impl Snapshot {
     }
 
     /// The next snapshot after row edits: the edits patch this snapshot's rows and only
-    /// what they touch is compiled again (a route write rebuilds the router from the
-    /// routes' kept specs, a target write its upstream's balancer, a plugin write the
-    /// chains of the routes in its scope); everything else is shared with this snapshot.
-    /// The result equals a full build of the patched rows. `None`: nothing the snapshot is
-    /// built from changed.
+    /// what they touch is compiled again (a route write that route alone, updated in the
+    /// router in place; a service write its own routes; a target write its upstream's
+    /// balancer; a plugin write the chains of the routes in its scope); everything else
+    /// is shared with this snapshot, so the cost does not grow with the number of routes.
+    /// The result routes as a full build of the patched rows (route indexes may differ).
+    /// `None`: nothing the snapshot is built from changed.
     pub fn apply(&self, edits: Vec<Edit>) -> Result<Option<Snapshot>, String> {
         self.apply_with_registry(edits, tollgate_plugins::spec)
     }
