@@ -190,14 +190,17 @@ mod tests {
 
     /// Everything a request reads of a snapshot that the rows decide.
     fn observable(s: &Snapshot) -> String {
-        let routes: Vec<String> = s
+        let mut routes: Vec<String> = s
             .routes
             .iter()
-            .map(|r| {
+            .map(|(_, r)| {
                 let svc = r.service.as_ref().map(|s| (&s.id, &s.host, s.enabled));
                 format!("{} {svc:?} {}", r.id, r.plugins.fingerprint())
             })
             .collect();
+        routes.sort();
+        let mut specs: Vec<_> = s.router.routes().map(|(_, r)| r).collect();
+        specs.sort_by(|a, b| a.id.cmp(&b.id));
         let mut ups: Vec<String> = s
             .upstreams
             .values()
@@ -205,8 +208,7 @@ mod tests {
             .collect();
         ups.sort();
         format!(
-            "{routes:?}\n{:?}\n{ups:?}\n{}",
-            s.router.routes(),
+            "{routes:?}\n{specs:?}\n{ups:?}\n{}",
             s.plugins.fingerprint()
         )
     }

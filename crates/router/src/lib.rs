@@ -55,7 +55,10 @@
 //!   (it did in the old `traditional` router); [`TieBreak::CreatedAt`] is
 //!   available if you want that instead.
 
+mod conds;
+mod index;
 mod normalize;
+pub mod persistent;
 mod priority;
 mod protocols;
 mod router;
@@ -169,7 +172,8 @@ impl Captures {
 /// A successful lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match<'a> {
-    /// Index into the slice given to [`Router::build`].
+    /// The route's index: its position in the slice given to [`Router::build`], or
+    /// the slot [`Router::update`] put it in.
     pub route_index: usize,
     pub route_id: &'a str,
     /// The route path that matched, as configured (regex paths keep their `~`).

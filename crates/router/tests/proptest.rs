@@ -1,5 +1,6 @@
 //! Property tests: `find` never panics and always agrees with a linear scan of
-//! all matchers in priority order (i.e. the candidate indexes lose nothing).
+//! all matchers in priority order (i.e. the candidate indexes lose nothing), and a
+//! router changed route by route with `update` routes as a fresh build of its routes.
 
 use proptest::prelude::*;
 use tollgate_router::*;
@@ -84,6 +85,69 @@ proptest! {
         let a = router.find(&req);
         let b = router.find_linear(&req);
         prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn updated_router_routes_as_a_fresh_build(
+        first in proptest::collection::vec(route_strategy(), 0..12),
+        steps in proptest::collection::vec(
+            proptest::collection::vec((0usize..16, proptest::option::of(route_strategy())), 1..4),
+            1..12,
+        ),
+        created_at_ties in any::<bool>(),
+        requests in proptest::collection::vec(
+            ("[a-cA-C.]{0,8}", prop_oneof![Just(80u16), Just(8080u16)], "[a-c/0-9]{0,8}",
+             prop_oneof![Just("GET"), Just("POST")], any::<bool>(),
+             proptest::option::of("[a-c.]{0,6}"), proptest::option::of("[vV0-9]{0,3}")),
+            8,
+        ),
+    ) {
+        let opts = BuildOptions {
+            tie_break: if created_at_ties { TieBreak::CreatedAt } else { TieBreak::KongAtc },
+        };
+        let mut router = Router::build_with(&first, &opts).unwrap();
+        let mut slots: Vec<Option<RouteSpec>> = first.into_iter().map(Some).collect();
+        for batch in steps {
+            for (slot, spec) in &batch {
+                if slots.len() <= *slot {
+                    slots.resize(*slot + 1, None);
+                }
+                slots[*slot] = spec.clone();
+            }
+            router = router.update(batch).unwrap();
+            // The fresh build of the same routes, in slot order.
+            let (at, specs): (Vec<usize>, Vec<RouteSpec>) = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i, s.clone()?)))
+                .unzip();
+            let fresh = Router::build_with(&specs, &opts).unwrap();
+            prop_assert_eq!(router.len(), fresh.len());
+            prop_assert_eq!(router.matcher_count(), fresh.matcher_count());
+            let prios: Vec<(usize, u64)> = fresh.priorities().map(|(i, p)| (at[i], p)).collect();
+            prop_assert_eq!(router.priorities().collect::<Vec<_>>(), prios);
+            for (host, port, raw_path, method, https, sni, header) in &requests {
+                let path = normalize_path(raw_path);
+                let hv: Option<&str> = header.as_deref();
+                let lookup = move |n: &str| if n == "x-v" { hv } else { None };
+                let req = RequestInfo {
+                    scheme: if *https { "https" } else { "http" },
+                    method,
+                    host,
+                    port: *port,
+                    path: &path,
+                    sni: sni.as_deref(),
+                    headers: &lookup,
+                };
+                let a = router.find(&req);
+                let b = fresh.find(&req).map(|mut m| {
+                    m.route_index = at[m.route_index];
+                    m
+                });
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!(a, router.find_linear(&req));
+            }
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! row edits touched afterwards. One code path for both, so an incremental snapshot is
 //! the full build of the same rows (pinned by the property test in `tests.rs`).
 
+use super::routes;
 use super::source::{Source, Touched};
-use super::{b, fk, ms, n, s, strs, CertStore, RouteInfo, Row, ServiceInfo, SharedConsumers};
+use super::{b, fk, ms, n, s, CertStore, Row, ServiceInfo, SharedConsumers};
 use super::{Snapshot, VERSION};
 use crate::balancer::Balancer;
 use crate::tls::{self, CertPair};
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tollgate_model::vault;
 use tollgate_plugins::{PluginSpec, Plugins};
-use tollgate_router::{PathHandling, RouteSpec, Router};
+use tollgate_router::persistent::PMap;
 
 /// Certificates, SNIs and CA certificates are few and feed services and balancers: a
 /// change to any of them compiles everything again.
@@ -36,13 +37,11 @@ pub(super) fn compile(
     };
 
     let (certificates, certificates_by_id) = match prev {
-        Some(p) => (
-            CertStore {
-                exact: p.certificates.exact.clone(),
-            },
-            p.certificates_by_id.clone(),
-        ),
-        None => certificates(&source)?,
+        Some(p) => (p.certificates.clone(), p.certificates_by_id.clone()),
+        None => {
+            let (store, by_id) = certificates(&source)?;
+            (Arc::new(store), Arc::new(by_id))
+        }
     };
     let services = services(prev, &source, touched, &certificates_by_id)?;
     let upstreams = upstreams(prev, &source, touched, &certificates_by_id)?;
@@ -77,87 +76,20 @@ pub(super) fn compile(
                 || p.plugins.reads_router_rows()
                 || plugins.reads_router_rows()
         });
-    let chain_touched = |route: &str, service: Option<&str>| {
-        plugins_changed
-            && (chains_everywhere
-                || touched.plugin_routes.contains(route)
-                || service.is_some_and(|s| touched.plugin_services.contains(s)))
-    };
-
-    // routes: kept when neither the row, its service nor its chain changed
-    let prev_routes: HashMap<&str, usize> = prev
-        .map(|p| {
-            p.routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.as_str(), i))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut routes: Vec<Arc<RouteInfo>> = Vec::new();
-    // For each route, its spec's index in the previous router when the row is unchanged.
-    let mut kept_specs: Vec<Option<usize>> = Vec::new();
-    for row in source.rows("routes") {
-        let id = s(row, "id").ok_or("route without id")?;
-        let service = match fk(row, "service") {
-            Some(sid) => match services.get(&sid) {
-                Some(svc) => Some(svc.clone()),
-                None => return Err(format!("route {id}: service {sid} not found")),
-            },
-            None => None,
-        };
-        // Kong leaves routes of disabled services out of the router.
-        if service.as_ref().is_some_and(|s| !s.enabled) {
-            continue;
-        }
-        let earlier = prev_routes
-            .get(id.as_str())
-            .filter(|_| !touched.has_id("routes", &id));
-        kept_specs.push(earlier.copied());
-        let service_id = service.as_ref().map(|s| s.id.as_str());
-        if let (Some(&i), Some(p)) = (earlier, prev) {
-            let was = &p.routes[i];
-            let same_service = match (&was.service, &service) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if same_service && !chain_touched(&id, service_id) {
-                routes.push(was.clone());
-                continue;
-            }
-        }
-        let chain = plugins.chain(Some(&id), service_id);
-        routes.push(Arc::new(route_info(id, row, service, chain)));
-    }
-
-    // The router: kept unless the routed set or a route row changed; otherwise compiled
-    // from the kept specs plus the changed rows' (no row parsed again for nothing).
-    let router = match prev {
-        Some(p)
-            if !touched.has("routes")
-                && routes.len() == p.routes.len()
-                && routes.iter().zip(&p.routes).all(|(a, b)| a.id == b.id) =>
-        {
-            p.router.clone()
-        }
-        _ => {
-            let specs: Vec<RouteSpec> = routes
-                .iter()
-                .zip(&kept_specs)
-                .map(|(r, kept)| match (kept, prev) {
-                    (Some(i), Some(p)) => p.router.routes()[*i].clone(),
-                    _ => route_spec(&r.id, &r.row),
-                })
-                .collect();
-            Arc::new(Router::build(&specs).map_err(|e| e.to_string())?)
-        }
-    };
+    let (routes, slots, router) = routes::compile(
+        prev,
+        &source,
+        touched,
+        &services,
+        &plugins,
+        (plugins_changed, chains_everywhere),
+    )?;
 
     Ok(Snapshot {
         version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
         router,
         routes,
+        slots,
         services,
         upstreams,
         certificates,
@@ -244,24 +176,37 @@ fn services(
     source: &Source,
     touched: &Touched,
     certs: &HashMap<String, Arc<CertPair>>,
-) -> Result<HashMap<String, Arc<ServiceInfo>>, String> {
-    let rebuild_all = prev.is_none() || touched.has("upstreams");
-    let mut cx: Option<ServiceCx> = None;
-    let mut out = HashMap::new();
-    for row in source.rows("services") {
-        let id = s(row, "id").ok_or("service without id")?;
-        if !rebuild_all && !touched.has_id("services", &id) {
-            if let Some(svc) = prev.and_then(|p| p.services.get(&id)) {
-                out.insert(id, svc.clone());
-                continue;
+) -> Result<Services, String> {
+    // read only when a service is compiled
+    let cx = std::cell::OnceCell::new();
+    let compile = |id: &str, row: &Arc<Row>| -> Result<_, String> {
+        let cx = cx.get_or_init(|| ServiceCx::new(source));
+        Ok(Arc::new(service_info(id.to_owned(), row, cx, certs)?))
+    };
+    match prev {
+        Some(p) if !touched.has("upstreams") => {
+            let mut out = p.services.clone();
+            for id in touched.ids("services") {
+                match source.row("services", id) {
+                    Some(row) => out.insert(id.to_string(), compile(id, row)?),
+                    None => out.remove(&**id),
+                };
             }
+            Ok(out)
         }
-        let cx = cx.get_or_insert_with(|| ServiceCx::new(source));
-        let info = service_info(id.clone(), row, cx, certs)?;
-        out.insert(id, Arc::new(info));
+        _ => {
+            let mut out = Vec::new();
+            for row in source.rows("services") {
+                let id = s(row, "id").ok_or("service without id")?;
+                let svc = compile(&id, row)?;
+                out.push((id, svc));
+            }
+            Ok(out.into_iter().collect())
+        }
     }
-    Ok(out)
 }
+
+pub(super) type Services = PMap<String, Arc<ServiceInfo>>;
 
 /// What compiling a service reads besides its row.
 struct ServiceCx {
@@ -368,7 +313,10 @@ fn upstreams(
     source: &Source,
     touched: &Touched,
     certs: &HashMap<String, Arc<CertPair>>,
-) -> Result<HashMap<String, Arc<Balancer>>, String> {
+) -> Result<Arc<HashMap<String, Arc<Balancer>>>, String> {
+    if let Some(p) = prev.filter(|_| touched.upstreams.is_empty() && !touched.has("upstreams")) {
+        return Ok(p.upstreams.clone());
+    }
     let earlier: HashMap<&str, &Arc<Balancer>> = prev
         .map(|p| p.upstreams.values().map(|b| (b.id.as_str(), b)).collect())
         .unwrap_or_default();
@@ -407,59 +355,5 @@ fn upstreams(
     if rebuilt || out.len() != earlier.len() {
         crate::balancer::state::prune();
     }
-    Ok(out)
-}
-
-fn route_spec(id: &str, row: &Row) -> RouteSpec {
-    let headers = match row.get("headers") {
-        Some(serde_json::Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let vals = v
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (k.clone(), vals)
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    RouteSpec {
-        id: id.to_owned(),
-        created_at: n(row, "created_at", 0),
-        protocols: strs(row, "protocols"),
-        methods: strs(row, "methods"),
-        hosts: strs(row, "hosts"),
-        paths: strs(row, "paths"),
-        headers,
-        snis: strs(row, "snis"),
-        regex_priority: n(row, "regex_priority", 0),
-    }
-}
-
-fn route_info(
-    id: String,
-    row: &Arc<Row>,
-    service: Option<Arc<ServiceInfo>>,
-    plugins: tollgate_plugins::Chain,
-) -> RouteInfo {
-    RouteInfo {
-        id,
-        name: s(row, "name"),
-        service,
-        strip_path: b(row, "strip_path", true),
-        preserve_host: b(row, "preserve_host", false),
-        https_redirect_status_code: n(row, "https_redirect_status_code", 426) as u16,
-        path_handling: s(row, "path_handling")
-            .and_then(|p| PathHandling::parse(&p))
-            .unwrap_or_default(),
-        request_buffering: b(row, "request_buffering", true),
-        response_buffering: b(row, "response_buffering", true),
-        plugins,
-        row: row.clone(),
-    }
+    Ok(Arc::new(out))
 }

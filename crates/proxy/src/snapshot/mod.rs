@@ -7,13 +7,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_plugins::{Chain, ConsumerIndex, PluginSpec, Plugins};
+use tollgate_router::persistent::{PMap, Slots};
 use tollgate_router::{PathHandling, Router};
 
 mod compile;
+mod routes;
 mod source;
 #[cfg(test)]
 mod tests;
 
+use routes::RouteSlots;
 use source::Touched;
 pub use source::{Edit, Source, ENTITIES};
 
@@ -123,14 +126,16 @@ impl CertStore {
 pub struct Snapshot {
     version: u64,
     pub router: Arc<Router>,
-    /// Parallel to the router's routes (index = `Match::route_index`).
-    pub routes: Vec<Arc<RouteInfo>>,
-    pub services: HashMap<String, Arc<ServiceInfo>>,
+    /// The routed routes by the router's route index (`Match::route_index`).
+    pub routes: Slots<Arc<RouteInfo>>,
+    /// Where each route sits in `routes` and the router.
+    slots: RouteSlots,
+    pub services: PMap<String, Arc<ServiceInfo>>,
     /// Compiled balancers by upstream name (a service host naming one goes through it).
-    pub upstreams: HashMap<String, Arc<Balancer>>,
-    pub certificates: CertStore,
+    pub upstreams: Arc<HashMap<String, Arc<Balancer>>>,
+    pub certificates: Arc<CertStore>,
     /// Certificates by id (for client certificates).
-    pub certificates_by_id: HashMap<String, Arc<CertPair>>,
+    pub certificates_by_id: Arc<HashMap<String, Arc<CertPair>>>,
     /// Every enabled plugin configuration, compiled (global rewrite plugins run from here).
     pub plugins: Arc<Plugins>,
     pub consumers: SharedConsumers,
@@ -242,11 +247,12 @@ impl Snapshot {
     }
 
     /// The next snapshot after row edits: the edits patch this snapshot's rows and only
-    /// what they touch is compiled again (a route write rebuilds the router from the
-    /// routes' kept specs, a target write its upstream's balancer, a plugin write the
-    /// chains of the routes in its scope); everything else is shared with this snapshot.
-    /// The result equals a full build of the patched rows. `None`: nothing the snapshot is
-    /// built from changed.
+    /// what they touch is compiled again (a route write that route alone, updated in the
+    /// router in place; a service write its own routes; a target write its upstream's
+    /// balancer; a plugin write the chains of the routes in its scope); everything else
+    /// is shared with this snapshot, so the cost does not grow with the number of routes.
+    /// The result routes as a full build of the patched rows (route indexes may differ).
+    /// `None`: nothing the snapshot is built from changed.
     pub fn apply(&self, edits: Vec<Edit>) -> Result<Option<Snapshot>, String> {
         self.apply_with_registry(edits, tollgate_plugins::spec)
     }

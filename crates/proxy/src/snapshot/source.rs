@@ -5,6 +5,7 @@
 use super::{fk, Dataset, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use tollgate_router::persistent::POrdMap;
 
 /// The entities a snapshot is compiled from. Consumers and credentials are not among
 /// them: the consumer index follows their row events on its own.
@@ -19,13 +20,14 @@ pub const ENTITIES: &[&str] = &[
     "plugins",
 ];
 
-/// One entity's rows by id, in id order (the order a full load returns them in).
-type Table = BTreeMap<Arc<str>, Arc<Row>>;
+/// One entity's rows by id, in id order (the order a full load returns them in); a
+/// persistent map, so an edit copies one chunk of it, not every row pointer.
+type Table = POrdMap<Arc<str>, Arc<Row>>;
 
-/// Every row of [`ENTITIES`]; a table is copied only when an edit touches it.
+/// Every row of [`ENTITIES`].
 #[derive(Clone, Default, Debug, PartialEq)]
 pub struct Source {
-    tables: BTreeMap<&'static str, Arc<Table>>,
+    tables: BTreeMap<&'static str, Table>,
 }
 
 /// One row written (`new`) or deleted (`new: None`), as a store's row event says.
@@ -50,7 +52,7 @@ impl Source {
                     Some((id, Arc::new(row)))
                 })
                 .collect();
-            tables.insert(entity, Arc::new(table));
+            tables.insert(entity, table);
         }
         Source { tables }
     }
@@ -58,6 +60,19 @@ impl Source {
     /// An entity's rows in id order.
     pub fn rows(&self, entity: &str) -> impl Iterator<Item = &Arc<Row>> + '_ {
         self.tables.get(entity).into_iter().flat_map(|t| t.values())
+    }
+
+    /// An entity's ids in order.
+    pub fn ids(&self, entity: &str) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.tables
+            .get(entity)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(k, _)| k))
+    }
+
+    /// One row by id.
+    pub fn row(&self, entity: &str, id: &str) -> Option<&Arc<Row>> {
+        self.tables.get(entity)?.get(id)
     }
 
     /// Applies edits in order (those of other entities are ignored) and says what they
@@ -68,7 +83,7 @@ impl Source {
             let Some(&entity) = ENTITIES.iter().find(|n| **n == e.entity) else {
                 continue;
             };
-            let table = Arc::make_mut(self.tables.entry(entity).or_default());
+            let table = self.tables.entry(entity).or_default();
             let new = e.new.map(Arc::new);
             let old = match &new {
                 Some(r) => table.insert(e.id.clone(), r.clone()),
@@ -94,6 +109,8 @@ pub(super) struct Touched {
     /// Routes and services a changed plugin was or is scoped to.
     pub plugin_routes: HashSet<String>,
     pub plugin_services: HashSet<String>,
+    /// Each route edit in order: the route, its service before and after.
+    pub route_moves: Vec<(Arc<str>, Option<String>, Option<String>)>,
 }
 
 impl Touched {
@@ -116,6 +133,11 @@ impl Touched {
         self.all || self.ids.get(entity).is_some_and(|s| s.contains(id))
     }
 
+    /// The ids an entity's edits touched.
+    pub fn ids(&self, entity: &str) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.ids.get(entity).into_iter().flatten()
+    }
+
     fn record(
         &mut self,
         entity: &'static str,
@@ -130,6 +152,11 @@ impl Touched {
             "upstreams" => {
                 self.upstreams.insert(id.to_string());
             }
+            "routes" => self.route_moves.push((
+                id.clone(),
+                old.and_then(|r| fk(r, "service")),
+                new.and_then(|r| fk(r, "service")),
+            )),
             "targets" => self
                 .upstreams
                 .extend(rows.filter_map(|r| fk(r, "upstream"))),

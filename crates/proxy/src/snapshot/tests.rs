@@ -215,7 +215,14 @@ impl Model {
 /// Everything a request can observe of a snapshot, deterministically.
 fn fingerprint(s: &Snapshot) -> String {
     let mut out = String::new();
-    for r in &s.routes {
+    let mut routes: Vec<_> = s.routes.iter().collect();
+    routes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    for (i, r) in routes {
+        // the router holds the route at the same index
+        assert_eq!(
+            s.router.route(i).map(|r| r.id.as_str()),
+            Some(r.id.as_str())
+        );
         let _ = writeln!(
             out,
             "route {} {:?} svc={:?} {} {} {} {:?} {} {} [{}] {:?}",
@@ -233,10 +240,17 @@ fn fingerprint(s: &Snapshot) -> String {
         );
         if let Some(svc) = &r.service {
             // a route's service is the snapshot's own (not a stale copy)
-            assert!(Arc::ptr_eq(svc, &s.services[&svc.id]), "route {}", r.id);
+            assert!(
+                Arc::ptr_eq(svc, s.services.get(&svc.id).unwrap()),
+                "route {}",
+                r.id
+            );
         }
     }
-    let _ = writeln!(out, "router {:?}", s.router);
+    let mut specs: Vec<_> = s.router.routes().map(|(_, r)| r).collect();
+    specs.sort_by(|a, b| a.id.cmp(&b.id));
+    let _ = writeln!(out, "router {} {specs:?}", s.router.matcher_count());
+    let _ = writeln!(out, "routing {}", routing(s));
     let mut services: Vec<_> = s.services.values().collect();
     services.sort_by(|a, b| a.id.cmp(&b.id));
     for v in services {
@@ -268,6 +282,33 @@ fn fingerprint(s: &Snapshot) -> String {
     certs.sort();
     let _ = writeln!(out, "certs {certs:?} {}", s.certificates_by_id.len());
     let _ = writeln!(out, "plugins {}", s.plugins.fingerprint());
+    out
+}
+
+/// Which route (and how) each of a set of requests matches.
+fn routing(s: &Snapshot) -> String {
+    let mut out = String::new();
+    for host in ["", "a.test", "x.b.test", "c.foo"] {
+        for path in ["/", "/a", "/a/b", "/b", "/r12", "/r1x", "/zz"] {
+            for header in [None, Some("1"), Some("v3")] {
+                let lookup = move |n: &str| if n == "x-v" { header } else { None };
+                let req = tollgate_router::RequestInfo {
+                    scheme: "http",
+                    method: "GET",
+                    host,
+                    port: 80,
+                    path,
+                    sni: None,
+                    headers: &lookup,
+                };
+                let m = s.router.find(&req).map(|m| {
+                    assert_eq!(s.routes[m.route_index].id, m.route_id);
+                    (m.route_id, m.matched_path, m.prefix_len, m.priority)
+                });
+                let _ = write!(out, "{m:?} ");
+            }
+        }
+    }
     out
 }
 
