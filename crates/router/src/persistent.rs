@@ -2,44 +2,14 @@
 //! configuration change costs what it changes, not the size of the configuration. No
 //! `Arc` is cloned per entry on a copy, only per shard or chunk (about √n of them).
 
+use rustc_hash::FxHasher;
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::sync::Arc;
 
-/// A small fast hasher for short string keys.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = (h.rotate_left(5) ^ v).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            h = (h.rotate_left(5) ^ b as u64).wrapping_mul(K);
-        }
-        self.0 = h;
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(K);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(K);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Fibonacci hashing's multiplier.
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -114,7 +84,8 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
             return 0;
         }
         let h = BuildHasherDefault::<FxHasher>::default().hash_one(k);
-        (h.wrapping_mul(K) >> 32) as usize & (n - 1)
+        // Remixed so the shard does not correlate with the bucket inside the shard.
+        (h.wrapping_mul(MIX) >> 32) as usize & (n - 1)
     }
 
     #[inline]
