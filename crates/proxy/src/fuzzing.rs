@@ -152,7 +152,7 @@ pub fn request_head(data: &[u8]) {
         max_head: 256,
         max_headers: 4,
     };
-    for (limits, h2) in [(Limits::default(), true), (small, false)] {
+    for (limits, h2) in [(Limits::default(), true), (small.clone(), false)] {
         // whole input at once, then the same input in pieces
         for piece in [data.len(), 1 + data[0] as usize % 7] {
             let mut fr = Framer::new(limits.clone(), h2);
@@ -188,6 +188,18 @@ pub fn request_head(data: &[u8]) {
     let mut s = HeadScanner::default();
     if let HeadCheck::Complete(h) = s.check(data, &Limits::default()) {
         assert!(h.len <= data.len());
+    }
+    // A head accepted at once (one parse, no line scan) is accepted alike by the
+    // scan that sees it grow byte by byte.
+    for limits in [Limits::default(), small] {
+        let whole = HeadScanner::default().check(data, &limits);
+        if let HeadCheck::Complete(_) = whole {
+            let mut s = HeadScanner::default();
+            let grown = (1..=data.len())
+                .map(|i| s.check(&data[..i], &limits))
+                .find(|c| *c != HeadCheck::Partial);
+            assert_eq!(grown, Some(whole));
+        }
     }
     let mut c = ChunkFollower::default();
     if let Ok(n) = c.advance(data, 100) {

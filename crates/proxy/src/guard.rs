@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Name of the header of synthetic requests.
 pub const REJECT_HEADER: &str = "x-tollgate-reject";
+/// [`REJECT_HEADER`] parsed (looked up on every request).
+pub static REJECT: http::HeaderName = http::HeaderName::from_static(REJECT_HEADER);
 
 /// The per-process secret that marks synthetic requests (a client cannot
 /// forge one).

@@ -162,6 +162,8 @@ pub struct ConnInfo {
     /// The peer's IP as a header value (`X-Real-IP`, `X-Forwarded-For`):
     /// formatted once per connection rather than per request.
     pub peer_ip_value: HeaderValue,
+    /// The listener's port as a header value (`X-Forwarded-Port`), formatted once.
+    pub local_port_value: HeaderValue,
     /// TLS version and cipher, OpenSSL's names (the log phase's `request.tls`).
     pub tls_info: Option<(&'static str, &'static str)>,
     /// nginx's `$connection`: this connection's serial number.
@@ -183,6 +185,7 @@ impl ConnInfo {
             tls,
             sni,
             peer_ip_value,
+            local_port_value: HeaderValue::from(local.port()),
             tls_info: None,
             serial: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
             requests: AtomicU64::new(0),
@@ -266,7 +269,7 @@ impl Ctx<'_> {
         if s.response_latency {
             h.insert(
                 &X_KONG_RESPONSE_LATENCY,
-                HeaderValue::from(ms_since(self.start) as u64),
+                headers::number_value(ms_since(self.start) as u64),
             );
         }
         if s.server {
@@ -338,7 +341,7 @@ pub async fn handle(
     };
     if let Some(r) = req
         .headers()
-        .get(crate::guard::REJECT_HEADER)
+        .get(&crate::guard::REJECT)
         .and_then(|v| crate::guard::parse_reject(v.as_bytes()))
     {
         return Ok(reject_response(&cx, r, req.headers()));
@@ -699,11 +702,8 @@ async fn proxy<'s>(
         _ => "1.1",
     };
     let upstream_headers = |content_length: Option<usize>| -> HeaderMap {
-        let mut uh = client_headers.clone();
-        // Room for what is added below, in one reallocation rather than
-        // several as the copy (sized to the client's headers) grows.
-        uh.reserve(12);
-        headers::remove_hop_by_hop(&mut uh);
+        // Room for what is added below.
+        let mut uh = headers::end_to_end(client_headers, 12);
         let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 hm.insert(n.clone(), v);
@@ -724,10 +724,22 @@ async fn proxy<'s>(
                 uh.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
             }
         }
-        set(&mut uh, &X_FORWARDED_PROTO, &fwd_proto);
+        match &fwd_proto {
+            Cow::Borrowed("https") => {
+                uh.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+            }
+            Cow::Borrowed("http") => {
+                uh.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            }
+            p => set(&mut uh, &X_FORWARDED_PROTO, p),
+        }
         set(&mut uh, &X_FORWARDED_HOST, &fwd_host);
         match &fwd_port {
             Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
+            // (the listener's port is formatted once per connection)
+            None if port == conn.local.port() => {
+                uh.insert(X_FORWARDED_PORT.clone(), conn.local_port_value.clone());
+            }
             None => {
                 uh.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
             }
@@ -786,14 +798,16 @@ async fn proxy<'s>(
     };
 
     // Request body, bounded by client_max_body_size.
-    let flags = Arc::new(BodyFlags::default());
     let has_body = match &pre_read {
         Some(b) => !b.is_empty(),
         None => !body_is_empty(client_headers, &body),
     };
+    // What went wrong reading the body: shared with it, so only when there is one.
+    let flags = has_body.then(|| Arc::new(BodyFlags::default()));
+    let client_status = || flags.as_ref().and_then(|f| f.client_status());
     // The log phase reports the request body's size: counted only when it runs.
     let counted = (plan.log.is_some() && has_body && pre_read.is_none()).then(Default::default);
-    let mut limited = Some(LimitedBody {
+    let mut limited = flags.as_ref().map(|flags| LimitedBody {
         inner: body,
         left: if max > 0 { max } else { u64::MAX },
         flags: flags.clone(),
@@ -812,7 +826,7 @@ async fn proxy<'s>(
             Some(f) => match f.await {
                 Ok(c) => Some(c.to_bytes()),
                 Err(_) => {
-                    let code = flags.client_status().unwrap_or(400);
+                    let code = client_status().unwrap_or(400);
                     return client_body_error(cx, code, client_headers);
                 }
             },
@@ -867,14 +881,15 @@ async fn proxy<'s>(
         // (named targets whose DNS answer ran out are resolved again first)
         u.refresh_names().await;
     }
-    let proxy_latency = ms_since(cx.start);
+    // (one clock reading for both)
+    let mut sent_at = Instant::now();
+    let proxy_latency = sent_at.saturating_duration_since(cx.start).as_millis();
     // Kong's KONG_PROXIED: the response is the upstream's from here on, or a failure
     // to reach it.
     plan.proxied = true;
     if let Some(log) = plan.log.as_mut() {
         log.kong_latency = Some(proxy_latency as u64);
     }
-    let mut sent_at = Instant::now();
     let mut pending: Option<Request<Body>> = None;
     let mut last_send_err: Option<u16> = None;
 
@@ -1101,10 +1116,10 @@ async fn proxy<'s>(
         let shared_progress;
         let local_progress;
         let (ureq, progress): (_, &Progress) = if body_done(&ureq) {
-            local_progress = Progress::new(false);
+            local_progress = Progress::new(false, sent_at);
             (ureq, &local_progress)
         } else {
-            let p = Arc::new(Progress::new(true));
+            let p = Arc::new(Progress::new(true, sent_at));
             let ureq = ureq.map(|b| {
                 TrackedBody {
                     inner: b,
@@ -1160,7 +1175,7 @@ async fn proxy<'s>(
                 continue;
             }
             Watched::Sent(Err(SendError::Failed(e))) => {
-                if let Some(code) = flags.client_status() {
+                if let Some(code) = client_status() {
                     return client_body_error(cx, code, client_headers);
                 }
                 tracing::debug!("upstream request failed: {e}");
@@ -1247,18 +1262,21 @@ async fn proxy<'s>(
         rh.append(http::header::SET_COOKIE, c);
     }
     if settings.upstream_status {
-        rh.insert(&X_KONG_UPSTREAM_STATUS, HeaderValue::from(upstream_status));
+        rh.insert(
+            &X_KONG_UPSTREAM_STATUS,
+            headers::number_value(upstream_status.into()),
+        );
     }
     if settings.upstream_latency {
         rh.insert(
             &X_KONG_UPSTREAM_LATENCY,
-            HeaderValue::from(upstream_latency as u64),
+            headers::number_value(upstream_latency as u64),
         );
     }
     if settings.proxy_latency {
         rh.insert(
             &X_KONG_PROXY_LATENCY,
-            HeaderValue::from(proxy_latency as u64),
+            headers::number_value(proxy_latency as u64),
         );
     }
     if settings.via {
@@ -1582,14 +1600,15 @@ impl std::fmt::Display for Phase {
 }
 
 impl Progress {
-    fn new(has_body: bool) -> Progress {
+    /// `now`: the time the request starts out.
+    fn new(has_body: bool, now: Instant) -> Progress {
         let p = if has_body {
             Phase::Writing
         } else {
             Phase::Reading
         };
         Progress {
-            state: std::sync::Mutex::new((p, Instant::now())),
+            state: std::sync::Mutex::new((p, now)),
         }
     }
     fn set(&self, p: Phase) {
@@ -1655,26 +1674,52 @@ async fn send_watched(
     write_timeout: Duration,
     read_timeout: Duration,
 ) -> Watched {
-    let send = c.send(req);
-    tokio::pin!(send);
-    loop {
-        let (phase, since) = progress.get();
-        let deadline = match phase {
+    let deadline = |(phase, since): (Phase, Instant)| -> tokio::time::Instant {
+        match phase {
             Phase::Writing => since + write_timeout,
             Phase::Reading => since + read_timeout,
             // look again later: the client may resume
             Phase::ClientWait => Instant::now() + write_timeout.max(Duration::from_millis(50)),
+        }
+        .into()
+    };
+    let mut seen = progress.get();
+    let first = deadline(seen);
+    // The connection's own timer (HTTP/1.1), or this request's (HTTP/2).
+    let mut kept = c.take_timer(first);
+    let mut own = std::pin::pin!(None::<tokio::time::Sleep>);
+    let result = {
+        let mut timer = match kept.as_mut() {
+            Some(t) => t.as_mut(),
+            None => {
+                own.set(Some(tokio::time::sleep_until(first)));
+                match own.as_mut().as_pin_mut() {
+                    Some(t) => t,
+                    None => unreachable!("set above"),
+                }
+            }
         };
-        tokio::select! {
-            r = &mut send => return Watched::Sent(r),
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let now = progress.get();
-                if now == (phase, since) && phase != Phase::ClientWait {
-                    return Watched::TimedOut(phase);
+        let send = c.send(req);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut send => break Watched::Sent(r),
+                _ = timer.as_mut() => {
+                    let now = progress.get();
+                    if now == seen && seen.0 != Phase::ClientWait {
+                        break Watched::TimedOut(seen.0);
+                    }
+                    seen = now;
+                    timer.as_mut().reset(deadline(seen));
                 }
             }
         }
+    };
+    if let Some(t) = kept {
+        c.put_timer(t);
     }
+    result
 }
 
 /// Responses up to this size are not given a reader task by

@@ -245,6 +245,19 @@ impl HeadScanner {
         if buf.len() < self.pos {
             self.reset();
         }
+        if self.pos == 0 {
+            // The usual case, a whole head shorter than any limit, is decided by one
+            // parse, without the line scan: each of its lines is within its limit.
+            // Anything else (a partial head, an error, a long head) goes through the
+            // scan below, which decides as before, with the same precedence of verdicts.
+            let limit = limits
+                .max_request_line
+                .min(limits.max_header_line)
+                .min(limits.max_head);
+            if let Judged::Done(_, check) = judge(&buf[..buf.len().min(limit)], limits, false) {
+                return check;
+            }
+        }
         while self.pos < buf.len() {
             let rest = &buf[self.pos..];
             let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
@@ -317,81 +330,108 @@ impl HeadScanner {
 
     fn finish(&mut self, head: &[u8], limits: &Limits) -> HeadCheck {
         self.reset();
-        // Uninitialised slots on the stack for a head of ordinary size: no
-        // allocation and no zeroing per request. A header line takes at least
-        // 3 bytes, so `len / 2 + 1` slots never cut a head short.
-        const STACK: usize = 128;
-        let mut small = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK];
-        let mut big;
-        let want = limits.max_headers.saturating_add(1).max(1);
-        let need = want.min(head.len() / 2 + 1);
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if need <= STACK {
-            &mut small[..need]
-        } else {
-            big = vec![MaybeUninit::uninit(); need];
-            &mut big[..]
-        };
-        let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(head, slots) {
-            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-            Ok(_) => return HeadCheck::Reject(Reject::BadRequest, None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return HeadCheck::Reject(Reject::HeaderTooLarge, None)
-            }
-            Err(_) => return HeadCheck::Reject(Reject::BadRequest, None),
+        match judge(head, limits, true) {
+            Judged::Done(n, check) if n == head.len() => check,
+            Judged::Done(..) | Judged::Undecided => HeadCheck::Reject(Reject::BadRequest, None),
+            Judged::Refused(r) => HeadCheck::Reject(r, None),
         }
-        if req.headers.len() > limits.max_headers {
-            return HeadCheck::Reject(Reject::HeaderTooLarge, None);
-        }
-        let http11 = req.version == Some(1);
-        let connect = req.method == Some("CONNECT");
-        let mut cl: Option<Option<u64>> = None;
-        let mut cl_count = 0usize;
-        let mut te: Option<bool> = None;
-        let mut te_count = 0usize;
-        let mut hosts = 0usize;
-        let mut upgrade = false;
-        let mut accept = None;
-        for h in req.headers.iter() {
-            if header_is(h.name, "content-length") {
-                cl_count += 1;
-                cl = Some(parse_content_length(h.value));
-            } else if header_is(h.name, "transfer-encoding") {
-                te_count += 1;
-                te = Some(trim_ows(h.value).eq_ignore_ascii_case(b"chunked"));
-            } else if header_is(h.name, "host") {
-                hosts += 1;
-            } else if header_is(h.name, "upgrade") {
-                upgrade = true;
-            } else if header_is(h.name, "accept") && accept.is_none() {
-                accept = Some(range_in(head, h.value));
-            }
-        }
-        let bad = |a: &Option<Range<usize>>| HeadCheck::Reject(Reject::BadRequest, a.clone());
-        if cl_count > 1 || te_count > 1 || hosts > 1 || (http11 && hosts == 0) {
-            return bad(&accept);
-        }
-        let framing = match (cl, te) {
-            (Some(_), Some(_)) => return bad(&accept),
-            (Some(None), None) => return bad(&accept),
-            (Some(Some(0)), None) | (None, None) => Framing::None,
-            (Some(Some(n)), None) => Framing::Length(n),
-            (None, Some(chunked)) => {
-                if !http11 {
-                    return bad(&accept);
-                }
-                if !chunked {
-                    return HeadCheck::Reject(Reject::NotImplemented, accept);
-                }
-                Framing::Chunked
-            }
-        };
-        HeadCheck::Complete(Head {
-            len: head.len(),
-            framing,
-            upgrade: connect || (upgrade && http11),
-        })
     }
+}
+
+/// What one parse of the front of a buffer says.
+enum Judged {
+    /// A head of this many bytes, and the verdict on it.
+    Done(usize, HeadCheck),
+    /// Not a whole head (or, without `heap`, too many possible headers to parse on
+    /// the stack).
+    Undecided,
+    /// Refused before its end.
+    Refused(Reject),
+}
+
+/// Parses the head at the front of `buf` with `httparse` (hyper's parser, same
+/// settings) and judges its framing headers.
+fn judge(buf: &[u8], limits: &Limits, heap: bool) -> Judged {
+    // Uninitialised slots on the stack for a head of ordinary size: no
+    // allocation and no zeroing per request. A header line takes at least
+    // 3 bytes, so `len / 2 + 1` slots never cut a head short.
+    const STACK: usize = 128;
+    let mut small = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK];
+    let mut big;
+    let want = limits.max_headers.saturating_add(1).max(1);
+    let need = want.min(buf.len() / 2 + 1);
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if need <= STACK {
+        &mut small[..need]
+    } else if heap {
+        big = vec![MaybeUninit::uninit(); need];
+        &mut big[..]
+    } else {
+        return Judged::Undecided;
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Judged::Undecided,
+        Err(httparse::Error::TooManyHeaders) => return Judged::Refused(Reject::HeaderTooLarge),
+        Err(_) => return Judged::Refused(Reject::BadRequest),
+    };
+    let head = &buf[..n];
+    Judged::Done(n, framing_of(&req, head, limits))
+}
+
+/// The verdict on a parsed head (`head`: its bytes).
+fn framing_of(req: &httparse::Request<'_, '_>, head: &[u8], limits: &Limits) -> HeadCheck {
+    if req.headers.len() > limits.max_headers {
+        return HeadCheck::Reject(Reject::HeaderTooLarge, None);
+    }
+    let http11 = req.version == Some(1);
+    let connect = req.method == Some("CONNECT");
+    let mut cl: Option<Option<u64>> = None;
+    let mut cl_count = 0usize;
+    let mut te: Option<bool> = None;
+    let mut te_count = 0usize;
+    let mut hosts = 0usize;
+    let mut upgrade = false;
+    let mut accept = None;
+    for h in req.headers.iter() {
+        if header_is(h.name, "content-length") {
+            cl_count += 1;
+            cl = Some(parse_content_length(h.value));
+        } else if header_is(h.name, "transfer-encoding") {
+            te_count += 1;
+            te = Some(trim_ows(h.value).eq_ignore_ascii_case(b"chunked"));
+        } else if header_is(h.name, "host") {
+            hosts += 1;
+        } else if header_is(h.name, "upgrade") {
+            upgrade = true;
+        } else if header_is(h.name, "accept") && accept.is_none() {
+            accept = Some(range_in(head, h.value));
+        }
+    }
+    let bad = |a: &Option<Range<usize>>| HeadCheck::Reject(Reject::BadRequest, a.clone());
+    if cl_count > 1 || te_count > 1 || hosts > 1 || (http11 && hosts == 0) {
+        return bad(&accept);
+    }
+    let framing = match (cl, te) {
+        (Some(_), Some(_)) => return bad(&accept),
+        (Some(None), None) => return bad(&accept),
+        (Some(Some(0)), None) | (None, None) => Framing::None,
+        (Some(Some(n)), None) => Framing::Length(n),
+        (None, Some(chunked)) => {
+            if !http11 {
+                return bad(&accept);
+            }
+            if !chunked {
+                return HeadCheck::Reject(Reject::NotImplemented, accept);
+            }
+            Framing::Chunked
+        }
+    };
+    HeadCheck::Complete(Head {
+        len: head.len(),
+        framing,
+        upgrade: connect || (upgrade && http11),
+    })
 }
 
 /// Follows a chunked body with hyper's grammar (`proto/h1/decode.rs`).
@@ -770,6 +810,48 @@ mod tests {
         let edge = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8192 - 16));
         assert!(edge.find("\r\n") == Some(8190));
         ok(&edge);
+    }
+
+    /// The verdict of the incremental scan, fed one more byte at a time.
+    fn byte_by_byte(data: &[u8], limits: &Limits) -> HeadCheck {
+        let mut s = HeadScanner::default();
+        for i in 1..=data.len() {
+            match s.check(&data[..i], limits) {
+                HeadCheck::Partial => {}
+                other => return other,
+            }
+        }
+        HeadCheck::Partial
+    }
+
+    #[test]
+    fn one_parse_of_a_whole_head_agrees_with_the_scan() {
+        let tight = Limits {
+            max_request_line: 40,
+            max_header_line: 30,
+            max_head: 100,
+            max_headers: 3,
+        };
+        for limits in [Limits::default(), tight] {
+            for head in [
+                "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\nGET",
+                "\r\n\nPOST /x HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nAccept: x\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+                "GET /a-rather-long-path-for-tight-limits HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+                "GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n",
+                "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+                "GE(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET / HTTP/1.1\r\n\r\n",
+            ] {
+                let whole = HeadScanner::default().check(head.as_bytes(), &limits);
+                assert_eq!(whole, byte_by_byte(head.as_bytes(), &limits), "{head:?}");
+            }
+        }
     }
 
     #[test]

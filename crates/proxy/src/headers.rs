@@ -1,7 +1,9 @@
 //! Header rules: hop-by-hop removal, the real client address
 //! (`trusted_ips`/`real_ip_header`), Kong's upstream URI escaping.
 
-use http::header::{HeaderMap, HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use std::net::IpAddr;
 use tollgate_config::TrustedIp;
 
@@ -39,6 +41,66 @@ pub fn wants_trailers(h: &HeaderMap) -> bool {
         })
 }
 
+/// `n` as a header value. Below 1000 (latencies in milliseconds, statuses) a
+/// shared static value: no formatting and no allocation per header.
+pub fn number_value(n: u64) -> HeaderValue {
+    const SMALL: usize = 1000;
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < SMALL => TABLE.get_or_init(|| {
+            // one leaked string holds every number's digits
+            let mut text = String::new();
+            let mut ends = Vec::with_capacity(SMALL);
+            for i in 0..SMALL {
+                text.push_str(&i.to_string());
+                ends.push(text.len());
+            }
+            let text: &'static str = Box::leak(text.into_boxed_str());
+            let mut start = 0;
+            ends.into_iter()
+                .map(|end| {
+                    let v = HeaderValue::from_static(&text[start..end]);
+                    start = end;
+                    v
+                })
+                .collect()
+        })[i]
+            .clone(),
+        _ => HeaderValue::from(n),
+    }
+}
+
+/// The hop-by-hop names removed whatever `Connection` lists.
+fn is_fixed_hop_by_hop(n: &HeaderName) -> bool {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ]
+    .contains(&n)
+}
+
+/// A copy of `src` without what [`remove_hop_by_hop`] removes, with room for
+/// `extra` more headers. Built in one pass and sized once: a clone keeps no
+/// spare room, so each header added to it would grow the copy again.
+pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
+    let listed = src.contains_key(CONNECTION);
+    let mut out = HeaderMap::with_capacity(src.len() + extra);
+    for (k, v) in src {
+        if is_fixed_hop_by_hop(k)
+            || (listed && connection_tokens(src).any(|t| t.eq_ignore_ascii_case(k.as_str())))
+        {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
 /// Removes hop-by-hop headers: `Connection` and what it lists,
 /// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
 /// `Upgrade` (the caller re-adds `Upgrade` for a tunnel and `TE: trailers`).
@@ -56,16 +118,20 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     // messages carry none of these (or only `Connection`).
     let mut found = [false; 7];
     let mut any = false;
-    for k in h.keys() {
+    // Whether `Connection` may list other headers than `keep-alive` (removed below
+    // anyway), which it seldom does: no parsing of its list otherwise.
+    let mut listed = false;
+    for (k, v) in h.iter() {
         if let Some(i) = fixed.iter().position(|n| *n == k) {
             found[i] = true;
             any = true;
+            listed |= i == 0 && !v.as_bytes().eq_ignore_ascii_case(b"keep-alive");
         }
     }
     if !any {
         return;
     }
-    if found[0] {
+    if listed {
         // `keep-alive` is removed below anyway; with nothing else listed
         // (the usual case) the list stays empty and allocates nothing.
         let listed: Vec<HeaderName> = connection_tokens(h)
@@ -169,6 +235,39 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn numbers() {
+        for n in [0u64, 7, 42, 999, 1000, 65_535, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn end_to_end_copy_matches_removal() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, X-Foo".parse().unwrap());
+        h.append(CONNECTION, " Upgrade ,".parse().unwrap());
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TE, "trailers".parse().unwrap());
+        h.insert(UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-bar", "2".parse().unwrap());
+        h.append("x-bar", "3".parse().unwrap());
+        h.insert("x-baz", "4".parse().unwrap());
+        let copy = end_to_end(&h, 4);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(copy, h);
+        let values: Vec<_> = copy.get_all("x-bar").iter().collect();
+        assert_eq!(values, ["2", "3"]);
+        // nothing listed in `Connection`: every end-to-end header is kept
+        let mut plain = HeaderMap::new();
+        plain.insert("x-foo", "1".parse().unwrap());
+        plain.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        let copy = end_to_end(&plain, 0);
+        assert_eq!(copy.len(), 1);
+        assert!(copy.contains_key("x-foo"));
     }
 
     #[test]

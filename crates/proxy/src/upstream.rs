@@ -7,6 +7,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -25,13 +26,36 @@ pub struct Target {
     pub h2: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct PoolKey {
     addr: SocketAddr,
     tls: bool,
     sni: String,
     profile: String,
     h2: bool,
+}
+
+/// Two hasher calls for the address and flags, the names only when set: the pool
+/// is looked up twice per request, and each SipHash call costs more than the
+/// rest of a look-up (equal keys still hash alike: every part comes from a field).
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let ip = match self.addr.ip() {
+            std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+            std::net::IpAddr::V6(a) => u128::from(a),
+        };
+        h.write_u128(ip);
+        h.write_u32(
+            u32::from(self.addr.port())
+                | u32::from(self.addr.is_ipv6()) << 16
+                | u32::from(self.tls) << 17
+                | u32::from(self.h2) << 18,
+        );
+        if !self.sni.is_empty() || !self.profile.is_empty() {
+            std::hash::Hash::hash(&self.sni, h);
+            std::hash::Hash::hash(&self.profile, h);
+        }
+    }
 }
 
 impl PoolKey {
@@ -60,7 +84,11 @@ struct Idle {
     sender: Sender,
     since: Instant,
     used: u32,
+    timer: Option<Timer>,
 }
+
+/// A connection's timer for the requests it carries (see [`Conn::take_timer`]).
+pub type Timer = Pin<Box<tokio::time::Sleep>>;
 
 /// A connection checked out of the pool.
 pub struct Conn {
@@ -70,6 +98,7 @@ pub struct Conn {
     /// Whether the connection came from the pool (a stale one may fail
     /// without having sent the request).
     pub reused: bool,
+    timer: Option<Timer>,
 }
 
 /// Why a connection could not be made.
@@ -155,6 +184,7 @@ impl Pool {
                         sender: Sender::H1(s),
                         used: entry.used,
                         reused: true,
+                        timer: entry.timer,
                     });
                 }
                 Sender::H2(s) => {
@@ -167,12 +197,14 @@ impl Pool {
                         sender: Sender::H2(s),
                         since: Instant::now(),
                         used: entry.used,
+                        timer: None,
                     });
                     return Some(Conn {
                         key: key.clone(),
                         sender: Sender::H2(c),
                         used: entry.used,
                         reused: true,
+                        timer: None,
                     });
                 }
             }
@@ -202,6 +234,7 @@ impl Pool {
                 sender: Sender::H2(s.clone()),
                 since: Instant::now(),
                 used: 0,
+                timer: None,
             });
         }
         Ok(Conn {
@@ -209,6 +242,7 @@ impl Pool {
             sender,
             used: 0,
             reused: false,
+            timer: None,
         })
     }
 
@@ -217,7 +251,11 @@ impl Pool {
     /// connection the upstream closes instead is found stale there and retried.
     fn checkin(&self, conn: Conn) {
         let Conn {
-            key, sender, used, ..
+            key,
+            sender,
+            used,
+            timer,
+            ..
         } = conn;
         let Sender::H1(s) = sender else {
             return;
@@ -236,6 +274,7 @@ impl Pool {
                 sender: Sender::H1(s),
                 since: Instant::now(),
                 used,
+                timer,
             });
         }
     }
@@ -363,6 +402,29 @@ pub enum SendError {
 }
 
 impl Conn {
+    /// For an HTTP/1.1 connection, its timer set to `deadline`, to put back with
+    /// [`Conn::put_timer`]; `None` for HTTP/2 (shared by concurrent requests). One
+    /// timer serves all the connection's requests: moving a timer's deadline later
+    /// costs tokio no timer-wheel work, where a new timer per request costs an
+    /// insertion and a removal under the timer lock.
+    pub fn take_timer(&mut self, deadline: tokio::time::Instant) -> Option<Timer> {
+        if !matches!(self.sender, Sender::H1(_)) {
+            return None;
+        }
+        Some(match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        })
+    }
+
+    /// Keeps `timer` for the connection's next request.
+    pub fn put_timer(&mut self, timer: Timer) {
+        self.timer = Some(timer);
+    }
+
     /// Sends the request; on a connection that failed before the request
     /// went out, hands the request back.
     pub async fn send(
