@@ -205,7 +205,7 @@ mod compact_tests {
         let r = json!({"id": "r1", "hosts": null, "paths": ["/a"],
             "headers": {"x": ["1"], "y": null}, "service": {"id": "s1"}, "tags": null});
         let mut data = Dataset::new();
-        data.insert("routes".into(), vec![row(r.clone())]);
+        data.insert("routes".into(), vec![row(r)]);
         data.insert(
             "plugins".into(),
             vec![row(json!({"id": "p1", "route": null}))],
