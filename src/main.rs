@@ -3,6 +3,7 @@
 mod admin_auth;
 mod cassandra_conf;
 mod cli;
+mod memory;
 mod node;
 
 use clap::Parser;

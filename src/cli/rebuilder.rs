@@ -34,6 +34,10 @@ pub(super) fn spawn(
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let spaced = store.kind() == "postgres";
+    // A DB-less store changes only by replacing everything, which it announces with a
+    // reset in this process: a periodic reload would only read the unchanged rows again,
+    // holding a second parsed copy of a large configuration while it compares.
+    let periodic = store.kind() != "off";
     tokio::spawn(async move {
         let mut last_swap: Option<Instant> = None;
         let mut next_full = Instant::now() + FULL_RELOAD_EVERY;
@@ -45,7 +49,7 @@ pub(super) fn spawn(
                     Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep_until(next_full) => true,
+                _ = tokio::time::sleep_until(next_full), if periodic => true,
             };
             if let Some(wait) = last_swap
                 .filter(|_| spaced && !full)
@@ -146,11 +150,16 @@ async fn reload(
     let t0 = std::time::Instant::now();
     let source = Source::from_dataset(store.load(ENTITIES).await.map_err(Reload::Load)?);
     if *snapshot.load().source() == source {
+        drop(source);
+        crate::memory::release_freed();
         return Ok(());
     }
     let next = Snapshot::from_source(source, consumers.clone(), tollgate_plugins::spec)
         .map_err(Reload::Compile)?;
+    // The previous snapshot goes once no request holds it any more; what the load parsed
+    // is free now.
     snapshot.store(Arc::new(next));
+    crate::memory::release_freed();
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "configuration snapshot reloaded"

@@ -259,6 +259,8 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let snapshot: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
         super::rebuilder::first(source, consumers.clone()).await?,
     ));
+    // The rows parsed for the first build are free: back to the system before serving.
+    crate::memory::release_freed();
     // Started from the saved configuration: not healthy until the database answers (the
     // store then announces a reset and everything reloads from it).
     let healthy_db = Arc::new(AtomicBool::new(saved.is_none()));
@@ -497,6 +499,7 @@ fn spawn_consumer_updater(
                 match load_consumers(store.as_ref()).await {
                     Ok(ix) => {
                         consumers.store(Arc::new(ix));
+                        crate::memory::release_freed();
                         break;
                     }
                     Err(e) => {
