@@ -70,18 +70,19 @@ pub fn number_value(n: u64) -> HeaderValue {
     }
 }
 
-/// The hop-by-hop names removed whatever `Connection` lists.
+/// The hop-by-hop names removed whatever `Connection` lists (`Connection` first).
+static FIXED_HOP_BY_HOP: [&HeaderName; 7] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY,
+    &PROXY_CONNECTION,
+    &TE,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
+
 fn is_fixed_hop_by_hop(n: &HeaderName) -> bool {
-    [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ]
-    .contains(&n)
+    FIXED_HOP_BY_HOP.contains(&n)
 }
 
 /// A copy of `src` without what [`remove_hop_by_hop`] removes, with room for
@@ -105,15 +106,7 @@ pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
 /// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
 /// `Upgrade` (the caller re-adds `Upgrade` for a tunnel and `TE: trailers`).
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let fixed: [&HeaderName; 7] = [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ];
+    let fixed = FIXED_HOP_BY_HOP;
     // One pass over the names instead of seven hashed look-ups: most
     // messages carry none of these (or only `Connection`).
     let mut found = [false; 7];

@@ -478,92 +478,53 @@ fn upsert_all(tx: &Transaction<'_>, data: &EntitySet) -> Result<()> {
     Ok(())
 }
 
-/// One insert inside a write transaction.
-fn insert_in(
-    tx: &rusqlite::Transaction<'_>,
-    touched: &mut Touched,
-    schema: &'static EntitySchema,
-    mut row: Row,
-) -> Result<Row> {
-    touched.push(schema.name);
-    let id = row
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let exists: Option<i64> = tx
-        .query_row(
-            &format!("SELECT 1 FROM \"{}\" WHERE id = ?1", schema.name),
-            params![id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
-    if exists.is_some() {
-        return Err(Error::primary_key_violation(&id));
-    }
-    let exp = take_ttl(schema, &mut row);
-    check_constraints(tx, schema, &row)?;
-    let new = put_row(tx, schema, &row, exp)?;
-    touched.upserted(schema, new, None);
-    Ok(with_ttl(schema, row, exp))
-}
-
+/// One write of a row inside a write transaction: an insert refuses an id in use, an
+/// upsert keeps a live row's `created_at`, an update needs the row.
 fn put_in(
     tx: &Transaction<'_>,
     touched: &mut Touched,
     schema: &'static EntitySchema,
-    row: Row,
+    mut row: Row,
     mode: WriteMode,
 ) -> Result<Row> {
-    match mode {
-        WriteMode::Insert => insert_in(tx, touched, schema, row),
-        WriteMode::Upsert => upsert_in(tx, touched, schema, row),
-        WriteMode::Update => update_in(tx, touched, schema, row),
-    }
-}
-
-/// Creates or fully replaces a row, keeping a live row's `created_at`.
-fn upsert_in(
-    tx: &Transaction<'_>,
-    touched: &mut Touched,
-    schema: &'static EntitySchema,
-    mut row: Row,
-) -> Result<Row> {
     touched.push(schema.name);
     let id = rules::row_id(&row);
-    let old = select_raw_tx(tx, schema, &id, true)?;
-    if let Some(old) = old
-        .as_ref()
-        .filter(|o| o.expires_at.is_none_or(|t| t > now()))
-    {
-        if let Some(c) = parse_row(&old.text)?.get("created_at") {
-            row.insert("created_at".into(), c.clone());
+    let old = match mode {
+        WriteMode::Insert => {
+            let exists: Option<i64> = tx
+                .query_row(
+                    &format!("SELECT 1 FROM \"{}\" WHERE id = ?1", schema.name),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if exists.is_some() {
+                return Err(Error::primary_key_violation(&id));
+            }
+            None
         }
-    }
-    let exp = take_ttl(schema, &mut row);
-    check_constraints(tx, schema, &row)?;
-    let new = put_row(tx, schema, &row, exp)?;
-    touched.upserted(schema, new, old);
-    Ok(with_ttl(schema, row, exp))
-}
-
-/// Replaces a live row; not found otherwise.
-fn update_in(
-    tx: &Transaction<'_>,
-    touched: &mut Touched,
-    schema: &'static EntitySchema,
-    mut row: Row,
-) -> Result<Row> {
-    touched.push(schema.name);
-    let id = rules::row_id(&row);
-    let Some(old) = select_raw_tx(tx, schema, &id, false)? else {
-        return Err(Error::not_found(json!({ "id": id })));
+        WriteMode::Upsert => {
+            let old = select_raw_tx(tx, schema, &id, true)?;
+            if let Some(old) = old
+                .as_ref()
+                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
+            {
+                if let Some(c) = parse_row(&old.text)?.get("created_at") {
+                    row.insert("created_at".into(), c.clone());
+                }
+            }
+            old
+        }
+        WriteMode::Update => match select_raw_tx(tx, schema, &id, false)? {
+            Some(old) => Some(old),
+            None => return Err(Error::not_found(json!({ "id": id }))),
+        },
     };
     let exp = take_ttl(schema, &mut row);
     check_constraints(tx, schema, &row)?;
     let new = put_row(tx, schema, &row, exp)?;
-    touched.upserted(schema, new, Some(old));
+    touched.upserted(schema, new, old);
     Ok(with_ttl(schema, row, exp))
 }
 
@@ -574,7 +535,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
-        self.write(move |tx, touched| insert_in(tx, touched, schema, row))
+        self.write(move |tx, touched| put_in(tx, touched, schema, row, WriteMode::Insert))
             .await
     }
 
@@ -592,7 +553,7 @@ impl Store for SqliteStore {
                 delete_tx(tx, s, &id, touched)?;
             }
             for (s, r) in add {
-                insert_in(tx, touched, s, r)?;
+                put_in(tx, touched, s, r, WriteMode::Insert)?;
             }
             Ok(saved)
         })
@@ -600,12 +561,12 @@ impl Store for SqliteStore {
     }
 
     async fn upsert(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
-        self.write(move |tx, touched| upsert_in(tx, touched, schema, row))
+        self.write(move |tx, touched| put_in(tx, touched, schema, row, WriteMode::Upsert))
             .await
     }
 
     async fn update(&self, schema: &'static EntitySchema, row: Row) -> Result<Row> {
-        self.write(move |tx, touched| update_in(tx, touched, schema, row))
+        self.write(move |tx, touched| put_in(tx, touched, schema, row, WriteMode::Update))
             .await
     }
 
