@@ -331,6 +331,17 @@ pub(crate) fn row_id(row: &Row) -> String {
         .to_string()
 }
 
+/// A full replacement (PUT) keeps the `created_at` of the row it replaces, if that row
+/// is live (an expired one is gone).
+pub(crate) fn keep_created_at(row: &mut Row, old: Option<&crate::RawRow>) -> Result<()> {
+    if let Some(o) = old.filter(|o| o.expires_at.is_none_or(|t| t > now())) {
+        if let Some(c) = parse_row(&o.text)?.get("created_at") {
+            row.insert("created_at".into(), c.clone());
+        }
+    }
+    Ok(())
+}
+
 /// The entity schemas in the order a whole configuration is written (parents first).
 pub(crate) fn import_order() -> Vec<&'static EntitySchema> {
     let mut order: Vec<&'static EntitySchema> = entities::ALL.iter().collect();

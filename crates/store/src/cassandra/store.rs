@@ -542,11 +542,7 @@ impl CassandraStore {
             }
             Write::Upsert => {
                 let old = self.select_raw(schema, &id, true).await?;
-                if let Some(o) = old.as_ref().filter(|o| live(o.expires_at)) {
-                    if let Some(c) = parse_row(&o.text)?.get("created_at") {
-                        row.insert("created_at".into(), c.clone());
-                    }
-                }
+                rules::keep_created_at(&mut row, old.as_ref())?;
                 old
             }
             Write::Update => match self.select_raw(schema, &id, false).await? {

@@ -592,14 +592,7 @@ async fn put_in(
         }
         Write::Upsert => {
             let old = select_raw(tx, schema, &id, true).await?;
-            if let Some(old) = old
-                .as_ref()
-                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
-            {
-                if let Some(c) = parse_row(&old.text)?.get("created_at") {
-                    row.insert("created_at".into(), c.clone());
-                }
-            }
+            rules::keep_created_at(&mut row, old.as_ref())?;
             old
         }
         Write::Update => {

@@ -506,14 +506,7 @@ fn put_in(
         }
         WriteMode::Upsert => {
             let old = select_raw_tx(tx, schema, &id, true)?;
-            if let Some(old) = old
-                .as_ref()
-                .filter(|o| o.expires_at.is_none_or(|t| t > now()))
-            {
-                if let Some(c) = parse_row(&old.text)?.get("created_at") {
-                    row.insert("created_at".into(), c.clone());
-                }
-            }
+            rules::keep_created_at(&mut row, old.as_ref())?;
             old
         }
         WriteMode::Update => match select_raw_tx(tx, schema, &id, false)? {
