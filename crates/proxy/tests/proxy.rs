@@ -443,14 +443,19 @@ async fn upstream_timeout_504() {
     p.shutdown().await;
 }
 
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A port that refuses connections for as long as the socket is held: bound but not
+/// listening, so no other test's server can take it meanwhile (a released port can be
+/// handed to a concurrent test, which then answers in its place).
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
 }
 
 #[tokio::test]
 async fn connection_refused_502() {
-    let port = closed_port().await;
+    let (_held, port) = closed_port();
     let s = service("127.0.0.1", port, json!({"retries": 2}));
     let r = route(Some(&s), json!({"paths": ["/"]}));
     let p = start(&dataset(vec![("services", s), ("routes", r)]), &[]).await;
@@ -484,7 +489,7 @@ async fn connection_refused_502() {
 #[tokio::test]
 async fn retries_move_to_the_next_target() {
     let up = echo_upstream().await;
-    let dead = closed_port().await;
+    let (_held, dead) = closed_port();
     let u = row("upstreams", json!({"name": "pool.test"}));
     let t1 = row(
         "targets",
