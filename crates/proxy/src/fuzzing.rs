@@ -214,3 +214,39 @@ pub fn request_head(data: &[u8]) {
         let _ = crate::head::parse_size(sp);
     }
 }
+
+/// Feeds raw bytes to the upstream HTTP/1.1 response decoder (the head, then the
+/// body by its framing: length, chunked with trailers, until close), whole and in
+/// pieces: it must never panic, never yield more body bytes than it was given,
+/// and decode the same however the bytes arrive.
+pub fn upstream_response(data: &[u8]) {
+    use crate::upstream::h1::decode_all;
+    let Some((&first, raw)) = data.split_first() else {
+        return;
+    };
+    let method = if first & 1 == 1 {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let whole = decode_all(raw, &method, raw.len());
+    let pieces = decode_all(raw, &method, 1 + (first as usize >> 1) % 7);
+    match (&whole, &pieces) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "decoded differently in pieces");
+            assert!(a.as_ref().map_or(0, Vec::len) <= raw.len());
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "whole: {:?}, in pieces: {:?}",
+            whole
+                .as_ref()
+                .map(|b| b.as_ref().map(Vec::len))
+                .map_err(|e| e.to_string()),
+            pieces
+                .as_ref()
+                .map(|b| b.as_ref().map(Vec::len))
+                .map_err(|e| e.to_string())
+        ),
+    }
+}

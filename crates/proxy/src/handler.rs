@@ -10,7 +10,7 @@ use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
-use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target};
+use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target, UpBody};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, LOCATION, SERVER, UPGRADE, VIA};
@@ -1219,18 +1219,17 @@ async fn proxy<'s>(
         client_upgrade,
         resp.status() == StatusCode::SWITCHING_PROTOCOLS,
     ) {
-        let upstream_up = hyper::upgrade::on(&mut resp);
+        let upstream_up = crate::upstream::take_upgrade(&mut resp);
         tokio::spawn(async move {
-            match (client_up.await, upstream_up.await) {
-                (Ok(a), Ok(b)) => {
+            match (client_up.await, upstream_up) {
+                (Ok(a), Some(mut b)) => {
                     let mut a = hyper_util::rt::TokioIo::new(a);
-                    let mut b = hyper_util::rt::TokioIo::new(b);
                     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
                 }
                 (a, b) => tracing::debug!(
-                    "upgrade failed: client {:?} upstream {:?}",
+                    "upgrade failed: client {:?}, upstream connection {}",
                     a.err(),
-                    b.err()
+                    if b.is_some() { "ready" } else { "missing" }
                 ),
             }
         });
@@ -1390,17 +1389,22 @@ fn body_is_empty(h: &HeaderMap, body: &Incoming) -> bool {
         && body.size_hint().exact() == Some(0)
 }
 
-fn is_timeout(e: &hyper::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn is_timeout(e: &BoxError) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return true;
             }
         }
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
         src = s.source();
     }
-    e.is_timeout()
+    false
 }
 
 /// What went wrong with the client's request body.
@@ -1661,8 +1665,10 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
+// (the response is moved once, on the stack: boxing it would cost an allocation)
+#[allow(clippy::large_enum_variant)]
 enum Watched {
-    Sent(Result<Response<Incoming>, SendError>),
+    Sent(Result<Response<UpBody>, SendError>),
     TimedOut(Phase),
 }
 
@@ -1752,7 +1758,7 @@ impl hyper::body::Body for ReadTimeoutBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 self.idle.progress();
-                Poll::Ready(r.map(|x| x.map_err(|e| Box::new(e) as BoxError)))
+                Poll::Ready(r)
             }
             Poll::Pending => match self.idle.poll_expired(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),

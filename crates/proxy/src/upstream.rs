@@ -2,8 +2,11 @@
 //! HTTP/2 connections for gRPC) keyed by address, TLS server name and TLS
 //! settings. It lives outside the snapshot, so it survives rebuilds.
 
-use crate::Body;
-use hyper::client::conn::{http1, http2};
+pub mod h1;
+
+use crate::{Body, BoxError};
+use h1::{Io, H1};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,7 +79,8 @@ impl PoolKey {
 
 /// A request sender on one upstream connection.
 pub enum Sender {
-    H1(http1::SendRequest<Body>),
+    /// `None` while a response body holds the connection (see [`PooledBody`]).
+    H1(Option<H1>),
     H2(http2::SendRequest<Body>),
 }
 
@@ -174,9 +178,7 @@ impl Pool {
             }
             match entry.sender {
                 Sender::H1(s) => {
-                    // Not `is_ready()`: a connection checked in as its body
-                    // ended may not have been polled to idle yet; `send` waits.
-                    if s.is_closed() {
+                    if s.as_ref().is_none_or(H1::is_closed) {
                         continue;
                     }
                     return Some(Conn {
@@ -247,8 +249,8 @@ impl Pool {
     }
 
     /// Returns an HTTP/1.1 connection whose response body was read to its end.
-    /// No task waits for it to become ready: `Conn::send` awaits that, so a
-    /// connection the upstream closes instead is found stale there and retried.
+    /// Nothing watches it while idle: the checkout finds it closed, or `send`
+    /// finds it stale and the request is retried on another.
     fn checkin(&self, conn: Conn) {
         let Conn {
             key,
@@ -257,13 +259,12 @@ impl Pool {
             timer,
             ..
         } = conn;
-        let Sender::H1(s) = sender else {
+        let Sender::H1(s @ Some(_)) = sender else {
             return;
         };
         let used = used + 1;
         if self.settings.max_idle_per_key == 0
             || (self.settings.max_requests > 0 && used >= self.settings.max_requests)
-            || s.is_closed()
         {
             return;
         }
@@ -280,35 +281,94 @@ impl Pool {
     }
 }
 
+/// An upstream response body: read from its HTTP/1.1 connection, or an HTTP/2 stream.
+pub enum UpBody {
+    H1(h1::H1Body),
+    H2(hyper::body::Incoming),
+    /// After `101 Switching Protocols`.
+    Empty,
+}
+
+impl hyper::body::Body for UpBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            UpBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::H1(b) => b.is_end_stream(),
+            UpBody::H2(b) => b.is_end_stream(),
+            UpBody::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpBody::H1(b) => b.size_hint(),
+            UpBody::H2(b) => b.size_hint(),
+            UpBody::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The upstream side of a tunnel, taken out of a `101` response.
+#[derive(Clone)]
+struct UpgradeSlot(Arc<Mutex<Option<h1::Upgraded>>>);
+
+/// The upstream connection of a `101 Switching Protocols` response.
+pub fn take_upgrade<B>(resp: &mut http::Response<B>) -> Option<h1::Upgraded> {
+    let slot = resp.extensions_mut().remove::<UpgradeSlot>()?;
+    let mut g = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+    g.take()
+}
+
 /// A response body that gives its connection back to the pool once read to
 /// its end — never earlier, so no second request is sent on the connection
 /// while this response is still streaming. A body dropped before its end (or
-/// failing) drops the connection, which hyper then closes.
+/// failing) drops the connection, which closes it.
 pub struct PooledBody {
-    inner: hyper::body::Incoming,
+    inner: UpBody,
     conn: Option<(Arc<Pool>, Conn)>,
 }
 
 impl PooledBody {
     /// `conn` is `None` for a connection that must not be reused (upgraded).
-    pub fn new(inner: hyper::body::Incoming, conn: Option<(Arc<Pool>, Conn)>) -> PooledBody {
+    pub fn new(inner: UpBody, conn: Option<(Arc<Pool>, Conn)>) -> PooledBody {
         PooledBody { inner, conn }
     }
 
     fn release(&mut self) {
-        if let Some((pool, c)) = self.conn.take() {
-            pool.checkin(c);
+        let Some((pool, mut c)) = self.conn.take() else {
+            return;
+        };
+        match std::mem::replace(&mut self.inner, UpBody::Empty) {
+            UpBody::H1(b) => {
+                if let Some(h) = b.reusable() {
+                    c.sender = Sender::H1(Some(h));
+                    pool.checkin(c);
+                }
+            }
+            other => self.inner = other,
         }
     }
 }
 
 impl hyper::body::Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
         use std::task::Poll;
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
@@ -342,8 +402,8 @@ async fn connect(target: &Target) -> Result<Sender, ConnectError> {
         .await
         .map_err(ConnectError::Refused)?;
     let _ = tcp.set_nodelay(true);
-    match &target.tls {
-        None => handshake(tcp, target.h2).await,
+    let io = match &target.tls {
+        None => Io::Tcp(tcp),
         Some(cfg) => {
             let name =
                 rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
@@ -353,52 +413,33 @@ async fn connect(target: &Target) -> Result<Sender, ConnectError> {
                 .connect(name, tcp)
                 .await
                 .map_err(ConnectError::Tls)?;
-            handshake(tls, target.h2).await
+            Io::Tls(Box::new(tls))
         }
+    };
+    if !target.h2 {
+        return Ok(Sender::H1(Some(H1::new(io))));
     }
+    let (s, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream h2 connection: {e}");
+        }
+    });
+    Ok(Sender::H2(s))
 }
 
-/// The largest read from an upstream HTTP/1.1 connection, so the largest body frame
-/// a response holds while its client is slow (hyper's default is ~400 KiB), and the
-/// largest response head accepted (nginx's `proxy_buffer_size` is one page, 4 or 8 KiB).
-const UPSTREAM_READ_BUF: usize = 64 * 1024;
-
-async fn handshake<S>(io: S, h2: bool) -> Result<Sender, ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if h2 {
-        let (s, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream h2 connection: {e}");
-            }
-        });
-        Ok(Sender::H2(s))
-    } else {
-        let (s, conn) = http1::Builder::new()
-            .max_buf_size(UPSTREAM_READ_BUF)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection: {e}");
-            }
-        });
-        Ok(Sender::H1(s))
-    }
-}
+/// The largest read from an upstream HTTP/1.1 connection (see [`h1::MAX_READ`]).
+pub const UPSTREAM_READ_BUF: usize = h1::MAX_READ;
 
 /// The outcome of sending on a connection.
 pub enum SendError {
     /// The request was not sent (stale pooled connection): retry it.
-    NotSent(Box<http::Request<Body>>, hyper::Error),
-    Failed(hyper::Error),
+    NotSent(Box<http::Request<Body>>, BoxError),
+    Failed(BoxError),
 }
 
 impl Conn {
@@ -430,34 +471,41 @@ impl Conn {
     pub async fn send(
         &mut self,
         req: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    ) -> Result<http::Response<UpBody>, SendError> {
         match &mut self.sender {
-            Sender::H1(s) => {
-                if s.ready().await.is_err() {
-                    return match s.try_send_request(req).await {
-                        Ok(r) => Ok(r),
-                        Err(mut e) => match e.take_message() {
-                            Some(m) => Err(SendError::NotSent(Box::new(m), e.into_error())),
-                            None => Err(SendError::Failed(e.into_error())),
-                        },
-                    };
-                }
-                s.try_send_request(req)
-                    .await
-                    .map_err(|mut e| match e.take_message() {
-                        Some(m) => SendError::NotSent(Box::new(m), e.into_error()),
-                        None => SendError::Failed(e.into_error()),
-                    })
+            Sender::H1(slot) => {
+                let Some(conn) = slot.as_mut() else {
+                    return Err(SendError::Failed("upstream connection busy".into()));
+                };
+                let head = conn.send(req, self.reused).await.map_err(|e| match e {
+                    h1::Failure::NotSent(r, e) => SendError::NotSent(r, e),
+                    h1::Failure::Failed(e) => SendError::Failed(e),
+                })?;
+                let Some(conn) = slot.take() else {
+                    unreachable!("checked above");
+                };
+                let (mut parts, body) = head.finish(conn);
+                let body = match body {
+                    Ok(b) => UpBody::H1(b),
+                    Err(up) => {
+                        parts
+                            .extensions
+                            .insert(UpgradeSlot(Arc::new(Mutex::new(Some(up)))));
+                        UpBody::Empty
+                    }
+                };
+                Ok(http::Response::from_parts(parts, body))
             }
             Sender::H2(s) => {
                 if let Err(e) = s.ready().await {
-                    return Err(SendError::NotSent(Box::new(req), e));
+                    return Err(SendError::NotSent(Box::new(req), Box::new(e)));
                 }
                 s.try_send_request(req)
                     .await
+                    .map(|r| r.map(UpBody::H2))
                     .map_err(|mut e| match e.take_message() {
-                        Some(m) => SendError::NotSent(Box::new(m), e.into_error()),
-                        None => SendError::Failed(e.into_error()),
+                        Some(m) => SendError::NotSent(Box::new(m), Box::new(e.into_error())),
+                        None => SendError::Failed(Box::new(e.into_error())),
                     })
             }
         }

@@ -12,3 +12,11 @@ fn router_seeds() {
 fn request_head_seeds() {
     each_seed("request_head", tollgate_proxy::fuzzing::request_head);
 }
+
+#[test]
+fn upstream_response_seeds() {
+    each_seed(
+        "upstream_response",
+        tollgate_proxy::fuzzing::upstream_response,
+    );
+}
