@@ -254,6 +254,9 @@ struct Ctx<'a> {
     shared: &'a Shared,
     start: Instant,
     request_id: String,
+    /// The same, as the value of the `X-Kong-Request-Id` headers (made once,
+    /// cloned by reference count into the upstream request and the response).
+    request_id_value: HeaderValue,
     /// Kong's `is_grpc_request()`: HTTP/2 with an `application/grpc*`
     /// content type. Kong's own errors then take the gRPC form.
     grpc: bool,
@@ -278,9 +281,7 @@ impl Ctx<'_> {
             h.remove(SERVER);
         }
         if s.request_id {
-            if let Ok(v) = HeaderValue::from_str(&self.request_id) {
-                h.insert(&X_KONG_REQUEST_ID, v);
-            }
+            h.insert(&X_KONG_REQUEST_ID, self.request_id_value.clone());
         }
         resp
     }
@@ -324,14 +325,14 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    // (encoded straight into a buffer: `to_string` goes through fmt)
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::new_v4().simple().encode_lower(&mut id_buf);
     let cx = Ctx {
         shared: &shared,
         start: Instant::now(),
-        // (encoded straight into the string: `to_string` goes through fmt)
-        request_id: uuid::Uuid::new_v4()
-            .simple()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned(),
+        request_id_value: HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("")),
+        request_id: request_id.to_owned(),
         grpc: req.version() == Version::HTTP_2
             && req
                 .headers()
@@ -680,6 +681,12 @@ async fn proxy<'s>(
     if let Some(log) = plan.log.as_mut().filter(|l| l.details) {
         log.upstream_uri = uri.clone();
     }
+    // HTTP/1.1: parsed once for every try, the string moved in without a copy.
+    let h1_uri: Option<http::Uri> = if service.is_grpc() {
+        None
+    } else {
+        http::Uri::from_maybe_shared(Bytes::from(std::mem::take(&mut uri))).ok()
+    };
     let head: &http::request::Parts = head;
     // The client's headers stay as they came (error pages, plugins'
     // header_filter); the upstream copy is built from them per attempt, so a
@@ -733,7 +740,13 @@ async fn proxy<'s>(
             }
             p => set(&mut uh, &X_FORWARDED_PROTO, p),
         }
-        set(&mut uh, &X_FORWARDED_HOST, &fwd_host);
+        match &host_value {
+            // (the client's own value, by reference count, when it is the same)
+            Some(v) if v.as_bytes() == fwd_host.as_bytes() => {
+                uh.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
+            _ => set(&mut uh, &X_FORWARDED_HOST, &fwd_host),
+        }
         match &fwd_port {
             Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
             // (the listener's port is formatted once per connection)
@@ -767,7 +780,7 @@ async fn proxy<'s>(
             }
         }
         if settings.request_id_upstream {
-            set(&mut uh, &X_KONG_REQUEST_ID, &cx.request_id);
+            uh.insert(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
         }
         if te_trailers || h2_up {
             uh.insert(http::header::TE, HeaderValue::from_static("trailers"));
@@ -1079,7 +1092,16 @@ async fn proxy<'s>(
                         .uri(format!("{sch}://{host_header}{uri}"))
                         .version(Version::HTTP_2);
                 } else {
-                    b = b.uri(uri.as_str()).version(Version::HTTP_11);
+                    let Some(u) = &h1_uri else {
+                        tracing::error!("upstream URI could not be parsed");
+                        return cx.error(
+                            500,
+                            &errors::handler_message(500),
+                            client_headers,
+                            Negotiation::Handler,
+                        );
+                    };
+                    b = b.uri(u.clone()).version(Version::HTTP_11);
                 }
                 let this_body = match &buffered {
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
@@ -1103,7 +1125,12 @@ async fn proxy<'s>(
                 r
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&host_header) {
+        // (an owned name moves into the value without a copy)
+        let host_hv = match host_header {
+            Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)),
+            Cow::Borrowed(s) => HeaderValue::from_str(s),
+        };
+        if let Ok(v) = host_hv {
             ureq.headers_mut().insert(HOST, v);
         }
         if h2_up {
@@ -1301,9 +1328,7 @@ async fn proxy<'s>(
         rh.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
     }
     if settings.request_id {
-        if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
-            rh.insert(&X_KONG_REQUEST_ID, v);
-        }
+        rh.insert(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
     }
 
     let small = rparts
