@@ -318,11 +318,44 @@ impl Ctx<'_> {
     }
 }
 
+/// A client's request body: hyper's, or none (a bodiless HTTP/1.1 request
+/// served without hyper, see `fast.rs`).
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// Serves one request.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     // (encoded straight into a buffer: `to_string` goes through fmt)
@@ -426,7 +459,7 @@ async fn proxy<'s>(
     snap: &'s Snapshot,
     conn: &ConnInfo,
     head: &mut http::request::Parts,
-    mut body: Incoming,
+    mut body: ClientBody,
     plan: &mut Plan<'s>,
 ) -> Response<Body> {
     let settings = &cx.shared.settings;
@@ -1404,7 +1437,7 @@ fn client_body_error(cx: &Ctx<'_>, code: u16, h: &HeaderMap) -> Response<Body> {
     r
 }
 
-fn body_is_empty(h: &HeaderMap, body: &Incoming) -> bool {
+fn body_is_empty(h: &HeaderMap, body: &ClientBody) -> bool {
     use hyper::body::Body as _;
     if body.is_end_stream() {
         return true;
@@ -1462,7 +1495,7 @@ impl BodyFlags {
 /// The request body, failing once more than `left` bytes arrive or when the
 /// client pauses longer than `timeout` (nginx `client_body_timeout`).
 struct LimitedBody {
-    inner: Incoming,
+    inner: ClientBody,
     left: u64,
     flags: Arc<BodyFlags>,
     /// Time spent while the upstream is not taking data (we do not poll)

@@ -214,6 +214,32 @@ pub fn escape_uri(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Appends the current time as an HTTP date (IMF-fixdate, the `Date` header),
+/// formatted at most once a second per thread.
+pub fn http_date(w: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [b' '; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                c.1.copy_from_slice(s.as_bytes());
+                c.0 = secs;
+            } else {
+                w.extend_from_slice(s.as_bytes());
+                return;
+            }
+        }
+        w.extend_from_slice(&c.1);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod balancer;
 mod buffering;
 pub mod downstream;
 pub mod errors;
+mod fast;
 pub mod fuzzing;
 pub mod guard;
 pub mod handler;

@@ -2,8 +2,9 @@
 //! listeners, TLS with ALPN and per-SNI certificates on `ssl` listeners, and
 //! graceful shutdown.
 
+use crate::fast;
 use crate::guard::{self, Guarded, UpgradeSignal};
-use crate::handler::{self, ConnInfo, Settings, Shared};
+use crate::handler::{self, ClientBody, ConnInfo, Settings, Shared};
 use crate::head::{Framer, Limits};
 use crate::snapshot::SharedSnapshot;
 use crate::tls::{self, read_pem, CertPair, SniResolver};
@@ -518,6 +519,7 @@ impl ListenerCx {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let fast_info = info.clone();
         let shared = self.shared.clone();
         // HTTP/2 connections have no head timer: their idleness is watched here.
         let activity = (matches!(proto, Proto::Auto) && !self.keepalive_timeout.is_zero())
@@ -536,7 +538,7 @@ impl ListenerCx {
                 let _busy = busy;
                 let stats = shared.stats.clone();
                 stats.connections_writing.fetch_add(1, Relaxed);
-                let r = handler::handle(shared, info, req).await;
+                let r = handler::handle(shared, info, req.map(ClientBody::Hyper)).await;
                 stats.connections_writing.fetch_sub(1, Relaxed);
                 if let (Some((s, method)), Ok(resp)) = (signal, &r) {
                     s.resolve(guard::upgraded(&method, resp));
@@ -550,6 +552,34 @@ impl ListenerCx {
         }
         match proto {
             Proto::H1 => {
+                // Bodiless requests first, without hyper (`fast.rs`); hyper takes
+                // over from the first request that needs it.
+                let shared = self.shared.clone();
+                let served = fast::serve(
+                    io.into_inner(),
+                    self.idle_timeout(),
+                    !self.keepalive_timeout.is_zero(),
+                    &mut stop,
+                    |req| {
+                        let shared = shared.clone();
+                        let info = fast_info.clone();
+                        async move {
+                            let stats = &shared.stats;
+                            stats.connections_writing.fetch_add(1, Relaxed);
+                            let r = handler::handle(shared.clone(), info, req).await;
+                            shared.stats.connections_writing.fetch_sub(1, Relaxed);
+                            match r {
+                                Ok(r) => r,
+                                Err(never) => match never {},
+                            }
+                        }
+                    },
+                )
+                .await;
+                let fast::Outcome::HandOver(io) = served else {
+                    return;
+                };
+                let io = TokioIo::new(io);
                 let conn = self.h1_builder().serve_connection(io, svc).with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {

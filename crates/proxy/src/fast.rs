@@ -1,0 +1,416 @@
+//! HTTP/1.1 requests without a body, served without hyper.
+//!
+//! Most API traffic is `GET`s: a head in, a response out. hyper's server
+//! dispatch (its state machine, buffers and body channel) is about a quarter
+//! of such a proxied request's instructions (bench/RESULTS.md, "Proxy
+//! optimisations"). This loop reads heads (released by the [`Guarded`] framer,
+//! which has already judged them), parses each once, calls the request handler
+//! and writes the response itself. The first request it does not serve — one
+//! with a body, an upgrade, `Expect`, HTTP/1.0, trailers asked for, or a head it
+//! cannot parse — hands the connection, from that request on, to hyper: the
+//! same framer keeps reading for it, so hygiene and limits do not change.
+//!
+//! [`Guarded`]: crate::guard::Guarded
+
+use crate::handler::ClientBody;
+use crate::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
+};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Heads with more headers than this go to hyper (which has the configured limit).
+const MAX_HEADERS: usize = 100;
+/// Reads of the connection.
+const READ_SIZE: usize = 8 * 1024;
+
+/// How the loop ended.
+pub enum Outcome<I> {
+    /// The connection is over (closed, timed out, shut down, or failed).
+    Done,
+    /// hyper serves the rest, starting with the bytes already read.
+    HandOver(Rewind<I>),
+}
+
+/// The connection with bytes read ahead put back in front.
+pub struct Rewind<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Serves bodiless HTTP/1.1 requests on `io` until the connection ends or a
+/// request needs hyper. `idle`: the longest wait for a request (hyper's
+/// `header_read_timeout` as the server sets it); `keep_alive`: more than one
+/// request per connection; `stop`: graceful shutdown.
+pub async fn serve<I, S, F>(
+    mut io: I,
+    idle: Duration,
+    keep_alive: bool,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    mut service: S,
+) -> Outcome<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: FnMut(Request<ClientBody>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let mut rbuf = BytesMut::with_capacity(READ_SIZE);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
+    // One timer for the connection's waits, moved later per request.
+    let mut timer = Box::pin(tokio::time::sleep(idle));
+    loop {
+        let req = loop {
+            if !rbuf.is_empty() {
+                match parse(&mut rbuf) {
+                    Parsed::Request(r) => break r,
+                    Parsed::Partial => {}
+                    Parsed::Hyper => {
+                        return Outcome::HandOver(Rewind {
+                            prefix: rbuf.freeze(),
+                            io,
+                        })
+                    }
+                }
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(READ_SIZE);
+            }
+            let n = if rbuf.is_empty() {
+                // Between requests: the keep-alive timeout, and shutdown.
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle.max(Duration::from_millis(1)));
+                tokio::select! {
+                    biased;
+                    r = io.read_buf(&mut rbuf) => r,
+                    _ = stop.changed() => return Outcome::Done,
+                    _ = timer.as_mut() => return Outcome::Done,
+                }
+            } else {
+                // Inside a head: the framer times it (`client_header_timeout`).
+                io.read_buf(&mut rbuf).await
+            };
+            match n {
+                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(_) => {}
+            }
+        };
+        let is_head = req.method() == Method::HEAD;
+        let close_asked = crate::headers::connection_has(req.headers(), "close");
+        let resp = service(req).await;
+        let close = close_asked || !keep_alive || *stop.borrow();
+        match write_response(&mut io, &mut wbuf, resp, is_head, close).await {
+            Ok(true) => return Outcome::Done,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!("writing a response failed: {e}");
+                return Outcome::Done;
+            }
+        }
+    }
+}
+
+// (made and taken apart at once, on the stack: boxing would cost an allocation)
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Request<ClientBody>),
+    Partial,
+    /// Not for this loop: hyper serves it (and the rest of the connection).
+    Hyper,
+}
+
+/// Parses the head at the start of `rbuf`; takes it out only when this loop
+/// serves it.
+fn parse(rbuf: &mut BytesMut) -> Parsed {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let (len, count, method, path) = {
+        let status = match httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, rbuf, &mut slots)
+        {
+            Ok(s) => s,
+            // (hyper answers what it cannot parse, with its own limits)
+            Err(_) => return Parsed::Hyper,
+        };
+        let httparse::Status::Complete(len) = status else {
+            return Parsed::Partial;
+        };
+        if req.version != Some(1) {
+            return Parsed::Hyper;
+        }
+        let base = rbuf.as_ptr() as usize;
+        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+            let name = h.name.as_bytes();
+            // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's.
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if h.value.trim_ascii() != b"0" {
+                    return Parsed::Hyper;
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                || name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"te")
+            {
+                return Parsed::Hyper;
+            }
+            let n = h.name.as_ptr() as usize - base;
+            let v = h.value.as_ptr() as usize - base;
+            *slot = (n as u32, name.len() as u32, v as u32, h.value.len() as u32);
+        }
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::Hyper;
+        };
+        let m = method.as_ptr() as usize - base;
+        let p = path.as_ptr() as usize - base;
+        (len, req.headers.len(), (m, method.len()), (p, path.len()))
+    };
+    let Ok(method) = Method::from_bytes(&rbuf[method.0..method.0 + method.1]) else {
+        return Parsed::Hyper;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Hyper;
+    }
+    let head = rbuf.split_to(len).freeze();
+    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
+        // (the framer let it through; hyper answers it as before)
+        let mut back = BytesMut::from(&head[..]);
+        back.extend_from_slice(rbuf);
+        *rbuf = back;
+        return Parsed::Hyper;
+    };
+    // (room for what plugins and the proxy add)
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    for &(n, nl, v, vl) in &at[..count] {
+        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[n..n + nl]),
+            HeaderValue::from_maybe_shared(head.slice(v..v + vl)),
+        ) else {
+            let mut back = BytesMut::from(&head[..]);
+            back.extend_from_slice(rbuf);
+            *rbuf = back;
+            return Parsed::Hyper;
+        };
+        headers.append(name, value);
+    }
+    let mut r = Request::new(ClientBody::Empty);
+    *r.method_mut() = method;
+    *r.uri_mut() = uri;
+    *r.version_mut() = Version::HTTP_11;
+    *r.headers_mut() = headers;
+    Parsed::Request(r)
+}
+
+/// Writes `resp`; `Ok(true)` when the connection must close after it.
+async fn write_response<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    w: &mut Vec<u8>,
+    resp: Response<Body>,
+    is_head: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let (mut parts, mut body) = resp.into_parts();
+    let close = close || crate::headers::connection_has(&parts.headers, "close");
+    let status = parts.status;
+    let bodiless = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let h = &mut parts.headers;
+    if status == StatusCode::NO_CONTENT {
+        h.remove(CONTENT_LENGTH);
+        h.remove(TRANSFER_ENCODING);
+    }
+    // How the body goes out: its length, or chunks.
+    let mut length: Option<u64> = None;
+    if !bodiless || is_head {
+        if h.contains_key(TRANSFER_ENCODING) {
+            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            h.remove(CONTENT_LENGTH);
+        } else if let Some(v) = h.get(CONTENT_LENGTH) {
+            length = std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            if length.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "response with an invalid content-length",
+                ));
+            }
+        } else if is_head {
+            // (a HEAD response says only what the upstream said)
+        } else if let Some(n) = hyper::body::Body::size_hint(&body).exact() {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            length = Some(n);
+        } else {
+            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+    }
+    if close && !h.contains_key(CONNECTION) {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    w.clear();
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(status.as_str().as_bytes());
+    w.push(b' ');
+    // (hyper's wording for a status without a reason)
+    w.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    w.extend_from_slice(b"\r\n");
+    for (name, value) in h.iter() {
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    if !h.contains_key(DATE) {
+        w.extend_from_slice(b"date: ");
+        crate::headers::http_date(w);
+        w.extend_from_slice(b"\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+    drop(parts);
+    if bodiless {
+        io.write_all(w).await?;
+        io.flush().await?;
+        return Ok(close);
+    }
+    let chunked = length.is_none();
+    let mut sent: u64 = 0;
+    // The head goes out with the first piece of the body when that is ready:
+    // one write for a small response.
+    let mut first = body.frame().now_or_never();
+    loop {
+        let frame = match first.take() {
+            Some(f) => f,
+            None => {
+                if !w.is_empty() {
+                    io.write_all(w).await?;
+                    io.flush().await?;
+                    w.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                // (trailers: only for clients that ask, and those go to hyper)
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if length.is_some_and(|n| sent > n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response body longer than its content-length",
+            ));
+        }
+        if chunked {
+            push_hex(w, data.len());
+            w.extend_from_slice(b"\r\n");
+        }
+        if data.len() <= 16 * 1024 {
+            w.extend_from_slice(&data);
+        } else {
+            io.write_all(w).await?;
+            w.clear();
+            io.write_all(&data).await?;
+        }
+        if chunked {
+            w.extend_from_slice(b"\r\n");
+        }
+        if hyper::body::Body::is_end_stream(&body) {
+            break;
+        }
+        // More of the body may be ready at once: gather it before writing.
+        first = body.frame().now_or_never();
+    }
+    if let Some(n) = length {
+        if sent != n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "response body shorter than its content-length",
+            ));
+        }
+    }
+    if chunked {
+        w.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !w.is_empty() {
+        io.write_all(w).await?;
+    }
+    io.flush().await?;
+    Ok(close)
+}
+
+fn push_hex(w: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&digits[i..]);
+}

@@ -1,0 +1,135 @@
+//! Bodiless HTTP/1.1 requests are served without hyper (`fast.rs`) until a
+//! request needs hyper (a body, an upgrade, `Expect`, HTTP/1.0): these tests
+//! talk raw HTTP/1.1 to the proxy and check that the two read one connection
+//! in turn without losing or reordering a byte.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy() -> Running {
+    let up = echo_upstream().await;
+    let s = service("127.0.0.1", up.port(), json!({}));
+    let r = route(Some(&s), json!({"paths": ["/"]}));
+    start(&dataset(vec![("services", s), ("routes", r)]), &[]).await
+}
+
+/// Reads `n` responses (each framed by its content-length) from `s`; returns
+/// each head and body.
+async fn responses(s: &mut TcpStream, n: usize) -> Vec<(String, String)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i + 4]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let body_len = len;
+            if buf.len() >= i + 4 + body_len {
+                let body = String::from_utf8_lossy(&buf[i + 4..i + 4 + body_len]).to_string();
+                buf.drain(..i + 4 + body_len);
+                out.push((head, body));
+                continue;
+            }
+        }
+        let mut b = [0u8; 8192];
+        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(k > 0, "closed after {} responses", out.len());
+        buf.extend_from_slice(&b[..k]);
+    }
+    out
+}
+
+#[tokio::test]
+async fn pipelined_requests_cross_from_the_fast_path_to_hyper_in_order() {
+    let p = proxy().await;
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    // Two bodiless requests, one with a body (hyper's from here on), one more.
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /b?q=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /d HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let rs = responses(&mut s, 4).await;
+    let paths: Vec<String> = rs
+        .iter()
+        .map(|(h, b)| {
+            assert!(h.starts_with("HTTP/1.1 200 OK\r\n"), "{h}");
+            assert!(h.to_ascii_lowercase().contains("\r\ndate: "), "{h}");
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            v["path"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(paths, ["/a", "/b?q=1", "/c", "/d"]);
+    let v: serde_json::Value = serde_json::from_str(&rs[2].1).unwrap();
+    assert_eq!(v["body"], "hello");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_close_and_http_1_0_end_the_connection_after_the_response() {
+    let p = proxy().await;
+    for req in [
+        &b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /y HTTP/1.0\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+            .await
+            .expect("the proxy closes the connection")
+            .unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1."), "{text}");
+        assert!(text.contains(" 200 OK\r\n"), "{text}");
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_answers_carry_no_body_and_the_connection_goes_on() {
+    let p = proxy().await;
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The HEAD answer's length describes the GET's body: read both heads raw.
+    let mut buf = Vec::new();
+    while buf.windows(4).filter(|w| *w == b"\r\n\r\n").count() < 2 || !buf.ends_with(b"}") {
+        let mut b = [0u8; 8192];
+        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert!(k > 0);
+        buf.extend_from_slice(&b[..k]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let second = text
+        .find("HTTP/1.1 200 OK")
+        .and_then(|i| text[i + 1..].find("HTTP/1.1 200 OK"));
+    let second = second.expect("two answers") + 1;
+    assert!(
+        text[..second].ends_with("\r\n\r\n"),
+        "no body after the HEAD answer: {text}"
+    );
+    assert!(text[second..].contains("\"/g\""), "{text}");
+    p.shutdown().await;
+}
