@@ -8,9 +8,16 @@
 //! (nginx's `reuseport`: the kernel spreads connections by address hash); without it,
 //! the workers poll one shared socket (nginx's default), so an idle worker takes the
 //! next connection and the port stays exclusive to this process.
+//!
+//! The control plane (Admin API, status, configuration follower) stays on the node's
+//! multi-thread runtime. Kept over serving on that runtime because the benchmark prefers
+//! it (bench/RESULTS.md, "Proxy optimisations").
 
 use std::cell::Cell;
 use std::future::Future;
+
+/// How long a stopping worker waits for its blocking tasks (`spawn_blocking`).
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 thread_local! {
     /// This thread's worker number, from 1; 0 on any other thread.
@@ -50,7 +57,8 @@ impl Worker {
                     tokio::spawn(main);
                     let _ = exit_rx.await;
                 });
-                drop(rt);
+                // (a blocking task that hangs, say a log write, does not hold up the exit)
+                rt.shutdown_timeout(BLOCKING_GRACE);
                 let _ = done_tx.send(());
             })?;
         Ok(Worker {
