@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream that answers every request after `delay`, with a body of 64 KiB so a
 /// truncated response shows.
-async fn slow_upstream(delay: Duration) -> String {
+pub(crate) async fn slow_upstream(delay: Duration) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {

@@ -30,3 +30,4 @@ mod support;
 mod tools_support;
 mod upstreams;
 mod vault;
+mod workers;

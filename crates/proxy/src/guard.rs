@@ -353,6 +353,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
             }
             buf.set_filled(start + n);
             if n > 0 {
+                // a head went through whole: the next one gets a timer of its own (this
+                // one may have been armed while the connection waited for its first)
+                this.head_timer.armed = false;
                 return Poll::Ready(Ok(()));
             }
         }

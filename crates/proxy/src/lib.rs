@@ -32,6 +32,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+mod worker;
 
 pub use server::Proxy;
 pub use snapshot::{Dataset, SharedSnapshot, Snapshot};

@@ -9,7 +9,7 @@ use crate::head::{Framer, Limits};
 use crate::snapshot::SharedSnapshot;
 use crate::tls::{self, read_pem, CertPair, SniResolver};
 use crate::upstream::{Pool, PoolSettings};
-use crate::Stats;
+use crate::{worker, Stats};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -60,6 +60,8 @@ pub struct Proxy {
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
     limits: Limits,
+    /// Data-plane worker threads (`nginx_worker_processes`).
+    workers: usize,
 }
 
 struct ActiveGuard(Arc<Stats>);
@@ -97,7 +99,11 @@ impl Proxy {
         } else {
             None
         };
+        let workers = config
+            .nginx_worker_processes
+            .resolve(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let pool = Pool::new(PoolSettings {
+            workers,
             max_idle_per_key: config.upstream_keepalive_pool_size as usize,
             max_requests: config.upstream_keepalive_max_requests,
             idle_timeout: config.upstream_keepalive_idle_timeout,
@@ -130,6 +136,7 @@ impl Proxy {
             )
             .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             limits: limits_from_config(config)?,
+            workers,
         })
     }
 
@@ -205,9 +212,10 @@ impl Proxy {
         Ok(out)
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-    /// requests finish (closing idle keep-alive connections) for at most the
-    /// grace period, and returns.
+    /// Serves on the data-plane workers ([`crate::worker`]) until `shutdown` resolves,
+    /// then stops accepting, lets in-flight requests finish (closing idle keep-alive
+    /// connections) for at most the grace period, ends the workers (closing what is
+    /// left) and returns. Only the wait runs on the caller's runtime.
     pub async fn serve(
         mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -221,18 +229,16 @@ impl Proxy {
             stop: stop_rx.clone(),
             _alive: alive_tx,
         };
-        let mut accept_tasks = Vec::new();
         let resolver = self.default_cert.clone().map(|default| {
             Arc::new(SniResolver {
                 snapshot: self.shared.snapshot.clone(),
                 default,
             })
         });
+        // Each worker's sockets, and the listener each belongs to.
+        let mut sockets: Vec<Vec<(std::net::TcpListener, Arc<ListenerCx>)>> =
+            (0..self.workers).map(|_| Vec::new()).collect();
         for b in std::mem::take(&mut self.bound) {
-            b.listener
-                .set_nonblocking(true)
-                .map_err(|e| e.to_string())?;
-            let listener = TcpListener::from_std(b.listener).map_err(|e| e.to_string())?;
             let tls = if b.listen.ssl {
                 let r = resolver.clone().ok_or("no certificate for TLS listener")?;
                 Some(tokio_rustls::TlsAcceptor::from(Arc::new(
@@ -249,38 +255,44 @@ impl Proxy {
                 keepalive_timeout: self.keepalive_timeout,
                 limits: self.limits.clone(),
             });
-            let drain = drain.clone();
-            let mut stop = stop_rx.clone();
-            accept_tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        acc = listener.accept() => match acc {
-                            Ok((stream, peer)) => {
-                                let lcx = lcx.clone();
-                                let drain = drain.clone();
-                                tokio::spawn(async move { lcx.serve_conn(stream, peer, drain).await });
-                            }
-                            Err(e) => {
-                                tracing::warn!("accept failed: {e}");
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                        }
-                    }
+            for (w, s) in worker_sockets(b, self.workers)?.into_iter().enumerate() {
+                sockets[w].push((s, lcx.clone()));
+            }
+        }
+        let mut workers = Vec::with_capacity(sockets.len());
+        for (i, socks) in sockets.into_iter().enumerate() {
+            let rt = worker::runtime().map_err(|e| format!("cannot start a worker: {e}"))?;
+            // Registered with the worker's own runtime, which alone polls them.
+            let listeners = {
+                let _in = rt.enter();
+                socks
+                    .into_iter()
+                    .map(|(s, lcx)| Ok((TcpListener::from_std(s)?, lcx)))
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .map_err(|e| e.to_string())?
+            };
+            let (drain, stop) = (drain.clone(), stop_rx.clone());
+            let main = async move {
+                for (listener, lcx) in listeners {
+                    tokio::spawn(accept(listener, lcx, drain.clone(), stop.clone()));
                 }
-            }));
+            };
+            workers.push(
+                worker::Worker::spawn(i + 1, rt, main)
+                    .map_err(|e| format!("cannot start a worker: {e}"))?,
+            );
         }
         shutdown.await;
         let _ = stop_tx.send(true);
-        for t in accept_tasks {
-            let _ = t.await;
-        }
         drop(drain);
         if tokio::time::timeout(self.grace_period, alive_rx.recv())
             .await
             .is_err()
         {
             tracing::warn!("grace period over; closing the remaining connections");
+        }
+        for w in workers {
+            w.stop().await;
         }
         self.shared.pool.clear();
         Ok(())
@@ -341,6 +353,57 @@ fn limits_from_config(config: &Config) -> Result<Limits, String> {
         }
     }
     Ok(limits)
+}
+
+/// `b`'s socket for each of `workers`: with `reuseport`, a socket of its own per worker
+/// bound to the same address; otherwise the one socket, shared.
+fn worker_sockets(b: Bound, workers: usize) -> Result<Vec<std::net::TcpListener>, String> {
+    let addr = b.listener.local_addr().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        let s = if b.listen.reuseport {
+            bind_one(addr, &b.listen).map_err(|e| {
+                format!(
+                    "could not bind {addr} (proxy_listen {}) for another worker: {e}",
+                    b.listen.listener
+                )
+            })?
+        } else {
+            b.listener.try_clone().map_err(|e| e.to_string())?
+        };
+        out.push(s);
+    }
+    out.insert(0, b.listener);
+    Ok(out)
+}
+
+/// A worker's accept loop on one listener, until shutdown starts.
+async fn accept(
+    listener: TcpListener,
+    lcx: Arc<ListenerCx>,
+    drain: Drain,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            acc = listener.accept() => match acc {
+                Ok((stream, peer)) => {
+                    let lcx = lcx.clone();
+                    let drain = drain.clone();
+                    tokio::spawn(async move { lcx.serve_conn(stream, peer, drain).await });
+                    // One connection at a time (nginx's `multi_accept off`): the worker
+                    // serves what it has before taking more, so a burst on a shared
+                    // socket spreads over the workers.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
 }
 
 fn bind_one(addr: SocketAddr, l: &Listen) -> std::io::Result<std::net::TcpListener> {

@@ -128,6 +128,8 @@ impl std::fmt::Display for ConnectError {
 /// Pool settings (`upstream_keepalive_*`).
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
+    /// Data-plane workers: each keeps its own idle connections (see [`Pool`]).
+    pub workers: usize,
     /// Idle connections kept per key (0 disables keep-alive).
     pub max_idle_per_key: usize,
     /// Requests per connection before it is closed (0 = unlimited).
@@ -138,6 +140,7 @@ pub struct PoolSettings {
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
+            workers: 1,
             max_idle_per_key: 512,
             max_requests: 10000,
             idle_timeout: Duration::from_secs(60),
@@ -145,32 +148,48 @@ impl Default for PoolSettings {
     }
 }
 
-/// The pool.
+type IdleLists = Mutex<HashMap<PoolKey, Vec<Idle>>>;
+
+/// The pool. Each data-plane worker ([`crate::worker`]) has its own idle lists, as each
+/// nginx worker has its own `keepalive` cache (`upstream_keepalive_pool_size` is per
+/// worker): a connection's socket and timer belong to the runtime of the worker that made
+/// it, which alone polls them, so another worker must not pick it up. List 0 serves any
+/// other thread.
 pub struct Pool {
     settings: PoolSettings,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Box<[IdleLists]>,
 }
 
 impl Pool {
     pub fn new(settings: PoolSettings) -> Arc<Pool> {
+        let lists = settings.workers + 1;
         Arc::new(Pool {
             settings,
-            idle: Mutex::new(HashMap::new()),
+            idle: (0..lists).map(|_| Mutex::default()).collect(),
         })
     }
 
-    /// Number of idle connections (all keys).
+    /// This thread's idle lists.
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
+        let i = crate::worker::index();
+        self.idle.get(i).unwrap_or(&self.idle[0]).lock().unwrap()
+    }
+
+    /// Number of idle connections (all workers, all keys).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().values().map(Vec::len).sum()
+        let count = |l: &IdleLists| l.lock().unwrap().values().map(Vec::len).sum::<usize>();
+        self.idle.iter().map(count).sum()
     }
 
     /// Drops every idle connection.
     pub fn clear(&self) {
-        self.idle.lock().unwrap().clear();
+        for l in self.idle.iter() {
+            l.lock().unwrap().clear();
+        }
     }
 
     fn checkout(&self, key: &PoolKey) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle();
         let list = idle.get_mut(key)?;
         while let Some(entry) = list.pop() {
             if entry.since.elapsed() > self.settings.idle_timeout {
@@ -231,7 +250,7 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if let Sender::H2(s) = &sender {
-            let mut idle = self.idle.lock().unwrap();
+            let mut idle = self.idle();
             idle.entry(key.clone()).or_default().push(Idle {
                 sender: Sender::H2(s.clone()),
                 since: Instant::now(),
@@ -268,7 +287,7 @@ impl Pool {
         {
             return;
         }
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle();
         let list = idle.entry(key).or_default();
         if list.len() < self.settings.max_idle_per_key {
             list.push(Idle {
