@@ -249,6 +249,20 @@ async fn srv_records_weigh_their_own_weight_in_every_algorithm() {
     )
     .await;
     g.proxy_until("/ch", None, |s| s == StatusCode::OK).await;
+    // The ring is whole once every record's name has resolved: the first
+    // answer may come while some are still being looked up.
+    let t0 = Instant::now();
+    loop {
+        let (_, h) = g.get("/upstreams/ch/health").await;
+        let n = h["data"][0]["data"]["addresses"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if n == 3 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{h}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut per: HashMap<String, usize> = HashMap::new();
     for i in 0..400 {
         let r = g
