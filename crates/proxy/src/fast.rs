@@ -111,10 +111,10 @@ where
     // One timer for the connection's waits, moved later per request.
     let mut timer = Box::pin(tokio::time::sleep(idle));
     loop {
-        let req = loop {
+        let (req, close_asked) = loop {
             if !rbuf.is_empty() {
                 match parse(&mut rbuf) {
-                    Parsed::Request(r) => break r,
+                    Parsed::Request(r, close) => break (r, close),
                     Parsed::Partial => {}
                     Parsed::Hyper => {
                         return Outcome::HandOver(Rewind {
@@ -148,7 +148,6 @@ where
             }
         };
         let is_head = req.method() == Method::HEAD;
-        let close_asked = crate::headers::connection_has(req.headers(), "close");
         let resp = service(req).await;
         let close = close_asked || !keep_alive || *stop.borrow();
         match write_response(&mut io, &mut wbuf, resp, is_head, close).await {
@@ -165,7 +164,8 @@ where
 // (made and taken apart at once, on the stack: boxing would cost an allocation)
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    Request(Request<ClientBody>),
+    /// The request, and whether it asked to close the connection after it.
+    Request(Request<ClientBody>, bool),
     Partial,
     /// Not for this loop: hyper serves it (and the rest of the connection).
     Hyper,
@@ -177,6 +177,7 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
+    let mut close = false;
     let (len, count, method, path) = {
         let status = match httparse::ParserConfig::default()
             .parse_request_with_uninit_headers(&mut req, rbuf, &mut slots)
@@ -205,6 +206,11 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
                 || name.eq_ignore_ascii_case(b"te")
             {
                 return Parsed::Hyper;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                close |= h
+                    .value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
             }
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;
@@ -251,7 +257,7 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
     *r.uri_mut() = uri;
     *r.version_mut() = Version::HTTP_11;
     *r.headers_mut() = headers;
-    Parsed::Request(r)
+    Parsed::Request(r, close)
 }
 
 /// Writes `resp`; `Ok(true)` when the connection must close after it.
@@ -262,45 +268,57 @@ async fn write_response<I: AsyncWrite + Unpin>(
     is_head: bool,
     close: bool,
 ) -> io::Result<bool> {
-    let (mut parts, mut body) = resp.into_parts();
-    let close = close || crate::headers::connection_has(&parts.headers, "close");
+    let (parts, mut body) = resp.into_parts();
     let status = parts.status;
+    let h = &parts.headers;
+    // One pass over the headers for what framing needs (no hashed look-ups).
+    let (mut length_value, mut te, mut date, mut connection, mut close) =
+        (None, false, false, false, close);
+    for (name, value) in h.iter() {
+        if *name == CONTENT_LENGTH {
+            length_value = Some(value);
+        } else if *name == TRANSFER_ENCODING {
+            te = true;
+        } else if *name == DATE {
+            date = true;
+        } else if *name == CONNECTION {
+            connection = true;
+            close |= value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
     let bodiless = is_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let h = &mut parts.headers;
-    if status == StatusCode::NO_CONTENT {
-        h.remove(CONTENT_LENGTH);
-        h.remove(TRANSFER_ENCODING);
-    }
-    // How the body goes out: its length, or chunks.
+    // How the body goes out: its length, or chunks. What the headers say is
+    // written as it is, except the framing headers this decides.
     let mut length: Option<u64> = None;
-    if !bodiless || is_head {
-        if h.contains_key(TRANSFER_ENCODING) {
-            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            h.remove(CONTENT_LENGTH);
-        } else if let Some(v) = h.get(CONTENT_LENGTH) {
-            length = std::str::from_utf8(v.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if length.is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "response with an invalid content-length",
-                ));
-            }
-        } else if is_head {
-            // (a HEAD response says only what the upstream said)
-        } else if let Some(n) = hyper::body::Body::size_hint(&body).exact() {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            length = Some(n);
-        } else {
-            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    let mut add_length: Option<u64> = None;
+    let mut chunked = false;
+    if status == StatusCode::NO_CONTENT {
+        // (neither header belongs on a 204)
+    } else if te {
+        chunked = !bodiless;
+    } else if let Some(v) = length_value {
+        length = std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if length.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response with an invalid content-length",
+            ));
         }
-    }
-    if close && !h.contains_key(CONNECTION) {
-        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    } else if bodiless {
+        // (a HEAD, 1xx or 304 answer says only what the upstream said)
+    } else if let Some(n) = hyper::body::Body::size_hint(&body).exact() {
+        length = Some(n);
+        add_length = Some(n);
+    } else {
+        chunked = true;
     }
     w.clear();
     w.extend_from_slice(b"HTTP/1.1 ");
@@ -309,13 +327,28 @@ async fn write_response<I: AsyncWrite + Unpin>(
     // (hyper's wording for a status without a reason)
     w.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     w.extend_from_slice(b"\r\n");
+    let skip_framing = status == StatusCode::NO_CONTENT || te;
     for (name, value) in h.iter() {
+        if skip_framing && (*name == CONTENT_LENGTH || *name == TRANSFER_ENCODING) {
+            continue;
+        }
         w.extend_from_slice(name.as_str().as_bytes());
         w.extend_from_slice(b": ");
         w.extend_from_slice(value.as_bytes());
         w.extend_from_slice(b"\r\n");
     }
-    if !h.contains_key(DATE) {
+    if chunked || (te && bodiless && status != StatusCode::NO_CONTENT) {
+        w.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(n) = add_length {
+        w.extend_from_slice(b"content-length: ");
+        w.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+        w.extend_from_slice(b"\r\n");
+    }
+    if close && !connection {
+        w.extend_from_slice(b"connection: close\r\n");
+    }
+    if !date {
         w.extend_from_slice(b"date: ");
         crate::headers::http_date(w);
         w.extend_from_slice(b"\r\n");
@@ -399,6 +432,20 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     io.flush().await?;
     Ok(close)
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 fn push_hex(w: &mut Vec<u8>, mut n: usize) {

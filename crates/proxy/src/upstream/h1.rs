@@ -10,7 +10,9 @@
 
 use crate::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING,
+};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -473,6 +475,10 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
     let head = rbuf.split_to(len).freeze();
     // (room for the headers the proxy adds to a response: Via, latencies, ids)
     let mut headers = HeaderMap::with_capacity(count + 6);
+    // What framing needs, noted as the headers go in (no hashed look-ups after).
+    let mut lengths: Option<Result<u64, ()>> = None;
+    let mut last_coding_chunked: Option<bool> = None;
+    let (mut conn_close, mut conn_keep_alive) = (false, false);
     for &(n, nl, v, vl) in &at[..count] {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[n..n + nl])
@@ -480,6 +486,28 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
         // (httparse checked the value's bytes)
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| err("invalid header value in the upstream response"))?;
+        let bytes = value.as_bytes();
+        if name == CONTENT_LENGTH {
+            lengths = Some(match (lengths, content_length(bytes)) {
+                (None, Some(n)) => Ok(n),
+                (Some(Ok(a)), Some(b)) if a == b => Ok(a),
+                _ => Err(()),
+            });
+        } else if name == TRANSFER_ENCODING {
+            if let Some(t) = bytes
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+            {
+                last_coding_chunked = Some(t.eq_ignore_ascii_case(b"chunked"));
+            }
+            last_coding_chunked.get_or_insert(false);
+        } else if name == CONNECTION {
+            for t in bytes.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                conn_close |= t.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
         headers.append(name, value);
     }
     let status =
@@ -490,9 +518,9 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
         Version::HTTP_11
     };
     let mut keep_alive = if version == Version::HTTP_11 {
-        !crate::headers::connection_has(&headers, "close")
+        !conn_close
     } else {
-        crate::headers::connection_has(&headers, "keep-alive")
+        conn_keep_alive
     };
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -500,33 +528,28 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Done
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if let Some(chunked) = last_coding_chunked {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an
         // intermediary must then drop.
-        headers.remove(CONTENT_LENGTH);
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or("");
-        if last.eq_ignore_ascii_case("chunked") {
+        if lengths.is_some() {
+            headers.remove(CONTENT_LENGTH);
+        }
+        if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
             keep_alive = false;
             Framing::Eof
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
-        match content_length(&headers) {
-            Some(0) => Framing::Done,
-            Some(n) => Framing::Length(n),
-            None => return Err(err("invalid content-length in the upstream response")),
-        }
     } else {
-        keep_alive = false;
-        Framing::Eof
+        match lengths {
+            Some(Ok(0)) => Framing::Done,
+            Some(Ok(n)) => Framing::Length(n),
+            Some(Err(())) => return Err(err("invalid content-length in the upstream response")),
+            None => {
+                keep_alive = false;
+                Framing::Eof
+            }
+        }
     };
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -539,21 +562,19 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
     }))
 }
 
-/// The one value of every Content-Length header (repeats must agree).
-fn content_length(h: &HeaderMap) -> Option<u64> {
+/// The one value of a Content-Length header (a list must repeat one number).
+fn content_length(v: &[u8]) -> Option<u64> {
     let mut found: Option<u64> = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().ok()?.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let n = part.parse::<u64>().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+    for part in v.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
     }
     found
 }
