@@ -372,6 +372,8 @@ async fn serve(config: Config, run_migrations: bool) -> anyhow::Result<()> {
     let proxy_task = tokio::spawn(proxy.serve(async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    // Start-up's code is not needed resident any more (see `memory`).
+    crate::memory::release_startup_code();
     ready.store(true, Ordering::Relaxed);
     tracing::info!(prefix = %config.prefix.display(), database = store.kind(), "Tollgate started");
 
