@@ -13,8 +13,9 @@
 //! [`Guarded`]: crate::guard::Guarded
 
 use crate::handler::ClientBody;
+pub use crate::rewind::Rewind;
 use crate::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
@@ -24,10 +25,8 @@ use http_body_util::BodyExt;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Heads with more headers than this go to hyper (which has the configured limit).
 const MAX_HEADERS: usize = 100;
@@ -40,54 +39,6 @@ pub enum Outcome<I> {
     Done,
     /// hyper serves the rest, starting with the bytes already read.
     HandOver(Rewind<I>),
-}
-
-/// The connection with bytes read ahead put back in front.
-pub struct Rewind<I> {
-    prefix: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }
 
 /// Serves bodiless HTTP/1.1 requests on `io` until the connection ends or a
@@ -116,12 +67,7 @@ where
                 match parse(&mut rbuf) {
                     Parsed::Request(r, close) => break (r, close),
                     Parsed::Partial => {}
-                    Parsed::Hyper => {
-                        return Outcome::HandOver(Rewind {
-                            prefix: rbuf.freeze(),
-                            io,
-                        })
-                    }
+                    Parsed::Hyper => return Outcome::HandOver(Rewind::new(rbuf.freeze(), io)),
                 }
             }
             if rbuf.capacity() - rbuf.len() < 1024 {
@@ -342,7 +288,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     if let Some(n) = add_length {
         w.extend_from_slice(b"content-length: ");
-        w.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+        w.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]));
         w.extend_from_slice(b"\r\n");
     }
     if close && !connection {
@@ -397,7 +343,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
             ));
         }
         if chunked {
-            push_hex(w, data.len());
+            crate::headers::push_hex(w, data.len());
             w.extend_from_slice(b"\r\n");
         }
         if data.len() <= 16 * 1024 {
@@ -432,32 +378,4 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     io.flush().await?;
     Ok(close)
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-fn push_hex(w: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    w.extend_from_slice(&digits[i..]);
 }

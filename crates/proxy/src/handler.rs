@@ -426,18 +426,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 
 /// Appends `n` in decimal.
 fn push_u16(s: &mut String, n: u16) {
-    let mut buf = [0u8; 5];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    s.push_str(std::str::from_utf8(headers::decimal(n.into(), &mut [0; 20])).unwrap_or_default());
 }
 
 /// `X-Forwarded-Proto` and `-Host`, and a trusted peer's `-Port`, `-Path`,

@@ -27,6 +27,7 @@ pub mod handler;
 pub mod head;
 pub mod headers;
 pub mod phases;
+mod rewind;
 pub mod server;
 pub mod snapshot;
 pub mod stats;

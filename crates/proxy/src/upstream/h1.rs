@@ -303,7 +303,7 @@ impl H1 {
                 BodyOut::Chunked => {
                     let w = &mut self.wbuf;
                     w.clear();
-                    push_hex(w, data.len());
+                    crate::headers::push_hex(w, data.len());
                     w.extend_from_slice(b"\r\n");
                     // Small chunks go out in one write with their framing.
                     if data.len() <= 16 * 1024 {
@@ -420,20 +420,6 @@ enum WriteError {
 enum BodyOut {
     Length(u64),
     Chunked,
-}
-
-fn push_hex(w: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    w.extend_from_slice(&digits[i..]);
 }
 
 /// Parses a response head at the start of `rbuf` and takes it out; `None`
@@ -584,7 +570,7 @@ impl Head {
     /// Switching Protocols`, the connection as a tunnel.
     pub fn finish(self, conn: H1) -> (http::response::Parts, Result<H1Body, Upgraded>) {
         let body = if self.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            Err(Upgraded::new(conn))
+            Err(Upgraded::new(conn.rbuf.freeze(), conn.io))
         } else {
             Ok(H1Body {
                 conn,
@@ -822,51 +808,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 
 /// The upstream side of a tunnel after `101 Switching Protocols`: the bytes
 /// the upstream sent after its head, then the connection.
-pub struct Upgraded {
-    prefix: Bytes,
-    io: Io,
-}
-
-impl Upgraded {
-    pub fn new(conn: H1) -> Upgraded {
-        Upgraded {
-            prefix: conn.rbuf.freeze(),
-            io: conn.io,
-        }
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = crate::rewind::Rewind<Io>;
 
 #[cfg(test)]
 mod tests {
@@ -942,7 +884,7 @@ mod tests {
         assert_eq!(parse_chunk_size(b"-1"), None);
         assert_eq!(parse_chunk_size(b"1234567890abcdef0"), None);
         let mut w = Vec::new();
-        push_hex(&mut w, 0x1f40);
+        crate::headers::push_hex(&mut w, 0x1f40);
         assert_eq!(w, b"1f40");
     }
 }
