@@ -178,10 +178,7 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
     let head = rbuf.split_to(len).freeze();
     let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
         // (the framer let it through; hyper answers it as before)
-        let mut back = BytesMut::from(&head[..]);
-        back.extend_from_slice(rbuf);
-        *rbuf = back;
-        return Parsed::Hyper;
+        return put_back(&head, rbuf);
     };
     // (room for what plugins and the proxy add)
     let mut headers = HeaderMap::with_capacity(count + 4);
@@ -191,10 +188,7 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
             HeaderName::from_bytes(&head[n..n + nl]),
             HeaderValue::from_maybe_shared(head.slice(v..v + vl)),
         ) else {
-            let mut back = BytesMut::from(&head[..]);
-            back.extend_from_slice(rbuf);
-            *rbuf = back;
-            return Parsed::Hyper;
+            return put_back(&head, rbuf);
         };
         headers.append(name, value);
     }
@@ -204,6 +198,15 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
     *r.version_mut() = Version::HTTP_11;
     *r.headers_mut() = headers;
     Parsed::Request(r, close)
+}
+
+/// Puts a head taken out of `rbuf` back in front, for hyper to read.
+fn put_back(head: &[u8], rbuf: &mut BytesMut) -> Parsed {
+    let mut back = BytesMut::with_capacity(head.len() + rbuf.len());
+    back.extend_from_slice(head);
+    back.extend_from_slice(rbuf);
+    *rbuf = back;
+    Parsed::Hyper
 }
 
 /// Writes `resp`; `Ok(true)` when the connection must close after it.

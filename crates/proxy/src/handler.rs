@@ -253,9 +253,9 @@ fn ms_since(t: Instant) -> u128 {
 struct Ctx<'a> {
     shared: &'a Shared,
     start: Instant,
-    request_id: String,
-    /// The same, as the value of the `X-Kong-Request-Id` headers (made once,
-    /// cloned by reference count into the upstream request and the response).
+    /// Kong's request id as the value of the `X-Kong-Request-Id` headers (made
+    /// once, cloned by reference count into the upstream request and the
+    /// response); [`Ctx::request_id`] reads it as text.
     request_id_value: HeaderValue,
     /// Kong's `is_grpc_request()`: HTTP/2 with an `application/grpc*`
     /// content type. Kong's own errors then take the gRPC form.
@@ -265,6 +265,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn request_id(&self) -> &str {
+        // (32 hex digits: always text)
+        self.request_id_value.to_str().unwrap_or_default()
+    }
+
     /// A Kong-generated response with Kong's response headers.
     fn kong_response(&self, mut resp: Response<Body>) -> Response<Body> {
         let s = &self.shared.settings;
@@ -312,7 +317,7 @@ impl Ctx<'_> {
             req,
             how,
             &self.shared.settings.error_default_type,
-            &self.request_id,
+            self.request_id(),
         );
         self.kong_response(resp)
     }
@@ -365,7 +370,6 @@ pub async fn handle(
         shared: &shared,
         start: Instant::now(),
         request_id_value: HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("")),
-        request_id: request_id.to_owned(),
         grpc: req.version() == Version::HTTP_2
             && req
                 .headers()
@@ -386,7 +390,7 @@ pub async fn handle(
     let mut plan = Plan::default();
     let resp = proxy(&cx, &snap, &conn, &mut head, body, &mut plan).await;
     let facts = phases::Facts {
-        request_id: &cx.request_id,
+        request_id: cx.request_id(),
         start: cx.start,
         conn: &conn,
         conn_requests: cx.conn_requests,
@@ -483,7 +487,7 @@ async fn proxy<'s>(
 
     {
         let pcx = PhaseCx {
-            request_id: &cx.request_id,
+            request_id: cx.request_id(),
             route_id: None,
             service_id: None,
             captures: None,
@@ -615,7 +619,7 @@ async fn proxy<'s>(
     let mut pre_read: Option<Bytes> = None;
     if !route.plugins.is_empty() {
         let pcx = PhaseCx {
-            request_id: &cx.request_id,
+            request_id: cx.request_id(),
             route_id: Some(&route.id),
             service_id: route.service.as_ref().map(|s| s.id.as_str()),
             captures: Some(&captures),

@@ -599,14 +599,11 @@ impl ListenerCx {
                 .map(|s| (s, req.method().clone()));
             async move {
                 let _busy = busy;
-                let stats = shared.stats.clone();
-                stats.connections_writing.fetch_add(1, Relaxed);
-                let r = handler::handle(shared, info, req.map(ClientBody::Hyper)).await;
-                stats.connections_writing.fetch_sub(1, Relaxed);
-                if let (Some((s, method)), Ok(resp)) = (signal, &r) {
-                    s.resolve(guard::upgraded(&method, resp));
+                let resp = handle_counted(shared, info, req.map(ClientBody::Hyper)).await;
+                if let Some((s, method)) = signal {
+                    s.resolve(guard::upgraded(&method, &resp));
                 }
-                r
+                Ok::<_, std::convert::Infallible>(resp)
             }
         });
         let mut stop = drain.stop.clone();
@@ -623,20 +620,7 @@ impl ListenerCx {
                     self.idle_timeout(),
                     !self.keepalive_timeout.is_zero(),
                     &mut stop,
-                    |req| {
-                        let shared = shared.clone();
-                        let info = fast_info.clone();
-                        async move {
-                            let stats = &shared.stats;
-                            stats.connections_writing.fetch_add(1, Relaxed);
-                            let r = handler::handle(shared.clone(), info, req).await;
-                            shared.stats.connections_writing.fetch_sub(1, Relaxed);
-                            match r {
-                                Ok(r) => r,
-                                Err(never) => match never {},
-                            }
-                        }
-                    },
+                    |req| handle_counted(shared.clone(), fast_info.clone(), req),
                 )
                 .await;
                 let fast::Outcome::HandOver(io) = served else {
@@ -672,6 +656,22 @@ impl ListenerCx {
                 }
             }
         }
+    }
+}
+
+/// One request through the handler, counted in `connections_writing` meanwhile.
+async fn handle_counted(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    req: http::Request<ClientBody>,
+) -> http::Response<crate::Body> {
+    let stats = shared.stats.clone();
+    stats.connections_writing.fetch_add(1, Relaxed);
+    let r = handler::handle(shared, info, req).await;
+    stats.connections_writing.fetch_sub(1, Relaxed);
+    match r {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 

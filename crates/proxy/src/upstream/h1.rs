@@ -597,18 +597,6 @@ impl H1Body {
             .then_some(self.conn)
     }
 
-    pub fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
-    }
-
-    pub fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
-    }
-
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             match step(&mut self.framing, &mut self.conn.rbuf)? {
@@ -781,10 +769,14 @@ impl hyper::body::Body for H1Body {
         self.get_mut().poll_next(cx)
     }
     fn is_end_stream(&self) -> bool {
-        H1Body::is_end_stream(self)
+        self.framing == Framing::Done
     }
     fn size_hint(&self) -> SizeHint {
-        H1Body::size_hint(self)
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
