@@ -12,15 +12,14 @@
 //!
 //! [`Guarded`]: crate::guard::Guarded
 
-use crate::handler::ClientBody;
+use crate::handler::{ClientBody, Reply};
 pub use crate::rewind::Rewind;
-use crate::Body;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
 };
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::io;
@@ -55,7 +54,7 @@ pub async fn serve<I, S, F>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<ClientBody>) -> F,
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = Reply>,
 {
     let mut rbuf = BytesMut::with_capacity(READ_SIZE);
     let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
@@ -213,19 +212,22 @@ fn put_back(head: &[u8], rbuf: &mut BytesMut) -> Parsed {
 async fn write_response<I: AsyncWrite + Unpin>(
     io: &mut I,
     w: &mut Vec<u8>,
-    resp: Response<Body>,
+    reply: Reply,
     is_head: bool,
     close: bool,
 ) -> io::Result<bool> {
+    let Reply { resp, raw } = reply;
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let h = &parts.headers;
-    // One pass over the headers for what framing needs (no hashed look-ups).
+    // What framing needs, noted as the headers are read (no hashed look-ups).
+    // The map's first: the upstream's lines kept as bytes carry neither
+    // `Transfer-Encoding` nor `Connection` (hop-by-hop, see `upstream/raw.rs`).
     let (mut length_value, mut te, mut date, mut connection, mut close) =
         (None, false, false, false, close);
     for (name, value) in h.iter() {
         if *name == CONTENT_LENGTH {
-            length_value = Some(value);
+            length_value = Some(value.as_bytes());
         } else if *name == TRANSFER_ENCODING {
             te = true;
         } else if *name == DATE {
@@ -242,8 +244,32 @@ async fn write_response<I: AsyncWrite + Unpin>(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    // How the body goes out: its length, or chunks. What the headers say is
-    // written as it is, except the framing headers this decides.
+    w.clear();
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(status.as_str().as_bytes());
+    w.push(b' ');
+    // (hyper's wording for a status without a reason)
+    w.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    w.extend_from_slice(b"\r\n");
+    // What the headers say is written as it is, except the framing headers
+    // decided below.
+    let skip_framing = status == StatusCode::NO_CONTENT || te;
+    if let Some(r) = &raw {
+        let (length, has_date) = r.write_end_to_end(h, !skip_framing, w);
+        // (the map's, when it has one, is the one that counts)
+        length_value = length_value.or(length);
+        date |= has_date;
+    }
+    for (name, value) in h.iter() {
+        if skip_framing && (*name == CONTENT_LENGTH || *name == TRANSFER_ENCODING) {
+            continue;
+        }
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    // How the body goes out: its length, or chunks.
     let mut length: Option<u64> = None;
     let mut add_length: Option<u64> = None;
     let mut chunked = false;
@@ -252,7 +278,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
     } else if te {
         chunked = !bodiless;
     } else if let Some(v) = length_value {
-        length = std::str::from_utf8(v.as_bytes())
+        length = std::str::from_utf8(v)
             .ok()
             .and_then(|s| s.trim().parse().ok());
         if length.is_none() {
@@ -268,23 +294,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
         add_length = Some(n);
     } else {
         chunked = true;
-    }
-    w.clear();
-    w.extend_from_slice(b"HTTP/1.1 ");
-    w.extend_from_slice(status.as_str().as_bytes());
-    w.push(b' ');
-    // (hyper's wording for a status without a reason)
-    w.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-    w.extend_from_slice(b"\r\n");
-    let skip_framing = status == StatusCode::NO_CONTENT || te;
-    for (name, value) in h.iter() {
-        if skip_framing && (*name == CONTENT_LENGTH || *name == TRANSFER_ENCODING) {
-            continue;
-        }
-        w.extend_from_slice(name.as_str().as_bytes());
-        w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
-        w.extend_from_slice(b"\r\n");
     }
     if chunked || (te && bodiless && status != StatusCode::NO_CONTENT) {
         w.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -304,6 +313,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     w.extend_from_slice(b"\r\n");
     drop(parts);
+    drop(raw);
     if bodiless {
         io.write_all(w).await?;
         io.flush().await?;

@@ -218,9 +218,10 @@ pub fn request_head(data: &[u8]) {
 /// Feeds raw bytes to the upstream HTTP/1.1 response decoder (the head, then the
 /// body by its framing: length, chunked with trailers, until close), whole and in
 /// pieces: it must never panic, never yield more body bytes than it was given,
-/// and decode the same however the bytes arrive.
+/// and decode the same however the bytes arrive; and its head kept as lines of
+/// bytes must mean what its head as a map means.
 pub fn upstream_response(data: &[u8]) {
-    use crate::upstream::h1::decode_all;
+    use crate::upstream::h1::{check_raw_head, decode_all};
     let Some((&first, raw)) = data.split_first() else {
         return;
     };
@@ -229,6 +230,7 @@ pub fn upstream_response(data: &[u8]) {
     } else {
         http::Method::GET
     };
+    check_raw_head(raw, &method);
     let whole = decode_all(raw, &method, raw.len());
     let pieces = decode_all(raw, &method, 1 + (first as usize >> 1) % 7);
     match (&whole, &pieces) {

@@ -10,6 +10,7 @@ use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
+use crate::upstream::raw::{Kind as RawKind, RawHeaders};
 use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target, UpBody};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
 use bytes::Bytes;
@@ -18,7 +19,6 @@ use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -262,6 +262,9 @@ struct Ctx<'a> {
     grpc: bool,
     /// Requests made on the connection so far, this one included.
     conn_requests: u64,
+    /// The client is served by `fast.rs`, which writes an upstream's header
+    /// lines as bytes ([`Reply::raw`]).
+    raw_ok: bool,
 }
 
 impl Ctx<'_> {
@@ -356,12 +359,44 @@ impl hyper::body::Body for ClientBody {
     }
 }
 
-/// Serves one request.
+/// A response, and the upstream's header lines when they were kept as bytes:
+/// the response's own map then holds only the headers the proxy added, which
+/// replace lines of the same name (see `upstream/raw.rs`).
+pub struct Reply {
+    pub resp: Response<Body>,
+    pub raw: Option<RawHeaders>,
+}
+
+impl Reply {
+    /// The response with every header in its map (for a client hyper serves).
+    pub fn into_response(self) -> Response<Body> {
+        let Some(raw) = self.raw else {
+            return self.resp;
+        };
+        let (mut parts, body) = self.resp.into_parts();
+        match raw.merge(std::mem::take(&mut parts.headers)) {
+            Ok(h) => {
+                parts.headers = h;
+                Response::from_parts(parts, body)
+            }
+            Err(e) => {
+                tracing::error!("upstream response head: {e}");
+                let mut r = Response::new(crate::empty_body());
+                *r.status_mut() = StatusCode::BAD_GATEWAY;
+                r
+            }
+        }
+    }
+}
+
+/// Serves one request. `fast`: the client is served by `fast.rs`, which takes
+/// a [`Reply`] with raw header lines.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
-) -> Result<Response<Body>, Infallible> {
+    fast: bool,
+) -> Reply {
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     // (encoded straight into a buffer: `to_string` goes through fmt)
     let mut id_buf = uuid::Uuid::encode_buffer();
@@ -376,19 +411,25 @@ pub async fn handle(
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
         conn_requests: conn.requests.fetch_add(1, Ordering::Relaxed) + 1,
+        raw_ok: fast,
     };
     if let Some(r) = req
         .headers()
         .get(&crate::guard::REJECT)
         .and_then(|v| crate::guard::parse_reject(v.as_bytes()))
     {
-        return Ok(reject_response(&cx, r, req.headers()));
+        return Reply {
+            resp: reject_response(&cx, r, req.headers()),
+            raw: None,
+        };
     }
     let snap = shared.snapshot.load_full();
     // The head stays here, for the response phases; the body goes on.
     let (mut head, body) = req.into_parts();
     let mut plan = Plan::default();
     let resp = proxy(&cx, &snap, &conn, &mut head, body, &mut plan).await;
+    // (kept only when no response phase runs: `respond` returns `resp` as it is)
+    let raw = plan.raw_headers.take();
     let facts = phases::Facts {
         request_id: cx.request_id(),
         start: cx.start,
@@ -396,7 +437,10 @@ pub async fn handle(
         conn_requests: cx.conn_requests,
         settings: &shared.settings,
     };
-    Ok(phases::respond(&facts, &snap, &head, plan, resp))
+    Reply {
+        resp: phases::respond(&facts, &snap, &head, plan, resp),
+        raw,
+    }
 }
 
 /// The answer to a head refused by [`crate::head`] (nginx's error page
@@ -910,6 +954,15 @@ async fn proxy<'s>(
         }),
         _ => (None, None),
     };
+    // The upstream's header lines go to the client as bytes when nothing else
+    // reads or changes them (`upstream/raw.rs`): a client `fast.rs` serves, no
+    // response phase, no tunnel, no trailers, no cookie to add.
+    let raw_head = cx.raw_ok
+        && client_upgrade.is_none()
+        && !te_trailers
+        && hash_cookie.is_none()
+        && phases::quiet(snap, plan);
+    let mut raw: Option<RawHeaders> = None;
     // Addresses this request failed on: retries move to the next one.
     let mut tried: u64 = 0;
     // The target picked for this try and, for a name, its address.
@@ -1187,6 +1240,7 @@ async fn proxy<'s>(
         match send_watched(
             &mut c,
             ureq,
+            raw_head.then_some(&mut raw),
             progress,
             service.write_timeout,
             service.read_timeout,
@@ -1289,12 +1343,17 @@ async fn proxy<'s>(
     }
 
     let (mut rparts, rbody) = resp.into_parts();
+    // With the lines kept as bytes, `rparts.headers` holds only what the proxy
+    // adds; the lines' hop-by-hop ones and `Trailer` are left out as they are
+    // written (`fast.rs`).
     let is_upgrade = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
-    let up_via = rparts
-        .headers
-        .get(VIA)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let up_via = match &raw {
+        Some(r) => r
+            .get(RawKind::Via)
+            .and_then(|v| std::str::from_utf8(v).ok()),
+        None => rparts.headers.get(VIA).and_then(|v| v.to_str().ok()),
+    }
+    .map(str::to_owned);
     let up_upgrade = rparts.headers.get(UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut rparts.headers);
     if is_upgrade {
@@ -1350,19 +1409,27 @@ async fn proxy<'s>(
             }
         }
     }
-    if settings.server && !rh.contains_key(SERVER) {
+    if settings.server
+        && !rh.contains_key(SERVER)
+        && raw
+            .as_ref()
+            .is_none_or(|r| r.get(RawKind::Server).is_none())
+    {
         rh.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
     }
     if settings.request_id {
         rh.insert(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
     }
 
-    let small = rparts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= SMALL_RESPONSE);
+    let small = match &raw {
+        Some(r) => r.length_at_most(SMALL_RESPONSE),
+        None => rparts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= SMALL_RESPONSE),
+    };
     let rbody = PooledBody::new(rbody, up_conn.map(|c| (cx.shared.pool.clone(), c)));
     let body: Body = if is_upgrade {
         crate::empty_body()
@@ -1375,6 +1442,7 @@ async fn proxy<'s>(
     } else {
         ReadTimeoutBody::new(rbody, service.read_timeout).boxed_unsync()
     };
+    plan.raw_headers = raw;
     Response::from_parts(rparts, body)
 }
 
@@ -1727,6 +1795,7 @@ enum Watched {
 async fn send_watched(
     c: &mut crate::upstream::Conn,
     req: Request<Body>,
+    raw: Option<&mut Option<RawHeaders>>,
     progress: &Progress,
     write_timeout: Duration,
     read_timeout: Duration,
@@ -1756,7 +1825,7 @@ async fn send_watched(
                 }
             }
         };
-        let send = c.send(req);
+        let send = c.send(req, raw);
         tokio::pin!(send);
         loop {
             tokio::select! {

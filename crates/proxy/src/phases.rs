@@ -44,6 +44,8 @@ pub struct Plan<'s> {
     /// The consumer an auth plugin authenticated (the log, and consistent hashing on
     /// `consumer`).
     pub auth: Option<Authenticated>,
+    /// The upstream's header lines, kept as bytes when [`quiet`] (`handler::Reply`).
+    pub raw_headers: Option<crate::upstream::raw::RawHeaders>,
 }
 
 /// What the request path records for the log phase only.
@@ -338,14 +340,19 @@ pub fn respond<'s>(
     plan: Plan<'s>,
     resp: Response<Body>,
 ) -> Response<Body> {
-    let quiet = match &plan.collected {
-        Some(c) => c.is_empty() && c.response_headers.is_empty(),
-        None => !snap.plugins.has_global_downstream(),
-    };
-    if quiet {
+    if quiet(snap, &plan) {
         return resp;
     }
     run_response_phases(f, snap, head, plan, resp)
+}
+
+/// Whether no plugin has a response phase to run (nothing reads or changes
+/// the response on its way out).
+pub fn quiet(snap: &Snapshot, plan: &Plan<'_>) -> bool {
+    match &plan.collected {
+        Some(c) => c.is_empty() && c.response_headers.is_empty(),
+        None => !snap.plugins.has_global_downstream(),
+    }
 }
 
 fn run_response_phases<'s>(

@@ -599,7 +599,9 @@ impl ListenerCx {
                 .map(|s| (s, req.method().clone()));
             async move {
                 let _busy = busy;
-                let resp = handle_counted(shared, info, req.map(ClientBody::Hyper)).await;
+                let resp = handle_counted(shared, info, req.map(ClientBody::Hyper), false)
+                    .await
+                    .into_response();
                 if let Some((s, method)) = signal {
                     s.resolve(guard::upgraded(&method, &resp));
                 }
@@ -620,7 +622,7 @@ impl ListenerCx {
                     self.idle_timeout(),
                     !self.keepalive_timeout.is_zero(),
                     &mut stop,
-                    |req| handle_counted(shared.clone(), fast_info.clone(), req),
+                    |req| handle_counted(shared.clone(), fast_info.clone(), req, true),
                 )
                 .await;
                 let fast::Outcome::HandOver(io) = served else {
@@ -664,15 +666,13 @@ async fn handle_counted(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     req: http::Request<ClientBody>,
-) -> http::Response<crate::Body> {
+    fast: bool,
+) -> handler::Reply {
     let stats = shared.stats.clone();
     stats.connections_writing.fetch_add(1, Relaxed);
-    let r = handler::handle(shared, info, req).await;
+    let r = handler::handle(shared, info, req, fast).await;
     stats.connections_writing.fetch_sub(1, Relaxed);
-    match r {
-        Ok(r) => r,
-        Err(never) => match never {},
-    }
+    r
 }
 
 /// Requests of one connection: how many began, how many are being handled.

@@ -3,6 +3,7 @@
 //! settings. It lives outside the snapshot, so it survives rebuilds.
 
 pub mod h1;
+pub mod raw;
 
 use crate::{Body, BoxError};
 use h1::{Io, H1};
@@ -491,22 +492,32 @@ impl Conn {
 
     /// Sends the request; on a connection that failed before the request
     /// went out, hands the request back.
+    /// `raw`: an HTTP/1.1 response's header lines are kept as bytes, put
+    /// there, and its head's map left empty (where they can be: not for a
+    /// tunnel, nor when `Connection` names other headers).
     pub async fn send(
         &mut self,
         req: http::Request<Body>,
+        raw: Option<&mut Option<raw::RawHeaders>>,
     ) -> Result<http::Response<UpBody>, SendError> {
         match &mut self.sender {
             Sender::H1(slot) => {
                 let Some(conn) = slot.as_mut() else {
                     return Err(SendError::Failed("upstream connection busy".into()));
                 };
-                let head = conn.send(req, self.reused).await.map_err(|e| match e {
-                    h1::Failure::NotSent(r, e) => SendError::NotSent(r, e),
-                    h1::Failure::Failed(e) => SendError::Failed(e),
-                })?;
+                let mut head =
+                    conn.send(req, self.reused, raw.is_some())
+                        .await
+                        .map_err(|e| match e {
+                            h1::Failure::NotSent(r, e) => SendError::NotSent(r, e),
+                            h1::Failure::Failed(e) => SendError::Failed(e),
+                        })?;
                 let Some(conn) = slot.take() else {
                     unreachable!("checked above");
                 };
+                if let Some(slot) = raw {
+                    *slot = head.take_raw();
+                }
                 let (mut parts, body) = head.finish(conn);
                 let body = match body {
                     Ok(b) => UpBody::H1(b),

@@ -133,3 +133,142 @@ async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     assert!(text[second..].contains("\"/g\""), "{text}");
     p.shutdown().await;
 }
+
+/// An upstream that answers every request with `answer`, as it is.
+async fn fixed_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let mut b = [0u8; 4096];
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&b[..k]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The upstream's header lines go to a fast-path client as bytes (see
+/// `upstream/raw.rs`): as they came, in their order and letter case, less the
+/// hop-by-hop ones, `Trailer`, and what the proxy sets itself.
+#[tokio::test]
+async fn upstream_header_lines_pass_through_less_hop_by_hop() {
+    let up = fixed_upstream(
+        b"HTTP/1.1 200 OK\r\n\
+          Server: up/1\r\n\
+          X-Mixed-Case: A b\r\n\
+          Set-Cookie: a=1\r\n\
+          Connection: keep-alive\r\n\
+          Keep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\n\
+          Upgrade: foo/1\r\n\
+          Trailer: x-t\r\n\
+          Via: 1.0 up\r\n\
+          X-Kong-Proxy-Latency: 999\r\n\
+          X-Spaced:   v  \r\n\
+          set-cookie: b=2\r\n\
+          Content-Length: 9\r\n\
+          Transfer-Encoding: chunked\r\n\
+          \r\n\
+          5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n",
+    )
+    .await;
+    let s = service("127.0.0.1", up.port(), json!({}));
+    let r = route(Some(&s), json!({"paths": ["/"]}));
+    let p = start(&dataset(vec![("services", s), ("routes", r)]), &[]).await;
+    let mut c = TcpStream::connect(p.addrs[0]).await.unwrap();
+    for _ in 0..2 {
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        while !buf.ends_with(b"0\r\n\r\n") {
+            let mut b = [0u8; 8192];
+            let k = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+                .await
+                .expect("in time")
+                .unwrap();
+            assert!(k > 0);
+            buf.extend_from_slice(&b[..k]);
+        }
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.lines().skip(1).collect();
+        let names: Vec<String> = lines
+            .iter()
+            .map(|l| l.split_once(':').unwrap().0.to_ascii_lowercase())
+            .collect();
+        for gone in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "trailer",
+            "content-length",
+        ] {
+            assert!(!names.iter().any(|n| n == gone), "{gone} passed on: {head}");
+        }
+        // (in their order and letter case; the proxy's own after them)
+        let kept: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| {
+                ["Server", "X-Mixed", "Set-Cookie", "set-cookie", "X-Spaced"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "Server: up/1",
+                "X-Mixed-Case: A b",
+                "Set-Cookie: a=1",
+                "X-Spaced: v",
+                "set-cookie: b=2"
+            ],
+            "{head}"
+        );
+        let via: Vec<&&str> = lines.iter().filter(|l| l.starts_with("via:")).collect();
+        assert_eq!(via, [&"via: 1.0 up, 1.1 kong/3.9.1"], "{head}");
+        let latency: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-kong-proxy-latency:"))
+            .collect();
+        assert_eq!(latency.len(), 1, "{head}");
+        assert!(!latency[0].ends_with("999"), "{head}");
+        assert!(names.iter().any(|n| n == "date"), "{head}");
+        assert!(names.iter().any(|n| n == "transfer-encoding"), "{head}");
+        // (re-chunked as the body's frames arrive)
+        let mut decoded = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size, 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            decoded.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        assert_eq!(decoded, "hello!");
+    }
+    p.shutdown().await;
+}

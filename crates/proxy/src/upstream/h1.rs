@@ -8,11 +8,10 @@
 //! from it; between requests the pool holds the connection. hyper still serves
 //! the clients and speaks HTTP/2 to gRPC upstreams.
 
+use super::raw::{Kind, Line, RawHeaders};
 use crate::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -140,7 +139,9 @@ enum Chunk {
 
 /// A response head read from the upstream.
 pub struct Head {
+    /// (its headers empty when they are kept in `raw`)
     pub parts: http::response::Parts,
+    raw: Option<RawHeaders>,
     framing: Framing,
     keep_alive: bool,
 }
@@ -186,7 +187,13 @@ impl H1 {
     /// Sends `req` and reads the response head. `reused`: the connection
     /// carried a request before (a failure before any byte of the response is
     /// then a stale connection, and the request is handed back if it is whole).
-    pub async fn send(&mut self, mut req: Request<Body>, reused: bool) -> Result<Head, Failure> {
+    /// `raw`: see [`parse_head`].
+    pub async fn send(
+        &mut self,
+        mut req: Request<Body>,
+        reused: bool,
+        raw: bool,
+    ) -> Result<Head, Failure> {
         let method = req.method().clone();
         let framing = match self.encode_head(&mut req) {
             Ok(f) => f,
@@ -202,7 +209,7 @@ impl H1 {
                 if let Err(e) = self.write_body(body, f).await {
                     // The upstream may have answered early and stopped reading.
                     return match e {
-                        WriteError::Io(e) => match self.read_head(&method).await {
+                        WriteError::Io(e) => match self.read_head(&method, raw).await {
                             Ok(mut h) => {
                                 h.keep_alive = false;
                                 Ok(h)
@@ -218,7 +225,7 @@ impl H1 {
         if let Err(e) = self.io.flush().await {
             return Err(Failure::Failed(Box::new(e)));
         }
-        match self.read_head(&method).await {
+        match self.read_head(&method, raw).await {
             Ok(h) => Ok(h),
             Err(ReadError::Closed(e)) if reused && whole => Err(Failure::NotSent(Box::new(req), e)),
             Err(ReadError::Closed(e) | ReadError::Other(e)) => Err(Failure::Failed(e)),
@@ -364,12 +371,12 @@ impl H1 {
         Poll::Ready(Ok(n))
     }
 
-    async fn read_head(&mut self, method: &Method) -> Result<Head, ReadError> {
+    async fn read_head(&mut self, method: &Method, raw: bool) -> Result<Head, ReadError> {
         let mut got_any = false;
         loop {
             if !self.rbuf.is_empty() {
                 got_any = true;
-                match parse_head(&mut self.rbuf, method).map_err(ReadError::Other)? {
+                match parse_head(&mut self.rbuf, method, raw).map_err(ReadError::Other)? {
                     // Interim responses (100 Continue, 103 Early Hints) are not forwarded.
                     Some(h)
                         if h.parts.status.is_informational()
@@ -423,12 +430,14 @@ enum BodyOut {
 }
 
 /// Parses a response head at the start of `rbuf` and takes it out; `None`
-/// while it is incomplete.
-fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxError> {
+/// while it is incomplete. `raw`: keep the header lines as bytes
+/// ([`RawHeaders`]) instead of building the head's map, unless the head
+/// switches protocols or its `Connection` names other headers.
+fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<Head>, BoxError> {
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, version, count) = {
+    let mut lines = Vec::new();
+    let (len, code, version) = {
         let status = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, rbuf, &mut slots)
             .map_err(|e| {
@@ -441,60 +450,48 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
             return Ok(None);
         };
         let base = rbuf.as_ptr() as usize;
-        for (slot, h) in at.iter_mut().zip(res.headers.iter()) {
+        lines.reserve_exact(res.headers.len());
+        for h in res.headers.iter() {
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;
-            *slot = (
-                n as u32,
-                h.name.len() as u32,
-                v as u32,
-                h.value.len() as u32,
-            );
+            let kind = Kind::of(h.name.as_bytes());
+            lines.push(Line::new((n, h.name.len()), (v, h.value.len()), kind));
         }
-        (
-            len,
-            res.code.unwrap_or(0),
-            res.version.unwrap_or(1),
-            res.headers.len(),
-        )
+        (len, res.code.unwrap_or(0), res.version.unwrap_or(1))
     };
     let head = rbuf.split_to(len).freeze();
-    // (room for the headers the proxy adds to a response: Via, latencies, ids)
-    let mut headers = HeaderMap::with_capacity(count + 6);
-    // What framing needs, noted as the headers go in (no hashed look-ups after).
+    // What framing needs, noted from the lines' kinds (no hashed look-ups).
     let mut lengths: Option<Result<u64, ()>> = None;
     let mut last_coding_chunked: Option<bool> = None;
     let (mut conn_close, mut conn_keep_alive) = (false, false);
-    for &(n, nl, v, vl) in &at[..count] {
-        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| err("invalid header name in the upstream response"))?;
-        // (httparse checked the value's bytes)
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| err("invalid header value in the upstream response"))?;
-        let bytes = value.as_bytes();
-        if name == CONTENT_LENGTH {
-            lengths = Some(match (lengths, content_length(bytes)) {
-                (None, Some(n)) => Ok(n),
-                (Some(Ok(a)), Some(b)) if a == b => Ok(a),
-                _ => Err(()),
-            });
-        } else if name == TRANSFER_ENCODING {
-            if let Some(t) = bytes
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
-                last_coding_chunked = Some(t.eq_ignore_ascii_case(b"chunked"));
+    for l in &lines {
+        let bytes = &head[l.value_range()];
+        match l.kind {
+            Kind::ContentLength => {
+                lengths = Some(match (lengths, content_length(bytes)) {
+                    (None, Some(n)) => Ok(n),
+                    (Some(Ok(a)), Some(b)) if a == b => Ok(a),
+                    _ => Err(()),
+                });
             }
-            last_coding_chunked.get_or_insert(false);
-        } else if name == CONNECTION {
-            for t in bytes.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                conn_close |= t.eq_ignore_ascii_case(b"close");
-                conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            Kind::TransferEncoding => {
+                if let Some(t) = bytes
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .rfind(|t| !t.is_empty())
+                {
+                    last_coding_chunked = Some(t.eq_ignore_ascii_case(b"chunked"));
+                }
+                last_coding_chunked.get_or_insert(false);
             }
+            Kind::Connection => {
+                for t in bytes.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    conn_close |= t.eq_ignore_ascii_case(b"close");
+                    conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            _ => {}
         }
-        headers.append(name, value);
     }
     let status =
         StatusCode::from_u16(code).map_err(|_| err("invalid status in the upstream response"))?;
@@ -508,6 +505,9 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
     } else {
         conn_keep_alive
     };
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an
+    // intermediary must then drop.
+    let drop_length = last_coding_chunked.is_some() && lengths.is_some();
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -515,11 +515,6 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
     {
         Framing::Done
     } else if let Some(chunked) = last_coding_chunked {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an
-        // intermediary must then drop.
-        if lengths.is_some() {
-            headers.remove(CONTENT_LENGTH);
-        }
         if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
@@ -537,12 +532,21 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxE
             }
         }
     };
+    let lines = RawHeaders::new(head, lines, drop_length);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
+    let raw =
+        if raw && status != StatusCode::SWITCHING_PROTOCOLS && !lines.connection_lists_others() {
+            Some(lines)
+        } else {
+            // (room for the headers the proxy adds to a response: Via, latencies, ids)
+            parts.headers = lines.to_map(6).map_err(err)?;
+            None
+        };
     Ok(Some(Head {
         parts,
+        raw,
         framing,
         keep_alive,
     }))
@@ -566,6 +570,11 @@ fn content_length(v: &[u8]) -> Option<u64> {
 }
 
 impl Head {
+    /// The header lines, when they were kept as bytes (`send`'s `raw`).
+    pub fn take_raw(&mut self) -> Option<RawHeaders> {
+        self.raw.take()
+    }
+
     /// The response's head and its body read from `conn`, or for `101
     /// Switching Protocols`, the connection as a tunnel.
     pub fn finish(self, conn: H1) -> (http::response::Parts, Result<H1Body, Upgraded>) {
@@ -733,7 +742,7 @@ pub fn decode_all(raw: &[u8], method: &Method, piece: usize) -> Result<Option<Ve
     let mut pieces = raw.chunks(piece.max(1));
     let mut rbuf = BytesMut::new();
     let head = loop {
-        match parse_head(&mut rbuf, method)? {
+        match parse_head(&mut rbuf, method, false)? {
             Some(h)
                 if h.parts.status.is_informational()
                     && h.parts.status != StatusCode::SWITCHING_PROTOCOLS => {}
@@ -757,6 +766,37 @@ pub fn decode_all(raw: &[u8], method: &Method, piece: usize) -> Result<Option<Ve
             },
         }
     }
+}
+
+/// Parses the head at the start of `raw` both ways — into a map, and as lines
+/// kept as bytes — and checks they agree: the same framing, the lines' map the
+/// same as the map, and what the lines carry on to a client the same as the map
+/// less its hop-by-hop headers (the fuzz target's check of `upstream/raw.rs`).
+pub fn check_raw_head(raw: &[u8], method: &Method) {
+    let mapped = parse_head(&mut BytesMut::from(raw), method, false);
+    let kept = parse_head(&mut BytesMut::from(raw), method, true);
+    let (m, k) = match (mapped, kept) {
+        (Ok(Some(m)), Ok(Some(k))) => (m, k),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => return,
+        (a, b) => panic!(
+            "map: {:?}, lines: {:?}",
+            a.map(|h| h.is_some()).map_err(|e| e.to_string()),
+            b.map(|h| h.is_some()).map_err(|e| e.to_string())
+        ),
+    };
+    assert_eq!((m.framing, m.keep_alive), (k.framing, k.keep_alive));
+    assert_eq!(m.parts.status, k.parts.status);
+    let Some(lines) = k.raw else {
+        assert_eq!(m.parts.headers, k.parts.headers);
+        return;
+    };
+    assert!(k.parts.headers.is_empty());
+    assert_eq!(lines.to_map(0).ok().as_ref(), Some(&m.parts.headers));
+    lines.check_written(&HeaderMap::new());
+    let mut end_to_end = m.parts.headers;
+    crate::headers::remove_hop_by_hop(&mut end_to_end);
+    end_to_end.remove(&crate::headers::TRAILER);
+    assert_eq!(lines.merge(HeaderMap::new()).ok(), Some(end_to_end));
 }
 
 impl hyper::body::Body for H1Body {
@@ -808,7 +848,7 @@ mod tests {
 
     fn head(raw: &[u8], method: Method) -> Result<Option<Head>, BoxError> {
         let mut b = BytesMut::from(raw);
-        parse_head(&mut b, &method)
+        parse_head(&mut b, &method, false)
     }
 
     #[test]

@@ -1,0 +1,413 @@
+//! An upstream response's header lines kept as the bytes they arrived in.
+//!
+//! Building an `http::HeaderMap` for a response (a parsed, hashed name and a
+//! value per line), adding to it and dropping it is about a seventh of a plain
+//! proxied request's instructions (bench/RESULTS.md). When nothing reads the
+//! response's headers — no plugin with a response phase, a client served by
+//! `fast.rs` — the lines go to the client as they came, less the hop-by-hop
+//! ones, and the proxy's own headers follow from a small map. Each line's
+//! kind is found once, while the head is parsed; anything else gets the map.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, SERVER, VIA};
+
+/// What a header line is to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Upgrade`: hop-by-hop
+    /// whatever `Connection` lists.
+    HopByHop,
+    Trailer,
+    Date,
+    Server,
+    Via,
+    /// `X-Kong-…`: the proxy may set one of these itself.
+    Kong,
+}
+
+impl Kind {
+    /// The kind of a header name, in any letter case.
+    pub fn of(name: &[u8]) -> Kind {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        match name.len() {
+            2 if is("te") => Kind::HopByHop,
+            3 if is("via") => Kind::Via,
+            4 if is("date") => Kind::Date,
+            5 if is("proxy") => Kind::HopByHop,
+            6 if is("server") => Kind::Server,
+            7 if is("upgrade") => Kind::HopByHop,
+            7 if is("trailer") => Kind::Trailer,
+            10 if is("connection") => Kind::Connection,
+            10 if is("keep-alive") => Kind::HopByHop,
+            14 if is("content-length") => Kind::ContentLength,
+            16 if is("proxy-connection") => Kind::HopByHop,
+            17 if is("transfer-encoding") => Kind::TransferEncoding,
+            n if n > 7 && name[..7].eq_ignore_ascii_case(b"x-kong-") => Kind::Kong,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Where one line's name and value sit in the head.
+#[derive(Clone, Copy, Debug)]
+pub struct Line {
+    name: (u32, u32),
+    value: (u32, u32),
+    pub kind: Kind,
+}
+
+impl Line {
+    pub fn new(name: (usize, usize), value: (usize, usize), kind: Kind) -> Line {
+        // (a head is at most `h1::MAX_READ` bytes)
+        Line {
+            name: (name.0 as u32, name.1 as u32),
+            value: (value.0 as u32, value.1 as u32),
+            kind,
+        }
+    }
+}
+
+impl Line {
+    /// Where the value sits in the head.
+    pub fn value_range(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..(self.value.0 + self.value.1) as usize
+    }
+}
+
+/// A response head's header lines, in their order.
+pub struct RawHeaders {
+    head: Bytes,
+    lines: Vec<Line>,
+    /// The kinds among the lines, a bit each.
+    kinds: u16,
+    /// `Content-Length` lines to leave out: `Transfer-Encoding` overrides them
+    /// (RFC 9112 §6.3).
+    drop_length: bool,
+}
+
+impl RawHeaders {
+    pub fn new(head: Bytes, lines: Vec<Line>, drop_length: bool) -> RawHeaders {
+        let kinds = lines.iter().fold(0, |k, l| k | 1 << l.kind as u16);
+        RawHeaders {
+            head,
+            lines,
+            kinds,
+            drop_length,
+        }
+    }
+
+    fn has(&self, kind: Kind) -> bool {
+        self.kinds & 1 << kind as u16 != 0
+    }
+
+    fn name(&self, l: &Line) -> &[u8] {
+        &self.head[l.name.0 as usize..(l.name.0 + l.name.1) as usize]
+    }
+
+    fn value(&self, l: &Line) -> &[u8] {
+        &self.head[l.value_range()]
+    }
+
+    /// The first value of a kind of header.
+    pub fn get(&self, kind: Kind) -> Option<&[u8]> {
+        if !self.has(kind) {
+            return None;
+        }
+        self.lines
+            .iter()
+            .find(|l| l.kind == kind)
+            .map(|l| self.value(l))
+    }
+
+    /// Whether `Connection` names headers to remove besides the fixed
+    /// hop-by-hop ones (which only [`to_map`](Self::to_map) handles).
+    pub fn connection_lists_others(&self) -> bool {
+        self.has(Kind::Connection)
+            && self
+                .lines
+                .iter()
+                .filter(|l| l.kind == Kind::Connection)
+                .flat_map(|l| self.value(l).split(|b| *b == b','))
+                .map(<[u8]>::trim_ascii)
+                .any(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                })
+    }
+
+    /// Every line as a map entry (what a response carries when something
+    /// reads or changes its headers).
+    pub fn to_map(&self, extra: usize) -> Result<HeaderMap, &'static str> {
+        let mut map = HeaderMap::with_capacity(self.lines.len() + extra);
+        for l in &self.lines {
+            if self.drop_length && l.kind == Kind::ContentLength {
+                continue;
+            }
+            let name = HeaderName::from_bytes(self.name(l))
+                .map_err(|_| "invalid header name in the upstream response")?;
+            // (httparse checked the value's bytes)
+            let value = HeaderValue::from_maybe_shared(self.head.slice(l.value_range()))
+                .map_err(|_| "invalid header value in the upstream response")?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+
+    /// The lines an end-to-end response carries on, as `(name, value, kind)`:
+    /// without the hop-by-hop ones, `Trailer`, a `Content-Length` that
+    /// `Transfer-Encoding` overrode, and any header `overlay` sets itself.
+    pub fn end_to_end<'a>(
+        &'a self,
+        overlay: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8], Kind)> + 'a {
+        // (one hashed look-up for each of these kinds present, not one per line)
+        let set_by_overlay = |kind: Kind, name: HeaderName| {
+            self.has(kind) && !overlay.is_empty() && overlay.contains_key(name)
+        };
+        let drop_via = set_by_overlay(Kind::Via, VIA);
+        let drop_server = set_by_overlay(Kind::Server, SERVER);
+        self.lines.iter().filter_map(move |l| {
+            let keep = match l.kind {
+                Kind::Other | Kind::Date => true,
+                Kind::ContentLength => !self.drop_length,
+                Kind::Via => !drop_via,
+                Kind::Server => !drop_server,
+                // (seldom sent by upstreams)
+                Kind::Kong => {
+                    HeaderName::from_bytes(self.name(l)).is_ok_and(|n| !overlay.contains_key(n))
+                }
+                Kind::Connection | Kind::HopByHop | Kind::TransferEncoding | Kind::Trailer => false,
+            };
+            keep.then(|| (self.name(l), self.value(l), l.kind))
+        })
+    }
+
+    /// Appends [`end_to_end`](Self::end_to_end)'s lines to `w` (without
+    /// `Content-Length` unless `keep_length`), copying each run of adjacent
+    /// lines at once. Returns the `Content-Length` value written and whether a
+    /// `Date` was.
+    pub fn write_end_to_end<'a>(
+        &'a self,
+        overlay: &'a HeaderMap,
+        keep_length: bool,
+        w: &mut Vec<u8>,
+    ) -> (Option<&'a [u8]>, bool) {
+        let (mut length, mut date) = (None, false);
+        // The bytes of the lines not yet copied (`start..end` of the head).
+        let mut run: Option<(usize, usize)> = None;
+        let head = &self.head[..];
+        let flush = |run: &mut Option<(usize, usize)>, w: &mut Vec<u8>| {
+            if let Some((s, e)) = run.take() {
+                w.extend_from_slice(&head[s..e]);
+            }
+        };
+        for (name, value, kind) in self.end_to_end(overlay) {
+            match kind {
+                Kind::ContentLength if !keep_length => continue,
+                Kind::ContentLength => {
+                    length.get_or_insert(value);
+                }
+                Kind::Date => date = true,
+                _ => {}
+            }
+            let start = name.as_ptr() as usize - head.as_ptr() as usize;
+            let end = value.as_ptr() as usize - head.as_ptr() as usize + value.len();
+            if value.is_empty() || !head[end..].starts_with(b"\r\n") {
+                // (a value whose trailing space was trimmed, or a bare LF)
+                flush(&mut run, w);
+                w.extend_from_slice(name);
+                w.extend_from_slice(b": ");
+                w.extend_from_slice(value);
+                w.extend_from_slice(b"\r\n");
+                continue;
+            }
+            // (the line as it came: its name, colon, spaces and value)
+            run = match run {
+                Some((s, e)) if e == start => Some((s, end + 2)),
+                _ => {
+                    flush(&mut run, w);
+                    Some((start, end + 2))
+                }
+            };
+        }
+        flush(&mut run, w);
+        (length, date)
+    }
+
+    /// Checks that [`write_end_to_end`](Self::write_end_to_end) writes what
+    /// [`end_to_end`](Self::end_to_end) lists, read back by httparse (the
+    /// fuzz target's and the tests' check).
+    pub fn check_written(&self, overlay: &HeaderMap) {
+        let mut w = Vec::new();
+        let (length, _) = self.write_end_to_end(overlay, true, &mut w);
+        w.extend_from_slice(b"\r\n");
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        let parsed = match httparse::parse_headers(&w, &mut slots) {
+            Ok(httparse::Status::Complete((n, h))) if n == w.len() => h,
+            other => panic!("written lines do not parse: {other:?}"),
+        };
+        let written: Vec<(&[u8], &[u8])> = parsed
+            .iter()
+            .map(|h| (h.name.as_bytes(), h.value))
+            .collect();
+        let listed: Vec<(&[u8], &[u8])> =
+            self.end_to_end(overlay).map(|(n, v, _)| (n, v)).collect();
+        assert_eq!(written, listed);
+        assert_eq!(
+            length,
+            self.end_to_end(overlay)
+                .find(|l| l.2 == Kind::ContentLength)
+                .map(|l| l.1)
+        );
+    }
+
+    /// The response's headers as one map: [`end_to_end`](Self::end_to_end)'s
+    /// lines, then `overlay`'s (for a client hyper serves).
+    pub fn merge(&self, overlay: HeaderMap) -> Result<HeaderMap, &'static str> {
+        let mut map = HeaderMap::with_capacity(self.lines.len() + overlay.len());
+        for (n, v, _) in self.end_to_end(&overlay) {
+            let name = HeaderName::from_bytes(n)
+                .map_err(|_| "invalid header name in the upstream response")?;
+            let value = HeaderValue::from_bytes(v)
+                .map_err(|_| "invalid header value in the upstream response")?;
+            map.append(name, value);
+        }
+        let mut last = None;
+        for (n, v) in overlay {
+            let n = match n {
+                Some(n) => {
+                    last = Some(n.clone());
+                    n
+                }
+                None => match &last {
+                    Some(n) => n.clone(),
+                    None => continue,
+                },
+            };
+            map.append(n, v);
+        }
+        Ok(map)
+    }
+
+    /// Whether a `Content-Length` of at most `n` is among the lines.
+    pub fn length_at_most(&self, n: u64) -> bool {
+        !self.drop_length
+            && self
+                .get(Kind::ContentLength)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|len| len <= n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::CONTENT_LENGTH;
+
+    fn raw(lines: &[(&str, &str)], drop_length: bool) -> RawHeaders {
+        let mut head = String::new();
+        let mut at = Vec::new();
+        for (n, v) in lines {
+            let ns = head.len();
+            head.push_str(n);
+            head.push_str(": ");
+            let vs = head.len();
+            head.push_str(v);
+            head.push_str("\r\n");
+            at.push(Line::new(
+                (ns, n.len()),
+                (vs, v.len()),
+                Kind::of(n.as_bytes()),
+            ));
+        }
+        RawHeaders::new(Bytes::from(head), at, drop_length)
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(Kind::of(b"Content-Length"), Kind::ContentLength);
+        assert_eq!(Kind::of(b"TRANSFER-ENCODING"), Kind::TransferEncoding);
+        assert_eq!(Kind::of(b"Keep-Alive"), Kind::HopByHop);
+        assert_eq!(Kind::of(b"te"), Kind::HopByHop);
+        assert_eq!(Kind::of(b"X-Kong-Upstream-Latency"), Kind::Kong);
+        assert_eq!(Kind::of(b"x-kong-"), Kind::Other);
+        assert_eq!(Kind::of(b"Content-Type"), Kind::Other);
+        assert_eq!(Kind::of(b"Trailer"), Kind::Trailer);
+    }
+
+    #[test]
+    fn end_to_end_lines_match_the_map_path() {
+        let r = raw(
+            &[
+                ("Server", "up"),
+                ("Content-Length", "2"),
+                ("Connection", "keep-alive"),
+                ("Keep-Alive", "timeout=5"),
+                ("Via", "1.1 other"),
+                ("X-Kong-Proxy-Latency", "99"),
+                ("X-Custom", "a"),
+                ("x-custom", "b"),
+                ("Trailer", "x"),
+            ],
+            false,
+        );
+        assert!(!r.connection_lists_others());
+        r.check_written(&HeaderMap::new());
+        let mut overlay = HeaderMap::new();
+        overlay.insert("via", HeaderValue::from_static("1.1 other, 1.1 kong"));
+        overlay.insert("x-kong-proxy-latency", HeaderValue::from_static("0"));
+        r.check_written(&overlay);
+        let kept: Vec<(String, String)> = r
+            .end_to_end(&overlay)
+            .map(|(n, v, _)| {
+                (
+                    String::from_utf8(n.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("Server", "up"),
+                ("Content-Length", "2"),
+                ("X-Custom", "a"),
+                ("x-custom", "b")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        // The merged map is what the map path builds: the upstream's map less
+        // hop-by-hop headers and `Trailer`, with the overlay's values set.
+        let merged = r.merge(overlay.clone()).unwrap();
+        let mut expected = r.to_map(0).unwrap();
+        crate::headers::remove_hop_by_hop(&mut expected);
+        expected.remove(&crate::headers::TRAILER);
+        for (n, v) in &overlay {
+            expected.insert(n, v.clone());
+        }
+        assert_eq!(merged, expected);
+        assert!(r.length_at_most(2) && !r.length_at_most(1));
+    }
+
+    #[test]
+    fn overridden_length_and_listed_names() {
+        let r = raw(
+            &[
+                ("Transfer-Encoding", "chunked"),
+                ("Content-Length", "5"),
+                ("Connection", "close, X-Private"),
+            ],
+            true,
+        );
+        assert!(r.connection_lists_others());
+        assert_eq!(r.end_to_end(&HeaderMap::new()).count(), 0);
+        assert!(!r.to_map(0).unwrap().contains_key(CONTENT_LENGTH));
+        assert!(!r.length_at_most(10));
+    }
+}
