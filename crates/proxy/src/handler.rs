@@ -10,6 +10,7 @@ use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
+use crate::upstream::outgoing::Outgoing;
 use crate::upstream::raw::{Kind as RawKind, RawHeaders};
 use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target, UpBody};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
@@ -778,102 +779,96 @@ async fn proxy<'s>(
         Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    let upstream_headers = |content_length: Option<usize>| -> HeaderMap {
-        // Room for what is added below.
-        let mut uh = headers::end_to_end(client_headers, 12);
-        let set = |hm: &mut HeaderMap, n: &HeaderName, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                hm.insert(n.clone(), v);
-            }
-        };
-        // The peer's address is formatted once per connection.
-        let client_ip = if remote_addr == peer_ip {
-            conn.peer_ip_value.clone()
-        } else {
-            HeaderValue::from_str(&remote_addr.to_string()).unwrap_or(HeaderValue::from_static(""))
-        };
-        match client_headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(v) => set(&mut uh, &X_FORWARDED_FOR, &format!("{v}, {peer_ip}")),
-            None => {
-                uh.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-            }
-        }
-        match &fwd_proto {
-            Cow::Borrowed("https") => {
-                uh.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-            }
-            Cow::Borrowed("http") => {
-                uh.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-            }
-            p => set(&mut uh, &X_FORWARDED_PROTO, p),
-        }
-        match &host_value {
-            // (the client's own value, by reference count, when it is the same)
-            Some(v) if v.as_bytes() == fwd_host.as_bytes() => {
-                uh.insert(X_FORWARDED_HOST.clone(), v.clone());
-            }
-            _ => set(&mut uh, &X_FORWARDED_HOST, &fwd_host),
-        }
-        match &fwd_port {
-            Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
-            // (the listener's port is formatted once per connection)
-            None if port == conn.local.port() => {
-                uh.insert(X_FORWARDED_PORT.clone(), conn.local_port_value.clone());
-            }
-            None => {
-                uh.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
-            }
-        }
-        set(
-            &mut uh,
-            &X_FORWARDED_PATH,
-            fwd_path.as_deref().unwrap_or(raw_path),
-        );
-        match fwd_prefix {
-            Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
-            None => {
-                uh.remove(&X_FORWARDED_PREFIX);
-            }
-        }
-        uh.insert(X_REAL_IP.clone(), client_ip);
-        match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
-            Some(v) => set(
-                &mut uh,
-                &VIA,
-                &format!("{v}, {http_version} kong/{KONG_VERSION}"),
-            ),
-            None => {
-                uh.insert(VIA, via_value(head.version, false));
-            }
-        }
-        if settings.request_id_upstream {
-            uh.insert(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
-        }
-        if te_trailers || h2_up {
-            uh.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        }
-        if !h2_up {
-            if let Some(u) = &upgrade_to {
-                uh.insert(
-                    http::header::CONNECTION,
-                    HeaderValue::from_static("keep-alive, Upgrade"),
-                );
-                uh.insert(UPGRADE, u.clone());
+    // What the proxy sets over the client's headers (`upstream/outgoing.rs`);
+    // a value that is no header value leaves the client's as it is.
+    let upstream_headers =
+        |content_length: Option<usize>| -> Vec<(HeaderName, Option<HeaderValue>)> {
+            let mut uh: Vec<(HeaderName, Option<HeaderValue>)> = Vec::with_capacity(13);
+            let set = |uh: &mut Vec<_>, n: &HeaderName, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    uh.push((n.clone(), Some(v)));
+                }
+            };
+            // The peer's address is formatted once per connection.
+            let client_ip = if remote_addr == peer_ip {
+                conn.peer_ip_value.clone()
             } else {
-                uh.insert(
-                    http::header::CONNECTION,
-                    HeaderValue::from_static("keep-alive"),
-                );
+                HeaderValue::from_str(&remote_addr.to_string())
+                    .unwrap_or(HeaderValue::from_static(""))
+            };
+            match client_headers
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(v) => set(&mut uh, &X_FORWARDED_FOR, &format!("{v}, {peer_ip}")),
+                None => uh.push((X_FORWARDED_FOR.clone(), Some(client_ip.clone()))),
             }
-        }
-        if let Some(n) = content_length {
-            uh.insert(CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        uh
-    };
+            match &fwd_proto {
+                Cow::Borrowed("https") => uh.push((
+                    X_FORWARDED_PROTO.clone(),
+                    Some(HeaderValue::from_static("https")),
+                )),
+                Cow::Borrowed("http") => uh.push((
+                    X_FORWARDED_PROTO.clone(),
+                    Some(HeaderValue::from_static("http")),
+                )),
+                p => set(&mut uh, &X_FORWARDED_PROTO, p),
+            }
+            match &host_value {
+                // (the client's own value, by reference count, when it is the same)
+                Some(v) if v.as_bytes() == fwd_host.as_bytes() => {
+                    uh.push((X_FORWARDED_HOST.clone(), Some(v.clone())))
+                }
+                _ => set(&mut uh, &X_FORWARDED_HOST, &fwd_host),
+            }
+            match &fwd_port {
+                Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
+                // (the listener's port is formatted once per connection)
+                None if port == conn.local.port() => uh.push((
+                    X_FORWARDED_PORT.clone(),
+                    Some(conn.local_port_value.clone()),
+                )),
+                None => uh.push((X_FORWARDED_PORT.clone(), Some(HeaderValue::from(port)))),
+            }
+            set(
+                &mut uh,
+                &X_FORWARDED_PATH,
+                fwd_path.as_deref().unwrap_or(raw_path),
+            );
+            match fwd_prefix {
+                Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
+                None => uh.push((X_FORWARDED_PREFIX.clone(), None)),
+            }
+            uh.push((X_REAL_IP.clone(), Some(client_ip)));
+            match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
+                Some(v) => set(
+                    &mut uh,
+                    &VIA,
+                    &format!("{v}, {http_version} kong/{KONG_VERSION}"),
+                ),
+                None => uh.push((VIA, Some(via_value(head.version, false)))),
+            }
+            if settings.request_id_upstream {
+                uh.push((X_KONG_REQUEST_ID.clone(), Some(cx.request_id_value.clone())));
+            }
+            if te_trailers || h2_up {
+                uh.push((http::header::TE, Some(HeaderValue::from_static("trailers"))));
+            }
+            if !h2_up {
+                let connection = match &upgrade_to {
+                    Some(u) => {
+                        uh.push((UPGRADE, Some(u.clone())));
+                        HeaderValue::from_static("keep-alive, Upgrade")
+                    }
+                    None => HeaderValue::from_static("keep-alive"),
+                };
+                uh.push((http::header::CONNECTION, Some(connection)));
+            }
+            if let Some(n) = content_length {
+                uh.push((CONTENT_LENGTH, Some(HeaderValue::from(n))));
+            }
+            uh
+        };
     let preserved_host: Option<&str> = if route.preserve_host {
         raw_host.or(conn.sni.as_deref())
     } else {
@@ -963,6 +958,8 @@ async fn proxy<'s>(
         && hash_cookie.is_none()
         && phases::quiet(snap, plan);
     let mut raw: Option<RawHeaders> = None;
+    // The upstream request's headers, made on the first try that sends.
+    let mut outgoing: Option<Outgoing<'_>> = None;
     // Addresses this request failed on: retries move to the next one.
     let mut tried: u64 = 0;
     // The target picked for this try and, for a name, its address.
@@ -1186,12 +1183,19 @@ async fn proxy<'s>(
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
                     None => body.take().unwrap_or_else(crate::empty_body),
                 };
+                let out = outgoing.get_or_insert_with(|| {
+                    Outgoing::new(
+                        client_headers,
+                        upstream_headers(buffered.as_ref().map(Bytes::len)),
+                    )
+                });
+                // (an HTTP/1.1 head is written from `out` itself)
                 let b = match b.headers_mut() {
-                    Some(h) => {
-                        *h = upstream_headers(buffered.as_ref().map(Bytes::len));
+                    Some(h) if h2_up => {
+                        *h = out.to_map();
                         b
                     }
-                    None => b,
+                    _ => b,
                 };
                 let Ok(r) = b.body(this_body) else {
                     return cx.error(
@@ -1209,11 +1213,10 @@ async fn proxy<'s>(
             Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)),
             Cow::Borrowed(s) => HeaderValue::from_str(s),
         };
-        if let Ok(v) = host_hv {
-            ureq.headers_mut().insert(HOST, v);
-        }
         if h2_up {
             ureq.headers_mut().remove(HOST);
+        } else if let Some(out) = outgoing.as_mut() {
+            out.host = host_hv.ok().or_else(|| client_headers.get(HOST).cloned());
         }
         sent_at = Instant::now();
         let reused = c.reused;
@@ -1240,6 +1243,7 @@ async fn proxy<'s>(
         match send_watched(
             &mut c,
             ureq,
+            outgoing.as_ref().filter(|_| !h2_up),
             raw_head.then_some(&mut raw),
             progress,
             service.write_timeout,
@@ -1795,6 +1799,7 @@ enum Watched {
 async fn send_watched(
     c: &mut crate::upstream::Conn,
     req: Request<Body>,
+    out: Option<&Outgoing<'_>>,
     raw: Option<&mut Option<RawHeaders>>,
     progress: &Progress,
     write_timeout: Duration,
@@ -1825,7 +1830,7 @@ async fn send_watched(
                 }
             }
         };
-        let send = c.send(req, raw);
+        let send = c.send(req, out, raw);
         tokio::pin!(send);
         loop {
             tokio::select! {

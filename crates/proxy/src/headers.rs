@@ -89,17 +89,31 @@ fn is_fixed_hop_by_hop(n: &HeaderName) -> bool {
 /// `extra` more headers. Built in one pass and sized once: a clone keeps no
 /// spare room, so each header added to it would grow the copy again.
 pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
-    let listed = src.contains_key(CONNECTION);
+    let listed = lists_others(src);
     let mut out = HeaderMap::with_capacity(src.len() + extra);
     for (k, v) in src {
-        if is_fixed_hop_by_hop(k)
-            || (listed && connection_tokens(src).any(|t| t.eq_ignore_ascii_case(k.as_str())))
-        {
-            continue;
+        if is_end_to_end(src, listed, k) {
+            out.append(k.clone(), v.clone());
         }
-        out.append(k.clone(), v.clone());
     }
     out
+}
+
+/// Whether `h`'s `Connection` may name headers besides the fixed hop-by-hop
+/// ones (then [`is_end_to_end`] reads its list).
+pub fn lists_others(h: &HeaderMap) -> bool {
+    h.get_all(CONNECTION)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
+}
+
+/// Whether `name`, one of `src`'s headers, goes on past a proxy: not one of
+/// the fixed hop-by-hop headers, nor (with `listed`, [`lists_others`]) one
+/// that `src`'s `Connection` lists.
+pub fn is_end_to_end(src: &HeaderMap, listed: bool, name: &HeaderName) -> bool {
+    let listed_here =
+        || listed && connection_tokens(src).any(|t| t.eq_ignore_ascii_case(name.as_str()));
+    !(is_fixed_hop_by_hop(name) || listed_here())
 }
 
 /// Removes hop-by-hop headers: `Connection` and what it lists,

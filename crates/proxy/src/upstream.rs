@@ -3,6 +3,7 @@
 //! settings. It lives outside the snapshot, so it survives rebuilds.
 
 pub mod h1;
+pub mod outgoing;
 pub mod raw;
 
 use crate::{Body, BoxError};
@@ -492,12 +493,14 @@ impl Conn {
 
     /// Sends the request; on a connection that failed before the request
     /// went out, hands the request back.
+    /// `out`: the request's headers (else its own map's).
     /// `raw`: an HTTP/1.1 response's header lines are kept as bytes, put
     /// there, and its head's map left empty (where they can be: not for a
     /// tunnel, nor when `Connection` names other headers).
     pub async fn send(
         &mut self,
         req: http::Request<Body>,
+        out: Option<&outgoing::Outgoing<'_>>,
         raw: Option<&mut Option<raw::RawHeaders>>,
     ) -> Result<http::Response<UpBody>, SendError> {
         match &mut self.sender {
@@ -505,13 +508,13 @@ impl Conn {
                 let Some(conn) = slot.as_mut() else {
                     return Err(SendError::Failed("upstream connection busy".into()));
                 };
-                let mut head =
-                    conn.send(req, self.reused, raw.is_some())
-                        .await
-                        .map_err(|e| match e {
-                            h1::Failure::NotSent(r, e) => SendError::NotSent(r, e),
-                            h1::Failure::Failed(e) => SendError::Failed(e),
-                        })?;
+                let mut head = conn
+                    .send(req, out, self.reused, raw.is_some())
+                    .await
+                    .map_err(|e| match e {
+                        h1::Failure::NotSent(r, e) => SendError::NotSent(r, e),
+                        h1::Failure::Failed(e) => SendError::Failed(e),
+                    })?;
                 let Some(conn) = slot.take() else {
                     unreachable!("checked above");
                 };
@@ -531,6 +534,10 @@ impl Conn {
                 Ok(http::Response::from_parts(parts, body))
             }
             Sender::H2(s) => {
+                let mut req = req;
+                if let Some(out) = out {
+                    *req.headers_mut() = out.to_map();
+                }
                 if let Err(e) = s.ready().await {
                     return Err(SendError::NotSent(Box::new(req), Box::new(e)));
                 }

@@ -8,6 +8,7 @@
 //! from it; between requests the pool holds the connection. hyper still serves
 //! the clients and speaks HTTP/2 to gRPC upstreams.
 
+use super::outgoing::Outgoing;
 use super::raw::{Kind, Line, RawHeaders};
 use crate::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
@@ -187,15 +188,21 @@ impl H1 {
     /// Sends `req` and reads the response head. `reused`: the connection
     /// carried a request before (a failure before any byte of the response is
     /// then a stale connection, and the request is handed back if it is whole).
-    /// `raw`: see [`parse_head`].
+    /// `out`: the request's headers (else its own map's); `raw`: see
+    /// [`parse_head`].
     pub async fn send(
         &mut self,
         mut req: Request<Body>,
+        out: Option<&Outgoing<'_>>,
         reused: bool,
         raw: bool,
     ) -> Result<Head, Failure> {
         let method = req.method().clone();
-        let framing = match self.encode_head(&mut req) {
+        let encoded = match out {
+            Some(out) => self.encode_head_from(&req, out),
+            None => self.encode_head(&mut req),
+        };
+        let framing = match encoded {
             Ok(f) => f,
             Err(e) => return Err(Failure::Failed(e)),
         };
@@ -232,6 +239,50 @@ impl H1 {
         }
     }
 
+    /// Writes the request head into `wbuf`, its headers `out`'s (and the
+    /// request's own, if any); returns how the body follows (`None`: no body).
+    fn encode_head_from(
+        &mut self,
+        req: &Request<Body>,
+        out: &Outgoing<'_>,
+    ) -> Result<Option<BodyOut>, BoxError> {
+        use hyper::body::Body as _;
+        let w = &mut self.wbuf;
+        w.clear();
+        request_line(w, req);
+        // (`Transfer-Encoding` is hop-by-hop: not among the client's headers
+        // passed on, and the proxy sets none but the one below)
+        let mut length = None;
+        for (name, value) in out.iter().chain(req.headers()) {
+            if *name == CONTENT_LENGTH {
+                length = Some(value);
+            }
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        let body = if req.body().is_end_stream() {
+            None
+        } else if let Some(v) = length {
+            let n = std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| err("invalid content-length in the request to the upstream"))?;
+            Some(BodyOut::Length(n))
+        } else if let Some(n) = req.body().size_hint().exact() {
+            w.extend_from_slice(b"content-length: ");
+            w.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]));
+            w.extend_from_slice(b"\r\n");
+            Some(BodyOut::Length(n))
+        } else {
+            w.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Some(BodyOut::Chunked)
+        };
+        w.extend_from_slice(b"\r\n");
+        Ok(body)
+    }
+
     /// Writes the request head into `wbuf`; returns how the body follows
     /// (`None`: no body).
     fn encode_head(&mut self, req: &mut Request<Body>) -> Result<Option<BodyOut>, BoxError> {
@@ -261,15 +312,7 @@ impl H1 {
         };
         let w = &mut self.wbuf;
         w.clear();
-        w.extend_from_slice(req.method().as_str().as_bytes());
-        w.push(b' ');
-        let uri = req.uri();
-        match (uri.scheme(), uri.path_and_query()) {
-            (None, Some(pq)) => w.extend_from_slice(pq.as_str().as_bytes()),
-            (None, None) => w.push(b'/'),
-            (Some(_), _) => w.extend_from_slice(uri.to_string().as_bytes()),
-        }
-        w.extend_from_slice(b" HTTP/1.1\r\n");
+        request_line(w, req);
         for (name, value) in req.headers() {
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
@@ -409,6 +452,19 @@ impl H1 {
             }
         }
     }
+}
+
+/// `METHOD target HTTP/1.1` and its line end.
+fn request_line(w: &mut Vec<u8>, req: &Request<Body>) {
+    w.extend_from_slice(req.method().as_str().as_bytes());
+    w.push(b' ');
+    let uri = req.uri();
+    match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(pq)) => w.extend_from_slice(pq.as_str().as_bytes()),
+        (None, None) => w.push(b'/'),
+        (Some(_), _) => w.extend_from_slice(uri.to_string().as_bytes()),
+    }
+    w.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
 enum ReadError {
