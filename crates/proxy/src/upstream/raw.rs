@@ -33,20 +33,24 @@ impl Kind {
     /// The kind of a header name, in any letter case.
     pub fn of(name: &[u8]) -> Kind {
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        match name.len() {
-            2 if is("te") => Kind::HopByHop,
-            3 if is("via") => Kind::Via,
-            4 if is("date") => Kind::Date,
-            5 if is("proxy") => Kind::HopByHop,
-            6 if is("server") => Kind::Server,
-            7 if is("upgrade") => Kind::HopByHop,
-            7 if is("trailer") => Kind::Trailer,
-            10 if is("connection") => Kind::Connection,
-            10 if is("keep-alive") => Kind::HopByHop,
-            14 if is("content-length") => Kind::ContentLength,
-            16 if is("proxy-connection") => Kind::HopByHop,
-            17 if is("transfer-encoding") => Kind::TransferEncoding,
-            n if n > 7 && name[..7].eq_ignore_ascii_case(b"x-kong-") => Kind::Kong,
+        // (length and first letter first: most names are none of these)
+        let Some(first) = name.first() else {
+            return Kind::Other;
+        };
+        match (name.len(), first | 0x20) {
+            (2, b't') if is("te") => Kind::HopByHop,
+            (3, b'v') if is("via") => Kind::Via,
+            (4, b'd') if is("date") => Kind::Date,
+            (5, b'p') if is("proxy") => Kind::HopByHop,
+            (6, b's') if is("server") => Kind::Server,
+            (7, b'u') if is("upgrade") => Kind::HopByHop,
+            (7, b't') if is("trailer") => Kind::Trailer,
+            (10, b'c') if is("connection") => Kind::Connection,
+            (10, b'k') if is("keep-alive") => Kind::HopByHop,
+            (14, b'c') if is("content-length") => Kind::ContentLength,
+            (16, b'p') if is("proxy-connection") => Kind::HopByHop,
+            (17, b't') if is("transfer-encoding") => Kind::TransferEncoding,
+            (n, b'x') if n > 7 && name[..7].eq_ignore_ascii_case(b"x-kong-") => Kind::Kong,
             _ => Kind::Other,
         }
     }
@@ -339,6 +343,8 @@ mod tests {
         assert_eq!(Kind::of(b"x-kong-"), Kind::Other);
         assert_eq!(Kind::of(b"Content-Type"), Kind::Other);
         assert_eq!(Kind::of(b"Trailer"), Kind::Trailer);
+        assert_eq!(Kind::of(b""), Kind::Other);
+        assert_eq!(Kind::of(b"Xylophone-Header"), Kind::Other);
     }
 
     #[test]
