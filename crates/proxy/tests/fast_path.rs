@@ -111,16 +111,10 @@ async fn head_answers_carry_no_body_and_the_connection_goes_on() {
         .await
         .unwrap();
     // The HEAD answer's length describes the GET's body: read both heads raw.
-    let mut buf = Vec::new();
-    while buf.windows(4).filter(|w| *w == b"\r\n\r\n").count() < 2 || !buf.ends_with(b"}") {
-        let mut b = [0u8; 8192];
-        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
-            .await
-            .expect("in time")
-            .unwrap();
-        assert!(k > 0);
-        buf.extend_from_slice(&b[..k]);
-    }
+    let buf = read_until(&mut s, |buf| {
+        buf.windows(4).filter(|w| *w == b"\r\n\r\n").count() >= 2 && buf.ends_with(b"}")
+    })
+    .await;
     let text = String::from_utf8_lossy(&buf);
     let second = text
         .find("HTTP/1.1 200 OK")
@@ -132,6 +126,21 @@ async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     );
     assert!(text[second..].contains("\"/g\""), "{text}");
     p.shutdown().await;
+}
+
+/// Reads from `s` until what was read is `done`.
+async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while !done(&buf) {
+        let mut b = [0u8; 8192];
+        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert!(k > 0, "closed early");
+        buf.extend_from_slice(&b[..k]);
+    }
+    buf
 }
 
 /// An upstream that answers every request with `answer`, as it is.
@@ -198,16 +207,7 @@ async fn upstream_header_lines_pass_through_less_hop_by_hop() {
         c.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let mut buf = Vec::new();
-        while !buf.ends_with(b"0\r\n\r\n") {
-            let mut b = [0u8; 8192];
-            let k = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
-                .await
-                .expect("in time")
-                .unwrap();
-            assert!(k > 0);
-            buf.extend_from_slice(&b[..k]);
-        }
+        let buf = read_until(&mut c, |buf| buf.ends_with(b"0\r\n\r\n")).await;
         let text = String::from_utf8_lossy(&buf).to_string();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let lines: Vec<&str> = head.lines().skip(1).collect();
