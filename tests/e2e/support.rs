@@ -290,6 +290,9 @@ pub struct Gateway {
     pub proxy: String,
     pub status: String,
     pub client: Client,
+    /// The ports this process was given and must be listening on once ready (one a
+    /// test's own `TOLLGATE_*_LISTEN` replaced is not checked).
+    own_ports: Vec<u16>,
     /// Released after the process stopped (fields drop after `Drop::drop`).
     _database: Option<FreshDb>,
 }
@@ -403,6 +406,11 @@ impl Gateway {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            own_ports: [("TOLLGATE_ADMIN_LISTEN", a), ("TOLLGATE_STATUS_LISTEN", s)]
+                .into_iter()
+                .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+                .map(|(_, port)| port)
+                .collect(),
             _database: None,
         }
     }
@@ -434,7 +442,9 @@ impl Gateway {
                 .send()
                 .await
             {
-                if r.status() == StatusCode::OK {
+                // (the answer may come from another test's gateway that took the
+                // port this one was given: then this one fails to bind and is retried)
+                if r.status() == StatusCode::OK && self.owns_its_ports() {
                     return Ok(());
                 }
             }
@@ -443,6 +453,43 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether this gateway's own process listens on the Admin API and status ports
+    /// it was given (read from /proc: the listening sockets on those ports, and the
+    /// process's fds).
+    fn owns_its_ports(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        let inodes: std::collections::HashSet<String> = fds
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                let l = l.to_string_lossy().into_owned();
+                l.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let listens = |want: u16| {
+            table.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 9
+                    && f[3] == "0A"
+                    && f[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(want)
+                    && inodes.contains(f[9])
+            })
+        };
+        self.own_ports.iter().all(|p| listens(*p))
     }
 
     /// Kills the process with SIGKILL (no chance to flush or clean up) and reaps it.
