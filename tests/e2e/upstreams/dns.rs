@@ -277,7 +277,13 @@ async fn srv_records_weigh_their_own_weight_in_every_algorithm() {
     }
     let n = |k: &str| per.get(k).copied().unwrap_or(0);
     assert_eq!(n("d"), 0, "{per:?}");
-    assert!(n("b") > 2 * n("a") && n("a") > 3 * n("c"), "{per:?}");
+    // A record's share of the keys is the length of the arcs before its points;
+    // the points sit where their names (with the records' random ports) hash, so
+    // with 39 and 117 points the shares spread by several percent from run to
+    // run: a at 24.5 % ± 4 %. A 3:1 ratio is thus no bound (b > 2a failed about
+    // one run in 30); the order of the weights is (each margin > 5 standard
+    // deviations).
+    assert!(n("b") > n("a") && n("a") > n("c"), "{per:?}");
 
     // least-connections: one request at a time goes to the heaviest record
     upstream(
