@@ -225,7 +225,9 @@ async fn write_response<I: AsyncWrite + Unpin>(
     // `Transfer-Encoding` nor `Connection` (hop-by-hop, see `upstream/raw.rs`).
     let (mut length_value, mut te, mut date, mut connection, mut close) =
         (None, false, false, false, close);
-    for (name, value) in h.iter() {
+    // (the proxy's own headers that go with the lines: its map in all but name)
+    let own = || raw.iter().flat_map(|r| r.own());
+    for (name, value) in h.iter().chain(own()) {
         if *name == CONTENT_LENGTH {
             length_value = Some(value.as_bytes());
         } else if *name == TRANSFER_ENCODING {
@@ -260,7 +262,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
         length_value = length_value.or(length);
         date |= has_date;
     }
-    for (name, value) in h.iter() {
+    for (name, value) in h.iter().chain(own()) {
         if skip_framing && (*name == CONTENT_LENGTH || *name == TRANSFER_ENCODING) {
             continue;
         }

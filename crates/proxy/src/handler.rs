@@ -1376,20 +1376,35 @@ async fn proxy<'s>(
     if let Some(c) = hash_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
         rh.append(http::header::SET_COOKIE, c);
     }
+    let add_server = settings.server
+        && !rh.contains_key(SERVER)
+        && raw
+            .as_ref()
+            .is_none_or(|r| r.get(RawKind::Server).is_none());
+    // The proxy's own headers: with the lines kept as bytes, a short list that
+    // goes with them (no map to hash them into); else into the map.
+    let mut own: Option<Vec<(HeaderName, HeaderValue)>> =
+        raw.as_ref().map(|_| Vec::with_capacity(5));
+    let mut set = |n: &HeaderName, v: HeaderValue| match own.as_mut() {
+        Some(o) => o.push((n.clone(), v)),
+        None => {
+            rh.insert(n, v);
+        }
+    };
     if settings.upstream_status {
-        rh.insert(
+        set(
             &X_KONG_UPSTREAM_STATUS,
             headers::number_value(upstream_status.into()),
         );
     }
     if settings.upstream_latency {
-        rh.insert(
+        set(
             &X_KONG_UPSTREAM_LATENCY,
             headers::number_value(upstream_latency as u64),
         );
     }
     if settings.proxy_latency {
-        rh.insert(
+        set(
             &X_KONG_PROXY_LATENCY,
             headers::number_value(proxy_latency as u64),
         );
@@ -1404,25 +1419,21 @@ async fn proxy<'s>(
             Some(u) => {
                 let v = format!("{u}, {}", via_value(ver, true).to_str().unwrap_or_default());
                 if let Ok(v) = HeaderValue::from_str(&v) {
-                    rh.insert(VIA, v);
+                    set(&VIA, v);
                 }
             }
             // (a static value: no formatting)
-            None => {
-                rh.insert(VIA, via_value(ver, true));
-            }
+            None => set(&VIA, via_value(ver, true)),
         }
     }
-    if settings.server
-        && !rh.contains_key(SERVER)
-        && raw
-            .as_ref()
-            .is_none_or(|r| r.get(RawKind::Server).is_none())
-    {
-        rh.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+    if add_server {
+        set(&SERVER, HeaderValue::from_static(SERVER_TOKEN));
     }
     if settings.request_id {
-        rh.insert(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
+        set(&X_KONG_REQUEST_ID, cx.request_id_value.clone());
+    }
+    if let (Some(r), Some(own)) = (raw.as_mut(), own) {
+        r.set_own(own);
     }
 
     let small = match &raw {

@@ -91,6 +91,9 @@ pub struct RawHeaders {
     /// `Content-Length` lines to leave out: `Transfer-Encoding` overrides them
     /// (RFC 9112 §6.3).
     drop_length: bool,
+    /// Headers the proxy sets itself, over lines of the same name, written after
+    /// the lines (no framing headers among them).
+    own: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl RawHeaders {
@@ -101,7 +104,24 @@ impl RawHeaders {
             lines,
             kinds,
             drop_length,
+            own: Vec::new(),
         }
+    }
+
+    /// Sets the proxy's own headers (see [`own`](Self::own)).
+    pub fn set_own(&mut self, own: Vec<(HeaderName, HeaderValue)>) {
+        self.own = own;
+    }
+
+    /// The headers the proxy sets itself.
+    pub fn own(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.own.iter().map(|(n, v)| (n, v))
+    }
+
+    /// Whether the proxy sets `name` itself, here or in `overlay`.
+    fn set_by_proxy(&self, overlay: &HeaderMap, name: &HeaderName) -> bool {
+        self.own.iter().any(|(n, _)| n == name)
+            || (!overlay.is_empty() && overlay.contains_key(name))
     }
 
     fn has(&self, kind: Kind) -> bool {
@@ -164,17 +184,15 @@ impl RawHeaders {
 
     /// The lines an end-to-end response carries on, as `(name, value, kind)`:
     /// without the hop-by-hop ones, `Trailer`, a `Content-Length` that
-    /// `Transfer-Encoding` overrode, and any header `overlay` sets itself.
+    /// `Transfer-Encoding` overrode, and any header the proxy sets itself (its
+    /// own, or `overlay`'s).
     pub fn end_to_end<'a>(
         &'a self,
         overlay: &'a HeaderMap,
     ) -> impl Iterator<Item = (&'a [u8], &'a [u8], Kind)> + 'a {
-        // (one hashed look-up for each of these kinds present, not one per line)
-        let set_by_overlay = |kind: Kind, name: HeaderName| {
-            self.has(kind) && !overlay.is_empty() && overlay.contains_key(name)
-        };
-        let drop_via = set_by_overlay(Kind::Via, VIA);
-        let drop_server = set_by_overlay(Kind::Server, SERVER);
+        // (one look-up for each of these kinds present, not one per line)
+        let drop_via = self.has(Kind::Via) && self.set_by_proxy(overlay, &VIA);
+        let drop_server = self.has(Kind::Server) && self.set_by_proxy(overlay, &SERVER);
         self.lines.iter().filter_map(move |l| {
             let keep = match l.kind {
                 Kind::Other | Kind::Date => true,
@@ -182,9 +200,8 @@ impl RawHeaders {
                 Kind::Via => !drop_via,
                 Kind::Server => !drop_server,
                 // (seldom sent by upstreams)
-                Kind::Kong => {
-                    HeaderName::from_bytes(self.name(l)).is_ok_and(|n| !overlay.contains_key(n))
-                }
+                Kind::Kong => HeaderName::from_bytes(self.name(l))
+                    .is_ok_and(|n| !self.set_by_proxy(overlay, &n)),
                 Kind::Connection | Kind::HopByHop | Kind::TransferEncoding | Kind::Trailer => false,
             };
             keep.then(|| (self.name(l), self.value(l), l.kind))
@@ -280,6 +297,9 @@ impl RawHeaders {
             let value = HeaderValue::from_bytes(v)
                 .map_err(|_| "invalid header value in the upstream response")?;
             map.append(name, value);
+        }
+        for (n, v) in &self.own {
+            map.insert(n, v.clone());
         }
         let mut last = None;
         for (n, v) in overlay {
@@ -399,6 +419,19 @@ mod tests {
         }
         assert_eq!(merged, expected);
         assert!(r.length_at_most(2) && !r.length_at_most(1));
+
+        // The proxy's own headers kept with the lines mean what the overlay meant.
+        let mut r = r;
+        r.set_own(
+            overlay
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+        );
+        let empty = HeaderMap::new();
+        assert_eq!(r.end_to_end(&empty).count(), kept.len());
+        r.check_written(&empty);
+        assert_eq!(r.merge(HeaderMap::new()).unwrap(), expected);
     }
 
     #[test]
