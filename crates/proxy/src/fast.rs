@@ -140,7 +140,9 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
         let base = rbuf.as_ptr() as usize;
         for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
             let name = h.name.as_bytes();
-            // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's.
+            // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's; and
+            // the framer's verdicts (`guard.rs`), which the handler looks for in
+            // hyper's requests only.
             if name.eq_ignore_ascii_case(b"content-length") {
                 if h.value.trim_ascii() != b"0" {
                     return Parsed::Hyper;
@@ -149,6 +151,7 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
                 || name.eq_ignore_ascii_case(b"upgrade")
                 || name.eq_ignore_ascii_case(b"expect")
                 || name.eq_ignore_ascii_case(b"te")
+                || name.eq_ignore_ascii_case(crate::guard::REJECT_HEADER.as_bytes())
             {
                 return Parsed::Hyper;
             } else if name.eq_ignore_ascii_case(b"connection") {

@@ -414,9 +414,10 @@ pub async fn handle(
         conn_requests: conn.requests.fetch_add(1, Ordering::Relaxed) + 1,
         raw_ok: fast,
     };
-    if let Some(r) = req
-        .headers()
-        .get(&crate::guard::REJECT)
+    // (`fast.rs` hands every request with the verdict header to hyper)
+    if let Some(r) = (!fast)
+        .then(|| req.headers().get(&crate::guard::REJECT))
+        .flatten()
         .and_then(|v| crate::guard::parse_reject(v.as_bytes()))
     {
         return Reply {

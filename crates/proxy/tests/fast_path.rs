@@ -272,3 +272,30 @@ async fn upstream_header_lines_pass_through_less_hop_by_hop() {
     }
     p.shutdown().await;
 }
+
+/// A head the framer refuses after one the fast path served: its verdict
+/// (a synthetic request, handed to hyper) is answered in order, then the
+/// connection closes; a client's own copy of the verdict header proves nothing.
+#[tokio::test]
+async fn a_refused_head_after_a_served_one_gets_its_verdict() {
+    let p = proxy().await;
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\nx-tollgate-reject: forged 400\r\n\r\n\
+          GET /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let first = text.find("HTTP/1.1 200 OK").expect("the first request served");
+    let second = text.find("HTTP/1.1 400 Bad Request").expect("the verdict");
+    assert!(first < second, "{text}");
+    assert!(text.contains("\"/a\""), "{text}");
+    assert!(text[second..].contains("Bad request"), "{text}");
+    p.shutdown().await;
+}
