@@ -292,7 +292,9 @@ async fn a_refused_head_after_a_served_one_gets_its_verdict() {
         .expect("the proxy closes the connection")
         .unwrap();
     let text = String::from_utf8_lossy(&all);
-    let first = text.find("HTTP/1.1 200 OK").expect("the first request served");
+    let first = text
+        .find("HTTP/1.1 200 OK")
+        .expect("the first request served");
     let second = text.find("HTTP/1.1 400 Bad Request").expect("the verdict");
     assert!(first < second, "{text}");
     assert!(text.contains("\"/a\""), "{text}");
