@@ -269,10 +269,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
         if skip_framing && (*name == CONTENT_LENGTH || *name == TRANSFER_ENCODING) {
             continue;
         }
-        w.extend_from_slice(name.as_str().as_bytes());
-        w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
-        w.extend_from_slice(b"\r\n");
+        crate::headers::put_line(w, name.as_str().as_bytes(), value.as_bytes());
     }
     // How the body goes out: its length, or chunks.
     let mut length: Option<u64> = None;

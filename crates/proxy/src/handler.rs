@@ -959,8 +959,11 @@ async fn proxy<'s>(
         && hash_cookie.is_none()
         && phases::quiet(snap, plan);
     let mut raw: Option<RawHeaders> = None;
-    // The upstream request's headers, made on the first try that sends.
-    let mut outgoing: Option<Outgoing<'_>> = None;
+    // The upstream request's headers (its `Host` set per try).
+    let mut outgoing = Outgoing::new(
+        client_headers,
+        upstream_headers(buffered.as_ref().map(Bytes::len)),
+    );
     // Addresses this request failed on: retries move to the next one.
     let mut tried: u64 = 0;
     // The target picked for this try and, for a name, its address.
@@ -1158,7 +1161,7 @@ async fn proxy<'s>(
                 continue;
             }
         };
-        let mut ureq = match pending.take() {
+        let ureq = match pending.take() {
             // not sent: its headers are built already
             Some(r) => r,
             None => {
@@ -1184,20 +1187,7 @@ async fn proxy<'s>(
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
                     None => body.take().unwrap_or_else(crate::empty_body),
                 };
-                let out = outgoing.get_or_insert_with(|| {
-                    Outgoing::new(
-                        client_headers,
-                        upstream_headers(buffered.as_ref().map(Bytes::len)),
-                    )
-                });
-                // (an HTTP/1.1 head is written from `out` itself)
-                let b = match b.headers_mut() {
-                    Some(h) if h2_up => {
-                        *h = out.to_map();
-                        b
-                    }
-                    _ => b,
-                };
+                // (its headers come from `outgoing` as it is sent)
                 let Ok(r) = b.body(this_body) else {
                     return cx.error(
                         500,
@@ -1214,11 +1204,12 @@ async fn proxy<'s>(
             Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)),
             Cow::Borrowed(s) => HeaderValue::from_str(s),
         };
-        if h2_up {
-            ureq.headers_mut().remove(HOST);
-        } else if let Some(out) = outgoing.as_mut() {
-            out.host = host_hv.ok().or_else(|| client_headers.get(HOST).cloned());
-        }
+        // (HTTP/2 carries the authority in its URI)
+        outgoing.host = if h2_up {
+            None
+        } else {
+            host_hv.ok().or_else(|| client_headers.get(HOST).cloned())
+        };
         sent_at = Instant::now();
         let reused = c.reused;
         // A request without a body is never polled for one: its progress
@@ -1244,7 +1235,7 @@ async fn proxy<'s>(
         match send_watched(
             &mut c,
             ureq,
-            outgoing.as_ref().filter(|_| !h2_up),
+            &outgoing,
             raw_head.then_some(&mut raw),
             progress,
             service.write_timeout,
@@ -1811,7 +1802,7 @@ enum Watched {
 async fn send_watched(
     c: &mut crate::upstream::Conn,
     req: Request<Body>,
-    out: Option<&Outgoing<'_>>,
+    out: &Outgoing<'_>,
     raw: Option<&mut Option<RawHeaders>>,
     progress: &Progress,
     write_timeout: Duration,

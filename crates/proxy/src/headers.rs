@@ -99,6 +99,15 @@ pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
     out
 }
 
+/// Appends `name: value` and its line end to a head being written.
+#[inline]
+pub fn put_line(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
 /// Whether `h`'s `Connection` may name headers besides the fixed hop-by-hop
 /// ones (then [`is_end_to_end`] reads its list).
 pub fn lists_others(h: &HeaderMap) -> bool {

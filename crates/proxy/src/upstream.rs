@@ -493,14 +493,14 @@ impl Conn {
 
     /// Sends the request; on a connection that failed before the request
     /// went out, hands the request back.
-    /// `out`: the request's headers (else its own map's).
+    /// `out`: the request's headers (its own map is not read).
     /// `raw`: an HTTP/1.1 response's header lines are kept as bytes, put
     /// there, and its head's map left empty (where they can be: not for a
     /// tunnel, nor when `Connection` names other headers).
     pub async fn send(
         &mut self,
         req: http::Request<Body>,
-        out: Option<&outgoing::Outgoing<'_>>,
+        out: &outgoing::Outgoing<'_>,
         raw: Option<&mut Option<raw::RawHeaders>>,
     ) -> Result<http::Response<UpBody>, SendError> {
         match &mut self.sender {
@@ -535,9 +535,7 @@ impl Conn {
             }
             Sender::H2(s) => {
                 let mut req = req;
-                if let Some(out) = out {
-                    *req.headers_mut() = out.to_map();
-                }
+                *req.headers_mut() = out.to_map();
                 if let Err(e) = s.ready().await {
                     return Err(SendError::NotSent(Box::new(req), Box::new(e)));
                 }

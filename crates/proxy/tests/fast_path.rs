@@ -89,14 +89,7 @@ async fn connection_close_and_http_1_0_end_the_connection_after_the_response() {
         &b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
         &b"GET /y HTTP/1.0\r\nHost: x\r\n\r\n"[..],
     ] {
-        let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
-        s.write_all(req).await.unwrap();
-        let mut all = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
-            .await
-            .expect("the proxy closes the connection")
-            .unwrap();
-        let text = String::from_utf8_lossy(&all);
+        let text = until_closed(&p, req).await;
         assert!(text.starts_with("HTTP/1."), "{text}");
         assert!(text.contains(" 200 OK\r\n"), "{text}");
     }
@@ -126,6 +119,18 @@ async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     );
     assert!(text[second..].contains("\"/g\""), "{text}");
     p.shutdown().await;
+}
+
+/// Sends `bytes` on a new connection; what the proxy answered until it closed.
+async fn until_closed(p: &Running, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&all).into_owned()
 }
 
 /// Reads from `s` until what was read is `done`.
@@ -279,19 +284,12 @@ async fn upstream_header_lines_pass_through_less_hop_by_hop() {
 #[tokio::test]
 async fn a_refused_head_after_a_served_one_gets_its_verdict() {
     let p = proxy().await;
-    let mut s = TcpStream::connect(p.addrs[0]).await.unwrap();
-    s.write_all(
+    let text = until_closed(
+        &p,
         b"GET /a HTTP/1.1\r\nHost: x\r\nx-tollgate-reject: forged 400\r\n\r\n\
           GET /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
-        .await
-        .expect("the proxy closes the connection")
-        .unwrap();
-    let text = String::from_utf8_lossy(&all);
+    .await;
     let first = text
         .find("HTTP/1.1 200 OK")
         .expect("the first request served");

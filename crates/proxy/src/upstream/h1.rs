@@ -12,7 +12,7 @@ use super::outgoing::Outgoing;
 use super::raw::{Kind, Line, RawHeaders};
 use crate::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -188,21 +188,16 @@ impl H1 {
     /// Sends `req` and reads the response head. `reused`: the connection
     /// carried a request before (a failure before any byte of the response is
     /// then a stale connection, and the request is handed back if it is whole).
-    /// `out`: the request's headers (else its own map's); `raw`: see
-    /// [`parse_head`].
+    /// `out`: the request's headers; `raw`: see [`parse_head`].
     pub async fn send(
         &mut self,
         mut req: Request<Body>,
-        out: Option<&Outgoing<'_>>,
+        out: &Outgoing<'_>,
         reused: bool,
         raw: bool,
     ) -> Result<Head, Failure> {
         let method = req.method().clone();
-        let encoded = match out {
-            Some(out) => self.encode_head_from(&req, out),
-            None => self.encode_head(&mut req),
-        };
-        let framing = match encoded {
+        let framing = match self.encode_head(&req, out) {
             Ok(f) => f,
             Err(e) => return Err(Failure::Failed(e)),
         };
@@ -239,9 +234,9 @@ impl H1 {
         }
     }
 
-    /// Writes the request head into `wbuf`, its headers `out`'s (and the
-    /// request's own, if any); returns how the body follows (`None`: no body).
-    fn encode_head_from(
+    /// Writes the request head into `wbuf`, its headers `out`'s; returns how
+    /// the body follows (`None`: no body).
+    fn encode_head(
         &mut self,
         req: &Request<Body>,
         out: &Outgoing<'_>,
@@ -253,14 +248,11 @@ impl H1 {
         // (`Transfer-Encoding` is hop-by-hop: not among the client's headers
         // passed on, and the proxy sets none but the one below)
         let mut length = None;
-        for (name, value) in out.iter().chain(req.headers()) {
+        for (name, value) in out.iter() {
             if *name == CONTENT_LENGTH {
                 length = Some(value);
             }
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.extend_from_slice(b": ");
-            w.extend_from_slice(value.as_bytes());
-            w.extend_from_slice(b"\r\n");
+            crate::headers::put_line(w, name.as_str().as_bytes(), value.as_bytes());
         }
         let body = if req.body().is_end_stream() {
             None
@@ -281,46 +273,6 @@ impl H1 {
         };
         w.extend_from_slice(b"\r\n");
         Ok(body)
-    }
-
-    /// Writes the request head into `wbuf`; returns how the body follows
-    /// (`None`: no body).
-    fn encode_head(&mut self, req: &mut Request<Body>) -> Result<Option<BodyOut>, BoxError> {
-        use hyper::body::Body as _;
-        let end = req.body().is_end_stream();
-        let exact = req.body().size_hint().exact();
-        let h = req.headers_mut();
-        let out = if end {
-            h.remove(TRANSFER_ENCODING);
-            None
-        } else if h.contains_key(TRANSFER_ENCODING) {
-            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            h.remove(CONTENT_LENGTH);
-            Some(BodyOut::Chunked)
-        } else if let Some(v) = h.get(CONTENT_LENGTH) {
-            let n = std::str::from_utf8(v.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| err("invalid content-length in the request to the upstream"))?;
-            Some(BodyOut::Length(n))
-        } else if let Some(n) = exact {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            Some(BodyOut::Length(n))
-        } else {
-            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            Some(BodyOut::Chunked)
-        };
-        let w = &mut self.wbuf;
-        w.clear();
-        request_line(w, req);
-        for (name, value) in req.headers() {
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.extend_from_slice(b": ");
-            w.extend_from_slice(value.as_bytes());
-            w.extend_from_slice(b"\r\n");
-        }
-        w.extend_from_slice(b"\r\n");
-        Ok(out)
     }
 
     async fn write_body(&mut self, mut body: Body, out: BodyOut) -> Result<(), WriteError> {

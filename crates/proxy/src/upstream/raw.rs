@@ -241,10 +241,7 @@ impl RawHeaders {
             if value.is_empty() || !head[end..].starts_with(b"\r\n") {
                 // (a value whose trailing space was trimmed, or a bare LF)
                 flush(&mut run, w);
-                w.extend_from_slice(name);
-                w.extend_from_slice(b": ");
-                w.extend_from_slice(value);
-                w.extend_from_slice(b"\r\n");
+                crate::headers::put_line(w, name, value);
                 continue;
             }
             // (the line as it came: its name, colon, spaces and value)
