@@ -3,16 +3,21 @@
 //! Most API traffic is `GET`s: a head in, a response out. hyper's server
 //! dispatch (its state machine, buffers and body channel) is about a quarter
 //! of such a proxied request's instructions (bench/RESULTS.md, "Proxy
-//! optimisations"). This loop reads heads (released by the [`Guarded`] framer,
-//! which has already judged them), parses each once, calls the request handler
-//! and writes the response itself. The first request it does not serve — one
-//! with a body, an upgrade, `Expect`, HTTP/1.0, trailers asked for, or a head it
-//! cannot parse — hands the connection, from that request on, to hyper: the
-//! same framer keeps reading for it, so hygiene and limits do not change.
+//! optimisations"). This loop reads the socket, parses each head once, judges it
+//! as the [`Framer`] would (the same limits, the same framing rules) and serves
+//! it when the framer would let it through as a bodiless request, calling the
+//! request handler and writing the response itself. The first request it does
+//! not serve, with a body, an upgrade, `Expect`, HTTP/1.0, trailers asked for,
+//! a head it cannot parse or that a limit or a framing rule refuses, hands the
+//! connection from that request on to hyper behind the [`Guarded`] framer,
+//! which reads that head again from its start and gives the verdict (hygiene,
+//! limits and error bodies do not change).
 //!
+//! [`Framer`]: crate::head::Framer
 //! [`Guarded`]: crate::guard::Guarded
 
 use crate::handler::{ClientBody, Reply};
+use crate::head::Limits;
 pub use crate::rewind::Rewind;
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -27,8 +32,11 @@ use std::mem::MaybeUninit;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Heads with more headers than this go to hyper (which has the configured limit).
+/// Heads with more headers than this go to hyper (behind the framer, which has
+/// the configured limit).
 const MAX_HEADERS: usize = 100;
+// (`parse` tells the verdict header by its length)
+const _: () = assert!(crate::guard::REJECT_HEADER.len() == 17);
 /// Reads of the connection.
 const READ_SIZE: usize = 8 * 1024;
 
@@ -40,14 +48,26 @@ pub enum Outcome<I> {
     HandOver(Rewind<I>),
 }
 
+/// What [`serve`] needs to know of its listener.
+pub struct Settings<'a> {
+    /// The framer's limits.
+    pub limits: &'a Limits,
+    /// The longest wait for a request (hyper's `header_read_timeout` as the
+    /// server sets it).
+    pub idle: Duration,
+    /// nginx's `client_header_timeout`: for the first head from the
+    /// connection's start, for a later one from its first bytes.
+    pub header: Duration,
+    /// More than one request per connection.
+    pub keep_alive: bool,
+}
+
 /// Serves bodiless HTTP/1.1 requests on `io` until the connection ends or a
-/// request needs hyper. `idle`: the longest wait for a request (hyper's
-/// `header_read_timeout` as the server sets it); `keep_alive`: more than one
-/// request per connection; `stop`: graceful shutdown.
+/// request needs hyper; `stop`: graceful shutdown.
+
 pub async fn serve<I, S, F>(
     mut io: I,
-    idle: Duration,
-    keep_alive: bool,
+    settings: Settings<'_>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     mut service: S,
 ) -> Outcome<I>
@@ -56,14 +76,23 @@ where
     S: FnMut(Request<ClientBody>) -> F,
     F: Future<Output = Reply>,
 {
+    let Settings {
+        limits,
+        idle,
+        header,
+        keep_alive,
+    } = settings;
     let mut rbuf = BytesMut::with_capacity(READ_SIZE);
     let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
     // One timer for the connection's waits, moved later per request.
     let mut timer = Box::pin(tokio::time::sleep(idle));
+    // When the head being waited for is out of time: the first one counts from the
+    // connection's start (nginx), a later one from its first bytes.
+    let mut head_deadline = Some(tokio::time::Instant::now() + header);
     loop {
         let (req, close_asked) = loop {
             if !rbuf.is_empty() {
-                match parse(&mut rbuf) {
+                match parse(&mut rbuf, limits) {
                     Parsed::Request(r, close) => break (r, close),
                     Parsed::Partial => {}
                     Parsed::Hyper => return Outcome::HandOver(Rewind::new(rbuf.freeze(), io)),
@@ -74,9 +103,11 @@ where
             }
             let n = if rbuf.is_empty() {
                 // Between requests: the keep-alive timeout, and shutdown.
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + idle.max(Duration::from_millis(1)));
+                let mut deadline = tokio::time::Instant::now() + idle.max(Duration::from_millis(1));
+                if let Some(d) = head_deadline {
+                    deadline = deadline.min(d);
+                }
+                timer.as_mut().reset(deadline);
                 tokio::select! {
                     biased;
                     r = io.read_buf(&mut rbuf) => r,
@@ -84,14 +115,24 @@ where
                     _ = timer.as_mut() => return Outcome::Done,
                 }
             } else {
-                // Inside a head: the framer times it (`client_header_timeout`).
-                io.read_buf(&mut rbuf).await
+                // Inside a head: `client_header_timeout`.
+                let deadline =
+                    *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + header);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                tokio::select! {
+                    biased;
+                    r = io.read_buf(&mut rbuf) => r,
+                    _ = timer.as_mut() => return Outcome::Done,
+                }
             };
             match n {
                 Ok(0) | Err(_) => return Outcome::Done,
                 Ok(_) => {}
             }
         };
+        head_deadline = None;
         let is_head = req.method() == Method::HEAD;
         let resp = service(req).await;
         let close = close_asked || !keep_alive || *stop.borrow();
@@ -117,52 +158,84 @@ enum Parsed {
 }
 
 /// Parses the head at the start of `rbuf`; takes it out only when this loop
-/// serves it.
-fn parse(rbuf: &mut BytesMut) -> Parsed {
+/// serves it, which is when the framer would release it as a bodiless request.
+fn parse(rbuf: &mut BytesMut, limits: &Limits) -> Parsed {
+    // A head within the smallest limit has each of its lines within theirs (the
+    // framer's quick case, `HeadScanner::check`); a longer one is the framer's.
+    let limit = limits
+        .max_request_line
+        .min(limits.max_header_line)
+        .min(limits.max_head);
+    let max_headers = limits.max_headers.min(MAX_HEADERS);
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let mut close = false;
     let (len, count, method, path) = {
-        let status = match httparse::ParserConfig::default()
-            .parse_request_with_uninit_headers(&mut req, rbuf, &mut slots)
-        {
+        let buf = &rbuf[..rbuf.len().min(limit)];
+        let status = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut slots[..max_headers],
+        ) {
             Ok(s) => s,
-            // (hyper answers what it cannot parse, with its own limits)
+            // (the framer refuses it, or hyper answers it, with its own limits)
             Err(_) => return Parsed::Hyper,
         };
         let httparse::Status::Complete(len) = status else {
+            if rbuf.len() >= limit {
+                return Parsed::Hyper;
+            }
             return Parsed::Partial;
         };
         if req.version != Some(1) {
             return Parsed::Hyper;
         }
         let base = rbuf.as_ptr() as usize;
+        let (mut hosts, mut lengths) = (0u32, 0u32);
         for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
             let name = h.name.as_bytes();
-            // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's; and
-            // the framer's verdicts (`guard.rs`), which the handler looks for in
-            // hyper's requests only.
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if h.value.trim_ascii() != b"0" {
-                    return Parsed::Hyper;
+            // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's; so is
+            // what the framer refuses (`Host` missing or twice, `Content-Length`
+            // twice), and the framer's verdict header (`guard.rs`), which the
+            // handler looks for in hyper's requests only. (By length first: most
+            // names are none of these.)
+            let ours = match name.len() {
+                4 => {
+                    hosts += u32::from(name.eq_ignore_ascii_case(b"host"));
+                    false
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"upgrade")
-                || name.eq_ignore_ascii_case(b"expect")
-                || name.eq_ignore_ascii_case(b"te")
-                || name.eq_ignore_ascii_case(crate::guard::REJECT_HEADER.as_bytes())
-            {
+                2 => name.eq_ignore_ascii_case(b"te"),
+                6 => name.eq_ignore_ascii_case(b"expect"),
+                7 => name.eq_ignore_ascii_case(b"upgrade"),
+                10 => {
+                    if name.eq_ignore_ascii_case(b"connection") {
+                        close |= h
+                            .value
+                            .split(|b| *b == b',')
+                            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                    }
+                    false
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    lengths += 1;
+                    h.value.trim_ascii() != b"0"
+                }
+                17 => {
+                    name.eq_ignore_ascii_case(b"transfer-encoding")
+                        || name.eq_ignore_ascii_case(crate::guard::REJECT_HEADER.as_bytes())
+                }
+                _ => false,
+            };
+            if ours {
                 return Parsed::Hyper;
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                close |= h
-                    .value
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
             }
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;
             *slot = (n as u32, name.len() as u32, v as u32, h.value.len() as u32);
+        }
+        if hosts != 1 || lengths > 1 {
+            return Parsed::Hyper;
         }
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Hyper;
@@ -200,6 +273,25 @@ fn parse(rbuf: &mut BytesMut) -> Parsed {
     *r.version_mut() = Version::HTTP_11;
     *r.headers_mut() = headers;
     Parsed::Request(r, close)
+}
+
+/// How many bytes of `data` the loop would serve as one bodiless request, if
+/// any (for the fuzz target `request_head`, which checks that the framer
+/// releases the same head).
+pub(crate) fn served_len(data: &[u8], limits: &Limits) -> Option<usize> {
+    let mut rbuf = BytesMut::from(data);
+    match parse(&mut rbuf, limits) {
+        Parsed::Request(..) => Some(data.len() - rbuf.len()),
+        Parsed::Partial => None,
+        Parsed::Hyper => {
+            assert_eq!(
+                &rbuf[..],
+                data,
+                "a head handed to hyper must be put back whole"
+            );
+            None
+        }
+    }
 }
 
 /// Puts a head taken out of `rbuf` back in front, for hyper to read.

@@ -2,7 +2,7 @@
 //! property tests in `tests/fuzz_props.rs`: each takes arbitrary bytes and
 //! must never panic (they assert their own invariants).
 
-use crate::head::{ChunkFollower, Framer, HeadCheck, HeadScanner, Limits, Step};
+use crate::head::{ChunkFollower, Framer, Framing, HeadCheck, HeadScanner, Limits, Step};
 use tollgate_router::{normalize_path, RequestInfo, RouteSpec, Router};
 
 /// Reads structured values out of fuzz input.
@@ -191,7 +191,7 @@ pub fn request_head(data: &[u8]) {
     }
     // A head accepted at once (one parse, no line scan) is accepted alike by the
     // scan that sees it grow byte by byte.
-    for limits in [Limits::default(), small] {
+    for limits in [Limits::default(), small.clone()] {
         let whole = HeadScanner::default().check(data, &limits);
         if let HeadCheck::Complete(_) = whole {
             let mut s = HeadScanner::default();
@@ -199,6 +199,23 @@ pub fn request_head(data: &[u8]) {
                 .map(|i| s.check(&data[..i], &limits))
                 .find(|c| *c != HeadCheck::Partial);
             assert_eq!(grown, Some(whole));
+        }
+    }
+    // The fast path (`fast.rs`), which reads heads without the framer, serves
+    // only what the framer would release as a bodiless request, whole.
+    for limits in [Limits::default(), small] {
+        if let Some(n) = crate::fast::served_len(data, &limits) {
+            match HeadScanner::default().check(data, &limits) {
+                HeadCheck::Complete(h) => {
+                    assert_eq!(
+                        h.len, n,
+                        "the fast path and the framer disagree on the head"
+                    );
+                    assert_eq!(h.framing, Framing::None, "served with a body");
+                    assert!(!h.upgrade, "served an upgrade");
+                }
+                other => panic!("the fast path served a head the framer says {other:?} to"),
+            }
         }
     }
     let mut c = ChunkFollower::default();

@@ -513,16 +513,19 @@ impl ListenerCx {
         match &self.tls {
             None => {
                 let info = Arc::new(ConnInfo::new(peer, local, false, None));
-                let proto = if self.http2 { Proto::Auto } else { Proto::H1 };
-                let signal = Arc::new(UpgradeSignal::default());
-                let io = Guarded::new(
-                    stream,
-                    Framer::new(self.limits.clone(), self.http2),
-                    signal.clone(),
-                )
-                .with_header_timeout(self.header_read_timeout);
-                self.run(TokioIo::new(io), info, proto, Some(signal), drain)
-                    .await;
+                if self.http2 {
+                    // (h2c with prior knowledge: the framer spots the preface)
+                    let signal = Arc::new(UpgradeSignal::default());
+                    let io = Guarded::new(
+                        stream,
+                        Framer::new(self.limits.clone(), true),
+                        signal.clone(),
+                    )
+                    .with_header_timeout(self.header_read_timeout);
+                    self.run(io, info, Proto::Auto, Some(signal), drain).await;
+                } else {
+                    self.run(stream, info, Proto::H1, None, drain).await;
+                }
             }
             Some(acceptor) => {
                 // Kong's certificate phase, only when a global plugin has it.
@@ -558,23 +561,18 @@ impl ListenerCx {
                 let info = Arc::new(
                     ConnInfo::new(peer, local, true, sni).with_tls_info(tls::tls_info(sess)),
                 );
-                if matches!(proto, Proto::Auto) {
-                    self.run(TokioIo::new(tls), info, proto, None, drain).await;
-                } else {
-                    let signal = Arc::new(UpgradeSignal::default());
-                    let io =
-                        Guarded::new(tls, Framer::new(self.limits.clone(), false), signal.clone())
-                            .with_header_timeout(self.header_read_timeout);
-                    self.run(TokioIo::new(io), info, proto, Some(signal), drain)
-                        .await;
-                }
+                self.run(tls, info, proto, None, drain).await;
             }
         }
     }
 
+    /// Serves a connection. HTTP/1.1 (`Proto::H1`) starts on the fast path, whose
+    /// hand-over puts the framer between the rest of the connection and hyper;
+    /// with `Proto::Auto`, `signal` is the upgrade signal of the framer already
+    /// around `io` (plaintext, where it spots an h2c preface), if any.
     async fn run<I>(
         &self,
-        io: TokioIo<I>,
+        io: I,
         info: Arc<ConnInfo>,
         proto: Proto,
         signal: Option<Arc<UpgradeSignal>>,
@@ -582,6 +580,11 @@ impl ListenerCx {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let signal = match proto {
+            Proto::H1 => Some(Arc::new(UpgradeSignal::default())),
+            Proto::Auto => signal,
+        };
+        let framer_signal = signal.clone();
         let fast_info = info.clone();
         let shared = self.shared.clone();
         // HTTP/2 connections have no head timer: their idleness is watched here.
@@ -617,17 +620,23 @@ impl ListenerCx {
                 // Bodiless requests first, without hyper (`fast.rs`); hyper takes
                 // over from the first request that needs it.
                 let shared = self.shared.clone();
-                let served = fast::serve(
-                    io.into_inner(),
-                    self.idle_timeout(),
-                    !self.keepalive_timeout.is_zero(),
-                    &mut stop,
-                    |req| handle_counted(shared.clone(), fast_info.clone(), req, true),
-                )
+                let settings = fast::Settings {
+                    limits: &self.limits,
+                    idle: self.idle_timeout(),
+                    header: self.header_read_timeout,
+                    keep_alive: !self.keepalive_timeout.is_zero(),
+                };
+                let served = fast::serve(io, settings, &mut stop, |req| {
+                    handle_counted(shared.clone(), fast_info.clone(), req, true)
+                })
                 .await;
                 let fast::Outcome::HandOver(io) = served else {
                     return;
                 };
+                // (the framer reads again from the head the fast path did not serve)
+                let signal = framer_signal.unwrap_or_default();
+                let io = Guarded::new(io, Framer::new(self.limits.clone(), false), signal)
+                    .with_header_timeout(self.header_read_timeout);
                 let io = TokioIo::new(io);
                 let conn = self.h1_builder().serve_connection(io, svc).with_upgrades();
                 tokio::pin!(conn);
@@ -641,7 +650,7 @@ impl ListenerCx {
             }
             Proto::Auto => {
                 let builder = self.builder();
-                let conn = builder.serve_connection_with_upgrades(io, svc);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::pin!(conn);
                 let idle = idle(activity, self.keepalive_timeout);
                 tokio::select! {
