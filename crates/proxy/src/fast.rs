@@ -64,7 +64,6 @@ pub struct Settings<'a> {
 
 /// Serves bodiless HTTP/1.1 requests on `io` until the connection ends or a
 /// request needs hyper; `stop`: graceful shutdown.
-
 pub async fn serve<I, S, F>(
     mut io: I,
     settings: Settings<'_>,
