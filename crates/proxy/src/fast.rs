@@ -83,11 +83,21 @@ where
     } = settings;
     let mut rbuf = BytesMut::with_capacity(READ_SIZE);
     let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
-    // One timer for the connection's waits, moved later per request.
+    // One timer for the connection's waits. It is moved only when a wait must end
+    // sooner than it is set for; one that fires early is set again for the rest. So
+    // a request costs a clock read, not a timer re-registration.
     let mut timer = Box::pin(tokio::time::sleep(idle));
     // When the head being waited for is out of time: the first one counts from the
     // connection's start (nginx), a later one from its first bytes.
     let mut head_deadline = Some(tokio::time::Instant::now() + header);
+    // The end of the last response (the keep-alive timeout counts from there).
+    let mut idle_since = tokio::time::Instant::now();
+    // Shutdown, as one future for the connection (one waiter registration).
+    let mut stop_rx = stop.clone();
+    let stopped = async move {
+        let _ = stop_rx.changed().await;
+    };
+    tokio::pin!(stopped);
     loop {
         let (req, close_asked) = loop {
             if !rbuf.is_empty() {
@@ -100,30 +110,28 @@ where
             if rbuf.capacity() - rbuf.len() < 1024 {
                 rbuf.reserve(READ_SIZE);
             }
-            let n = if rbuf.is_empty() {
+            let between = rbuf.is_empty();
+            let due = if between {
                 // Between requests: the keep-alive timeout, and shutdown.
-                let mut deadline = tokio::time::Instant::now() + idle.max(Duration::from_millis(1));
-                if let Some(d) = head_deadline {
-                    deadline = deadline.min(d);
-                }
-                timer.as_mut().reset(deadline);
-                tokio::select! {
-                    biased;
-                    r = io.read_buf(&mut rbuf) => r,
-                    _ = stop.changed() => return Outcome::Done,
-                    _ = timer.as_mut() => return Outcome::Done,
-                }
+                let due = idle_since + idle.max(Duration::from_millis(1));
+                head_deadline.map_or(due, |h| due.min(h))
             } else {
                 // Inside a head: `client_header_timeout`.
-                let deadline =
-                    *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + header);
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                tokio::select! {
-                    biased;
-                    r = io.read_buf(&mut rbuf) => r,
-                    _ = timer.as_mut() => return Outcome::Done,
+                *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + header)
+            };
+            if timer.deadline() > due {
+                timer.as_mut().reset(due);
+            }
+            let n = tokio::select! {
+                biased;
+                r = io.read_buf(&mut rbuf) => r,
+                _ = &mut stopped, if between => return Outcome::Done,
+                _ = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= due {
+                        return Outcome::Done;
+                    }
+                    timer.as_mut().reset(due);
+                    continue;
                 }
             };
             match n {
@@ -137,7 +145,7 @@ where
         let close = close_asked || !keep_alive || *stop.borrow();
         match write_response(&mut io, &mut wbuf, resp, is_head, close).await {
             Ok(true) => return Outcome::Done,
-            Ok(false) => {}
+            Ok(false) => idle_since = tokio::time::Instant::now(),
             Err(e) => {
                 tracing::debug!("writing a response failed: {e}");
                 return Outcome::Done;
