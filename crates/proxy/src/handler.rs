@@ -35,7 +35,7 @@ static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-
 static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
 static X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use headers::X_FORWARDED_FOR;
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -602,7 +602,7 @@ async fn proxy<'s>(
     match check_protocols(
         protocols,
         &fwd_proto,
-        header_str(h, &http::header::CONTENT_TYPE),
+        || header_str(h, &http::header::CONTENT_TYPE),
         is_h2,
     ) {
         ProtocolVerdict::Ok => {}
@@ -697,11 +697,16 @@ async fn proxy<'s>(
         return cx.error(500, &msg, &head.headers, Negotiation::Accept);
     }
 
+    // The client headers read below, in one pass (plugins are done with them).
+    let seen = headers::Seen::scan(&head.headers);
+
     // client_max_body_size
     let max = settings.client_max_body_size;
     if max > 0 {
-        let cl =
-            header_str(&head.headers, &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+        let cl = seen
+            .content_length
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if cl.is_some_and(|n| n > max) {
             return cx.error(
                 413,
@@ -713,15 +718,15 @@ async fn proxy<'s>(
     }
 
     // Upgrade (WebSocket) tunnel?
-    let upgrade_to: Option<HeaderValue> =
-        if !is_h2 && headers::connection_has(&head.headers, "upgrade") {
-            head.headers
-                .get(UPGRADE)
-                .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
-                .cloned()
-        } else {
-            None
-        };
+    let upgrade_to: Option<HeaderValue> = if !is_h2 && seen.connection_has(&head.headers, "upgrade")
+    {
+        head.headers
+            .get(UPGRADE)
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
+            .cloned()
+    } else {
+        None
+    };
     // (what `hyper::upgrade::on` takes out of the request)
     let client_upgrade = upgrade_to
         .as_ref()
@@ -764,7 +769,7 @@ async fn proxy<'s>(
     // header_filter); the upstream copy is built from them per attempt, so a
     // request that goes out at the first try costs one copy of the map.
     let client_headers = &head.headers;
-    let te_trailers = headers::wants_trailers(client_headers);
+    let te_trailers = seen.wants_trailers(client_headers);
 
     // realip
     let remote_addr = headers::real_ip(
@@ -797,10 +802,7 @@ async fn proxy<'s>(
                 HeaderValue::from_str(&remote_addr.to_string())
                     .unwrap_or(HeaderValue::from_static(""))
             };
-            match client_headers
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
+            match seen.x_forwarded_for.and_then(|v| v.to_str().ok()) {
                 Some(v) => set(&mut uh, &X_FORWARDED_FOR, &format!("{v}, {peer_ip}")),
                 None => uh.push((X_FORWARDED_FOR.clone(), Some(client_ip.clone()))),
             }
@@ -841,7 +843,7 @@ async fn proxy<'s>(
                 None => uh.push((X_FORWARDED_PREFIX.clone(), None)),
             }
             uh.push((X_REAL_IP.clone(), Some(client_ip)));
-            match client_headers.get(VIA).and_then(|v| v.to_str().ok()) {
+            match seen.via.and_then(|v| v.to_str().ok()) {
                 Some(v) => set(
                     &mut uh,
                     &VIA,
@@ -962,6 +964,7 @@ async fn proxy<'s>(
     // The upstream request's headers (its `Host` set per try).
     let mut outgoing = Outgoing::new(
         client_headers,
+        seen.lists_others(client_headers),
         upstream_headers(buffered.as_ref().map(Bytes::len)),
     );
     // Addresses this request failed on: retries move to the next one.
@@ -997,6 +1000,8 @@ async fn proxy<'s>(
             });
         }
         tries += 1;
+        // Whether this try waited for a DNS answer.
+        let mut resolved_now = false;
         let try_start = plan
             .log
             .as_ref()
@@ -1055,16 +1060,19 @@ async fn proxy<'s>(
                 let h = target_host.trim_start_matches('[').trim_end_matches(']');
                 match h.parse::<IpAddr>() {
                     Ok(ip) => Some(SocketAddr::new(ip, target_port)),
-                    Err(_) => match crate::balancer::dns::resolve_in(&service.resolved, h).await {
-                        Ok(r) => r.pick(target_port).map(|(a, _)| {
-                            target_port = a.port();
-                            a
-                        }),
-                        Err(e) => {
-                            tracing::debug!(host = %h, "service host resolution failed: {e}");
-                            None
+                    Err(_) => {
+                        resolved_now = true;
+                        match crate::balancer::dns::resolve_in(&service.resolved, h).await {
+                            Ok(r) => r.pick(target_port).map(|(a, _)| {
+                                target_port = a.port();
+                                a
+                            }),
+                            Err(e) => {
+                                tracing::debug!(host = %h, "service host resolution failed: {e}");
+                                None
+                            }
                         }
-                    },
+                    }
                 }
             }
         };
@@ -1140,7 +1148,17 @@ async fn proxy<'s>(
             tls_profile: service.tls_profile.clone(),
             h2: h2_up,
         };
-        let mut c = match cx.shared.pool.get(&target, service.connect_timeout).await {
+        // (the clock read at the first try serves it unless a wait came between)
+        let fresh = tries > 1 || resolved_now;
+        if fresh {
+            sent_at = Instant::now();
+        }
+        let mut c = match cx
+            .shared
+            .pool
+            .get(&target, service.connect_timeout, sent_at)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(target = %addr, "upstream connect failed: {e}");
@@ -1210,7 +1228,10 @@ async fn proxy<'s>(
         } else {
             host_hv.ok().or_else(|| client_headers.get(HOST).cloned())
         };
-        sent_at = Instant::now();
+        if !c.reused {
+            // (connecting took a while)
+            sent_at = Instant::now();
+        }
         let reused = c.reused;
         // A request without a body is never polled for one: its progress
         // stays "reading" and needs neither sharing nor a tracking wrapper.

@@ -2,7 +2,8 @@
 //! (`trusted_ips`/`real_ip_header`), Kong's upstream URI escaping.
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE,
+    VIA,
 };
 use std::net::IpAddr;
 use tollgate_config::TrustedIp;
@@ -97,6 +98,58 @@ pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
         }
     }
     out
+}
+
+/// `X-Forwarded-For`, parsed once.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client headers the proxy reads for itself after the access phase, found
+/// in one pass over the map rather than a hashed look-up each (most requests
+/// carry none of them).
+#[derive(Default)]
+pub struct Seen<'h> {
+    /// The first of each.
+    pub content_length: Option<&'h HeaderValue>,
+    pub x_forwarded_for: Option<&'h HeaderValue>,
+    pub via: Option<&'h HeaderValue>,
+    /// Whether there is any `Connection` / `TE` header.
+    pub connection: bool,
+    pub te: bool,
+}
+
+impl<'h> Seen<'h> {
+    pub fn scan(h: &'h HeaderMap) -> Seen<'h> {
+        let mut s = Seen::default();
+        for (n, v) in h {
+            if *n == CONNECTION {
+                s.connection = true;
+            } else if *n == TE {
+                s.te = true;
+            } else if *n == CONTENT_LENGTH {
+                s.content_length.get_or_insert(v);
+            } else if *n == VIA {
+                s.via.get_or_insert(v);
+            } else if *n == X_FORWARDED_FOR {
+                s.x_forwarded_for.get_or_insert(v);
+            }
+        }
+        s
+    }
+
+    /// [`connection_has`], without a look-up when there is no `Connection`.
+    pub fn connection_has(&self, h: &HeaderMap, token: &str) -> bool {
+        self.connection && connection_has(h, token)
+    }
+
+    /// [`wants_trailers`], without a look-up when there is no `TE`.
+    pub fn wants_trailers(&self, h: &HeaderMap) -> bool {
+        self.te && wants_trailers(h)
+    }
+
+    /// [`lists_others`], without a look-up when there is no `Connection`.
+    pub fn lists_others(&self, h: &HeaderMap) -> bool {
+        self.connection && lists_others(h)
+    }
 }
 
 /// Appends `name: value` and its line end to a head being written.

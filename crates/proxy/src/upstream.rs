@@ -194,11 +194,11 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, key: &PoolKey) -> Option<Conn> {
+    fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Conn> {
         let mut idle = self.idle();
         let list = idle.get_mut(key)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() > self.settings.idle_timeout {
+            if now.saturating_duration_since(entry.since) > self.settings.idle_timeout {
                 continue;
             }
             match entry.sender {
@@ -222,7 +222,7 @@ impl Pool {
                     let c = s.clone();
                     list.push(Idle {
                         sender: Sender::H2(s),
-                        since: Instant::now(),
+                        since: now,
                         used: entry.used,
                         timer: None,
                     });
@@ -239,14 +239,16 @@ impl Pool {
         None
     }
 
-    /// A pooled connection to `target`, or a new one made within `connect_timeout`.
+    /// A pooled connection to `target`, or a new one made within `connect_timeout`;
+    /// `now`: a recent clock reading (the caller's).
     pub async fn get(
         &self,
         target: &Target,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<Conn, ConnectError> {
         let key = PoolKey::of(target);
-        if let Some(c) = self.checkout(&key) {
+        if let Some(c) = self.checkout(&key, now) {
             return Ok(c);
         }
         // Boxed: the connect future is large and rarely polled; inline, it would make

@@ -26,12 +26,12 @@ pub enum ProtocolVerdict {
 /// Kong's post-match protocol checks, in Kong's order.
 ///
 /// * `forwarded_proto`: the scheme (or trusted `X-Forwarded-Proto`).
-/// * `content_type`: the request's Content-Type, if any.
+/// * `content_type`: the request's Content-Type, if any (read only for gRPC routes).
 /// * `http2`: whether the request came over HTTP/2.
-pub fn check_protocols(
+pub fn check_protocols<'a>(
     protocols: &[String],
     forwarded_proto: &str,
-    content_type: Option<&str>,
+    content_type: impl FnOnce() -> Option<&'a str>,
     http2: bool,
 ) -> ProtocolVerdict {
     let has = |p: &str| protocols.iter().any(|x| x == p);
@@ -39,7 +39,7 @@ pub fn check_protocols(
         return ProtocolVerdict::HttpsRequired;
     }
     if has("grpc") || has("grpcs") {
-        match content_type {
+        match content_type() {
             Some(ct) if ct.starts_with("application/grpc") => {
                 if !http2 {
                     return ProtocolVerdict::Http2Required;

@@ -841,32 +841,32 @@ fn protocols_not_part_of_match() {
         let m = m.expect("https-only route is matched by plain http");
         assert_eq!(m.route_id, "tls-only");
         assert_eq!(
-            check_protocols(m.protocols, "http", None, false),
+            check_protocols(m.protocols, "http", || None, false),
             ProtocolVerdict::HttpsRequired
         );
         assert_eq!(
-            check_protocols(m.protocols, "https", None, false),
+            check_protocols(m.protocols, "https", || None, false),
             ProtocolVerdict::Ok
         );
     });
     with_match(&router, &q("POST", "/grpc.Svc/Call", "x"), |m| {
         let m = m.unwrap();
         assert_eq!(
-            check_protocols(m.protocols, "http", Some("text/plain"), true),
+            check_protocols(m.protocols, "http", || Some("text/plain"), true),
             ProtocolVerdict::NonGrpcRequest
         );
         assert_eq!(
-            check_protocols(m.protocols, "http", Some("application/grpc"), false),
+            check_protocols(m.protocols, "http", || Some("application/grpc"), false),
             ProtocolVerdict::Http2Required
         );
         assert_eq!(
-            check_protocols(m.protocols, "http", Some("application/grpc+proto"), true),
+            check_protocols(m.protocols, "http", || Some("application/grpc+proto"), true),
             ProtocolVerdict::Ok
         );
     });
     let grpcs = ["grpcs".to_string()];
     assert_eq!(
-        check_protocols(&grpcs, "http", Some("application/grpc"), true),
+        check_protocols(&grpcs, "http", || Some("application/grpc"), true),
         ProtocolVerdict::GrpcsRequired
     );
     // stream routes are not in the HTTP router

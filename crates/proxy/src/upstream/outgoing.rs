@@ -22,10 +22,15 @@ pub struct Outgoing<'a> {
 }
 
 impl<'a> Outgoing<'a> {
-    pub fn new(client: &'a HeaderMap, set: Vec<(HeaderName, Option<HeaderValue>)>) -> Self {
+    /// `listed`: [`headers::lists_others`] of `client`.
+    pub fn new(
+        client: &'a HeaderMap,
+        listed: bool,
+        set: Vec<(HeaderName, Option<HeaderValue>)>,
+    ) -> Self {
         Outgoing {
             client,
-            listed: headers::lists_others(client),
+            listed,
             set,
             host: None,
         }
@@ -102,6 +107,7 @@ mod tests {
         }
         let mut o = Outgoing::new(
             &client,
+            headers::lists_others(&client),
             vec![
                 (
                     HeaderName::from_static("x-forwarded-for"),
