@@ -37,6 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_HEADERS: usize = 100;
 // (`parse` tells the verdict header by its length)
 const _: () = assert!(crate::guard::REJECT_HEADER.len() == 17);
+/// The largest request header map a connection keeps for its next request.
+const SPARE_CAPACITY: usize = 32;
 /// Reads of the connection.
 const READ_SIZE: usize = 8 * 1024;
 
@@ -98,10 +100,12 @@ where
         let _ = stop_rx.changed().await;
     };
     tokio::pin!(stopped);
+    // The last request's header map, emptied and filled again.
+    let mut spare: Option<HeaderMap> = None;
     loop {
         let (req, close_asked) = loop {
             if !rbuf.is_empty() {
-                match parse(&mut rbuf, limits) {
+                match parse(&mut rbuf, limits, &mut spare) {
                     Parsed::Request(r, close) => break (r, close),
                     Parsed::Partial => {}
                     Parsed::Hyper => return Outcome::HandOver(Rewind::new(rbuf.freeze(), io)),
@@ -141,7 +145,9 @@ where
         };
         head_deadline = None;
         let is_head = req.method() == Method::HEAD;
-        let resp = service(req).await;
+        let mut resp = service(req).await;
+        // (not one that grew for an unusually long head: kept per connection)
+        spare = resp.spare.take().filter(|m| m.capacity() <= SPARE_CAPACITY);
         let close = close_asked || !keep_alive || *stop.borrow();
         match write_response(&mut io, &mut wbuf, resp, is_head, close).await {
             Ok(true) => return Outcome::Done,
@@ -166,7 +172,8 @@ enum Parsed {
 
 /// Parses the head at the start of `rbuf`; takes it out only when this loop
 /// serves it, which is when the framer would release it as a bodiless request.
-fn parse(rbuf: &mut BytesMut, limits: &Limits) -> Parsed {
+/// `spare`: a map to fill (emptied first) rather than a new one.
+fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> Parsed {
     // A head within the smallest limit has each of its lines within theirs (the
     // framer's quick case, `HeadScanner::check`); a longer one is the framer's.
     let limit = limits
@@ -263,7 +270,14 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits) -> Parsed {
         return put_back(&head, rbuf);
     };
     // (room for what plugins and the proxy add)
-    let mut headers = HeaderMap::with_capacity(count + 4);
+    let mut headers = match spare.take() {
+        Some(mut m) => {
+            m.clear();
+            m.reserve(count + 4);
+            m
+        }
+        None => HeaderMap::with_capacity(count + 4),
+    };
     for &(n, nl, v, vl) in &at[..count] {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
         let (Ok(name), Ok(value)) = (
@@ -287,7 +301,7 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits) -> Parsed {
 /// releases the same head).
 pub(crate) fn served_len(data: &[u8], limits: &Limits) -> Option<usize> {
     let mut rbuf = BytesMut::from(data);
-    match parse(&mut rbuf, limits) {
+    match parse(&mut rbuf, limits, &mut None) {
         Parsed::Request(..) => Some(data.len() - rbuf.len()),
         Parsed::Partial => None,
         Parsed::Hyper => {
@@ -318,7 +332,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
     is_head: bool,
     close: bool,
 ) -> io::Result<bool> {
-    let Reply { resp, raw } = reply;
+    let Reply { resp, raw, .. } = reply;
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let h = &parts.headers;

@@ -244,7 +244,7 @@ impl H1 {
         use hyper::body::Body as _;
         let w = &mut self.wbuf;
         w.clear();
-        request_line(w, req);
+        request_line(w, req, out.target);
         // (`Transfer-Encoding` is hop-by-hop: not among the client's headers
         // passed on, and the proxy sets none but the one below)
         let mut length = None;
@@ -406,15 +406,17 @@ impl H1 {
     }
 }
 
-/// `METHOD target HTTP/1.1` and its line end.
-fn request_line(w: &mut Vec<u8>, req: &Request<Body>) {
+/// `METHOD target HTTP/1.1` and its line end; the target is `target`, or the
+/// request's URI.
+fn request_line(w: &mut Vec<u8>, req: &Request<Body>, target: Option<&str>) {
     w.extend_from_slice(req.method().as_str().as_bytes());
     w.push(b' ');
     let uri = req.uri();
-    match (uri.scheme(), uri.path_and_query()) {
-        (None, Some(pq)) => w.extend_from_slice(pq.as_str().as_bytes()),
-        (None, None) => w.push(b'/'),
-        (Some(_), _) => w.extend_from_slice(uri.to_string().as_bytes()),
+    match (target, uri.scheme(), uri.path_and_query()) {
+        (Some(t), ..) => w.extend_from_slice(t.as_bytes()),
+        (None, None, Some(pq)) => w.extend_from_slice(pq.as_str().as_bytes()),
+        (None, None, None) => w.push(b'/'),
+        (None, Some(_), _) => w.extend_from_slice(uri.to_string().as_bytes()),
     }
     w.extend_from_slice(b" HTTP/1.1\r\n");
 }

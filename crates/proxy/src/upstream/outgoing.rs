@@ -19,6 +19,8 @@ pub struct Outgoing<'a> {
     set: Vec<(HeaderName, Option<HeaderValue>)>,
     /// The `Host` of the current try (its target may differ from the last's).
     pub host: Option<HeaderValue>,
+    /// HTTP/1.1: the request target, written in place of the request's URI.
+    pub target: Option<&'a str>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -33,6 +35,7 @@ impl<'a> Outgoing<'a> {
             listed,
             set,
             host: None,
+            target: None,
         }
     }
 
