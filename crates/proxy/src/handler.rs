@@ -10,7 +10,7 @@ use crate::errors::{self, Negotiation};
 use crate::headers::{self, escape_uri};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
-use crate::upstream::outgoing::Outgoing;
+use crate::upstream::outgoing::{Outgoing, Val};
 use crate::upstream::raw::{Kind as RawKind, RawHeaders};
 use crate::upstream::{ConnectError, Pool, PooledBody, SendError, Target, UpBody};
 use crate::{Body, BoxError, Stats, KONG_VERSION, SERVER_TOKEN};
@@ -223,10 +223,33 @@ pub(crate) fn request_host(head: &http::request::Parts, conn: &ConnInfo) -> (Str
     (host, conn.local.port())
 }
 
+// `http`'s names as statics: what the upstream request sets refers to them.
+static VIA_NAME: HeaderName = VIA;
+static TE_NAME: HeaderName = http::header::TE;
+static UPGRADE_NAME: HeaderName = UPGRADE;
+static CONNECTION_NAME: HeaderName = http::header::CONNECTION;
+static CONTENT_LENGTH_NAME: HeaderName = CONTENT_LENGTH;
+
+/// Adds `v` to what the proxy sets, when it is a value.
+fn push<'a>(
+    set: &mut Vec<(&'static HeaderName, Val<'a>)>,
+    name: &'static HeaderName,
+    v: Option<Val<'a>>,
+) {
+    if let Some(v) = v {
+        set.push((name, v));
+    }
+}
+
+/// `s` as an owned value, if it is one.
+fn owned(s: &str) -> Option<Val<'static>> {
+    HeaderValue::from_str(s).ok().map(Val::Owned)
+}
+
 /// The `Via` value Kong adds: upstream (`{ver} kong/{KONG_VERSION}`) or on
 /// the response (`{ver} {SERVER_TOKEN}`). Built once, then static values:
 /// no formatting and no reference counting per request.
-fn via_value(v: Version, response: bool) -> HeaderValue {
+fn via_value(v: Version, response: bool) -> &'static HeaderValue {
     static VIA: std::sync::OnceLock<[HeaderValue; 6]> = std::sync::OnceLock::new();
     let all = VIA.get_or_init(|| {
         let mk = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
@@ -244,7 +267,7 @@ fn via_value(v: Version, response: bool) -> HeaderValue {
         Version::HTTP_10 => 1,
         _ => 2,
     };
-    all[i + if response { 3 } else { 0 }].clone()
+    &all[i + if response { 3 } else { 0 }]
 }
 
 fn ms_since(t: Instant) -> u128 {
@@ -799,93 +822,6 @@ async fn proxy<'s>(
         Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    // What the proxy sets over the client's headers (`upstream/outgoing.rs`);
-    // a value that is no header value leaves the client's as it is.
-    let upstream_headers =
-        |content_length: Option<usize>| -> Vec<(HeaderName, Option<HeaderValue>)> {
-            let mut uh: Vec<(HeaderName, Option<HeaderValue>)> = Vec::with_capacity(13);
-            let set = |uh: &mut Vec<_>, n: &HeaderName, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
-                    uh.push((n.clone(), Some(v)));
-                }
-            };
-            // The peer's address is formatted once per connection.
-            let client_ip = if remote_addr == peer_ip {
-                conn.peer_ip_value.clone()
-            } else {
-                HeaderValue::from_str(&remote_addr.to_string())
-                    .unwrap_or(HeaderValue::from_static(""))
-            };
-            match seen.x_forwarded_for.and_then(|v| v.to_str().ok()) {
-                Some(v) => set(&mut uh, &X_FORWARDED_FOR, &format!("{v}, {peer_ip}")),
-                None => uh.push((X_FORWARDED_FOR.clone(), Some(client_ip.clone()))),
-            }
-            match &fwd_proto {
-                Cow::Borrowed("https") => uh.push((
-                    X_FORWARDED_PROTO.clone(),
-                    Some(HeaderValue::from_static("https")),
-                )),
-                Cow::Borrowed("http") => uh.push((
-                    X_FORWARDED_PROTO.clone(),
-                    Some(HeaderValue::from_static("http")),
-                )),
-                p => set(&mut uh, &X_FORWARDED_PROTO, p),
-            }
-            match &host_value {
-                // (the client's own value, by reference count, when it is the same)
-                Some(v) if v.as_bytes() == fwd_host.as_bytes() => {
-                    uh.push((X_FORWARDED_HOST.clone(), Some(v.clone())))
-                }
-                _ => set(&mut uh, &X_FORWARDED_HOST, &fwd_host),
-            }
-            match &fwd_port {
-                Some(p) => set(&mut uh, &X_FORWARDED_PORT, p),
-                // (the listener's port is formatted once per connection)
-                None if port == conn.local.port() => uh.push((
-                    X_FORWARDED_PORT.clone(),
-                    Some(conn.local_port_value.clone()),
-                )),
-                None => uh.push((X_FORWARDED_PORT.clone(), Some(HeaderValue::from(port)))),
-            }
-            set(
-                &mut uh,
-                &X_FORWARDED_PATH,
-                fwd_path.as_deref().unwrap_or(raw_path),
-            );
-            match fwd_prefix {
-                Some(p) => set(&mut uh, &X_FORWARDED_PREFIX, p),
-                None => uh.push((X_FORWARDED_PREFIX.clone(), None)),
-            }
-            uh.push((X_REAL_IP.clone(), Some(client_ip)));
-            match seen.via.and_then(|v| v.to_str().ok()) {
-                Some(v) => set(
-                    &mut uh,
-                    &VIA,
-                    &format!("{v}, {http_version} kong/{KONG_VERSION}"),
-                ),
-                None => uh.push((VIA, Some(via_value(head.version, false)))),
-            }
-            if settings.request_id_upstream {
-                uh.push((X_KONG_REQUEST_ID.clone(), Some(cx.request_id_value.clone())));
-            }
-            if te_trailers || h2_up {
-                uh.push((http::header::TE, Some(HeaderValue::from_static("trailers"))));
-            }
-            if !h2_up {
-                let connection = match &upgrade_to {
-                    Some(u) => {
-                        uh.push((UPGRADE, Some(u.clone())));
-                        HeaderValue::from_static("keep-alive, Upgrade")
-                    }
-                    None => HeaderValue::from_static("keep-alive"),
-                };
-                uh.push((http::header::CONNECTION, Some(connection)));
-            }
-            if let Some(n) = content_length {
-                uh.push((CONTENT_LENGTH, Some(HeaderValue::from(n))));
-            }
-            uh
-        };
     let preserved_host: Option<&str> = if route.preserve_host {
         raw_host.or(conn.sni.as_deref())
     } else {
@@ -976,11 +912,86 @@ async fn proxy<'s>(
         && phases::quiet(snap, plan);
     let mut raw: Option<RawHeaders> = None;
     // The upstream request's headers (its `Host` set per try).
-    let mut outgoing = Outgoing::new(
-        client_headers,
-        seen.lists_others(client_headers),
-        upstream_headers(buffered.as_ref().map(Bytes::len)),
-    );
+    // What the proxy sets over the client's headers (`upstream/outgoing.rs`),
+    // borrowed where it can be; a value that is no header value leaves the
+    // client's as it is.
+    let mut set: Vec<(&'static HeaderName, Val<'_>)> = Vec::with_capacity(13);
+    {
+        let uh = &mut set;
+        // The peer's address is formatted once per connection.
+        let client_ip = if remote_addr == peer_ip {
+            Val::Shared(&conn.peer_ip_value)
+        } else {
+            owned(&remote_addr.to_string()).unwrap_or(Val::Removed)
+        };
+        let ip = || match &client_ip {
+            Val::Owned(v) => Val::Owned(v.clone()),
+            Val::Shared(v) => Val::Shared(v),
+            _ => Val::Removed,
+        };
+        match seen.x_forwarded_for.and_then(|v| v.to_str().ok()) {
+            Some(v) => push(uh, &X_FORWARDED_FOR, owned(&format!("{v}, {peer_ip}"))),
+            None => uh.push((&X_FORWARDED_FOR, ip())),
+        }
+        push(uh, &X_FORWARDED_PROTO, Val::text(&fwd_proto));
+        match &host_value {
+            // (the client's own value when it is the same)
+            Some(v) if v.as_bytes() == fwd_host.as_bytes() => {
+                uh.push((&X_FORWARDED_HOST, Val::Shared(v)))
+            }
+            _ => push(uh, &X_FORWARDED_HOST, Val::text(&fwd_host)),
+        }
+        match &fwd_port {
+            Some(p) => push(uh, &X_FORWARDED_PORT, Val::text(p)),
+            // (the listener's port is formatted once per connection)
+            None if port == conn.local.port() => {
+                uh.push((&X_FORWARDED_PORT, Val::Shared(&conn.local_port_value)))
+            }
+            None => uh.push((&X_FORWARDED_PORT, Val::Owned(HeaderValue::from(port)))),
+        }
+        push(
+            uh,
+            &X_FORWARDED_PATH,
+            Val::text(fwd_path.as_deref().unwrap_or(raw_path)),
+        );
+        match fwd_prefix {
+            Some(p) => push(uh, &X_FORWARDED_PREFIX, Val::text(p)),
+            None => uh.push((&X_FORWARDED_PREFIX, Val::Removed)),
+        }
+        uh.push((&X_REAL_IP, client_ip));
+        match seen.via.and_then(|v| v.to_str().ok()) {
+            Some(v) => push(
+                uh,
+                &VIA_NAME,
+                owned(&format!("{v}, {http_version} kong/{KONG_VERSION}")),
+            ),
+            None => uh.push((&VIA_NAME, Val::Shared(via_value(head.version, false)))),
+        }
+        if settings.request_id_upstream {
+            uh.push((&X_KONG_REQUEST_ID, Val::Shared(&cx.request_id_value)));
+        }
+        if te_trailers || h2_up {
+            static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+            uh.push((&TE_NAME, Val::Shared(&TRAILERS)));
+        }
+        if !h2_up {
+            static KEEP_ALIVE: HeaderValue = HeaderValue::from_static("keep-alive");
+            static KEEP_ALIVE_UPGRADE: HeaderValue =
+                HeaderValue::from_static("keep-alive, Upgrade");
+            let connection = match &upgrade_to {
+                Some(u) => {
+                    uh.push((&UPGRADE_NAME, Val::Shared(u)));
+                    &KEEP_ALIVE_UPGRADE
+                }
+                None => &KEEP_ALIVE,
+            };
+            uh.push((&CONNECTION_NAME, Val::Shared(connection)));
+        }
+        if let Some(b) = &buffered {
+            uh.push((&CONTENT_LENGTH_NAME, Val::Owned(HeaderValue::from(b.len()))));
+        }
+    }
+    let mut outgoing = Outgoing::new(client_headers, seen.lists_others(client_headers), set);
     if !h2_up {
         outgoing.target = Some(&uri);
     }
@@ -1453,7 +1464,7 @@ async fn proxy<'s>(
                 }
             }
             // (a static value: no formatting)
-            None => set(&VIA, via_value(ver, true)),
+            None => set(&VIA, via_value(ver, true).clone()),
         }
     }
     if add_server {

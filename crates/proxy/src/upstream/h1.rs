@@ -252,12 +252,12 @@ impl H1 {
             if *name == CONTENT_LENGTH {
                 length = Some(value);
             }
-            crate::headers::put_line(w, name.as_str().as_bytes(), value.as_bytes());
+            crate::headers::put_line(w, name.as_str().as_bytes(), value);
         }
         let body = if req.body().is_end_stream() {
             None
         } else if let Some(v) = length {
-            let n = std::str::from_utf8(v.as_bytes())
+            let n = std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| err("invalid content-length in the request to the upstream"))?;

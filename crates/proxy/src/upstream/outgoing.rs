@@ -10,13 +10,53 @@
 use crate::headers;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 
+/// A value the proxy sets: borrowed where it can be, so that building and
+/// dropping the list copies and counts nothing.
+#[derive(Debug)]
+pub enum Val<'a> {
+    /// The header is removed.
+    Removed,
+    Owned(HeaderValue),
+    Shared(&'a HeaderValue),
+    /// Checked to be a header value ([`Val::text`]).
+    Text(&'a str),
+}
+
+impl<'a> Val<'a> {
+    /// `s` as a value, if it is one (`HeaderValue::from_str`'s rule).
+    pub fn text(s: &'a str) -> Option<Val<'a>> {
+        s.bytes()
+            .all(|b| (b >= 32 && b != 127) || b == b'\t')
+            .then_some(Val::Text(s))
+    }
+
+    /// The value's bytes; `None` for a removal.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Val::Removed => None,
+            Val::Owned(v) => Some(v.as_bytes()),
+            Val::Shared(v) => Some(v.as_bytes()),
+            Val::Text(s) => Some(s.as_bytes()),
+        }
+    }
+
+    fn to_value(&self) -> Option<HeaderValue> {
+        match self {
+            Val::Removed => None,
+            Val::Owned(v) => Some(v.clone()),
+            Val::Shared(v) => Some((*v).clone()),
+            Val::Text(s) => HeaderValue::from_str(s).ok(),
+        }
+    }
+}
+
 /// The client's headers and what the proxy sets over them.
 pub struct Outgoing<'a> {
     client: &'a HeaderMap,
     /// The client's `Connection` lists headers of its own (hop-by-hop too).
     listed: bool,
-    /// Headers set (a value) or removed (`None`) over the client's, in order.
-    set: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Headers set or removed over the client's, in order.
+    set: Vec<(&'static HeaderName, Val<'a>)>,
     /// The `Host` of the current try (its target may differ from the last's).
     pub host: Option<HeaderValue>,
     /// HTTP/1.1: the request target, written in place of the request's URI.
@@ -28,7 +68,7 @@ impl<'a> Outgoing<'a> {
     pub fn new(
         client: &'a HeaderMap,
         listed: bool,
-        set: Vec<(HeaderName, Option<HeaderValue>)>,
+        set: Vec<(&'static HeaderName, Val<'a>)>,
     ) -> Self {
         Outgoing {
             client,
@@ -41,25 +81,26 @@ impl<'a> Outgoing<'a> {
 
     /// Whether the proxy sets (or removes) `name` itself.
     fn sets(&self, name: &HeaderName) -> bool {
-        *name == HOST || self.set.iter().any(|(n, _)| n == name)
+        *name == HOST || self.set.iter().any(|(n, _)| *n == name)
     }
 
     /// Every header of the request, in the order written: `Host`, the
     /// client's end-to-end headers the proxy does not set, then the proxy's.
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> + '_ {
         self.host
             .iter()
-            .map(|v| (&HOST, v))
+            .map(|v| (&HOST, v.as_bytes()))
             .chain(
                 self.client
                     .iter()
                     .filter(|(n, _)| headers::is_end_to_end(self.client, self.listed, n))
-                    .filter(|(n, _)| !self.sets(n)),
+                    .filter(|(n, _)| !self.sets(n))
+                    .map(|(n, v)| (n, v.as_bytes())),
             )
             .chain(
                 self.set
                     .iter()
-                    .filter_map(|(n, v)| v.as_ref().map(|v| (n, v))),
+                    .filter_map(|(n, v)| v.bytes().map(|v| (*n, v))),
             )
     }
 
@@ -67,12 +108,12 @@ impl<'a> Outgoing<'a> {
     pub fn to_map(&self) -> HeaderMap {
         let mut map = headers::end_to_end(self.client, self.set.len() + 1);
         for (n, v) in &self.set {
-            match v {
+            match v.to_value() {
                 Some(v) => {
-                    map.insert(n, v.clone());
+                    map.insert(*n, v);
                 }
                 None => {
-                    map.remove(n);
+                    map.remove(*n);
                 }
             }
         }
@@ -108,25 +149,23 @@ mod tests {
         ] {
             client.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
+        static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+        static XFP: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+        static CONNECTION: HeaderName = http::header::CONNECTION;
+        let keep_alive = HeaderValue::from_static("keep-alive");
         let mut o = Outgoing::new(
             &client,
             headers::lists_others(&client),
             vec![
-                (
-                    HeaderName::from_static("x-forwarded-for"),
-                    Some(HeaderValue::from_static("10.0.0.1, 127.0.0.1")),
-                ),
-                (HeaderName::from_static("x-forwarded-prefix"), None),
-                (
-                    http::header::CONNECTION,
-                    Some(HeaderValue::from_static("keep-alive")),
-                ),
+                (&XFF, Val::text("10.0.0.1, 127.0.0.1").unwrap()),
+                (&XFP, Val::Removed),
+                (&CONNECTION, Val::Shared(&keep_alive)),
             ],
         );
         o.host = Some(HeaderValue::from_static("upstream:8080"));
         let listed: Vec<(String, String)> = o
             .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .map(|(n, v)| (n.to_string(), String::from_utf8(v.to_vec()).unwrap()))
             .collect();
         assert_eq!(
             listed,
@@ -142,8 +181,17 @@ mod tests {
         );
         let mut from_list = HeaderMap::new();
         for (n, v) in o.iter() {
-            from_list.append(n, v.clone());
+            from_list.append(n, HeaderValue::from_bytes(v).unwrap());
         }
         assert_eq!(from_list, o.to_map());
+    }
+
+    #[test]
+    fn text_values_follow_the_header_value_rule() {
+        assert!(Val::text("/a b\tc~\u{e9}").is_some());
+        for bad in ["a\r\nb", "a\nb", "a\0b", "a\u{7f}b"] {
+            assert!(Val::text(bad).is_none(), "{bad:?}");
+            assert!(HeaderValue::from_str(bad).is_err(), "{bad:?}");
+        }
     }
 }
