@@ -1891,6 +1891,13 @@ async fn send_watched(
                 _ = timer.as_mut() => {
                     let now = progress.get();
                     if now == seen && seen.0 != Phase::ClientWait {
+                        // (a connection's timer may be set sooner than this
+                        // request's deadline: `Conn::take_timer`)
+                        let due = deadline(seen);
+                        if tokio::time::Instant::now() < due {
+                            timer.as_mut().reset(due);
+                            continue;
+                        }
                         break Watched::TimedOut(seen.0);
                     }
                     seen = now;

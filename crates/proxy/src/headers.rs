@@ -273,8 +273,24 @@ pub fn real_ip(
 /// Kong's `kong.tools.uri.escape` for the upstream URI: percent-encodes bytes
 /// that are neither unreserved nor reserved (and not `%`).
 pub fn escape_uri(s: &str) -> std::borrow::Cow<'_, str> {
+    // (a table: this runs over every proxied request's path)
+    const KEEP: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let extra = b"-._~!*'();:@&=+$,/?#[]%";
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
     fn keep(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"-._~!*'();:@&=+$,/?#[]%".contains(&b)
+        KEEP[b as usize]
     }
     if s.bytes().all(keep) {
         return std::borrow::Cow::Borrowed(s);

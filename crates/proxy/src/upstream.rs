@@ -470,7 +470,7 @@ pub enum SendError {
 }
 
 impl Conn {
-    /// For an HTTP/1.1 connection, its timer set to `deadline`, to put back with
+    /// For an HTTP/1.1 connection, its timer, due no later than `deadline`, to put back with
     /// [`Conn::put_timer`]; `None` for HTTP/2 (shared by concurrent requests). One
     /// timer serves all the connection's requests: moving a timer's deadline later
     /// costs tokio no timer-wheel work, where a new timer per request costs an
@@ -480,8 +480,13 @@ impl Conn {
             return None;
         }
         Some(match self.timer.take() {
+            // One set sooner is left as it is: it may fire early, and the caller
+            // sets it again for the rest (`handler::send_watched`). So a busy
+            // connection's requests move it seldom, not one reset each.
             Some(mut t) => {
-                t.as_mut().reset(deadline);
+                if t.deadline() > deadline {
+                    t.as_mut().reset(deadline);
+                }
                 t
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),

@@ -443,6 +443,35 @@ async fn upstream_timeout_504() {
     p.shutdown().await;
 }
 
+/// A pooled upstream connection keeps one timer for its requests, moved only
+/// when a request's deadline is sooner: a request whose deadline is later than
+/// the one the timer was last set for is answered, not cut at the old deadline,
+/// and a slow one on the same connection still times out.
+#[tokio::test]
+async fn read_timeout_counts_from_each_request_on_a_pooled_connection() {
+    let up = echo_upstream().await;
+    // (no retries: a timeout must show, not be hidden by a second try)
+    let s = service(
+        "127.0.0.1",
+        up.port(),
+        json!({"read_timeout": 600, "retries": 0}),
+    );
+    let r = route(Some(&s), json!({"paths": ["/"]}));
+    let p = start(&dataset(vec![("services", s), ("routes", r)]), &[]).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let c = c.clone();
+        let url = p.url(path);
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/fast").await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // answered 750 ms after the first request, 450 ms after its own
+    assert_eq!(status("/slow?ms=450").await, 200);
+    assert_eq!(status("/slow?ms=1500").await, 504);
+    p.shutdown().await;
+}
+
 /// A port that refuses connections for as long as the socket is held: bound but not
 /// listening, so no other test's server can take it meanwhile (a released port can be
 /// handed to a concurrent test, which then answers in its place).

@@ -320,8 +320,7 @@ impl RawHeaders {
         !self.drop_length
             && self
                 .get(Kind::ContentLength)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(crate::head::parse_content_length)
                 .is_some_and(|len| len <= n)
     }
 }
