@@ -514,11 +514,6 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Appends `n` in decimal.
-fn push_u16(s: &mut String, n: u16) {
-    s.push_str(std::str::from_utf8(headers::decimal(n.into(), &mut [0; 20])).unwrap_or_default());
-}
-
 /// `X-Forwarded-Proto` and `-Host`, and a trusted peer's `-Port`, `-Path`,
 /// `-Prefix`.
 type Forwarded<'a> = (
@@ -1130,6 +1125,11 @@ async fn proxy<'s>(
                 return cx.error(503, msg, client_headers, Negotiation::Accept);
             }
         };
+        // The service's own host and port: its `Host` was built with the snapshot.
+        let own_host = preserved_host.is_none()
+            && upstream_entity.is_none()
+            && target_port == service.port
+            && *target_host == service.host;
         let host_header: Cow<'_, str> = match preserved_host {
             Some(h) => Cow::Borrowed(h),
             None => {
@@ -1137,26 +1137,9 @@ async fn proxy<'s>(
                     .as_ref()
                     .and_then(|u| u.host_header.as_deref())
                     .unwrap_or(&target_host);
-                let default_port = (target_port == 80
-                    && matches!(service.protocol.as_str(), "http" | "grpc"))
-                    || (target_port == 443
-                        && matches!(service.protocol.as_str(), "https" | "grpcs"));
-                if default_port {
-                    Cow::Owned(name.to_owned())
-                } else {
-                    // (built by hand: `format!` costs more than the rest of this)
-                    let v6 = name.contains(':');
-                    let mut s = String::with_capacity(name.len() + 8);
-                    if v6 {
-                        s.push('[');
-                    }
-                    s.push_str(name);
-                    if v6 {
-                        s.push(']');
-                    }
-                    s.push(':');
-                    push_u16(&mut s, target_port);
-                    Cow::Owned(s)
+                match &service.host_header {
+                    Some(v) if own_host => Cow::Borrowed(v.to_str().unwrap_or_default()),
+                    _ => crate::snapshot::host_header(name, target_port, &service.protocol),
                 }
             }
         };
@@ -1245,16 +1228,20 @@ async fn proxy<'s>(
                 r
             }
         };
-        // (an owned name moves into the value without a copy)
-        let host_hv = match host_header {
-            Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)),
-            Cow::Borrowed(s) => HeaderValue::from_str(s),
-        };
         // (HTTP/2 carries the authority in its URI)
         outgoing.host = if h2_up {
             None
         } else {
-            host_hv.ok().or_else(|| client_headers.get(HOST).cloned())
+            let built = match (&service.host_header, own_host) {
+                (Some(v), true) => Some(Val::Shared(v)),
+                // (an owned name moves into the value without a copy)
+                _ => match host_header {
+                    Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)).ok(),
+                    Cow::Borrowed(s) => HeaderValue::from_str(s).ok(),
+                }
+                .map(Val::Owned),
+            };
+            built.or_else(|| client_headers.get(HOST).map(Val::Shared))
         };
         if !c.reused {
             // (connecting took a while)
@@ -1424,8 +1411,8 @@ async fn proxy<'s>(
             .is_none_or(|r| r.get(RawKind::Server).is_none());
     // The proxy's own headers: with the lines kept as bytes, a short list that
     // goes with them (no map to hash them into); else into the map.
-    let mut own: Option<Vec<(HeaderName, HeaderValue)>> =
-        raw.as_ref().map(|_| Vec::with_capacity(5));
+    let mut own: Option<crate::upstream::raw::Own> =
+        raw.as_ref().map(|_| crate::upstream::raw::own_buffer());
     let mut set = |n: &HeaderName, v: HeaderValue| match own.as_mut() {
         Some(o) => o.push((n.clone(), v)),
         None => {

@@ -286,10 +286,14 @@ fn service_info(
     } else {
         (None, String::new())
     };
+    let host = s(row, "host").unwrap_or_default();
+    let port = n(row, "port", 80).clamp(0, 65535) as u16;
+    let host_header = http::HeaderValue::from_str(&super::host_header(&host, port, &protocol)).ok();
     Ok(ServiceInfo {
         name: s(row, "name"),
-        host: s(row, "host").unwrap_or_default(),
-        port: n(row, "port", 80).clamp(0, 65535) as u16,
+        host,
+        port,
+        host_header,
         path: s(row, "path"),
         retries: n(row, "retries", 5).max(0) as u32,
         connect_timeout: ms(row, "connect_timeout"),

@@ -62,6 +62,34 @@ pub struct ServiceInfo {
     pub row: Arc<Row>,
     /// `host`'s latest DNS answer, when it is a name.
     pub resolved: arc_swap::ArcSwapOption<crate::balancer::dns::Resolved>,
+    /// The `Host` of a request to `host` and `port` ([`host_header`]), built once.
+    pub host_header: Option<http::HeaderValue>,
+}
+
+/// The `Host` sent to an upstream `name` on `port`: the port left out when it is
+/// the protocol's default, an IPv6 address in brackets.
+pub fn host_header<'a>(name: &'a str, port: u16, protocol: &str) -> std::borrow::Cow<'a, str> {
+    let default_port = (port == 80 && matches!(protocol, "http" | "grpc"))
+        || (port == 443 && matches!(protocol, "https" | "grpcs"));
+    if default_port {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    // (built by hand: `format!` costs more than the rest of this)
+    let v6 = name.contains(':');
+    let mut s = String::with_capacity(name.len() + 8);
+    if v6 {
+        s.push('[');
+    }
+    s.push_str(name);
+    if v6 {
+        s.push(']');
+    }
+    s.push(':');
+    let mut digits = [0u8; 20];
+    s.push_str(
+        std::str::from_utf8(crate::headers::decimal(port.into(), &mut digits)).unwrap_or_default(),
+    );
+    std::borrow::Cow::Owned(s)
 }
 
 impl ServiceInfo {

@@ -446,7 +446,7 @@ enum BodyOut {
 fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<Head>, BoxError> {
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
-    let mut lines = Vec::new();
+    let mut lines: Vec<Line>;
     let (len, code, version) = {
         let status = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, rbuf, &mut slots)
@@ -460,7 +460,7 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<
             return Ok(None);
         };
         let base = rbuf.as_ptr() as usize;
-        lines.reserve_exact(res.headers.len());
+        lines = crate::upstream::raw::line_buffer(res.headers.len());
         for h in res.headers.iter() {
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;

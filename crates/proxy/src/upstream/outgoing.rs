@@ -58,7 +58,7 @@ pub struct Outgoing<'a> {
     /// Headers set or removed over the client's, in order.
     set: Vec<(&'static HeaderName, Val<'a>)>,
     /// The `Host` of the current try (its target may differ from the last's).
-    pub host: Option<HeaderValue>,
+    pub host: Option<Val<'a>>,
     /// HTTP/1.1: the request target, written in place of the request's URI.
     pub target: Option<&'a str>,
 }
@@ -89,7 +89,7 @@ impl<'a> Outgoing<'a> {
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> + '_ {
         self.host
             .iter()
-            .map(|v| (&HOST, v.as_bytes()))
+            .filter_map(|v| v.bytes().map(|v| (&HOST, v)))
             .chain(
                 self.client
                     .iter()
@@ -117,9 +117,9 @@ impl<'a> Outgoing<'a> {
                 }
             }
         }
-        match &self.host {
+        match self.host.as_ref().and_then(Val::to_value) {
             Some(h) => {
-                map.insert(HOST, h.clone());
+                map.insert(HOST, h);
             }
             None => {
                 map.remove(HOST);
@@ -162,7 +162,7 @@ mod tests {
                 (&CONNECTION, Val::Shared(&keep_alive)),
             ],
         );
-        o.host = Some(HeaderValue::from_static("upstream:8080"));
+        o.host = Val::text("upstream:8080");
         let listed: Vec<(String, String)> = o
             .iter()
             .map(|(n, v)| (n.to_string(), String::from_utf8(v.to_vec()).unwrap()))
