@@ -18,6 +18,7 @@
 
 use crate::handler::{ClientBody, Reply};
 use crate::head::Limits;
+use crate::headers::token_is;
 pub use crate::rewind::Rewind;
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -216,14 +217,14 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
             // names are none of these.)
             let ours = match name.len() {
                 4 => {
-                    hosts += u32::from(name.eq_ignore_ascii_case(b"host"));
+                    hosts += u32::from(token_is(name, b"host"));
                     false
                 }
-                2 => name.eq_ignore_ascii_case(b"te"),
-                6 => name.eq_ignore_ascii_case(b"expect"),
-                7 => name.eq_ignore_ascii_case(b"upgrade"),
+                2 => token_is(name, b"te"),
+                6 => token_is(name, b"expect"),
+                7 => token_is(name, b"upgrade"),
                 10 => {
-                    if name.eq_ignore_ascii_case(b"connection") {
+                    if token_is(name, b"connection") {
                         close |= h
                             .value
                             .split(|b| *b == b',')
@@ -231,13 +232,13 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
                     }
                     false
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if token_is(name, b"content-length") => {
                     lengths += 1;
                     h.value.trim_ascii() != b"0"
                 }
                 17 => {
-                    name.eq_ignore_ascii_case(b"transfer-encoding")
-                        || name.eq_ignore_ascii_case(crate::guard::REJECT_HEADER.as_bytes())
+                    token_is(name, b"transfer-encoding")
+                        || token_is(name, crate::guard::REJECT_HEADER.as_bytes())
                 }
                 _ => false,
             };

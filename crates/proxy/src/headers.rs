@@ -100,6 +100,16 @@ pub fn end_to_end(src: &HeaderMap, extra: usize) -> HeaderMap {
     out
 }
 
+/// Whether `name`, a header name as parsed (an RFC 9110 token), is `lower` in
+/// any letter case. Cheaper than `eq_ignore_ascii_case` on the hot path: one
+/// side is lower case already, and for token bytes setting bit 5 lowers a
+/// letter and changes nothing a lower-case literal of letters, digits and `-`
+/// could be confused with.
+#[inline]
+pub fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b)
+}
+
 /// `X-Forwarded-For`, parsed once.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -432,6 +442,24 @@ mod tests {
             real_ip(untrusted, &h, &trusted, "X-Forwarded-For", true),
             untrusted
         );
+    }
+
+    #[test]
+    fn token_is_agrees_with_eq_ignore_ascii_case_on_tokens() {
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let literal = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+        for a in (0..=255u8).filter(|b| tchar(*b)) {
+            for &b in literal {
+                assert_eq!(
+                    token_is(&[a], &[b]),
+                    [a].eq_ignore_ascii_case(&[b]),
+                    "{a:#x} against {b:#x}"
+                );
+            }
+        }
+        assert!(token_is(b"Content-Length", b"content-length"));
+        assert!(!token_is(b"Content-Lengths", b"content-length"));
+        assert!(!token_is(b"x-kong", b"x-kong-"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub enum Kind {
 impl Kind {
     /// The kind of a header name, in any letter case.
     pub fn of(name: &[u8]) -> Kind {
-        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        let is = |s: &str| crate::headers::token_is(name, s.as_bytes());
         // (length and first letter first: most names are none of these)
         let Some(first) = name.first() else {
             return Kind::Other;
@@ -50,7 +50,7 @@ impl Kind {
             (14, b'c') if is("content-length") => Kind::ContentLength,
             (16, b'p') if is("proxy-connection") => Kind::HopByHop,
             (17, b't') if is("transfer-encoding") => Kind::TransferEncoding,
-            (n, b'x') if n > 7 && name[..7].eq_ignore_ascii_case(b"x-kong-") => Kind::Kong,
+            (n, b'x') if n > 7 && crate::headers::token_is(&name[..7], b"x-kong-") => Kind::Kong,
             _ => Kind::Other,
         }
     }
