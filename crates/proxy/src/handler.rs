@@ -1081,9 +1081,15 @@ async fn proxy<'s>(
             // (`dns_resolver`, `dns_order`, TTLs).
             None => {
                 let h = target_host.trim_start_matches('[').trim_end_matches(']');
-                match h.parse::<IpAddr>() {
-                    Ok(ip) => Some(SocketAddr::new(ip, target_port)),
-                    Err(_) => {
+                // (the service's own address was parsed with the snapshot)
+                let ip = if *target_host == service.host {
+                    service.host_ip
+                } else {
+                    h.parse::<IpAddr>().ok()
+                };
+                match ip {
+                    Some(ip) => Some(SocketAddr::new(ip, target_port)),
+                    None => {
                         resolved_now = true;
                         match crate::balancer::dns::resolve_in(&service.resolved, h).await {
                             Ok(r) => r.pick(target_port).map(|(a, _)| {

@@ -289,11 +289,17 @@ fn service_info(
     let host = s(row, "host").unwrap_or_default();
     let port = n(row, "port", 80).clamp(0, 65535) as u16;
     let host_header = http::HeaderValue::from_str(&super::host_header(&host, port, &protocol)).ok();
+    let host_ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok();
     Ok(ServiceInfo {
         name: s(row, "name"),
         host,
         port,
         host_header,
+        host_ip,
         path: s(row, "path"),
         retries: n(row, "retries", 5).max(0) as u32,
         connect_timeout: ms(row, "connect_timeout"),

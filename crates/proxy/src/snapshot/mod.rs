@@ -64,6 +64,8 @@ pub struct ServiceInfo {
     pub resolved: arc_swap::ArcSwapOption<crate::balancer::dns::Resolved>,
     /// The `Host` of a request to `host` and `port` ([`host_header`]), built once.
     pub host_header: Option<http::HeaderValue>,
+    /// `host` as an address, when it is one (IPv6 with or without brackets).
+    pub host_ip: Option<std::net::IpAddr>,
 }
 
 /// The `Host` sent to an upstream `name` on `port`: the port left out when it is
