@@ -1200,12 +1200,21 @@ async fn proxy<'s>(
             // not sent: its headers are built already
             Some(r) => r,
             None => {
-                let mut b = Request::builder().method(head.method.clone());
-                if h2_up {
+                // (its URI for HTTP/2 only: HTTP/1.1 writes `outgoing.target`)
+                let h2_uri = if h2_up {
                     let sch = if service.is_tls() { "https" } else { "http" };
-                    b = b
-                        .uri(format!("{sch}://{host_header}{uri}"))
-                        .version(Version::HTTP_2);
+                    match http::Uri::try_from(format!("{sch}://{host_header}{uri}")) {
+                        Ok(u) => Some(u),
+                        Err(_) => {
+                            tracing::error!(uri = %uri, "the upstream request URI is not a valid one");
+                            return cx.error(
+                                500,
+                                &errors::handler_message(500),
+                                client_headers,
+                                Negotiation::Handler,
+                            );
+                        }
+                    }
                 } else {
                     if !h1_target_ok {
                         tracing::error!(uri = %uri, "the upstream request target is not a valid one");
@@ -1215,22 +1224,25 @@ async fn proxy<'s>(
                             client_headers,
                             Negotiation::Handler,
                         );
-                    };
-                    b = b.version(Version::HTTP_11);
-                }
+                    }
+                    None
+                };
                 let this_body = match &buffered {
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
                     None => body.take().unwrap_or_else(crate::empty_body),
                 };
-                // (its headers come from `outgoing` as it is sent)
-                let Ok(r) = b.body(this_body) else {
-                    return cx.error(
-                        500,
-                        &errors::handler_message(500),
-                        client_headers,
-                        Negotiation::Handler,
-                    );
-                };
+                // Built in place, not through `Request::builder` (which moves its
+                // parts at every step); its headers come from `outgoing` as it is
+                // sent.
+                let mut r = Request::new(this_body);
+                *r.method_mut() = head.method.clone();
+                match h2_uri {
+                    Some(u) => {
+                        *r.uri_mut() = u;
+                        *r.version_mut() = Version::HTTP_2;
+                    }
+                    None => *r.version_mut() = Version::HTTP_11,
+                }
                 r
             }
         };
