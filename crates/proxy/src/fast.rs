@@ -95,12 +95,11 @@ where
     let mut head_deadline = Some(tokio::time::Instant::now() + header);
     // The end of the last response (the keep-alive timeout counts from there).
     let mut idle_since = tokio::time::Instant::now();
-    // Shutdown, as one future for the connection (one waiter registration).
+    // Shutdown, as one future for the connection, polled only when it was woken.
     let mut stop_rx = stop.clone();
-    let stopped = async move {
+    let mut stopped = Gated::new(async move {
         let _ = stop_rx.changed().await;
-    };
-    tokio::pin!(stopped);
+    });
     // The last request's header map, emptied and filled again.
     let mut spare: Option<HeaderMap> = None;
     loop {
@@ -158,6 +157,71 @@ where
                 return Outcome::Done;
             }
         }
+    }
+}
+
+/// A future polled only at first and then when its own waker fired. The
+/// shutdown waiter sits in every between-requests `select!`, which polls each
+/// branch whenever the connection's task wakes; polling tokio's
+/// `watch::changed` there each time takes its waiters' lock (≈ 185
+/// instructions a request, bench/RESULTS.md).
+struct Gated<F> {
+    fut: std::pin::Pin<Box<F>>,
+    wake: std::sync::Arc<GateWake>,
+    waker: std::task::Waker,
+    polled: bool,
+}
+
+/// The gate's own waker: notes that the inner future wants a poll, then wakes
+/// the task.
+#[derive(Default)]
+struct GateWake {
+    fired: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for GateWake {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.fired.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future<Output = ()>> Gated<F> {
+    fn new(fut: F) -> Gated<F> {
+        let wake = std::sync::Arc::new(GateWake::default());
+        Gated {
+            fut: Box::pin(fut),
+            waker: std::task::Waker::from(wake.clone()),
+            wake,
+            polled: false,
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Gated<F> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        // (registered first: a wake-up from here on reaches this task)
+        this.wake.task.register(cx.waker());
+        let fired = this
+            .wake
+            .fired
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if this.polled && !fired {
+            return std::task::Poll::Pending;
+        }
+        this.polled = true;
+        this.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&this.waker))
     }
 }
 
@@ -507,4 +571,40 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     io.flush().await?;
     Ok(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gated;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Waker};
+
+    #[tokio::test]
+    async fn a_gated_future_is_polled_at_first_and_when_it_was_woken() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let counted = polls.clone();
+        // (the shape `serve` gives it: one `changed` future kept across polls)
+        let mut changed = Box::pin(async move {
+            let _ = rx.changed().await;
+        });
+        let mut g = Gated::new(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            changed.as_mut().poll(cx)
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(std::pin::Pin::new(&mut g).poll(&mut cx).is_pending());
+        assert!(std::pin::Pin::new(&mut g).poll(&mut cx).is_pending());
+        assert!(std::pin::Pin::new(&mut g).poll(&mut cx).is_pending());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "polled again without a wake-up"
+        );
+        tx.send(true).unwrap();
+        assert!(std::pin::Pin::new(&mut g).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
 }
