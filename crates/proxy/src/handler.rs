@@ -1203,29 +1203,20 @@ async fn proxy<'s>(
                 // (its URI for HTTP/2 only: HTTP/1.1 writes `outgoing.target`)
                 let h2_uri = if h2_up {
                     let sch = if service.is_tls() { "https" } else { "http" };
-                    match http::Uri::try_from(format!("{sch}://{host_header}{uri}")) {
-                        Ok(u) => Some(u),
-                        Err(_) => {
-                            tracing::error!(uri = %uri, "the upstream request URI is not a valid one");
-                            return cx.error(
-                                500,
-                                &errors::handler_message(500),
-                                client_headers,
-                                Negotiation::Handler,
-                            );
-                        }
-                    }
+                    http::Uri::try_from(format!("{sch}://{host_header}{uri}"))
+                        .ok()
+                        .map(Some)
                 } else {
-                    if !h1_target_ok {
-                        tracing::error!(uri = %uri, "the upstream request target is not a valid one");
-                        return cx.error(
-                            500,
-                            &errors::handler_message(500),
-                            client_headers,
-                            Negotiation::Handler,
-                        );
-                    }
-                    None
+                    h1_target_ok.then_some(None)
+                };
+                let Some(h2_uri) = h2_uri else {
+                    tracing::error!(uri = %uri, "the upstream request target is not a valid one");
+                    return cx.error(
+                        500,
+                        &errors::handler_message(500),
+                        client_headers,
+                        Negotiation::Handler,
+                    );
                 };
                 let this_body = match &buffered {
                     Some(bytes) => SlicedBody::new(bytes.clone()).boxed_unsync(),
