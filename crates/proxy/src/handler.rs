@@ -7,7 +7,7 @@ use crate::balancer::{mark_tried, Algorithm, BTarget, Balancer};
 use crate::buffering::buffer_response;
 use crate::downstream::BodyBytes;
 use crate::errors::{self, Negotiation};
-use crate::headers::{self, escape_uri};
+use crate::headers::{self, escape_uri, X_FORWARDED_FOR};
 use crate::phases::{self, Flow, PhaseCx, Plan};
 use crate::snapshot::{RouteInfo, SharedSnapshot, Snapshot};
 use crate::upstream::outgoing::{Outgoing, Val};
@@ -35,7 +35,6 @@ static X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-
 static X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
 static X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
-use headers::X_FORWARDED_FOR;
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -919,14 +918,9 @@ async fn proxy<'s>(
         } else {
             owned(&remote_addr.to_string()).unwrap_or(Val::Removed)
         };
-        let ip = || match &client_ip {
-            Val::Owned(v) => Val::Owned(v.clone()),
-            Val::Shared(v) => Val::Shared(v),
-            _ => Val::Removed,
-        };
         match seen.x_forwarded_for.and_then(|v| v.to_str().ok()) {
             Some(v) => push(uh, &X_FORWARDED_FOR, owned(&format!("{v}, {peer_ip}"))),
-            None => uh.push((&X_FORWARDED_FOR, ip())),
+            None => uh.push((&X_FORWARDED_FOR, client_ip.clone())),
         }
         push(uh, &X_FORWARDED_PROTO, Val::text(&fwd_proto));
         match &host_value {
@@ -1132,21 +1126,21 @@ async fn proxy<'s>(
             }
         };
         // The service's own host and port: its `Host` was built with the snapshot.
-        let own_host = preserved_host.is_none()
-            && upstream_entity.is_none()
-            && target_port == service.port
-            && *target_host == service.host;
-        let host_header: Cow<'_, str> = match preserved_host {
-            Some(h) => Cow::Borrowed(h),
-            None => {
+        let own_host = service.host_header.as_ref().filter(|_| {
+            preserved_host.is_none()
+                && upstream_entity.is_none()
+                && target_port == service.port
+                && *target_host == service.host
+        });
+        let host_header: Cow<'_, str> = match (preserved_host, own_host) {
+            (Some(h), _) => Cow::Borrowed(h),
+            (None, Some(v)) => Cow::Borrowed(v.to_str().unwrap_or_default()),
+            (None, None) => {
                 let name: &str = upstream_entity
                     .as_ref()
                     .and_then(|u| u.host_header.as_deref())
                     .unwrap_or(&target_host);
-                match &service.host_header {
-                    Some(v) if own_host => Cow::Borrowed(v.to_str().unwrap_or_default()),
-                    _ => crate::snapshot::host_header(name, target_port, &service.protocol),
-                }
+                crate::snapshot::host_header(name, target_port, &service.protocol)
             }
         };
         let target = Target {
@@ -1166,8 +1160,7 @@ async fn proxy<'s>(
             h2: h2_up,
         };
         // (the clock read at the first try serves it unless a wait came between)
-        let fresh = tries > 1 || resolved_now;
-        if fresh {
+        if tries > 1 || resolved_now {
             sent_at = Instant::now();
         }
         let mut c = match cx
@@ -1241,10 +1234,10 @@ async fn proxy<'s>(
         outgoing.host = if h2_up {
             None
         } else {
-            let built = match (&service.host_header, own_host) {
-                (Some(v), true) => Some(Val::Shared(v)),
+            let built = match own_host {
+                Some(v) => Some(Val::Shared(v)),
                 // (an owned name moves into the value without a copy)
-                _ => match host_header {
+                None => match host_header {
                     Cow::Owned(s) => HeaderValue::from_maybe_shared(Bytes::from(s)).ok(),
                     Cow::Borrowed(s) => HeaderValue::from_str(s).ok(),
                 }

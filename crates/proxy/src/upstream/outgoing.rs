@@ -12,7 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 
 /// A value the proxy sets: borrowed where it can be, so that building and
 /// dropping the list copies and counts nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Val<'a> {
     /// The header is removed.
     Removed,
