@@ -145,6 +145,15 @@ def make_cert(tmp):
 NGINX = "nginx"
 
 
+# The request headers the upstream's /bench/headers answers with, one `name=value` a line.
+ECHOED = ("connection", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+          "x-forwarded-port", "x-forwarded-path", "x-forwarded-prefix", "x-real-ip",
+          "x-kong-request-id", "via", "te", "upgrade")
+UPSTREAM_ECHO = "".join(f"{n}=$http_{n.replace('-', '_')}\\n" for n in ECHOED)
+# The response headers Kong adds by default (and the peer with KONG_HEADERS).
+KONG_RESPONSE = ("via", "x-kong-upstream-latency", "x-kong-proxy-latency", "x-kong-request-id")
+
+
 def upstream_conf(tmp, port, big_file, foreground_single=False):
     """The upstream: nginx answering 200 "ok" (any path), and a 1 MiB file at /stream/big."""
     head = "master_process off;\n" if foreground_single else ""
@@ -167,6 +176,8 @@ http {{
     listen 127.0.0.2:{port} backlog=4096;
     listen 127.0.0.3:{port} backlog=4096;
     location / {{ return 200 "ok"; }}
+    # What a proxy sent: proxy_bench.same_work compares the gateway's and the peer's.
+    location = /bench/headers {{ return 200 "{UPSTREAM_ECHO}"; }}
     location = /stream/big {{ default_type application/octet-stream; alias {big_file}; }}
     # Uploads: read the whole body (in memory) before answering, as an upload service
     # would; `return` alone answers first and discards, which makes a streaming proxy
@@ -184,12 +195,38 @@ http {{
 """
 
 
+# The headers Kong's nginx sets on the upstream request (`kong/templates/nginx_kong.lua`,
+# 3.9: `proxy_set_header X-Forwarded-For $upstream_x_forwarded_for` and the rest, the
+# request id being nginx's `$request_id`) and those its header_filter adds to the response
+# with the default `headers` (`Via`, both latency headers, `X-Kong-Request-Id`). The
+# gateway does this work on every request by default, so the nginx peer does it too: the
+# same request reaches the upstream and the same response the client (checked by
+# `proxy_bench.same_work`). `bare=True` leaves it out (nginx's plain `proxy_pass`, the
+# `plain-bare` scenario and `callgrind.sh --bare-peer`).
+KONG_HEADERS = (
+    "proxy_set_header Connection keep-alive; "
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
+    "proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; "
+    "proxy_set_header X-Forwarded-Port $server_port; "
+    "proxy_set_header X-Forwarded-Path $uri; proxy_set_header X-Real-IP $remote_addr; "
+    "proxy_set_header X-Kong-Request-Id $request_id; "
+    "proxy_set_header Via \"1.1 kong/3.9.1\"; "
+    "add_header X-Kong-Upstream-Latency $upstream_response_time always; "
+    "add_header X-Kong-Proxy-Latency $upstream_connect_time always; "
+    "add_header Via \"1.1 kong/3.9.1\" always; "
+    "add_header X-Kong-Request-Id $request_id always;"
+)
+BARE_HEADERS = "proxy_set_header Connection \"\";"
+
+
 def peer_conf(tmp, port, tls_port, upstream_port, ws_port, cert, key, routes=0,
-              keyauth=None, foreground_single=False):
+              keyauth=None, foreground_single=False, bare=False):
     """nginx proxy_pass with the same routes as the gateway: one worker, upstream
-    keep-alive 64, access_log off. `routes` > 0 adds that many `location /svc-N` blocks
-    (the 10,000-routes scenario). `keyauth` = (key, ...) adds an apikey check and a
-    limit_req zone (the key-auth + rate-limiting peer)."""
+    keep-alive 64, access_log off, Kong's headers (`KONG_HEADERS`) unless `bare`.
+    `routes` > 0 adds that many `location /svc-N` blocks (the 10,000-routes scenario).
+    `keyauth` = (key, ...) adds an apikey check and a limit_req zone (the key-auth +
+    rate-limiting peer)."""
+    headers = BARE_HEADERS if bare else KONG_HEADERS
     head = "master_process off;\n" if foreground_single else ""
     tls_listen = f"    listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;\n" if tls_port else ""
     tls = (
@@ -198,9 +235,7 @@ def peer_conf(tmp, port, tls_port, upstream_port, ws_port, cert, key, routes=0,
         if tls_port
         else ""
     )
-    proxied = (
-        "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";"
-    )
+    proxied = f"proxy_pass http://up; proxy_http_version 1.1; {headers}"
     auth = ""
     zone = ""
     if keyauth:
@@ -211,10 +246,9 @@ def peer_conf(tmp, port, tls_port, upstream_port, ws_port, cert, key, routes=0,
         )
     locs = [f"    location / {{ {auth}{proxied} }}"]
     locs.append(
-        "    location /stream/ { proxy_pass http://up; proxy_http_version 1.1; "
-        "proxy_set_header Connection \"\"; proxy_request_buffering off; proxy_buffering off; "
-        "proxy_buffer_size 64k; proxy_buffers 8 64k; proxy_busy_buffers_size 128k; "
-        "client_body_buffer_size 64k; }"
+        f"    location /stream/ {{ {proxied} proxy_request_buffering off; "
+        "proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 8 64k; "
+        "proxy_busy_buffers_size 128k; client_body_buffer_size 64k; }"
     )
     if ws_port:
         locs.append(

@@ -14,7 +14,11 @@ one worker, as in bench/run.sh); the upstream is native nginx on the other core.
 
 Also writes bench/results/callgrind-<proxy>.txt: the per-request cost by function (the
 difference of the two runs' function totals, divided by N2 - N1), i.e. a deterministic
-profile of one proxied request."""
+profile of one proxied request.
+
+Two nginx figures: `nginx` sets Kong's headers on the upstream request and the response as
+the gateway does by default (`benchlib.KONG_HEADERS`: the same bytes on the wire), and
+`nginx-bare` is its plain `proxy_pass`, which does less than either."""
 
 import argparse
 import http.client
@@ -93,7 +97,8 @@ def run_one(args, tmp, which, n, up_port, rep=0):
         B.wait_listening(port, proc, deadline_s=300, what="gateway under valgrind")
     else:
         port = B.free_port()
-        conf = B.peer_conf(tmp, port, None, up_port, None, None, None, foreground_single=True)
+        conf = B.peer_conf(tmp, port, None, up_port, None, None, None, foreground_single=True,
+                           bare=which == "nginx-bare")
         proc, _ = B.start_nginx(tmp, f"peer-{n}", conf, 1, port, valgrind=vg)
     time.sleep(args.settle)
     t0 = time.perf_counter()
@@ -109,7 +114,9 @@ def main():
     ap.add_argument("--n1", type=int, default=200)
     ap.add_argument("--n2", type=int, default=1200)
     ap.add_argument("--bin", default=None)
-    ap.add_argument("--only", choices=["gateway", "nginx"], default=None)
+    ap.add_argument("--only", choices=["gateway", "nginx", "nginx-bare"], default=None,
+                    help="one proxy: nginx sets Kong's headers as the gateway does "
+                    "(benchlib.KONG_HEADERS), nginx-bare is its plain proxy_pass")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds to wait after the proxy listens, before the first request")
     ap.add_argument("--results", default=os.path.join(B.HERE, "results"))
@@ -146,17 +153,17 @@ def main():
         args.ratelimit_conf = f"redis:{port}"
     results = {}
     try:
-        for which in ([args.only] if args.only else ["gateway", "nginx"]):
+        for which in ([args.only] if args.only else ["gateway", "nginx", "nginx-bare"]):
             reps = []
             for rep in range(args.repeat):
                 runs = {}
                 for n in (args.n1, args.n2):
                     out, ir, dt = run_one(args, tmp, which, n, up_port, rep)
                     runs[n] = (out, ir)
-                    print(f"{which:8s} run {rep + 1} N={n:5d}: {ir:,} instructions in total "
+                    print(f"{which:10s} run {rep + 1} N={n:5d}: {ir:,} instructions in total "
                           f"({dt:.1f} s of requests under valgrind)", flush=True)
                 per = (runs[args.n2][1] - runs[args.n1][1]) / (args.n2 - args.n1)
-                print(f"{which:8s} run {rep + 1}: {per:,.0f} instructions per request",
+                print(f"{which:10s} run {rep + 1}: {per:,.0f} instructions per request",
                       flush=True)
                 reps.append({"instructions_per_request": per, "ir_n1": runs[args.n1][1],
                              "ir_n2": runs[args.n2][1]})
@@ -199,12 +206,13 @@ def main():
           f"{args.n2 - args.n1}):")
     for which, r in results.items():
         each = ", ".join(f"{x['instructions_per_request']:,.0f}" for x in r["runs"])
-        print(f"  {which:8s} {each}  (spread {r['spread_pct']:.2f}%)")
-    if "gateway" in results and "nginx" in results:
-        ratio = results["gateway"]["instructions_per_request"] / \
-            results["nginx"]["instructions_per_request"]
-        print(f"  gateway/nginx {ratio:.2f}x")
-        results["ratio"] = ratio
+        print(f"  {which:10s} {each}  (spread {r['spread_pct']:.2f}%)")
+    for peer, key in (("nginx", "ratio"), ("nginx-bare", "ratio_bare")):
+        if "gateway" in results and peer in results:
+            ratio = results["gateway"]["instructions_per_request"] / \
+                results[peer]["instructions_per_request"]
+            print(f"  gateway/{peer} {ratio:.2f}x")
+            results[key] = ratio
     os.makedirs(args.results, exist_ok=True)
     results["meta"] = {"n1": args.n1, "n2": args.n2, "repeat": args.repeat,
                        "binary": args.bin, "valgrind": subprocess.run(

@@ -74,8 +74,9 @@ end
 class Scenario:
     def __init__(self, name, desc, tool="wrk", path="/", tls=False, conns=32, method="GET",
                  body=0, routes=0, ws=False, smoke=False, special=None, expect=b"ok",
-                 prometheus=False, balanced=False, ratelimit=None):
+                 prometheus=False, balanced=False, ratelimit=None, bare=False):
         self.name, self.desc, self.tool, self.path, self.tls = name, desc, tool, path, tls
+        self.bare = bare
         self.ratelimit = ratelimit
         self.balanced = balanced
         self.conns, self.method, self.body, self.routes, self.ws = conns, method, body, routes, ws
@@ -85,6 +86,8 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("plain", "HTTP/1.1, GET /, 1 route, 32 connections"),
+    Scenario("plain-bare", "as plain, against nginx's bare proxy_pass: the peer does not "
+             "set Kong's headers, which the gateway still does", bare=True),
     Scenario("prometheus", "plain + a global prometheus plugin (status codes, latencies, "
              "bandwidth, upstream health); compare with plain", prometheus=True),
     Scenario("ratelimit-local", "plain + a global rate-limiting plugin (local policy, a "
@@ -312,10 +315,10 @@ class Env:
         t.admin, t.status, t.ready_s, t.prefix = admin, status, ready_s, prefix
         return t, None
 
-    def start_peer(self, routes=0, keyauth=None, ws=False):
+    def start_peer(self, routes=0, keyauth=None, ws=False, bare=False):
         port, tls_port = B.free_port(), B.free_port()
         conf = B.peer_conf(self.tmp, port, tls_port, self.up_port, self.ws_port if ws else None,
-                           self.cert, self.key, routes=routes, keyauth=keyauth)
+                           self.cert, self.key, routes=routes, keyauth=keyauth, bare=bare)
         p, worker = B.start_nginx(self.tmp, "peer", conf, PROXY_CPU, port)
         self.procs.append(p)
         return Target("nginx", p, worker, port, tls_port)
@@ -344,6 +347,25 @@ def check(target, sc, apikey=None):
         B.die(f"{target.name} answered {status} {got[:200]!r} on {sc.path} ({sc.name})")
     if sc.path == "/stream/big" and len(got) != B.MIB:
         B.die(f"{target.name} returned {len(got)} bytes on /stream/big")
+
+
+def same_work(gw, peer):
+    """Proof that the gateway and the nginx peer do the same header work (`KONG_HEADERS`):
+    the same request headers reach the upstream (its /bench/headers echoes them) and the
+    client gets Kong's response headers from both. Values differ (addresses, ids,
+    latencies); which headers are there must not."""
+    seen = {}
+    for t in (gw, peer):
+        status, body, headers = B.http_get(t.port, "/bench/headers")
+        if status != 200:
+            B.die(f"{t.name} answered {status} on /bench/headers")
+        sent = {n for n, _, v in (ln.partition("=") for ln in body.decode().splitlines()) if v}
+        names = {k.lower() for k in headers}
+        seen[t.name] = (sent, {n for n in B.KONG_RESPONSE if n in names})
+    if seen[gw.name] != seen[peer.name] or not seen[gw.name][1]:
+        B.die("the gateway and the nginx peer do not do the same header work "
+              f"(upstream request headers, Kong's response headers): {seen}")
+    return sorted(seen[gw.name][0]), sorted(seen[gw.name][1])
 
 
 def measure(env, target, sc, duration, apikey=None, perf_out=None):
@@ -511,8 +533,12 @@ def scenario_load(env, sc, args):
     gw, err = env.start_gateway(cfg)
     if gw is None:
         B.die(err)
-    peer = env.start_peer(routes=routes, ws=sc.ws)
+    peer = env.start_peer(routes=routes, ws=sc.ws, bare=sc.bare)
     try:
+        if not sc.bare:
+            sent, added = same_work(gw, peer)
+            log(f"  same header work: upstream gets {', '.join(sent)}; client gets "
+                f"{', '.join(added)}")
         if ratelimit:
             ratelimit_answers(gw)
         res = run_pair(env, sc, gw, peer, args)
