@@ -767,30 +767,45 @@ async fn proxy<'s>(
         .and_then(|_| head.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
     // Upstream URI.
-    let mut uri = upstream_path(
+    let mut path = upstream_path(
         service.path.as_deref(),
         &norm,
         prefix_len,
         route.strip_path,
         route.path_handling,
     );
-    if let Cow::Owned(e) = escape_uri(&uri) {
-        uri = e;
+    if let Cow::Owned(e) = escape_uri(&path) {
+        path = Cow::Owned(e);
     }
-    if let Some(q) = &query {
-        uri.push('?');
-        uri.push_str(q);
-    } else if head
-        .uri
-        .path_and_query()
-        .is_some_and(|pq| pq.as_str().ends_with('?'))
-    {
-        // (what `Uri`'s Display ends with, without formatting it)
-        uri.push('?');
-    }
+    // The client's own target when nothing changed it (its path kept whole,
+    // the request's URI not replaced by a plugin): borrowed, not rebuilt.
+    let client_target = client_uri.path_and_query().map(|pq| pq.as_str());
+    let target_kept = client_target.is_some()
+        && head.uri.path_and_query().map(|pq| pq.as_str().as_ptr())
+            == client_target.map(str::as_ptr);
+    let uri: Cow<'_, str> = match path {
+        Cow::Borrowed(p) if target_kept && std::ptr::eq(p, raw_path) => {
+            Cow::Borrowed(client_target.unwrap_or(raw_path))
+        }
+        path => {
+            let mut uri = path.into_owned();
+            if let Some(q) = &query {
+                uri.push('?');
+                uri.push_str(q);
+            } else if head
+                .uri
+                .path_and_query()
+                .is_some_and(|pq| pq.as_str().ends_with('?'))
+            {
+                // (what `Uri`'s Display ends with, without formatting it)
+                uri.push('?');
+            }
+            Cow::Owned(uri)
+        }
+    };
 
     if let Some(log) = plan.log.as_mut().filter(|l| l.details) {
-        log.upstream_uri = uri.clone();
+        log.upstream_uri = uri.clone().into_owned();
     }
     // HTTP/1.1: the target is written as it is (`Outgoing::target`), without a
     // `Uri` parse; it must be one: nothing that could end the request line.

@@ -1,6 +1,8 @@
 //! Upstream URI construction (`kong/router/utils.lua` `get_upstream_uri_v0`,
 //! `sanitize_uri_postfix`, and the v1 branch of `kong/router/traditional.lua`).
 
+use std::borrow::Cow;
+
 /// Route `path_handling`.
 ///
 /// Note: Kong's `traditional_compatible` and `expressions` flavors always use the
@@ -66,13 +68,16 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 ///
 /// The postfix (request path after the stripped prefix) is sanitized like Kong
 /// (`./x` → `x`, `../x` → `x`, `.`/`..` → empty) for both V0 and V1.
-pub fn upstream_path(
+///
+/// The request path itself, borrowed, when that is the answer (no service
+/// path, nothing stripped: the common case), else a new string.
+pub fn upstream_path<'a>(
     service_path: Option<&str>,
-    request_path: &str,
+    request_path: &'a str,
     prefix_len: usize,
     strip_path: bool,
     path_handling: PathHandling,
-) -> String {
+) -> Cow<'a, str> {
     let base = match service_path {
         Some(p) if !p.is_empty() => p,
         _ => "/",
@@ -81,7 +86,22 @@ pub fn upstream_path(
     let cut = if strip_path { prefix_len.max(1) } else { 1 };
     let cut = floor_char_boundary(req, cut);
     let postfix = sanitize_uri_postfix(&req[cut..]);
+    // Base `/` and the whole path after its first `/` kept as it is: both
+    // flavors give back the request path (the cases below, spelled out).
+    let whole = !strip_path || (cut == 1 && postfix.len() == req.len() - 1);
+    if base == "/" && req.starts_with('/') && whole && !(strip_path && postfix.starts_with('/')) {
+        return Cow::Borrowed(req);
+    }
+    Cow::Owned(built(base, req, strip_path, postfix, path_handling))
+}
 
+fn built(
+    base: &str,
+    req: &str,
+    strip_path: bool,
+    postfix: &str,
+    path_handling: PathHandling,
+) -> String {
     match path_handling {
         PathHandling::V0 => upstream_v0(strip_path, postfix, req, base),
         PathHandling::V1 => {
@@ -144,4 +164,42 @@ fn upstream_v0(strip_path: bool, postfix: &str, req: &str, base: &str) -> String
         return base.to_owned();
     }
     concat(base, req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The borrowed answer is the one the rules build, for every mix of
+    /// inputs that could take it.
+    #[test]
+    fn borrowed_path_is_the_built_one() {
+        let reqs = [
+            "/", "//", "//x", "/x", "/x/", "/./x", "/../x", "/.", "/..", "/x//y", "", "x", "/é",
+            "/é/ü", ".", "./x",
+        ];
+        let mut borrowed = 0;
+        for req in reqs {
+            for prefix_len in 0..4 {
+                for strip in [false, true] {
+                    for ph in [PathHandling::V0, PathHandling::V1] {
+                        for service in [None, Some(""), Some("/"), Some("/s"), Some("/s/")] {
+                            let got = upstream_path(service, req, prefix_len, strip, ph);
+                            let base = service.filter(|p| !p.is_empty()).unwrap_or("/");
+                            let cut =
+                                floor_char_boundary(req, if strip { prefix_len.max(1) } else { 1 });
+                            let want =
+                                built(base, req, strip, sanitize_uri_postfix(&req[cut..]), ph);
+                            assert_eq!(
+                                got, want,
+                                "{service:?} {req:?} {prefix_len} {strip} {ph:?}"
+                            );
+                            borrowed += usize::from(matches!(got, Cow::Borrowed(_)));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(borrowed > 100, "{borrowed}");
+    }
 }
