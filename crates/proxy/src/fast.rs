@@ -101,11 +101,11 @@ where
         let _ = stop_rx.changed().await;
     });
     // The last request's header map, emptied and filled again.
-    let mut spare: Option<HeaderMap> = None;
+    let mut scratch = Scratch::default();
     loop {
         let (req, close_asked) = loop {
             if !rbuf.is_empty() {
-                match parse(&mut rbuf, limits, &mut spare) {
+                match parse(&mut rbuf, limits, &mut scratch) {
                     Parsed::Request(r, close) => break (r, close),
                     Parsed::Partial => {}
                     Parsed::Hyper => return Outcome::HandOver(Rewind::new(rbuf.freeze(), io)),
@@ -147,7 +147,7 @@ where
         let is_head = req.method() == Method::HEAD;
         let mut resp = service(req).await;
         // (not one that grew for an unusually long head: kept per connection)
-        spare = resp.spare.take().filter(|m| m.capacity() <= SPARE_CAPACITY);
+        scratch.map = resp.spare.take().filter(|m| m.capacity() <= SPARE_CAPACITY);
         let close = close_asked || !keep_alive || *stop.borrow();
         match write_response(&mut io, &mut wbuf, resp, is_head, close).await {
             Ok(true) => return Outcome::Done,
@@ -225,6 +225,16 @@ impl<F: Future<Output = ()>> Future for Gated<F> {
     }
 }
 
+/// What a connection's heads are parsed with, kept from one request to the next.
+#[derive(Default)]
+struct Scratch {
+    /// The last request's header map, to fill again (emptied first).
+    map: Option<HeaderMap>,
+    /// Where each header's name and value sit in the head (not an array on the
+    /// stack, which would be zeroed for every head).
+    at: Vec<(u32, u32, u32, u32)>,
+}
+
 // (made and taken apart at once, on the stack: boxing would cost an allocation)
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
@@ -237,8 +247,7 @@ enum Parsed {
 
 /// Parses the head at the start of `rbuf`; takes it out only when this loop
 /// serves it, which is when the framer would release it as a bodiless request.
-/// `spare`: a map to fill (emptied first) rather than a new one.
-fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> Parsed {
+fn parse(rbuf: &mut BytesMut, limits: &Limits, scratch: &mut Scratch) -> Parsed {
     // A head within the smallest limit has each of its lines within theirs (the
     // framer's quick case, `HeadScanner::check`); a longer one is the framer's.
     let limit = limits
@@ -247,7 +256,8 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
         .min(limits.max_head);
     let max_headers = limits.max_headers.min(MAX_HEADERS);
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let at = &mut scratch.at;
+    at.clear();
     let mut req = httparse::Request::new(&mut []);
     let mut close = false;
     let (len, count, method, path) = {
@@ -272,7 +282,7 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
         }
         let base = rbuf.as_ptr() as usize;
         let (mut hosts, mut lengths) = (0u32, 0u32);
-        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+        for h in req.headers.iter() {
             let name = h.name.as_bytes();
             // A body, an upgrade, `Expect: 100-continue` or trailers: hyper's; so is
             // what the framer refuses (`Host` missing or twice, `Content-Length`
@@ -311,7 +321,7 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
             }
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;
-            *slot = (n as u32, name.len() as u32, v as u32, h.value.len() as u32);
+            at.push((n as u32, name.len() as u32, v as u32, h.value.len() as u32));
         }
         if hosts != 1 || lengths > 1 {
             return Parsed::Hyper;
@@ -335,7 +345,7 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
         return put_back(&head, rbuf);
     };
     // (room for what plugins and the proxy add)
-    let mut headers = match spare.take() {
+    let mut headers = match scratch.map.take() {
         Some(mut m) => {
             m.clear();
             m.reserve(count + 4);
@@ -343,10 +353,12 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
         }
         None => HeaderMap::with_capacity(count + 4),
     };
-    for &(n, nl, v, vl) in &at[..count] {
+    for &(n, nl, v, vl) in &scratch.at[..count] {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+        let name = &head[n..n + nl];
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[n..n + nl]),
+            crate::headers::common_request_name(name)
+                .map_or_else(|| HeaderName::from_bytes(name), Ok),
             HeaderValue::from_maybe_shared(head.slice(v..v + vl)),
         ) else {
             return put_back(&head, rbuf);
@@ -366,7 +378,7 @@ fn parse(rbuf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) ->
 /// releases the same head).
 pub(crate) fn served_len(data: &[u8], limits: &Limits) -> Option<usize> {
     let mut rbuf = BytesMut::from(data);
-    match parse(&mut rbuf, limits, &mut None) {
+    match parse(&mut rbuf, limits, &mut Scratch::default()) {
         Parsed::Request(..) => Some(data.len() - rbuf.len()),
         Parsed::Partial => None,
         Parsed::Hyper => {

@@ -110,6 +110,58 @@ pub fn token_is(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b)
 }
 
+/// Names of one length, each lower-cased with its standard name.
+type SameLength = &'static [(&'static [u8], HeaderName)];
+
+/// The request headers clients send most, by name length.
+const COMMON_REQUEST: [(usize, SameLength); 6] = [
+    (4, &[(b"host", http::header::HOST)]),
+    (
+        6,
+        &[
+            (b"accept", http::header::ACCEPT),
+            (b"cookie", http::header::COOKIE),
+            (b"origin", http::header::ORIGIN),
+        ],
+    ),
+    (
+        10,
+        &[
+            (b"user-agent", http::header::USER_AGENT),
+            (b"connection", http::header::CONNECTION),
+        ],
+    ),
+    (12, &[(b"content-type", http::header::CONTENT_TYPE)]),
+    (
+        13,
+        &[
+            (b"authorization", http::header::AUTHORIZATION),
+            (b"cache-control", http::header::CACHE_CONTROL),
+            (b"if-none-match", http::header::IF_NONE_MATCH),
+        ],
+    ),
+    (
+        15,
+        &[
+            (b"accept-encoding", http::header::ACCEPT_ENCODING),
+            (b"accept-language", http::header::ACCEPT_LANGUAGE),
+        ],
+    ),
+];
+
+/// The standard name of a header clients send most (`Host`, `Accept`,
+/// `User-Agent` …) in any letter case, told by its length and a compare
+/// rather than `HeaderName::from_bytes`' lower-cased copy and long match;
+/// `None` for any other name. `name` must be a token (httparse checked it).
+#[inline]
+pub fn common_request_name(name: &[u8]) -> Option<HeaderName> {
+    let (_, names) = COMMON_REQUEST.iter().find(|(len, _)| *len == name.len())?;
+    names
+        .iter()
+        .find(|(lower, _)| token_is(name, lower))
+        .map(|(_, n)| n.clone())
+}
+
 /// `X-Forwarded-For`, parsed once.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -192,6 +244,10 @@ pub fn is_end_to_end(src: &HeaderMap, listed: bool, name: &HeaderName) -> bool {
 /// `Keep-Alive`, `Proxy`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
 /// `Upgrade` (the caller re-adds `Upgrade` for a tunnel and `TE: trailers`).
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    // (a response whose lines are kept as bytes brings an empty map)
+    if h.is_empty() {
+        return;
+    }
     let fixed = FIXED_HOP_BY_HOP;
     // One pass over the names instead of seven hashed look-ups: most
     // messages carry none of these (or only `Connection`).
@@ -460,6 +516,35 @@ mod tests {
         assert!(token_is(b"Content-Length", b"content-length"));
         assert!(!token_is(b"Content-Lengths", b"content-length"));
         assert!(!token_is(b"x-kong", b"x-kong-"));
+    }
+
+    #[test]
+    fn common_request_names_are_the_parsed_ones() {
+        for (len, names) in COMMON_REQUEST {
+            for (lower, name) in names {
+                assert_eq!(lower.len(), len);
+                assert_eq!(HeaderName::from_bytes(lower).unwrap(), name);
+                let upper = lower.to_ascii_uppercase();
+                let title: Vec<u8> = lower
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| if i == 0 { b.to_ascii_uppercase() } else { *b })
+                    .collect();
+                for spelling in [&lower[..], &upper, &title] {
+                    assert_eq!(common_request_name(spelling), Some(name.clone()));
+                }
+            }
+        }
+        for other in [
+            &b"hosts"[..],
+            b"hos",
+            b"x-host",
+            b"accepts",
+            b"content-length",
+            b"",
+        ] {
+            assert_eq!(common_request_name(other), None, "{other:?}");
+        }
     }
 
     #[test]
