@@ -120,6 +120,87 @@ async fn local_policy_minute_second_headers_and_429() {
     assert_eq!(get(&g, "/sec", &[]).await.status, 200);
 }
 
+/// An upstream that sends its own rate-limiting headers (in another letter case) and a
+/// header of its own: the plugin's values replace the upstream's, each header once, on
+/// the path that keeps the upstream's lines as bytes (a bodiless GET) as on the one that
+/// builds the response's map (a POST with a body, served by hyper).
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_headers_replace_the_upstream_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut tmp).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    // (each request's head, then its Content-Length body, if any)
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() < end + 4 + len {
+                            break;
+                        }
+                        buf.drain(..end + 4 + len);
+                        let resp = "HTTP/1.1 200 OK\r\nX-RateLimit-Remaining-Minute: 999\r\n\
+                            ratelimit-limit: 77\r\nX-Upstream: kept\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let g = Gateway::start().await;
+    routes(&g, &up, &[("m", "/m")]).await;
+    ok(
+        &g,
+        "/routes/m/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 50, "limit_by": "ip"}}),
+    )
+    .await;
+    first_limited(&g, "/m", &[], "x-ratelimit-limit-minute").await;
+    for post in [false, true] {
+        let r = if post {
+            crate::plugin_support::send(
+                &g,
+                reqwest::Method::POST,
+                "/m",
+                &[],
+                Some(reqwest::Body::from("payload")),
+            )
+            .await
+        } else {
+            get(&g, "/m", &[]).await
+        };
+        assert_eq!(r.status, 200, "post {post}");
+        assert_eq!(r.body, "ok");
+        let remaining: Vec<_> = r
+            .headers
+            .get_all("x-ratelimit-remaining-minute")
+            .iter()
+            .collect();
+        assert_eq!(remaining.len(), 1, "post {post}: {:?}", r.headers);
+        assert!(num(&r, "x-ratelimit-remaining-minute") < 50, "post {post}");
+        assert_eq!(r.headers.get_all("ratelimit-limit").iter().count(), 1);
+        assert_eq!(num(&r, "ratelimit-limit"), 50);
+        assert_eq!(h(&r, "x-upstream"), Some("kept"));
+        assert_eq!(num(&r, "x-ratelimit-limit-minute"), 50);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn local_policy_consumer_vs_ip_hide_headers_and_config_changes() {
     let up = echo().await;

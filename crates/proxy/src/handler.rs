@@ -456,8 +456,8 @@ pub async fn handle(
     let (mut head, body) = req.into_parts();
     let mut plan = Plan::default();
     let resp = proxy(&cx, &snap, &conn, &mut head, body, &mut plan).await;
-    // (kept only when no response phase runs: `respond` returns `resp` as it is)
-    let raw = plan.raw_headers.take();
+    // (kept only when no response phase reads or changes the head: `phases::keeps_lines`)
+    let mut raw = plan.raw_headers.take();
     let facts = phases::Facts {
         request_id: cx.request_id(),
         start: cx.start,
@@ -465,7 +465,7 @@ pub async fn handle(
         conn_requests: cx.conn_requests,
         settings: &shared.settings,
     };
-    let resp = phases::respond(&facts, &snap, &head, plan, resp);
+    let resp = phases::respond(&facts, &snap, &head, plan, resp, raw.as_mut());
     Reply {
         resp,
         raw,
@@ -918,7 +918,7 @@ async fn proxy<'s>(
         && client_upgrade.is_none()
         && !te_trailers
         && hash_cookie.is_none()
-        && phases::quiet(snap, plan);
+        && phases::keeps_lines(snap, plan);
     let mut raw: Option<RawHeaders> = None;
     // The upstream request's headers (its `Host` set per try).
     // What the proxy sets over the client's headers (`upstream/outgoing.rs`),

@@ -17,6 +17,7 @@ use crate::downstream::{Authenticated, BodyBytes, Filter, LogData, PendingLog, P
 use crate::errors::{self, Negotiation};
 use crate::handler::{ConnInfo, Settings};
 use crate::snapshot::{RouteInfo, Snapshot};
+use crate::upstream::raw::RawHeaders;
 use crate::{full_body, Body};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -258,9 +259,6 @@ fn header_filter(
     connection: Connection,
     resp: &mut http::response::Parts,
 ) -> bool {
-    for (k, v) in std::mem::take(&mut collected.response_headers) {
-        resp.headers.insert(k, v);
-    }
     let mut empty = false;
     for i in 0..collected.len() {
         let inst = collected[i];
@@ -339,11 +337,12 @@ pub fn respond<'s>(
     head: &Parts,
     plan: Plan<'s>,
     resp: Response<Body>,
+    raw: Option<&mut RawHeaders>,
 ) -> Response<Body> {
     if quiet(snap, &plan) {
         return resp;
     }
-    run_response_phases(f, snap, head, plan, resp)
+    run_response_phases(f, snap, head, plan, resp, raw)
 }
 
 /// Whether no plugin has a response phase to run (nothing reads or changes
@@ -355,12 +354,32 @@ pub fn quiet(snap: &Snapshot, plan: &Plan<'_>) -> bool {
     }
 }
 
+/// Whether the upstream's header lines may reach the client as bytes
+/// (`upstream/raw.rs`) with these response phases: no plugin reads or changes
+/// the head (a header_filter, a body filter, a logger that reads the headers),
+/// and the headers plugins set for the response are end-to-end ones, which go
+/// with the proxy's own over the lines of the same name. Rate limiting's
+/// headers and a metrics logger keep the lines; http-log or CORS do not.
+pub fn keeps_lines(snap: &Snapshot, plan: &Plan<'_>) -> bool {
+    let Some(c) = &plan.collected else {
+        return !snap.plugins.has_global_downstream();
+    };
+    c.iter().all(|i| {
+        let p = &i.spec.phases;
+        !(p.header_filter || p.body_filter || p.log && i.plugin.log_reads_details())
+    }) && c
+        .response_headers
+        .iter()
+        .all(|(n, _)| crate::upstream::raw::Kind::of(n.as_str().as_bytes()).settable())
+}
+
 fn run_response_phases<'s>(
     f: &Facts<'_>,
     snap: &'s Snapshot,
     head: &Parts,
     mut plan: Plan<'s>,
     resp: Response<Body>,
+    mut raw: Option<&mut RawHeaders>,
 ) -> Response<Body> {
     let mut collected = match plan.collected.take() {
         Some(c) => c,
@@ -368,6 +387,14 @@ fn run_response_phases<'s>(
     };
     let (mut parts, mut body) = resp.into_parts();
     let connection = f.conn.connection(f.conn_requests);
+    // (with the lines kept as bytes no plugin here reads the head: `keeps_lines`)
+    let set = std::mem::take(&mut collected.response_headers);
+    match raw.as_deref_mut() {
+        Some(r) => set.into_iter().for_each(|(k, v)| r.set_header(k, v)),
+        None => set.into_iter().for_each(|(k, v)| {
+            parts.headers.insert(k, v);
+        }),
+    }
     if header_filter(&mut collected, &head.headers, connection, &mut parts) {
         body = crate::empty_body();
         parts
@@ -402,7 +429,11 @@ fn run_response_phases<'s>(
         None
     } else {
         let response_head_size = (!keep_headers).then(|| {
-            crate::downstream::head_size(crate::downstream::status_line_len(status), &parts.headers)
+            let line = crate::downstream::status_line_len(status);
+            match raw.as_deref() {
+                Some(r) => r.head_size(line, &parts.headers),
+                None => crate::downstream::head_size(line, &parts.headers),
+            }
         });
         Some(Box::new(PendingLog {
             loggers,

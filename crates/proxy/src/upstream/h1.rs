@@ -9,7 +9,7 @@
 //! the clients and speaks HTTP/2 to gRPC upstreams.
 
 use super::outgoing::Outgoing;
-use super::raw::{Kind, Line, RawHeaders};
+use super::raw::{ConnectionTokens, Kind, Line, RawHeaders};
 use crate::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
@@ -473,7 +473,7 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<
     // What framing needs, noted from the lines' kinds (no hashed look-ups).
     let mut lengths: Option<Result<u64, ()>> = None;
     let mut last_coding_chunked: Option<bool> = None;
-    let (mut conn_close, mut conn_keep_alive) = (false, false);
+    let mut connection = ConnectionTokens::default();
     for l in &lines {
         let bytes = &head[l.value_range()];
         match l.kind {
@@ -494,12 +494,7 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<
                 }
                 last_coding_chunked.get_or_insert(false);
             }
-            Kind::Connection => {
-                for t in bytes.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    conn_close |= t.eq_ignore_ascii_case(b"close");
-                    conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
+            Kind::Connection => connection.add(bytes),
             _ => {}
         }
     }
@@ -511,9 +506,9 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<
         Version::HTTP_11
     };
     let mut keep_alive = if version == Version::HTTP_11 {
-        !conn_close
+        !connection.close
     } else {
-        conn_keep_alive
+        connection.keep_alive
     };
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an
     // intermediary must then drop.
@@ -546,14 +541,13 @@ fn parse_head(rbuf: &mut BytesMut, method: &Method, raw: bool) -> Result<Option<
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    let raw =
-        if raw && status != StatusCode::SWITCHING_PROTOCOLS && !lines.connection_lists_others() {
-            Some(lines)
-        } else {
-            // (room for the headers the proxy adds to a response: Via, latencies, ids)
-            parts.headers = lines.to_map(6).map_err(err)?;
-            None
-        };
+    let raw = if raw && status != StatusCode::SWITCHING_PROTOCOLS && !connection.others {
+        Some(lines)
+    } else {
+        // (room for the headers the proxy adds to a response: Via, latencies, ids)
+        parts.headers = lines.to_map(6).map_err(err)?;
+        None
+    };
     Ok(Some(Head {
         parts,
         raw,

@@ -30,6 +30,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether the proxy's own list may set a header of this kind over the
+    /// lines (one that neither frames the message nor is hop-by-hop).
+    pub fn settable(self) -> bool {
+        matches!(
+            self,
+            Kind::Other | Kind::Date | Kind::Server | Kind::Via | Kind::Kong
+        )
+    }
+
     /// The kind of a header name, in any letter case.
     pub fn of(name: &[u8]) -> Kind {
         let is = |s: &str| crate::headers::token_is(name, s.as_bytes());
@@ -52,6 +61,36 @@ impl Kind {
             (17, b't') if is("transfer-encoding") => Kind::TransferEncoding,
             (n, b'x') if n > 7 && crate::headers::token_is(&name[..7], b"x-kong-") => Kind::Kong,
             _ => Kind::Other,
+        }
+    }
+}
+
+/// What a `Connection` value says, token by token.
+#[derive(Default, Clone, Copy)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// Names of headers to remove besides the fixed hop-by-hop ones.
+    pub others: bool,
+}
+
+impl ConnectionTokens {
+    pub fn of(value: &[u8]) -> ConnectionTokens {
+        let mut c = ConnectionTokens::default();
+        c.add(value);
+        c
+    }
+
+    /// Notes the tokens of one more `Connection` line.
+    pub fn add(&mut self, value: &[u8]) {
+        for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let (close, keep_alive) = (
+                t.eq_ignore_ascii_case(b"close"),
+                t.eq_ignore_ascii_case(b"keep-alive"),
+            );
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+            self.others |= !t.is_empty() && !close && !keep_alive;
         }
     }
 }
@@ -94,6 +133,9 @@ pub struct RawHeaders {
     /// Headers the proxy sets itself, over lines of the same name, written after
     /// the lines (no framing headers among them).
     own: Vec<(HeaderName, HeaderValue)>,
+    /// Whether `own` sets a header of kind `Other` or `Date` (a plugin's), whose
+    /// lines must then be looked for by name.
+    own_others: bool,
 }
 
 /// The proxy's own response headers (see [`RawHeaders::own`]).
@@ -157,12 +199,29 @@ impl RawHeaders {
             kinds,
             drop_length,
             own: Vec::new(),
+            own_others: false,
         }
     }
 
     /// Sets the proxy's own headers (see [`own`](Self::own)).
     pub fn set_own(&mut self, own: Own) {
         self.own = own;
+    }
+
+    /// Sets a header over the lines and own headers of the same name, as a
+    /// map's `insert` would (what plugins set for the response). Only a
+    /// [`Kind::settable`] one: the caller checks.
+    pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.own.retain(|(n, _)| *n != name);
+        self.own_others |= matches!(Kind::of(name.as_str().as_bytes()), Kind::Other | Kind::Date);
+        self.own.push((name, value));
+    }
+
+    /// Whether the proxy sets a header of this name (as it came, in any case).
+    fn own_has(&self, name: &[u8]) -> bool {
+        self.own
+            .iter()
+            .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// The headers the proxy sets itself.
@@ -201,19 +260,12 @@ impl RawHeaders {
 
     /// Whether `Connection` names headers to remove besides the fixed
     /// hop-by-hop ones (which only [`to_map`](Self::to_map) handles).
+    #[cfg(test)]
     pub fn connection_lists_others(&self) -> bool {
-        self.has(Kind::Connection)
-            && self
-                .lines
-                .iter()
-                .filter(|l| l.kind == Kind::Connection)
-                .flat_map(|l| self.value(l).split(|b| *b == b','))
-                .map(<[u8]>::trim_ascii)
-                .any(|t| {
-                    !t.is_empty()
-                        && !t.eq_ignore_ascii_case(b"close")
-                        && !t.eq_ignore_ascii_case(b"keep-alive")
-                })
+        self.lines
+            .iter()
+            .filter(|l| l.kind == Kind::Connection)
+            .any(|l| ConnectionTokens::of(self.value(l)).others)
     }
 
     /// Every line as a map entry (what a response carries when something
@@ -247,7 +299,7 @@ impl RawHeaders {
         let drop_server = self.has(Kind::Server) && self.set_by_proxy(overlay, &SERVER);
         self.lines.iter().filter_map(move |l| {
             let keep = match l.kind {
-                Kind::Other | Kind::Date => true,
+                Kind::Other | Kind::Date => !(self.own_others && self.own_has(self.name(l))),
                 Kind::ContentLength => !self.drop_length,
                 Kind::Via => !drop_via,
                 Kind::Server => !drop_server,
@@ -367,6 +419,22 @@ impl RawHeaders {
         Ok(map)
     }
 
+    /// The size of the head these lines make with `overlay` and the proxy's
+    /// own headers, after a first line of `first_line` bytes (as
+    /// `downstream::head_size` counts a map's).
+    pub fn head_size(&self, first_line: usize, overlay: &HeaderMap) -> u64 {
+        let lines: usize = self
+            .end_to_end(overlay)
+            .map(|(n, v, _)| n.len() + 2 + v.len() + 2)
+            .sum();
+        let own: usize = overlay
+            .iter()
+            .chain(self.own())
+            .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+            .sum();
+        (first_line + 2 + lines + own + 2) as u64
+    }
+
     /// Whether a `Content-Length` of at most `n` is among the lines.
     pub fn length_at_most(&self, n: u64) -> bool {
         !self.drop_length
@@ -480,6 +548,46 @@ mod tests {
         assert_eq!(r.end_to_end(&empty).count(), kept.len());
         r.check_written(&empty);
         assert_eq!(r.merge(HeaderMap::new()).unwrap(), expected);
+    }
+
+    /// Headers a plugin sets for the response replace the lines of the same
+    /// name in any case, as a map's `insert` does on the map path.
+    #[test]
+    fn plugin_headers_replace_lines_of_their_name() {
+        let mut r = raw(
+            &[
+                ("Server", "up"),
+                ("x-ratelimit-remaining-second", "7"),
+                ("X-Custom", "a"),
+                ("Content-Length", "2"),
+                ("X-RateLimit-Limit-Second", "9"),
+            ],
+            false,
+        );
+        let mut own = own_buffer();
+        own.push((VIA, HeaderValue::from_static("1.1 kong/3.9.1")));
+        r.set_own(own);
+        let limit = HeaderName::from_static("x-ratelimit-limit-second");
+        let remaining = HeaderName::from_static("x-ratelimit-remaining-second");
+        r.set_header(limit.clone(), HeaderValue::from_static("1"));
+        r.set_header(remaining.clone(), HeaderValue::from_static("5"));
+        r.set_header(remaining.clone(), HeaderValue::from_static("4"));
+        let empty = HeaderMap::new();
+        let kept: Vec<&[u8]> = r.end_to_end(&empty).map(|(n, _, _)| n).collect();
+        assert_eq!(kept, [&b"Server"[..], b"X-Custom", b"Content-Length"]);
+        r.check_written(&empty);
+        let merged = r.merge(HeaderMap::new()).unwrap();
+        assert_eq!(merged.get(&remaining).unwrap(), "4");
+        assert_eq!(merged.get_all(&remaining).iter().count(), 1);
+        assert_eq!(merged.get(&limit).unwrap(), "1");
+        assert_eq!(merged.get(VIA).unwrap(), "1.1 kong/3.9.1");
+        // The size the log reports is the size of the head that map makes.
+        assert_eq!(
+            r.head_size(15, &empty),
+            crate::downstream::head_size(15, &merged)
+        );
+        assert!(!Kind::ContentLength.settable() && !Kind::Connection.settable());
+        assert!(Kind::Other.settable() && Kind::Kong.settable());
     }
 
     #[test]
