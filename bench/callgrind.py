@@ -88,7 +88,8 @@ def run_one(args, tmp, which, n, up_port, rep=0):
         cfg = os.path.join(prefix, "kong.yml")
         with open(cfg, "w") as f:
             f.write(B.declarative(up_port, prometheus=args.prometheus,
-                                  ratelimit=args.ratelimit_conf, balanced=args.upstream))
+                                  ratelimit=args.ratelimit_conf, balanced=args.upstream,
+                                  routes=args.routes))
         port, admin, status = B.free_port(), B.free_port(), B.free_port()
         env = B.gateway_env(prefix, port, None, admin, status, cfg, None, None)
         log = open(os.path.join(prefix, "stderr.log"), "w")
@@ -98,11 +99,11 @@ def run_one(args, tmp, which, n, up_port, rep=0):
     else:
         port = B.free_port()
         conf = B.peer_conf(tmp, port, None, up_port, None, None, None, foreground_single=True,
-                           bare=which == "nginx-bare")
+                           bare=which == "nginx-bare", routes=args.routes)
         proc, _ = B.start_nginx(tmp, f"peer-{n}", conf, 1, port, valgrind=vg)
     time.sleep(args.settle)
     t0 = time.perf_counter()
-    client(port, n)
+    client(port, n, f"/svc-{args.routes // 2}/x" if args.routes else "/")
     dt = time.perf_counter() - t0
     time.sleep(0.2)
     B.stop(proc, grace=120)
@@ -131,6 +132,11 @@ def main():
     ap.add_argument("--upstream", choices=["round-robin", "consistent-hashing"], default=None,
                     help="the gateway's service through an upstream of three targets "
                     "(127.0.0.1-3) with this algorithm (consistent-hashing: hash_on ip)")
+    ap.add_argument("--routes", type=int, default=0,
+                    help="N more routes, /svc-0 … /svc-(N-1), each with its own service, and "
+                    "GET /svc-(N/2)/x (the 'routes-10k' scenario with 10000); start-up with 10,000 "
+                    "routes under valgrind can outlast --settle, so read the worker thread's "
+                    "inclusive figure in the profile")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     B.need_tools(["valgrind", "nginx", "taskset", "callgrind_annotate"])

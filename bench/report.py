@@ -62,15 +62,18 @@ def plot(results, png, title):
 def callgrind_table(cg):
     lines = ["| proxy | instructions / request, run 1 | run 2 | spread |",
              "|---|---:|---:|---:|"]
-    for who in ("gateway", "nginx"):
+    names = {"nginx": "nginx (Kong's headers)", "nginx-bare": "nginx, bare proxy_pass"}
+    for who in ("gateway", "nginx", "nginx-bare"):
         r = cg.get(who)
         if not r:
             continue
         runs = [f"{x['instructions_per_request']:,.0f}" for x in r["runs"]]
         runs += [""] * (2 - len(runs))
-        lines.append(f"| {who} | {runs[0]} | {' / '.join(runs[1:])} | {r['spread_pct']:.2f}% |")
-    if "ratio" in cg:
-        lines.append(f"| **gateway/nginx** | **{cg['ratio']:.2f}×** | | |")
+        lines.append(f"| {names.get(who, who)} | {runs[0]} | {' / '.join(runs[1:])} | "
+                     f"{r['spread_pct']:.2f}% |")
+    for key, peer in (("ratio", "nginx"), ("ratio_bare", "nginx-bare")):
+        if key in cg:
+            lines.append(f"| **gateway/{peer}** | **{cg[key]:.2f}×** | | |")
     return "\n".join(lines)
 
 
