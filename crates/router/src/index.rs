@@ -132,8 +132,11 @@ impl CandList {
 pub(crate) struct PathIndex {
     /// prefix path (or regex literal prefix) → candidates
     pub(crate) prefix: PMap<Arc<[u8]>, Arc<CandList>>,
-    /// distinct prefix lengths, descending, with how many keys have each
-    pub(crate) lens: Vec<(usize, u32)>,
+    /// distinct prefix lengths, descending, with how many keys have each and a
+    /// bound on their candidates' priority: none of them has a higher one (it
+    /// is raised as candidates come and kept as they go, so it may be above the
+    /// best left, never below)
+    pub(crate) lens: Vec<(usize, u32, u64)>,
     /// regex (without literal prefix) or path-less matchers
     pub(crate) other: Arc<CandList>,
 }
@@ -149,19 +152,26 @@ impl PathIndex {
         };
         if !self.prefix.contains_key(k) {
             self.prefix.insert(k.into(), Arc::default());
-            match self.lens.binary_search_by(|(l, _)| k.len().cmp(l)) {
+            match self.lens.binary_search_by(|(l, ..)| k.len().cmp(l)) {
                 Ok(i) => self.lens[i].1 += 1,
-                Err(i) => self.lens.insert(i, (k.len(), 1)),
+                Err(i) => self.lens.insert(i, (k.len(), 1, 0)),
             }
         }
         Arc::make_mut(self.prefix.get_mut(k).expect("inserted"))
+    }
+
+    /// Raises the priority bound of the keys of `len` bytes to `priority`.
+    fn bound(&mut self, len: usize, priority: u64) {
+        if let Ok(i) = self.lens.binary_search_by(|(l, ..)| len.cmp(l)) {
+            self.lens[i].2 = self.lens[i].2.max(priority);
+        }
     }
 
     /// After a removal: drops a prefix list left empty.
     fn prune(&mut self, key: &[u8]) {
         if self.prefix.get(key).is_some_and(|l| l.cands.is_empty()) {
             self.prefix.remove(key);
-            if let Ok(i) = self.lens.binary_search_by(|(l, _)| key.len().cmp(l)) {
+            if let Ok(i) = self.lens.binary_search_by(|(l, ..)| key.len().cmp(l)) {
                 self.lens[i].1 -= 1;
                 if self.lens[i].1 == 0 {
                     self.lens.remove(i);
@@ -252,6 +262,9 @@ impl Index {
         places(c, |bucket, host, path| {
             let pi = self.bucket(bucket, host, true).expect("created");
             pi.list(path).cands.push(c.clone());
+            if let Some(k) = path {
+                pi.bound(k.len(), c.priority);
+            }
             edits.touched.insert(Place {
                 bucket,
                 host: host.clone(),

@@ -305,8 +305,14 @@ impl Router {
         best: &mut Option<(&'a Cand, Hit)>,
     ) {
         let path = req.path.as_bytes();
-        for &(len, _) in &pi.lens {
+        for &(len, _, top) in &pi.lens {
             if len > path.len() {
+                continue;
+            }
+            // (no candidate of this length outranks the one found: no look-up;
+            // a path's length is in the low bits of its priority, so a match
+            // of a longer prefix found first rules out the shorter ones)
+            if best.as_ref().is_some_and(|(b, _)| top < b.priority) {
                 continue;
             }
             if let Some(list) = pi.prefix.get(&path[..len]) {
