@@ -152,7 +152,7 @@ impl PathIndex {
         };
         if !self.prefix.contains_key(k) {
             self.prefix.insert(k.into(), Arc::default());
-            match self.lens.binary_search_by(|(l, ..)| k.len().cmp(l)) {
+            match self.len_at(k.len()) {
                 Ok(i) => self.lens[i].1 += 1,
                 Err(i) => self.lens.insert(i, (k.len(), 1, 0)),
             }
@@ -160,9 +160,14 @@ impl PathIndex {
         Arc::make_mut(self.prefix.get_mut(k).expect("inserted"))
     }
 
+    /// Where `len` is (or would go) in `lens`, which is sorted longest first.
+    fn len_at(&self, len: usize) -> Result<usize, usize> {
+        self.lens.binary_search_by(|(l, ..)| len.cmp(l))
+    }
+
     /// Raises the priority bound of the keys of `len` bytes to `priority`.
     fn bound(&mut self, len: usize, priority: u64) {
-        if let Ok(i) = self.lens.binary_search_by(|(l, ..)| len.cmp(l)) {
+        if let Ok(i) = self.len_at(len) {
             self.lens[i].2 = self.lens[i].2.max(priority);
         }
     }
@@ -171,7 +176,7 @@ impl PathIndex {
     fn prune(&mut self, key: &[u8]) {
         if self.prefix.get(key).is_some_and(|l| l.cands.is_empty()) {
             self.prefix.remove(key);
-            if let Ok(i) = self.lens.binary_search_by(|(l, ..)| key.len().cmp(l)) {
+            if let Ok(i) = self.len_at(key.len()) {
                 self.lens[i].1 -= 1;
                 if self.lens[i].1 == 0 {
                     self.lens.remove(i);

@@ -75,12 +75,6 @@ pub struct ConnectionTokens {
 }
 
 impl ConnectionTokens {
-    pub fn of(value: &[u8]) -> ConnectionTokens {
-        let mut c = ConnectionTokens::default();
-        c.add(value);
-        c
-    }
-
     /// Notes the tokens of one more `Connection` line.
     pub fn add(&mut self, value: &[u8]) {
         for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -265,7 +259,11 @@ impl RawHeaders {
         self.lines
             .iter()
             .filter(|l| l.kind == Kind::Connection)
-            .any(|l| ConnectionTokens::of(self.value(l)).others)
+            .any(|l| {
+                let mut c = ConnectionTokens::default();
+                c.add(self.value(l));
+                c.others
+            })
     }
 
     /// Every line as a map entry (what a response carries when something
